@@ -1,0 +1,158 @@
+//! A blocking client for the control socket. Every wait is bounded by the
+//! client's timeout, so a missing reply is an error, never a hang; only a
+//! follow stream waits indefinitely for new log lines, by request.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::frame::{self, FrameDecoder, FrameError};
+use crate::pb;
+
+/// Default bound on connecting and on waiting for each reply.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {path}: {source} (is bascule-init running? set --socket or BASCULE_SOCKET)")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no reply from the server within {0:?}")]
+    Timeout(Duration),
+    #[error("the server closed the connection before replying")]
+    Closed,
+    #[error("i/o error on the control socket: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Server(pb::Error),
+    #[error("the server answered request {expected} with an unexpected reply")]
+    Unexpected { expected: u64 },
+}
+
+impl ClientError {
+    /// The server's error code, when the server refused the request.
+    pub fn server_code(&self) -> Option<pb::ErrorCode> {
+        match self {
+            ClientError::Server(e) => pb::ErrorCode::try_from(e.code).ok(),
+            _ => None,
+        }
+    }
+}
+
+pub struct Client {
+    stream: UnixStream,
+    decoder: FrameDecoder,
+    next_id: u64,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn connect(path: impl AsRef<Path>, timeout: Duration) -> Result<Self, ClientError> {
+        let path = path.as_ref();
+        let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_stream(stream, timeout)
+    }
+
+    /// Wraps an already connected stream (e.g. QEMU's chardev socket for the
+    /// virtio-serial port).
+    pub fn from_stream(stream: UnixStream, timeout: Duration) -> Result<Self, ClientError> {
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_read_timeout(Some(timeout))?;
+        Ok(Client {
+            stream,
+            decoder: FrameDecoder::new(),
+            next_id: 1,
+            timeout,
+        })
+    }
+
+    /// Sends `call` and returns the single reply, or the server's error.
+    pub fn call(&mut self, call: pb::request::Call) -> Result<pb::response::Result, ClientError> {
+        let id = self.send(call)?;
+        let resp = self.recv(Some(self.timeout))?;
+        Self::check(id, resp).map(|(result, _)| result)
+    }
+
+    /// Sends `call` and hands each streamed reply to `on_reply` until the
+    /// server ends the stream or `on_reply` returns false. `idle` bounds the
+    /// wait between frames; `None` waits as long as the stream stays open.
+    pub fn stream(
+        &mut self,
+        call: pb::request::Call,
+        idle: Option<Duration>,
+        mut on_reply: impl FnMut(pb::response::Result) -> bool,
+    ) -> Result<(), ClientError> {
+        let id = self.send(call)?;
+        loop {
+            let resp = self.recv(idle)?;
+            let (result, more) = Self::check(id, resp)?;
+            if !on_reply(result) || !more {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes raw bytes: for tests that exercise the server's error handling.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Reads one response frame whatever its id.
+    pub fn recv_any(&mut self) -> Result<pb::Response, ClientError> {
+        self.recv(Some(self.timeout))
+    }
+
+    fn send(&mut self, call: pb::request::Call) -> Result<u64, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let bytes = frame::encode(&pb::Request {
+            id,
+            call: Some(call),
+        })?;
+        self.stream.write_all(&bytes)?;
+        Ok(id)
+    }
+
+    fn recv(&mut self, wait: Option<Duration>) -> Result<pb::Response, ClientError> {
+        self.stream.set_read_timeout(wait)?;
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            if let Some(payload) = self.decoder.next_frame()? {
+                return Ok(frame::decode(&payload, "Response")?);
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(n) => self.decoder.push(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(ClientError::Timeout(wait.unwrap_or(self.timeout)))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn check(id: u64, resp: pb::Response) -> Result<(pb::response::Result, bool), ClientError> {
+        match resp.result {
+            Some(pb::response::Result::Error(e)) => Err(ClientError::Server(e)),
+            // Errors about the connection itself (bad frame) carry id 0.
+            Some(result) if resp.id == id => Ok((result, resp.more)),
+            _ => Err(ClientError::Unexpected { expected: id }),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! Framing: every message is a 4-byte big-endian length followed by that many
+//! bytes of protobuf. The decoder is incremental so a non-blocking server can
+//! feed it whatever a read returned.
+
+use prost::Message;
+
+/// Largest frame either side accepts. Larger frames are refused before any
+/// allocation, so a hostile length cannot exhaust PID 1's memory.
+pub const MAX_FRAME_LEN: usize = 1 << 20;
+
+const HEADER_LEN: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame does not decode as {what}: {source}")]
+    Malformed {
+        what: &'static str,
+        #[source]
+        source: prost::DecodeError,
+    },
+}
+
+/// Encodes `msg` as one frame. Fails only when the message exceeds the limit.
+pub fn encode<M: Message>(msg: &M) -> Result<Vec<u8>, FrameError> {
+    let len = msg.encoded_len();
+    if len > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + len);
+    // The limit above keeps `len` well inside u32.
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    msg.encode_raw(&mut out);
+    Ok(out)
+}
+
+/// Decodes a frame's payload as `M`.
+pub fn decode<M: Message + Default>(payload: &[u8], what: &'static str) -> Result<M, FrameError> {
+    M::decode(payload).map_err(|source| FrameError::Malformed { what, source })
+}
+
+/// Accumulates bytes and yields complete frame payloads.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes received but not yet part of a complete frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete payload, `None` when more bytes are needed.
+    /// A length above [`MAX_FRAME_LEN`] is an error as soon as the header is in.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if self.buf.len() < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.buf[..HEADER_LEN]);
+        let len = u32::from_be_bytes(header) as usize;
+        if len > MAX_FRAME_LEN {
+            return Err(FrameError::TooLarge {
+                len,
+                max: MAX_FRAME_LEN,
+            });
+        }
+        if self.buf.len() < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let payload = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.buf.drain(..HEADER_LEN + len);
+        Ok(Some(payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb;
+
+    fn version_request(id: u64) -> pb::Request {
+        pb::Request {
+            id,
+            call: Some(pb::request::Call::Version(pb::VersionRequest {})),
+        }
+    }
+
+    #[test]
+    fn round_trips_split_at_every_byte() {
+        let mut wire = encode(&version_request(7)).unwrap();
+        wire.extend(encode(&version_request(8)).unwrap());
+        for split in 0..wire.len() {
+            let mut dec = FrameDecoder::new();
+            dec.push(&wire[..split]);
+            let mut got = Vec::new();
+            while let Some(p) = dec.next_frame().unwrap() {
+                got.push(decode::<pb::Request>(&p, "Request").unwrap().id);
+            }
+            dec.push(&wire[split..]);
+            while let Some(p) = dec.next_frame().unwrap() {
+                got.push(decode::<pb::Request>(&p, "Request").unwrap().id);
+            }
+            assert_eq!(got, vec![7, 8], "split at {split}");
+            assert_eq!(dec.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_refused_from_the_header_alone() {
+        let mut dec = FrameDecoder::new();
+        dec.push(&((MAX_FRAME_LEN as u32) + 1).to_be_bytes());
+        match dec.next_frame() {
+            Err(FrameError::TooLarge { len, max }) => {
+                assert_eq!(len, MAX_FRAME_LEN + 1);
+                assert_eq!(max, MAX_FRAME_LEN);
+            }
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_payload_is_malformed() {
+        let err = decode::<pb::Request>(&[0xff, 0xff, 0xff], "Request").unwrap_err();
+        assert!(err.to_string().contains("Request"), "{err}");
+    }
+
+    #[test]
+    fn frame_at_limit_is_accepted() {
+        let mut dec = FrameDecoder::new();
+        dec.push(&(MAX_FRAME_LEN as u32).to_be_bytes());
+        dec.push(&vec![0u8; MAX_FRAME_LEN]);
+        assert_eq!(dec.next_frame().unwrap().unwrap().len(), MAX_FRAME_LEN);
+    }
+}
