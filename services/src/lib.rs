@@ -1,1 +1,18 @@
+//! Service supervision for Bascule: service files, the per-service state
+//! machine (start, readiness, health, restart with backoff, stop with
+//! grace), dependency order, and log capture.
 #![deny(unsafe_code)]
+
+pub mod backoff;
+pub mod graph;
+pub mod logs;
+pub mod signal;
+pub mod spec;
+pub mod state;
+pub mod supervisor;
+
+pub use graph::{load_dir, Catalog, Rejected};
+pub use signal::Signal;
+pub use spec::{Class, ServiceSpec};
+pub use state::{Exit, State};
+pub use supervisor::{ControlError, Event, Launcher, ProcessKind, Supervisor};

@@ -1,0 +1,186 @@
+//! Command-line definitions (clap derive). Parsing only: no I/O here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bascule_api::{pb, DEFAULT_SOCKET, SOCKET_ENV};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Shown under `bascule --help` so scripts can rely on the codes without
+/// reading the docs. Keep in step with `exit.rs` and docs/cli.md.
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the operation failed (server error FAILED, TIMEOUT, UNAVAILABLE, ...)
+  2  usage error
+  3  cannot reach the server (no socket, no reply within --timeout, connection closed)
+  4  not found (e.g. unknown service)
+  5  permission denied (by the server, or on the socket file)
+
+Errors are printed to stderr as `bascule: <message>`.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bascule",
+    version,
+    about = "Control a Bascule system through its control socket",
+    after_help = EXIT_CODES_HELP
+)]
+pub struct Cli {
+    /// Path of the control socket.
+    #[arg(long, global = true, value_name = "PATH", env = SOCKET_ENV, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+
+    /// Seconds to wait for the server to reply (fractions allowed).
+    #[arg(long, global = true, value_name = "SECONDS", default_value = "10", value_parser = parse_timeout)]
+    pub timeout: Duration,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List services and their state.
+    Services {
+        /// Only these services (default: all).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Start, stop, restart a service, or show its status.
+    Service {
+        /// The service name.
+        name: String,
+        /// What to do.
+        action: Action,
+    },
+    /// Print a service's captured output (stdout and stderr).
+    Logs {
+        /// Keep printing new lines as they arrive.
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of recent lines to print first.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        tail: u32,
+        /// The service name.
+        name: String,
+    },
+    /// Reboot the machine.
+    Reboot,
+    /// Power the machine off.
+    Shutdown,
+    /// Print the client and server versions.
+    Version,
+    /// Print the boot timeline.
+    BootTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+    Status,
+}
+
+impl Action {
+    pub fn to_pb(self) -> pb::ServiceAction {
+        match self {
+            Action::Start => pb::ServiceAction::Start,
+            Action::Stop => pb::ServiceAction::Stop,
+            Action::Restart => pb::ServiceAction::Restart,
+            Action::Status => pb::ServiceAction::Status,
+        }
+    }
+}
+
+/// Zero would disable the socket timeouts (and std refuses it), so it is a
+/// usage error rather than "wait forever".
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err("the timeout must be greater than 0".into());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_global_options_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "bascule",
+            "logs",
+            "-f",
+            "--tail",
+            "5",
+            "web",
+            "--json",
+            "--timeout",
+            "0.5",
+            "--socket",
+            "/tmp/s",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.timeout, Duration::from_millis(500));
+        assert_eq!(cli.socket, PathBuf::from("/tmp/s"));
+        match cli.command {
+            Command::Logs { follow, tail, name } => {
+                assert!(follow);
+                assert_eq!(tail, 5);
+                assert_eq!(name, "web");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn service_action_and_defaults() {
+        let cli = Cli::try_parse_from(["bascule", "service", "db", "restart"]).unwrap();
+        assert_eq!(cli.timeout, Duration::from_secs(10));
+        assert!(!cli.json);
+        match cli.command {
+            Command::Service { name, action } => {
+                assert_eq!(name, "db");
+                assert_eq!(action.to_pb(), pb::ServiceAction::Restart);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let cli = Cli::try_parse_from(["bascule", "logs", "db"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Logs {
+                tail: 100,
+                follow: false,
+                ..
+            }
+        ));
+        let cli = Cli::try_parse_from(["bascule", "boot-time"]).unwrap();
+        assert!(matches!(cli.command, Command::BootTime));
+    }
+
+    #[test]
+    fn bad_timeouts_are_usage_errors() {
+        for bad in ["0", "-1", "abc", "NaN", "inf"] {
+            let err = Cli::try_parse_from(["bascule", "--timeout", bad, "version"]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}");
+        }
+        let err = Cli::try_parse_from(["bascule", "service", "db", "explode"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

@@ -1,0 +1,346 @@
+//! Runs the built `bascule` binary against a fake server that speaks the real
+//! framing on a Unix socket in a temporary directory. The server logic is a
+//! closure per test; end-to-end tests against bascule-init live in qemu-tests.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bascule_api::frame::{self, FrameDecoder};
+use bascule_api::pb::{self, request::Call, response::Result as Reply};
+
+/// What the fake server does with one request: write frames on the stream.
+type Handler = dyn Fn(&mut UnixStream, pb::Request) + Send + Sync;
+
+struct FakeServer {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+impl FakeServer {
+    fn start(handler: impl Fn(&mut UnixStream, pb::Request) + Send + Sync + 'static) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let handler: Arc<Handler> = Arc::new(handler);
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let handler = Arc::clone(&handler);
+                thread::spawn(move || serve(conn, &*handler));
+            }
+        });
+        FakeServer { _dir: dir, socket }
+    }
+}
+
+fn serve(mut conn: UnixStream, handler: &Handler) {
+    let mut dec = FrameDecoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(payload) = dec.next_frame().unwrap() {
+            let req: pb::Request = frame::decode(&payload, "Request").unwrap();
+            handler(&mut conn, req);
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => dec.push(&buf[..n]),
+        }
+    }
+}
+
+fn send(conn: &mut UnixStream, id: u64, more: bool, result: Reply) -> std::io::Result<()> {
+    let bytes = frame::encode(&pb::Response {
+        id,
+        more,
+        result: Some(result),
+    })
+    .unwrap();
+    conn.write_all(&bytes)
+}
+
+fn bascule(socket: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bascule"));
+    cmd.env_remove("BASCULE_SOCKET").arg("--socket").arg(socket);
+    cmd
+}
+
+/// Waits for the child, killing it after `limit` so a hang fails the test
+/// instead of blocking the suite.
+fn wait_bounded(mut child: Child, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return (child.wait_with_output().unwrap(), start.elapsed());
+        }
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("bascule still running after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_bounded(child, Duration::from_secs(20)).0
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn status(name: &str, state: pb::ServiceState, pid: u32) -> pb::ServiceStatus {
+    pb::ServiceStatus {
+        name: name.into(),
+        state: state as i32,
+        pid,
+        restarts: 2,
+        uptime_ms: if pid == 0 { 0 } else { 65_000 },
+        readiness: pb::Readiness::Ready as i32,
+        health: pb::Health::Healthy as i32,
+        class: "system".into(),
+        last_exit: String::new(),
+        reason: String::new(),
+        depends_on: vec!["net".into()],
+    }
+}
+
+/// Knows the services "web" and "db"; anything else is NOT_FOUND.
+fn standard_server() -> FakeServer {
+    FakeServer::start(|conn, req| {
+        let id = req.id;
+        let reply = match req.call {
+            Some(Call::ServiceList(_)) => Reply::ServiceList(pb::ServiceListReply {
+                services: vec![
+                    status("web", pb::ServiceState::Running, 42),
+                    status("db", pb::ServiceState::Stopped, 0),
+                ],
+            }),
+            Some(Call::ServiceControl(c)) if c.name == "web" || c.name == "db" => {
+                Reply::ServiceControl(pb::ServiceControlReply {
+                    status: Some(status(&c.name, pb::ServiceState::Stopped, 0)),
+                })
+            }
+            Some(Call::ServiceControl(c)) => Reply::Error(pb::Error::new(
+                pb::ErrorCode::NotFound,
+                format!("no service named {}", c.name),
+            )),
+            Some(Call::Version(_)) => Reply::Version(pb::VersionReply {
+                version: "9.9.9".into(),
+                git_commit: "abc123".into(),
+                mode: "supervise".into(),
+                booted_slot: "B".into(),
+            }),
+            Some(Call::Power(_)) => Reply::Error(pb::Error::new(
+                pb::ErrorCode::PermissionDenied,
+                "peer is not root",
+            )),
+            Some(Call::Logs(l)) => {
+                let line = |text: &[u8], stream| pb::LogLine {
+                    timestamp_us: 1_000,
+                    stream: stream as i32,
+                    text: text.to_vec(),
+                };
+                let _ = send(
+                    conn,
+                    id,
+                    true,
+                    Reply::Log(pb::LogChunk {
+                        lines: vec![line(b"hello", pb::LogStream::Stdout)],
+                        dropped: 0,
+                    }),
+                );
+                Reply::Log(pb::LogChunk {
+                    lines: vec![line(
+                        format!("{} err\n", l.name).as_bytes(),
+                        pb::LogStream::Stderr,
+                    )],
+                    dropped: 3,
+                })
+            }
+            _ => Reply::Error(pb::Error::new(pb::ErrorCode::Failed, "not in the fake")),
+        };
+        let _ = send(conn, id, false, reply);
+    })
+}
+
+#[test]
+fn services_json_has_the_documented_shape() {
+    let server = standard_server();
+    let out = run(bascule(&server.socket).args(["services", "--json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["name"], "web");
+    assert_eq!(list[0]["state"], "running");
+    assert_eq!(list[0]["pid"], 42);
+    assert_eq!(list[0]["uptime_ms"], 65_000);
+    assert_eq!(list[1]["state"], "stopped");
+    let mut keys: Vec<&str> = list[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "class",
+            "depends_on",
+            "health",
+            "last_exit",
+            "name",
+            "pid",
+            "readiness",
+            "reason",
+            "restarts",
+            "state",
+            "uptime_ms"
+        ]
+    );
+}
+
+#[test]
+fn services_table_and_env_socket() {
+    let server = standard_server();
+    let out = run(Command::new(env!("CARGO_BIN_EXE_bascule"))
+        .env("BASCULE_SOCKET", &server.socket)
+        .arg("services"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{stdout}");
+    assert!(lines[1].contains("1m05s"), "{stdout}");
+    assert_eq!(lines.len(), 3, "{stdout}");
+}
+
+#[test]
+fn unknown_service_exits_4_and_names_it() {
+    let server = standard_server();
+    let out = run(bascule(&server.socket).args(["service", "nope", "start"]));
+    assert_eq!(out.status.code(), Some(4));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("bascule: "), "{err}");
+    assert!(err.contains("\"nope\""), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn stopped_service_status_exits_0() {
+    let server = standard_server();
+    let out = run(bascule(&server.socket).args(["service", "db", "status", "--json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "stopped");
+}
+
+#[test]
+fn permission_denied_exits_5() {
+    let server = standard_server();
+    let out = run(bascule(&server.socket).arg("reboot"));
+    assert_eq!(out.status.code(), Some(5));
+    assert!(text(&out.stderr).contains("permission denied"));
+}
+
+#[test]
+fn version_prints_both_sides() {
+    let server = standard_server();
+    let out = run(bascule(&server.socket).arg("version"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
+    assert!(stdout.contains("9.9.9 (abc123)"), "{stdout}");
+    assert!(stdout.contains("supervise"), "{stdout}");
+}
+
+#[test]
+fn logs_print_raw_lines_and_report_drops() {
+    let server = standard_server();
+    let out = run(bascule(&server.socket).args(["logs", "web"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\nweb err\n");
+    assert!(text(&out.stderr).contains("bascule: 3 lines dropped (client too slow)"));
+
+    let out = run(bascule(&server.socket).args(["logs", "--json", "web"]));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["stream"], "stderr");
+    assert_eq!(lines[1]["text"], "web err\n");
+    assert_eq!(lines[0]["timestamp_us"], 1_000);
+}
+
+#[test]
+fn missing_socket_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("absent.sock");
+    let out = run(bascule(&socket).arg("services"));
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(err.contains("absent.sock"), "{err}");
+}
+
+#[test]
+fn silent_server_times_out_with_3() {
+    // Reads requests, never answers.
+    let server = FakeServer::start(|_, _| {});
+    let child = bascule(&server.socket)
+        .args(["--timeout", "1", "version"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (out, took) = wait_bounded(child, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(text(&out.stderr).contains("api.sock"));
+}
+
+#[test]
+fn closed_stdout_on_follow_exits_quietly() {
+    // Streams lines until the client goes away.
+    let server = FakeServer::start(|conn, req| {
+        for i in 0..2000 {
+            let chunk = pb::LogChunk {
+                lines: vec![pb::LogLine {
+                    timestamp_us: i,
+                    stream: pb::LogStream::Stdout as i32,
+                    text: format!("line {i}").into_bytes(),
+                }],
+                dropped: 0,
+            };
+            if send(conn, req.id, true, Reply::Log(chunk)).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let mut child = bascule(&server.socket)
+        .args(["logs", "-f", "web"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Like `| head -1`: read one line, then close the pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 7];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"line 0\n");
+    drop(stdout);
+    let (out, _) = wait_bounded(child, Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}

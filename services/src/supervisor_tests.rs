@@ -1,0 +1,327 @@
+//! Unit tests of the supervisor with a recording fake launcher.
+
+use super::*;
+use crate::graph;
+use crate::spec;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Call {
+    Spawn(String, ProcessKind, u32),
+    Signal(u32, Signal),
+    KillAll(String),
+}
+
+#[derive(Default)]
+struct Fake {
+    calls: Vec<Call>,
+    next_pid: u32,
+    open_ports: BTreeSet<u16>,
+    fail_spawn: BTreeSet<String>,
+}
+
+impl Launcher for Fake {
+    fn spawn(&mut self, spec: &ServiceSpec, kind: ProcessKind, _argv: &[String]) -> Result<u32, String> {
+        if self.fail_spawn.contains(&spec.name) {
+            return Err("No such file or directory".into());
+        }
+        self.next_pid += 1;
+        let pid = 100 + self.next_pid;
+        self.calls.push(Call::Spawn(spec.name.clone(), kind, pid));
+        Ok(pid)
+    }
+    fn signal(&mut self, pid: u32, signal: Signal) {
+        self.calls.push(Call::Signal(pid, signal));
+    }
+    fn kill_all(&mut self, spec: &ServiceSpec, _main: Option<u32>) {
+        self.calls.push(Call::KillAll(spec.name.clone()));
+    }
+    fn probe_tcp(&mut self, port: u16) -> bool {
+        self.open_ports.contains(&port)
+    }
+    fn probe_path(&mut self, _path: &Path) -> bool {
+        false
+    }
+}
+
+impl Fake {
+    fn spawned(&self, kind: ProcessKind) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Spawn(n, k, _) if *k == kind => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+    fn last_pid(&self) -> u32 {
+        100 + self.next_pid
+    }
+}
+
+fn sup(services: &[(&str, &str)]) -> Supervisor {
+    let specs = services
+        .iter()
+        .map(|(name, text)| spec::parse_str(name, Path::new(&format!("/t/{name}.toml")), text).unwrap())
+        .collect();
+    Supervisor::new(graph::check(specs))
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn state(s: &Supervisor, name: &str) -> State {
+    s.service(name).unwrap().state
+}
+
+#[test]
+fn dependencies_start_after_readiness() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[
+        ("net", "exec=[\"n\"]\n[readiness]\ntcp = 9000\ninterval_ms = 50"),
+        ("db", "exec=[\"d\"]\ndepends_on=[\"net\"]"),
+        ("app", "exec=[\"a\"]\ndepends_on=[\"db\", \"net\"]"),
+        ("solo", "exec=[\"s\"]"),
+    ]);
+    s.start_all(t0, &mut l);
+    // net and the independent service start together; db waits.
+    assert_eq!(l.spawned(ProcessKind::Main), vec!["net", "solo"]);
+    assert_eq!(state(&s, "db"), State::Waiting);
+    assert_eq!(s.service("db").unwrap().reason, "waiting for net");
+    assert_eq!(s.next_deadline(), Some(t0 + ms(50)));
+    // Port closed: still waiting.
+    s.on_timer(t0 + ms(50), &mut l);
+    assert_eq!(state(&s, "net"), State::Starting);
+    l.open_ports.insert(9000);
+    s.on_timer(t0 + ms(100), &mut l);
+    assert_eq!(l.spawned(ProcessKind::Main), vec!["net", "solo", "db", "app"]);
+    assert!(s.all_ready());
+}
+
+#[test]
+fn crash_restarts_with_exponential_backoff_then_gives_up() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("c", "exec=[\"c\"]\nrestart=\"always\"\n[backoff]\ninitial_ms=100\nmax_ms=250\nlimit=3")]);
+    s.start_all(t0, &mut l);
+    let mut now = t0;
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let pid = l.last_pid();
+        assert!(s.on_exit(pid, Exit::Code(1), now, &mut l));
+        assert_eq!(l.calls.last(), Some(&Call::KillAll("c".into())), "leftovers are killed first");
+        assert_eq!(state(&s, "c"), State::Backoff);
+        let due = s.next_deadline().unwrap();
+        delays.push(due - now);
+        s.on_timer(due - ms(1), &mut l);
+        assert_eq!(state(&s, "c"), State::Backoff, "not before the delay");
+        s.on_timer(due, &mut l);
+        assert_eq!(state(&s, "c"), State::Running);
+        now = due;
+    }
+    assert_eq!(delays, vec![ms(100), ms(200), ms(250)]);
+    s.on_exit(l.last_pid(), Exit::Signal(11), now, &mut l);
+    assert_eq!(state(&s, "c"), State::Failed);
+    let st = s.status("c", now).unwrap();
+    assert_eq!(st.restarts, 3);
+    assert!(st.reason.contains("gave up after 3"), "{}", st.reason);
+    assert_eq!(st.last_exit, "killed by signal 11");
+}
+
+#[test]
+fn zero_backoff_restarts_within_the_exit_event() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("c", "exec=[\"c\"]\nrestart=\"always\"\n[backoff]\ninitial_ms=0\nlimit=0")]);
+    s.start_all(t0, &mut l);
+    let first = l.last_pid();
+    s.on_exit(first, Exit::Code(0), t0, &mut l);
+    assert_eq!(state(&s, "c"), State::Running);
+    assert_ne!(s.service("c").unwrap().pid, Some(first));
+}
+
+#[test]
+fn a_long_run_resets_the_backoff() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("c", "exec=[\"c\"]\n[backoff]\ninitial_ms=100\nreset_after_ms=1000")]);
+    s.start_all(t0, &mut l);
+    s.on_exit(l.last_pid(), Exit::Code(1), t0 + ms(10), &mut l);
+    s.on_timer(t0 + ms(110), &mut l);
+    s.on_exit(l.last_pid(), Exit::Code(1), t0 + ms(5000), &mut l);
+    assert_eq!(s.next_deadline(), Some(t0 + ms(5100)), "first delay again");
+}
+
+#[test]
+fn restart_policies() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[
+        ("once", "exec=[\"x\"]\nrestart=\"never\""),
+        ("onf", "exec=[\"x\"]\nrestart=\"on-failure\""),
+    ]);
+    s.start_all(t0, &mut l);
+    s.on_exit(101, Exit::Code(3), t0, &mut l);
+    assert_eq!(state(&s, "once"), State::Failed);
+    s.on_exit(102, Exit::Code(0), t0, &mut l);
+    assert_eq!(state(&s, "onf"), State::Exited);
+    assert!(!s.on_exit(999, Exit::Code(0), t0, &mut l), "unknown pids are orphans");
+}
+
+#[test]
+fn stop_escalates_to_kill_after_grace() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("stubborn", "exec=[\"x\"]\nrestart=\"always\"\n[stop]\ngrace_ms=500")]);
+    s.start_all(t0, &mut l);
+    let pid = l.last_pid();
+    s.stop("stubborn", t0, &mut l).unwrap();
+    assert_eq!(l.calls.last(), Some(&Call::Signal(pid, Signal::TERM)));
+    assert_eq!(state(&s, "stubborn"), State::Stopping);
+    assert!(!s.settled_down("stubborn"));
+    s.on_timer(t0 + ms(499), &mut l);
+    assert!(!l.calls.contains(&Call::KillAll("stubborn".into())));
+    s.on_timer(t0 + ms(500), &mut l);
+    assert_eq!(l.calls.last(), Some(&Call::KillAll("stubborn".into())));
+    s.on_exit(pid, Exit::Signal(9), t0 + ms(501), &mut l);
+    assert_eq!(state(&s, "stubborn"), State::Stopped);
+    assert!(s.settled_down("stubborn"));
+    assert_eq!(l.spawned(ProcessKind::Main).len(), 1, "a stopped service is not restarted");
+}
+
+#[test]
+fn pre_stop_hook_runs_before_the_signal() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("h", "exec=[\"x\"]\n[stop]\npre=[\"hook\"]\nsignal=\"SIGINT\"")]);
+    s.start_all(t0, &mut l);
+    let main = l.last_pid();
+    s.stop("h", t0, &mut l).unwrap();
+    assert_eq!(l.spawned(ProcessKind::PreStop), vec!["h"]);
+    let hook = l.last_pid();
+    assert!(!l.calls.iter().any(|c| matches!(c, Call::Signal(..))));
+    s.on_exit(hook, Exit::Code(0), t0 + ms(5), &mut l);
+    assert_eq!(l.calls.last(), Some(&Call::Signal(main, Signal::INT)));
+}
+
+#[test]
+fn restart_request_stops_then_starts_without_backoff() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("r", "exec=[\"x\"]")]);
+    s.start_all(t0, &mut l);
+    let gen = s.generation("r");
+    s.restart("r", t0, &mut l).unwrap();
+    assert!(!s.settled_up("r", gen));
+    s.on_exit(l.last_pid(), Exit::Signal(15), t0, &mut l);
+    assert_eq!(state(&s, "r"), State::Running);
+    assert!(s.settled_up("r", gen));
+    assert_eq!(s.status("r", t0).unwrap().restarts, 1);
+}
+
+#[test]
+fn notify_readiness_and_timeout() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[
+        ("n", "exec=[\"x\"]\nreadiness=\"notify\""),
+        ("slow", "exec=[\"x\"]\nrestart=\"always\"\n[readiness]\nnotify=true\ntimeout_ms=1000"),
+    ]);
+    s.start_all(t0, &mut l);
+    s.on_notify("n", "STATUS=loading\n", t0, &mut l);
+    assert_eq!(state(&s, "n"), State::Starting);
+    assert_eq!(s.service("n").unwrap().reason, "loading");
+    s.on_notify("n", "STATUS=up\nREADY=1", t0 + ms(10), &mut l);
+    assert_eq!(state(&s, "n"), State::Running);
+    // The slow one never notifies: stopped as a failure, then restarted.
+    s.on_timer(t0 + ms(1000), &mut l);
+    assert_eq!(state(&s, "slow"), State::Stopping);
+    let pid = s.service("slow").unwrap().pid.unwrap();
+    s.on_exit(pid, Exit::Signal(15), t0 + ms(1001), &mut l);
+    assert_eq!(state(&s, "slow"), State::Backoff);
+    assert!(s.service("slow").unwrap().reason.contains("not ready within 1000 ms"));
+}
+
+#[test]
+fn failing_health_check_restarts_the_service() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("w", "exec=[\"x\"]\n[health]\nexec=[\"check\"]\ninterval_ms=100\nfailures=2\ntimeout_ms=50")]);
+    s.start_all(t0, &mut l);
+    let main = l.last_pid();
+    // First check passes.
+    s.on_timer(t0 + ms(100), &mut l);
+    let check = l.last_pid();
+    s.on_exit(check, Exit::Code(0), t0 + ms(110), &mut l);
+    assert_eq!(s.status("w", t0).unwrap().health, pb::Health::Healthy as i32);
+    // Second fails by exit status, third by timeout.
+    s.on_timer(t0 + ms(210), &mut l);
+    s.on_exit(l.last_pid(), Exit::Code(1), t0 + ms(215), &mut l);
+    assert_eq!(state(&s, "w"), State::Running);
+    s.on_timer(t0 + ms(315), &mut l);
+    let hung = l.last_pid();
+    s.on_timer(t0 + ms(365), &mut l);
+    assert!(l.calls.contains(&Call::Signal(hung, Signal::KILL)));
+    assert_eq!(state(&s, "w"), State::Stopping);
+    assert_eq!(s.status("w", t0).unwrap().health, pb::Health::Unhealthy as i32);
+    s.on_exit(main, Exit::Signal(15), t0 + ms(370), &mut l);
+    assert_eq!(state(&s, "w"), State::Backoff);
+    assert!(s.service("w").unwrap().reason.contains("health check failed 2 times"));
+}
+
+#[test]
+fn stop_all_goes_in_reverse_dependency_order() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[
+        ("db", "exec=[\"d\"]"),
+        ("app", "exec=[\"a\"]\ndepends_on=[\"db\"]"),
+    ]);
+    s.start_all(t0, &mut l);
+    let (db, app) = (101, 102);
+    s.stop_all(t0, &mut l);
+    assert!(l.calls.contains(&Call::Signal(app, Signal::TERM)));
+    assert!(!l.calls.contains(&Call::Signal(db, Signal::TERM)), "db waits for app");
+    s.on_exit(app, Exit::Signal(15), t0 + ms(1), &mut l);
+    assert_eq!(l.calls.last(), Some(&Call::Signal(db, Signal::TERM)));
+    s.on_exit(db, Exit::Signal(15), t0 + ms(2), &mut l);
+    assert!(s.all_down());
+    assert!(s.start("db", t0, &mut l).is_err(), "no starts while shutting down");
+}
+
+#[test]
+fn spawn_failure_is_a_failure_with_the_reason() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    l.fail_spawn.insert("ghost".into());
+    let mut s = sup(&[("ghost", "exec=[\"/no/such\"]\nrestart=\"never\"")]);
+    s.start_all(t0, &mut l);
+    let st = s.status("ghost", t0).unwrap();
+    assert_eq!(st.state, pb::ServiceState::Failed as i32);
+    assert!(st.reason.contains("/no/such") && st.reason.contains("No such file"), "{}", st.reason);
+}
+
+#[test]
+fn rejected_and_unknown_services_are_refused_by_name() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("a", "exec=[\"x\"]\ndepends_on=[\"nope\"]")]);
+    let e = s.start("a", t0, &mut l).unwrap_err();
+    assert!(e.to_string().contains("unknown service nope"), "{e}");
+    assert_eq!(s.start("zzz", t0, &mut l).unwrap_err(), ControlError::NotFound("zzz".into()));
+    assert_eq!(s.list(t0)[0].state, pb::ServiceState::Failed as i32);
+}
+
+#[test]
+fn cordon_holds_back_workloads_only() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("sys", "exec=[\"x\"]"), ("work", "exec=[\"x\"]\nclass=\"workload\"")]);
+    s.set_cordoned(true);
+    s.start_all(t0, &mut l);
+    assert_eq!(l.spawned(ProcessKind::Main), vec!["sys"]);
+    assert!(s.start("work", t0, &mut l).unwrap_err().to_string().contains("cordoned"));
+}
