@@ -10,8 +10,12 @@ use std::time::Duration;
 use crate::frame::{self, FrameDecoder, FrameError};
 use crate::pb;
 
-/// Default bound on connecting and on waiting for each reply.
+/// Default bound on waiting for each reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the server lets a start, stop or restart settle before it
+/// answers anyway (with ERROR_CODE_TIMEOUT); clients wait a little longer.
+pub const CONTROL_SETTLE: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -73,6 +77,12 @@ impl Client {
             next_id: 1,
             timeout,
         })
+    }
+
+    /// Changes how long to wait for each reply (e.g. for a service stop,
+    /// which the server answers only once the service has stopped).
+    pub fn set_reply_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     /// Sends `call` and returns the single reply, or the server's error.

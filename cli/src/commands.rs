@@ -97,7 +97,16 @@ fn service(ctx: &Ctx, name: &str, action: Action) -> Result<(), Failure> {
         name: name.to_string(),
         action: action.to_pb() as i32,
     };
-    let Reply::ServiceControl(reply) = ctx.call(&what, Call::ServiceControl(req))? else {
+    let mut client = ctx.connect(&what)?;
+    if action != Action::Status {
+        // The server replies once the service has settled (stopped, ready or
+        // failed), which may take its whole grace period or readiness timeout.
+        client.set_reply_timeout(ctx.timeout.max(bascule_api::client::CONTROL_SETTLE + Duration::from_secs(10)));
+    }
+    let reply = client
+        .call(Call::ServiceControl(req))
+        .map_err(|e| ctx.fail(&what, &e))?;
+    let Reply::ServiceControl(reply) = reply else {
         return Err(unexpected(&what));
     };
     let Some(status) = reply.status else {

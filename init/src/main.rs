@@ -1,1 +1,40 @@
-fn main() {}
+//! `bascule-init`: PID 1 of a Bascule machine, or, with `--supervise`, a
+//! child subreaper that supervises the same services on any host.
+//!
+//! PID 1 must never exit: every failure is contained and logged, a panic
+//! in one event is caught and the loop goes on, and if the loop cannot be
+//! built at all the console gets an emergency shell.
+
+mod conn;
+mod event_loop;
+mod handler;
+mod launcher;
+mod logging;
+mod pid1;
+mod setup;
+mod sys;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::event_loop::Mode;
+
+fn main() {
+    logging::install_panic_hook();
+    let is_pid1 = rustix::process::getpid().is_init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = if is_pid1 { Mode::Pid1 } else { Mode::Supervise };
+    let result = catch_unwind(AssertUnwindSafe(|| setup::run(mode, &args)));
+    match (mode, result) {
+        (Mode::Supervise, Ok(Ok(()))) => std::process::exit(0),
+        (Mode::Supervise, Ok(Err(e))) => {
+            log!("error: {e}");
+            std::process::exit(e.exit_code());
+        }
+        (Mode::Supervise, Err(_)) => std::process::exit(70),
+        (Mode::Pid1, Ok(Err(e))) => {
+            log!("fatal: {e}");
+            pid1::emergency()
+        }
+        (Mode::Pid1, _) => pid1::emergency(),
+    }
+}

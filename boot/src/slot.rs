@@ -1,0 +1,243 @@
+//! The two OS slots, and which one actually booted.
+//!
+//! The booted slot is read from the kernel command line (`bascule.slot=A`),
+//! which the bootloader entry of each slot carries. It is never inferred from
+//! the bootloader's default: the default says what *should* boot next, the
+//! command line says what *did* boot (Talos issue #14002 is what happens when
+//! the two are confused).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The kernel command-line parameter naming the booted slot.
+pub const CMDLINE_PARAM: &str = "bascule.slot";
+
+/// One of the two A/B slots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Slot {
+    A,
+    B,
+}
+
+/// Errors from parsing a slot name or the kernel command line.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SlotError {
+    #[error("invalid slot name {0:?}: expected A or B")]
+    InvalidName(String),
+    #[error("kernel command line: invalid {CMDLINE_PARAM}={value:?}: expected A or B")]
+    InvalidCmdline { value: String },
+}
+
+impl Slot {
+    /// Both slots, A first.
+    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
+
+    /// The other slot.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    /// `"A"` or `"B"`: the form used on the command line, in grubenv and in
+    /// grub.cfg menu entry ids.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::A => "A",
+            Slot::B => "B",
+        }
+    }
+
+    /// `"a"` or `"b"`: the form used in file names (BLS entry ids are
+    /// lowercased by systemd-boot).
+    pub fn lower(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+
+    /// The slot's directory on the ESP, `/bascule/A` or `/bascule/B`.
+    pub fn esp_dir(self) -> &'static str {
+        match self {
+            Slot::A => "/bascule/A",
+            Slot::B => "/bascule/B",
+        }
+    }
+
+    /// The absolute ESP path of `file` in this slot's directory.
+    pub fn esp_path(self, file: &str) -> String {
+        format!("{}/{}", self.esp_dir(), file)
+    }
+
+    /// The slot named by `bascule.slot=` on a kernel command line (the text
+    /// of `/proc/cmdline`).
+    ///
+    /// Returns `Ok(None)` when the parameter is absent (a machine not booted
+    /// from a slot, e.g. a direct kernel boot during development). Parameters
+    /// are split like the kernel does: on whitespace outside double quotes,
+    /// with the quotes removed; the last occurrence wins; everything after a
+    /// lone `--` is an argument for init, not a kernel parameter, and is
+    /// ignored. A present but invalid value is an error, never a guess.
+    pub fn from_cmdline(cmdline: &str) -> Result<Option<Slot>, SlotError> {
+        let mut found = None;
+        for param in split_cmdline(cmdline) {
+            if param == "--" {
+                break;
+            }
+            if let Some(value) = param
+                .strip_prefix(CMDLINE_PARAM)
+                .and_then(|rest| rest.strip_prefix('='))
+            {
+                found = Some(value.to_string());
+            }
+        }
+        match found {
+            None => Ok(None),
+            Some(value) => match value.parse::<Slot>() {
+                Ok(slot) => Ok(Some(slot)),
+                Err(_) => Err(SlotError::InvalidCmdline { value }),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Slot {
+    type Err = SlotError;
+
+    /// Accepts `A`, `B`, `a` and `b`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "A" | "a" => Ok(Slot::A),
+            "B" | "b" => Ok(Slot::B),
+            _ => Err(SlotError::InvalidName(s.to_string())),
+        }
+    }
+}
+
+/// Splits a kernel command line into parameters the way the kernel's
+/// `next_arg()` does: whitespace separates parameters except inside double
+/// quotes, and the quotes themselves are dropped.
+fn split_cmdline(cmdline: &str) -> Vec<String> {
+    let mut params = Vec::new();
+    let mut current = String::new();
+    let mut in_quotes = false;
+    let mut has_param = false;
+    for c in cmdline.chars() {
+        if c == '"' {
+            in_quotes = !in_quotes;
+            has_param = true;
+        } else if c.is_whitespace() && !in_quotes {
+            if has_param {
+                params.push(std::mem::take(&mut current));
+                has_param = false;
+            }
+        } else {
+            current.push(c);
+            has_param = true;
+        }
+    }
+    if has_param {
+        params.push(current);
+    }
+    params
+}
+
+/// The file names of a slot's kernel and initramfs inside its ESP directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootFiles {
+    pub kernel: String,
+    pub initrd: String,
+}
+
+impl Default for BootFiles {
+    fn default() -> Self {
+        BootFiles {
+            kernel: "vmlinuz".to_string(),
+            initrd: "initrd.img".to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_and_names() {
+        assert_eq!(Slot::A.other(), Slot::B);
+        assert_eq!(Slot::B.other(), Slot::A);
+        assert_eq!(Slot::A.to_string(), "A");
+        assert_eq!(Slot::B.lower(), "b");
+        assert_eq!(Slot::B.esp_path("vmlinuz"), "/bascule/B/vmlinuz");
+        assert_eq!("a".parse::<Slot>(), Ok(Slot::A));
+        assert_eq!("B".parse::<Slot>(), Ok(Slot::B));
+        assert_eq!(
+            "C".parse::<Slot>(),
+            Err(SlotError::InvalidName("C".to_string()))
+        );
+    }
+
+    #[test]
+    fn cmdline_present() {
+        let c = "BOOT_IMAGE=/bascule/B/vmlinuz console=ttyS0 bascule.slot=B quiet\n";
+        assert_eq!(Slot::from_cmdline(c), Ok(Some(Slot::B)));
+        assert_eq!(Slot::from_cmdline("bascule.slot=A"), Ok(Some(Slot::A)));
+    }
+
+    #[test]
+    fn cmdline_absent() {
+        assert_eq!(Slot::from_cmdline("console=ttyS0 quiet"), Ok(None));
+        assert_eq!(Slot::from_cmdline(""), Ok(None));
+        // A parameter that merely starts with the same text is not ours.
+        assert_eq!(Slot::from_cmdline("bascule.slotty=A"), Ok(None));
+        assert_eq!(Slot::from_cmdline("xbascule.slot=A"), Ok(None));
+    }
+
+    #[test]
+    fn cmdline_last_wins_and_init_args_ignored() {
+        assert_eq!(
+            Slot::from_cmdline("bascule.slot=A bascule.slot=B"),
+            Ok(Some(Slot::B))
+        );
+        assert_eq!(
+            Slot::from_cmdline("bascule.slot=A -- bascule.slot=B"),
+            Ok(Some(Slot::A))
+        );
+    }
+
+    #[test]
+    fn cmdline_quotes() {
+        assert_eq!(
+            Slot::from_cmdline("foo=\"a bascule.slot=B\" bascule.slot=\"A\""),
+            Ok(Some(Slot::A))
+        );
+        assert_eq!(
+            split_cmdline("a  \"b c\"d e=\"\"\t"),
+            vec!["a".to_string(), "b cd".to_string(), "e=".to_string()]
+        );
+    }
+
+    #[test]
+    fn cmdline_invalid_value_is_an_error() {
+        assert_eq!(
+            Slot::from_cmdline("bascule.slot=C"),
+            Err(SlotError::InvalidCmdline {
+                value: "C".to_string()
+            })
+        );
+        assert_eq!(
+            Slot::from_cmdline("bascule.slot="),
+            Err(SlotError::InvalidCmdline {
+                value: String::new()
+            })
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! One control-socket connection: non-blocking, with an input frame decoder
+//! and a bounded output buffer, so a slow or stuck client never blocks PID 1.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+
+use bascule_api::frame::{self, FrameDecoder};
+use bascule_api::pb;
+
+/// Output a client may leave unread before it is disconnected.
+pub const MAX_PENDING_OUTPUT: usize = 8 << 20;
+/// Output above which follow streams drop lines for this client.
+pub const FOLLOW_BACKPRESSURE: usize = 1 << 20;
+
+pub struct Follow {
+    pub request_id: u64,
+    pub service: String,
+    pub cursor: u64,
+    pub dropped: u64,
+}
+
+pub struct Conn {
+    pub stream: UnixStream,
+    pub decoder: FrameDecoder,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// No more requests are read; close once the output is flushed.
+    pub closing: bool,
+    pub follows: Vec<Follow>,
+    /// Currently registered for EPOLLOUT.
+    pub want_write: bool,
+}
+
+pub enum ReadOutcome {
+    Open,
+    Closed,
+}
+
+impl Conn {
+    pub fn new(stream: UnixStream) -> io::Result<Self> {
+        stream.set_nonblocking(true)?;
+        Ok(Conn {
+            stream,
+            decoder: FrameDecoder::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            closing: false,
+            follows: Vec::new(),
+            want_write: false,
+        })
+    }
+
+    pub fn pending_output(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Queues a response. Returns false when the client has let too much
+    /// output pile up and must be dropped.
+    pub fn send(&mut self, resp: &pb::Response) -> bool {
+        match frame::encode(resp) {
+            Ok(bytes) => {
+                if self.pending_output() + bytes.len() > MAX_PENDING_OUTPUT {
+                    return false;
+                }
+                self.out.extend_from_slice(&bytes);
+                true
+            }
+            Err(e) => {
+                // Only a reply over the frame limit gets here: say so instead.
+                let err = pb::Response {
+                    id: resp.id,
+                    more: false,
+                    result: Some(pb::response::Result::Error(pb::Error::new(
+                        pb::ErrorCode::Failed,
+                        format!("reply to request {} is too large to send: {e}", resp.id),
+                    ))),
+                };
+                match frame::encode(&err) {
+                    Ok(b) => {
+                        self.out.extend_from_slice(&b);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+
+    /// Reads what is available into the decoder (bounded per call, so one
+    /// busy client cannot starve the others).
+    pub fn read_some(&mut self) -> io::Result<ReadOutcome> {
+        let mut buf = [0u8; 16 * 1024];
+        for _ in 0..64 {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Ok(ReadOutcome::Closed),
+                Ok(n) => self.decoder.push(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ReadOutcome::Open)
+    }
+
+    /// Writes as much queued output as the socket takes.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > (1 << 20) {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+}
+
+/// May this peer use the API? Root always; others only as members of the
+/// configured group.
+pub fn authorize(uid: u32, gid: u32, pid: u32, allowed_group: Option<u32>) -> Result<(), String> {
+    if uid == 0 {
+        return Ok(());
+    }
+    if let Some(g) = allowed_group {
+        if gid == g || supplementary_groups(pid).contains(&g) {
+            return Ok(());
+        }
+        return Err(format!(
+            "permission denied: uid {uid} is neither root nor a member of group {g}, which may use this socket"
+        ));
+    }
+    Err(format!("permission denied: the control socket accepts root only (you are uid {uid})"))
+}
+
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Groups:"))
+                .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_only_unless_group() {
+        assert!(authorize(0, 0, 1, None).is_ok());
+        let e = authorize(1000, 1000, 1, None).unwrap_err();
+        assert!(e.contains("root only") && e.contains("1000"), "{e}");
+        assert!(authorize(1000, 50, 1, Some(50)).is_ok());
+        assert!(authorize(1000, 51, u32::MAX, Some(50)).unwrap_err().contains("group 50"));
+    }
+}

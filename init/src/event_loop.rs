@@ -1,0 +1,622 @@
+//! The event loop: one epoll over the signalfd, one timerfd, the control
+//! socket and its clients, service output pipes and notify sockets. Nothing
+//! blocks and nothing polls: every wake-up has a cause.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bascule_api::pb;
+use bascule_services::logs::{LogRing, RotationPolicy, Stream};
+use bascule_services::{Event, Supervisor};
+
+use crate::conn::{self, Conn, ReadOutcome};
+use crate::launcher::RealLauncher;
+use crate::log;
+use crate::sys::clock::{self, Clock};
+use crate::sys::epoll::{Epoll, Interest};
+use crate::sys::power::PowerAction;
+use crate::sys::reap;
+use crate::sys::signals::{SignalEvent, Signals};
+use crate::sys::timer::Timer;
+
+/// How PID 1 runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The OS init: shutdown ends in reboot(2).
+    Pid1,
+    /// A child subreaper on a host: shutdown ends the process.
+    Supervise,
+}
+
+pub struct Config {
+    pub mode: Mode,
+    pub config_dir: PathBuf,
+    pub socket: PathBuf,
+    pub run_dir: PathBuf,
+    pub log_dir: Option<PathBuf>,
+    pub api_group: Option<u32>,
+    pub booted_slot: Option<String>,
+}
+
+/// Bytes kept in memory per service.
+const LOG_RING_BYTES: usize = 1 << 20;
+/// Reads per pipe per wake-up, so one chatty service cannot starve the rest.
+const PIPE_READS_PER_TURN: usize = 16;
+/// Bound on waiting for services to stop at shutdown.
+const SHUTDOWN_SERVICES_DEADLINE: Duration = Duration::from_secs(90);
+/// Between SIGTERM and SIGKILL for processes outside any service.
+const SHUTDOWN_KILL_GRACE: Duration = Duration::from_secs(3);
+/// A start/stop request gets its reply within this time, settled or not.
+const CONTROL_WAIT: Duration = bascule_api::client::CONTROL_SETTLE;
+
+const TOKEN_SIGNALS: u64 = 1;
+const TOKEN_TIMER: u64 = 2;
+const TOKEN_LISTENER: u64 = 3;
+const KIND_CONN: u64 = 4;
+const KIND_PIPE: u64 = 5;
+const KIND_NOTIFY: u64 = 6;
+
+fn token(kind: u64, id: u64) -> u64 {
+    (kind << 48) | id
+}
+
+struct Pipe {
+    service: String,
+    stream: Stream,
+    fd: OwnedFd,
+}
+
+pub enum WaitFor {
+    Up { after_generation: u64 },
+    Down,
+}
+
+pub struct Waiter {
+    pub conn: u64,
+    pub request_id: u64,
+    pub service: String,
+    pub wait: WaitFor,
+    pub deadline: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShutdownPhase {
+    StoppingServices,
+    KillingRest,
+    /// reboot(2) failed: keep serving so the machine stays manageable.
+    Halted,
+}
+
+struct Shutdown {
+    action: PowerAction,
+    phase: ShutdownPhase,
+    deadline: Instant,
+}
+
+pub struct Init<C: Clock> {
+    pub(crate) cfg: Config,
+    clock: C,
+    epoll: Epoll,
+    signals: Signals,
+    timer: Timer,
+    listener: UnixListener,
+    pub(crate) sup: Supervisor,
+    pub(crate) launcher: RealLauncher,
+    pub(crate) logs: BTreeMap<String, LogRing>,
+    pipes: HashMap<u64, Pipe>,
+    notify: HashMap<u64, (String, UnixDatagram)>,
+    pub(crate) conns: HashMap<u64, Conn>,
+    next_id: u64,
+    pub(crate) waiters: Vec<Waiter>,
+    pub(crate) timeline: Vec<(String, u64)>,
+    all_ready_recorded: bool,
+    shutdown: Option<Shutdown>,
+}
+
+impl<C: Clock> Init<C> {
+    pub fn new(
+        cfg: Config,
+        clock: C,
+        sup: Supervisor,
+        launcher: RealLauncher,
+        listener: UnixListener,
+        timeline: Vec<(String, u64)>,
+    ) -> io::Result<Self> {
+        let epoll = Epoll::new()?;
+        let signals = Signals::open()?;
+        let timer = Timer::new()?;
+        listener.set_nonblocking(true)?;
+        epoll.add(&signals, TOKEN_SIGNALS, Interest::IN)?;
+        epoll.add(&timer, TOKEN_TIMER, Interest::IN)?;
+        epoll.add(&listener, TOKEN_LISTENER, Interest::IN)?;
+        let mut logs = BTreeMap::new();
+        for name in sup.names() {
+            let mut ring = LogRing::new(LOG_RING_BYTES);
+            if let Some(dir) = &cfg.log_dir {
+                if let Err(e) = ring.attach_file(dir, name, RotationPolicy::default()) {
+                    log!("service {name}: {e}; keeping its output in memory only");
+                }
+            }
+            logs.insert(name.clone(), ring);
+        }
+        Ok(Init {
+            cfg,
+            clock,
+            epoll,
+            signals,
+            timer,
+            listener,
+            sup,
+            launcher,
+            logs,
+            pipes: HashMap::new(),
+            notify: HashMap::new(),
+            conns: HashMap::new(),
+            next_id: 1,
+            waiters: Vec::new(),
+            timeline,
+            all_ready_recorded: false,
+            shutdown: None,
+        })
+    }
+
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// Starts every service, then runs until a shutdown completes (supervise
+    /// mode) — in PID 1 mode a completed shutdown never returns.
+    pub fn start(&mut self) {
+        for r in self.sup.rejected() {
+            log!("{}", r.reason);
+        }
+        let now = self.now();
+        self.sup.start_all(now, &mut self.launcher);
+        self.after_events();
+    }
+
+    /// One turn of the loop. Returns the power action once a supervise-mode
+    /// shutdown has finished.
+    pub fn turn(&mut self) -> Option<PowerAction> {
+        let now = self.now();
+        let deadline = [
+            self.sup.next_deadline(),
+            self.waiters.iter().map(|w| w.deadline).min(),
+            self.shutdown.as_ref().filter(|s| s.phase != ShutdownPhase::Halted).map(|s| s.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Err(e) = self.timer.arm(deadline, now) {
+            log!("cannot arm the timer: {e}");
+        }
+        let events = match self.epoll.wait(None) {
+            Ok(ev) => ev,
+            Err(e) => {
+                log!("epoll_wait failed: {e}");
+                return None;
+            }
+        };
+        for (tok, flags) in events {
+            match tok {
+                TOKEN_SIGNALS => self.on_signals(),
+                TOKEN_TIMER => {
+                    self.timer.acknowledge();
+                    let now = self.now();
+                    self.sup.on_timer(now, &mut self.launcher);
+                }
+                TOKEN_LISTENER => self.accept(),
+                t => match t >> 48 {
+                    KIND_CONN => self.on_conn(t, flags),
+                    KIND_PIPE => self.on_pipe(t),
+                    KIND_NOTIFY => self.on_notify(t),
+                    _ => {}
+                },
+            }
+        }
+        self.after_events()
+    }
+
+    fn on_signals(&mut self) {
+        for ev in self.signals.read() {
+            match ev {
+                SignalEvent::ChildExited => self.reap(),
+                SignalEvent::Poweroff => self.begin_shutdown(PowerAction::Poweroff),
+                SignalEvent::Reboot => self.begin_shutdown(PowerAction::Reboot),
+                SignalEvent::Other(n) => log!("ignoring signal {n}"),
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let now = self.now();
+        for (pid, exit) in reap::reap_all() {
+            if !self.sup.on_exit(pid, exit, now, &mut self.launcher) {
+                // An orphan re-parented to us: reaping it is all there is to do.
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log!("accept on {}: {e}", self.cfg.socket.display());
+                    return;
+                }
+            };
+            let mut conn = match Conn::new(stream) {
+                Ok(c) => c,
+                Err(e) => {
+                    log!("control connection setup failed: {e}");
+                    continue;
+                }
+            };
+            let verdict = match rustix::net::sockopt::socket_peercred(&conn.stream) {
+                Ok(cred) => conn::authorize(
+                    cred.uid.as_raw(),
+                    cred.gid.as_raw(),
+                    cred.pid.as_raw_nonzero().get() as u32,
+                    self.cfg.api_group,
+                ),
+                Err(e) => Err(format!("cannot read the peer's credentials: {e}")),
+            };
+            if let Err(msg) = verdict {
+                log!("refused a control client: {msg}");
+                conn.send(&error_response(0, pb::ErrorCode::PermissionDenied, msg));
+                conn.closing = true;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let tok = token(KIND_CONN, id);
+            if let Err(e) = self.epoll.add(&conn.stream, tok, Interest::IN | Interest::RDHUP) {
+                log!("cannot watch a control connection: {e}");
+                continue;
+            }
+            self.conns.insert(tok, conn);
+            self.service_conn(tok);
+        }
+    }
+
+    fn on_conn(&mut self, tok: u64, flags: Interest) {
+        let Some(conn) = self.conns.get_mut(&tok) else { return };
+        if flags.intersects(Interest::IN | Interest::RDHUP | Interest::HUP | Interest::ERR) && !conn.closing {
+            match conn.read_some() {
+                Ok(ReadOutcome::Open) => {}
+                Ok(ReadOutcome::Closed) | Err(_) => {
+                    // The client went away: answer nothing more.
+                    self.drop_conn(tok);
+                    return;
+                }
+            }
+            self.process_frames(tok);
+        } else if flags.intersects(Interest::HUP | Interest::ERR) {
+            self.drop_conn(tok);
+            return;
+        }
+        self.service_conn(tok);
+    }
+
+    /// Decodes and handles every complete request of a connection.
+    fn process_frames(&mut self, tok: u64) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&tok) else { return };
+            if conn.closing {
+                return;
+            }
+            let payload = match conn.decoder.next_frame() {
+                Ok(Some(p)) => p,
+                Ok(None) => return,
+                Err(e) => {
+                    let code = match e {
+                        bascule_api::FrameError::TooLarge { .. } => pb::ErrorCode::FrameTooLarge,
+                        _ => pb::ErrorCode::Malformed,
+                    };
+                    log!("closing a control connection: {e}");
+                    conn.send(&error_response(0, code, format!("{e}; closing the connection")));
+                    conn.closing = true;
+                    return;
+                }
+            };
+            match bascule_api::frame::decode::<pb::Request>(&payload, "bascule.v1.Request") {
+                Ok(req) => self.handle_request(tok, req),
+                Err(e) => {
+                    log!("closing a control connection: {e}");
+                    conn.send(&error_response(0, pb::ErrorCode::Malformed, format!("{e}; closing the connection")));
+                    conn.closing = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Flushes a connection's output and sets its epoll interest; closes it
+    /// when it is done or hopelessly behind.
+    pub(crate) fn service_conn(&mut self, tok: u64) {
+        let Some(conn) = self.conns.get_mut(&tok) else { return };
+        if conn.flush().is_err() {
+            self.drop_conn(tok);
+            return;
+        }
+        if conn.closing && conn.pending_output() == 0 {
+            self.drop_conn(tok);
+            return;
+        }
+        let want_write = conn.pending_output() > 0;
+        if want_write != conn.want_write {
+            conn.want_write = want_write;
+            let interest = if want_write { Interest::IN | Interest::OUT | Interest::RDHUP } else { Interest::IN | Interest::RDHUP };
+            let _ = self.epoll.modify(&conn.stream, tok, interest);
+        }
+    }
+
+    pub(crate) fn drop_conn(&mut self, tok: u64) {
+        if let Some(conn) = self.conns.remove(&tok) {
+            let _ = self.epoll.delete(&conn.stream);
+        }
+        self.waiters.retain(|w| w.conn != tok);
+    }
+
+    fn on_pipe(&mut self, tok: u64) {
+        let Some(pipe) = self.pipes.get_mut(&tok) else { return };
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut eof = false;
+        let mut got = false;
+        let ring = self.logs.get_mut(&pipe.service);
+        let mut ring = ring;
+        for _ in 0..PIPE_READS_PER_TURN {
+            match rustix::io::read(&pipe.fd, &mut buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    if let Some(r) = ring.as_deref_mut() {
+                        got |= r.push(pipe.stream, clock::wall_us(), &buf[..n]);
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        let service = pipe.service.clone();
+        if eof {
+            if let Some(p) = self.pipes.remove(&tok) {
+                let _ = self.epoll.delete(&p.fd);
+            }
+            if !self.pipes.values().any(|p| p.service == service) {
+                if let Some(r) = self.logs.get_mut(&service) {
+                    r.flush_partial(clock::wall_us());
+                    got = true;
+                }
+            }
+        }
+        if let Some(err) = self.logs.get_mut(&service).and_then(|r| r.file_error.take()) {
+            log!("service {service}: {err}; keeping its output in memory only");
+        }
+        if got {
+            self.push_follows(&service);
+        }
+    }
+
+    fn on_notify(&mut self, tok: u64) {
+        let Some((name, sock)) = self.notify.get(&tok) else { return };
+        let name = name.clone();
+        let mut buf = [0u8; 4096];
+        let mut messages = Vec::new();
+        while let Ok(n) = sock.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let now = self.now();
+        for m in messages {
+            self.sup.on_notify(&name, &m, now, &mut self.launcher);
+        }
+    }
+
+    /// Registers new fds, reports supervisor events, answers waiters and
+    /// moves a shutdown along.
+    fn after_events(&mut self) -> Option<PowerAction> {
+        for (service, stream, fd) in std::mem::take(&mut self.launcher.new_pipes) {
+            let _ = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK);
+            let id = self.next_id;
+            self.next_id += 1;
+            let tok = token(KIND_PIPE, id);
+            if let Err(e) = self.epoll.add(fd.as_fd(), tok, Interest::IN) {
+                log!("service {service}: cannot capture output: {e}");
+                continue;
+            }
+            self.pipes.insert(tok, Pipe { service, stream, fd });
+        }
+        for (service, sock) in std::mem::take(&mut self.launcher.new_notify) {
+            let id = self.next_id;
+            self.next_id += 1;
+            let tok = token(KIND_NOTIFY, id);
+            if let Err(e) = self.epoll.add(&sock, tok, Interest::IN) {
+                log!("service {service}: cannot watch its notify socket: {e}");
+                continue;
+            }
+            self.notify.insert(tok, (service, sock));
+        }
+        for ev in self.sup.take_events() {
+            self.report(ev);
+        }
+        if !self.all_ready_recorded && self.shutdown.is_none() && self.sup.all_ready() {
+            self.all_ready_recorded = true;
+            self.timeline.push(("all services ready".into(), clock::boottime_us()));
+            log!("all services ready");
+        }
+        self.resolve_waiters();
+        self.advance_shutdown()
+    }
+
+    fn report(&mut self, ev: Event) {
+        match ev {
+            Event::Started { name, pid } => log!("service {name}: started, pid {pid}"),
+            Event::Ready { name } => {
+                if !self.all_ready_recorded {
+                    self.timeline.push((format!("service {name} ready"), clock::boottime_us()));
+                }
+                log!("service {name}: ready");
+            }
+            Event::Exited { name, exit } => log!("service {name}: {exit}"),
+            Event::Restarting { name, delay_ms } => log!("service {name}: restarting in {delay_ms} ms"),
+            Event::Failed { name, reason } => log!("service {name}: failed: {reason}"),
+            Event::Stopped { name } => log!("service {name}: stopped"),
+            Event::Unhealthy { name } => log!("service {name}: unhealthy"),
+        }
+    }
+
+    pub(crate) fn begin_shutdown(&mut self, action: PowerAction) {
+        if let Some(s) = &mut self.shutdown {
+            // A power-off request wins over a reboot in progress.
+            if action == PowerAction::Poweroff {
+                s.action = action;
+            }
+            return;
+        }
+        log!("{}: stopping services", action.label());
+        let now = self.now();
+        self.timeline.push((format!("{} requested", action.label()), clock::boottime_us()));
+        self.shutdown = Some(Shutdown {
+            action,
+            phase: ShutdownPhase::StoppingServices,
+            deadline: now + SHUTDOWN_SERVICES_DEADLINE,
+        });
+        self.sup.stop_all(now, &mut self.launcher);
+    }
+
+    fn advance_shutdown(&mut self) -> Option<PowerAction> {
+        let now = self.now();
+        let s = self.shutdown.as_mut()?;
+        match s.phase {
+            ShutdownPhase::StoppingServices => {
+                if !self.sup.all_down() && now < s.deadline {
+                    return None;
+                }
+                if !self.sup.all_down() {
+                    log!("services still running after {SHUTDOWN_SERVICES_DEADLINE:?}: killing them");
+                }
+                for name in self.sup.names().cloned().collect::<Vec<_>>() {
+                    if let Some(svc) = self.sup.service(&name) {
+                        let spec = svc.spec.clone();
+                        let pid = svc.pid;
+                        bascule_services::Launcher::kill_all(&mut self.launcher, &spec, pid);
+                    }
+                }
+                let action = s.action;
+                match self.cfg.mode {
+                    Mode::Supervise => {
+                        self.flush_all_conns();
+                        if let Some(cg) = &self.launcher.cgroups {
+                            cg.remove_all();
+                        }
+                        let _ = std::fs::remove_file(&self.cfg.socket);
+                        return Some(action);
+                    }
+                    Mode::Pid1 => {
+                        log!("sending SIGTERM to all remaining processes");
+                        crate::sys::power::signal_all(libc::SIGTERM);
+                        s.phase = ShutdownPhase::KillingRest;
+                        s.deadline = now + SHUTDOWN_KILL_GRACE;
+                    }
+                }
+                None
+            }
+            ShutdownPhase::KillingRest => {
+                if reap::has_children() && now < s.deadline {
+                    return None;
+                }
+                let action = s.action;
+                crate::sys::power::signal_all(libc::SIGKILL);
+                reap::reap_all();
+                self.flush_all_conns();
+                crate::pid1::final_shutdown(action);
+                // Only reached when reboot(2) failed.
+                if let Some(s) = self.shutdown.as_mut() {
+                    s.phase = ShutdownPhase::Halted;
+                }
+                None
+            }
+            ShutdownPhase::Halted => None,
+        }
+    }
+
+    fn flush_all_conns(&mut self) {
+        for conn in self.conns.values_mut() {
+            let _ = conn.flush();
+        }
+    }
+
+    /// Sends new log lines to every client following `service`.
+    pub(crate) fn push_follows(&mut self, service: &str) {
+        let Some(ring) = self.logs.get(service) else { return };
+        let toks: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.follows.iter().any(|f| f.service == service))
+            .map(|(t, _)| *t)
+            .collect();
+        let mut serviced = Vec::new();
+        for tok in toks {
+            let Some(conn) = self.conns.get_mut(&tok) else { continue };
+            let backlogged = conn.pending_output() > conn::FOLLOW_BACKPRESSURE;
+            let mut frames = Vec::new();
+            for f in conn.follows.iter_mut().filter(|f| f.service == service) {
+                let (lines, next, lost) = ring.since(f.cursor, 256 * 1024);
+                f.dropped += lost;
+                f.cursor = next;
+                if backlogged {
+                    // The client is not reading: skip ahead rather than buffer without bound.
+                    f.dropped += lines.len() as u64;
+                    continue;
+                }
+                if lines.is_empty() {
+                    continue;
+                }
+                frames.push(pb::Response {
+                    id: f.request_id,
+                    more: true,
+                    result: Some(pb::response::Result::Log(pb::LogChunk { lines, dropped: f.dropped })),
+                });
+                f.dropped = 0;
+            }
+            for fr in frames {
+                conn.send(&fr);
+            }
+            serviced.push(tok);
+        }
+        for tok in serviced {
+            self.service_conn(tok);
+        }
+    }
+}
+
+/// How long a start/stop request may wait for its service to settle.
+pub fn control_wait() -> Duration {
+    CONTROL_WAIT
+}
+
+pub fn error_response(id: u64, code: pb::ErrorCode, message: impl Into<String>) -> pb::Response {
+    pb::Response {
+        id,
+        more: false,
+        result: Some(pb::response::Result::Error(pb::Error::new(code, message))),
+    }
+}
+
+/// Reads a small file, for messages: never fails.
+pub fn read_trimmed(path: &str) -> Option<String> {
+    let mut s = String::new();
+    std::fs::File::open(path).ok()?.read_to_string(&mut s).ok()?;
+    Some(s.trim().to_owned())
+}

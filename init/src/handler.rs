@@ -1,0 +1,219 @@
+//! Answers control requests. Replies that depend on a service settling
+//! (start, stop, restart) are parked as waiters and sent when it has.
+
+use bascule_api::pb;
+use bascule_api::pb::request::Call;
+use bascule_api::pb::response::Result as Reply;
+use bascule_services::ControlError;
+
+use crate::event_loop::{error_response, Init, Mode, WaitFor, Waiter};
+use crate::sys::clock::Clock;
+use crate::sys::power::PowerAction;
+
+/// Longest reply chunk of log lines.
+const LOG_CHUNK_BYTES: usize = 256 * 1024;
+
+impl<C: Clock> Init<C> {
+    pub(crate) fn handle_request(&mut self, tok: u64, req: pb::Request) {
+        let id = req.id;
+        let reply = match req.call {
+            None => Err((pb::ErrorCode::InvalidRequest, format!("request {id} names no call (or one this server does not know: version {})", bascule_api::VERSION))),
+            Some(Call::Version(_)) => Ok(Reply::Version(pb::VersionReply {
+                version: bascule_api::VERSION.to_owned(),
+                git_commit: option_env!("BASCULE_GIT_COMMIT").unwrap_or("").to_owned(),
+                mode: match self.cfg.mode {
+                    Mode::Pid1 => "pid1",
+                    Mode::Supervise => "supervise",
+                }
+                .to_owned(),
+                booted_slot: self.cfg.booted_slot.clone().unwrap_or_default(),
+            })),
+            Some(Call::ServiceList(l)) => self.list(&l.names),
+            Some(Call::ServiceControl(c)) => return self.control(tok, id, c),
+            Some(Call::Logs(l)) => return self.logs(tok, id, l),
+            Some(Call::Power(p)) => match pb::PowerAction::try_from(p.action) {
+                Ok(pb::PowerAction::Reboot) => {
+                    self.reply(tok, id, Ok(Reply::Power(pb::PowerReply {})));
+                    self.begin_shutdown(PowerAction::Reboot);
+                    return;
+                }
+                Ok(pb::PowerAction::Poweroff) => {
+                    self.reply(tok, id, Ok(Reply::Power(pb::PowerReply {})));
+                    self.begin_shutdown(PowerAction::Poweroff);
+                    return;
+                }
+                _ => Err((pb::ErrorCode::InvalidRequest, format!("power request {id}: unknown action {}", p.action))),
+            },
+            Some(Call::BootTime(_)) => Ok(Reply::BootTime(pb::BootTimeline {
+                events: self
+                    .timeline
+                    .iter()
+                    .map(|(name, at)| pb::BootEvent { name: name.clone(), at_us: *at })
+                    .collect(),
+            })),
+            Some(Call::Cancel(c)) => {
+                if let Some(conn) = self.conns.get_mut(&tok) {
+                    let before = conn.follows.len();
+                    conn.follows.retain(|f| f.request_id != c.request_id);
+                    if conn.follows.len() != before {
+                        conn.send(&pb::Response {
+                            id: c.request_id,
+                            more: false,
+                            result: Some(Reply::Log(pb::LogChunk::default())),
+                        });
+                    }
+                }
+                Ok(Reply::Cancel(pb::CancelReply {}))
+            }
+        };
+        self.reply(tok, id, reply);
+    }
+
+    fn reply(&mut self, tok: u64, id: u64, reply: Result<Reply, (pb::ErrorCode, String)>) {
+        let resp = match reply {
+            Ok(r) => pb::Response { id, more: false, result: Some(r) },
+            Err((code, msg)) => error_response(id, code, msg),
+        };
+        if let Some(conn) = self.conns.get_mut(&tok) {
+            if !conn.send(&resp) {
+                crate::log!("dropping a control client that does not read its replies");
+                self.drop_conn(tok);
+                return;
+            }
+        }
+        self.service_conn(tok);
+    }
+
+    fn list(&self, names: &[String]) -> Result<Reply, (pb::ErrorCode, String)> {
+        let all = self.sup.list(self.now());
+        if names.is_empty() {
+            return Ok(Reply::ServiceList(pb::ServiceListReply { services: all }));
+        }
+        let mut out = Vec::new();
+        for n in names {
+            match all.iter().find(|s| &s.name == n) {
+                Some(s) => out.push(s.clone()),
+                None => return Err((pb::ErrorCode::NotFound, format!("no service named {n:?}"))),
+            }
+        }
+        Ok(Reply::ServiceList(pb::ServiceListReply { services: out }))
+    }
+
+    fn control(&mut self, tok: u64, id: u64, c: pb::ServiceControlRequest) {
+        let now = self.now();
+        let name = c.name.clone();
+        let generation = self.sup.generation(&name);
+        let was_active = self.sup.service(&name).is_some_and(|s| s.state.is_active());
+        let outcome = match pb::ServiceAction::try_from(c.action) {
+            Ok(pb::ServiceAction::Status) => {
+                let r = self.sup.status(&name, now).map(|status| Reply::ServiceControl(pb::ServiceControlReply { status: Some(status) }));
+                return self.reply(tok, id, r.map_err(control_error));
+            }
+            Ok(pb::ServiceAction::Start) => self.sup.start(&name, now, &mut self.launcher).map(|_| WaitFor::Up {
+                // Already running: wait only for readiness of the current process.
+                after_generation: if was_active { generation.saturating_sub(1) } else { generation },
+            }),
+            Ok(pb::ServiceAction::Restart) => self
+                .sup
+                .restart(&name, now, &mut self.launcher)
+                .map(|_| WaitFor::Up { after_generation: generation }),
+            Ok(pb::ServiceAction::Stop) => self.sup.stop(&name, now, &mut self.launcher).map(|_| WaitFor::Down),
+            _ => {
+                return self.reply(
+                    tok,
+                    id,
+                    Err((pb::ErrorCode::InvalidRequest, format!("service {name}: unknown action {}", c.action))),
+                )
+            }
+        };
+        match outcome {
+            Ok(wait) => self.waiters.push(Waiter {
+                conn: tok,
+                request_id: id,
+                service: name,
+                wait,
+                deadline: now + crate::event_loop::control_wait(),
+            }),
+            Err(e) => self.reply(tok, id, Err(control_error(e))),
+        }
+        self.resolve_waiters();
+    }
+
+    /// Answers every waiter whose service has settled or whose time is up.
+    pub(crate) fn resolve_waiters(&mut self) {
+        let now = self.now();
+        let mut done = Vec::new();
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let w = &self.waiters[i];
+            let settled = match w.wait {
+                WaitFor::Up { after_generation } => self.sup.settled_up(&w.service, after_generation),
+                WaitFor::Down => self.sup.settled_down(&w.service),
+            };
+            if settled || now >= w.deadline {
+                done.push((self.waiters.remove(i), settled));
+            } else {
+                i += 1;
+            }
+        }
+        for (w, settled) in done {
+            let reply = if settled {
+                self.sup
+                    .status(&w.service, now)
+                    .map(|s| Reply::ServiceControl(pb::ServiceControlReply { status: Some(s) }))
+                    .map_err(control_error)
+            } else {
+                Err((pb::ErrorCode::Timeout, format!("service {} did not settle within {:?}", w.service, crate::event_loop::control_wait())))
+            };
+            self.reply(w.conn, w.request_id, reply);
+        }
+    }
+
+    fn logs(&mut self, tok: u64, id: u64, l: pb::LogsRequest) {
+        let Some(ring) = self.logs.get(&l.name) else {
+            let reason = self
+                .sup
+                .rejected()
+                .iter()
+                .find(|r| r.name == l.name)
+                .map(|r| format!("service {} has no logs: it was rejected: {}", l.name, r.reason))
+                .unwrap_or_else(|| format!("no service named {:?}", l.name));
+            return self.reply(tok, id, Err((pb::ErrorCode::NotFound, reason)));
+        };
+        let (lines, cursor) = ring.tail(l.tail as usize);
+        let mut chunks: Vec<Vec<pb::LogLine>> = Vec::new();
+        let mut size = 0;
+        for line in lines {
+            if chunks.is_empty() || size + line.text.len() > LOG_CHUNK_BYTES {
+                chunks.push(Vec::new());
+                size = 0;
+            }
+            size += line.text.len() + 16;
+            if let Some(c) = chunks.last_mut() {
+                c.push(line);
+            }
+        }
+        if chunks.is_empty() {
+            chunks.push(Vec::new());
+        }
+        let n = chunks.len();
+        let Some(conn) = self.conns.get_mut(&tok) else { return };
+        for (i, lines) in chunks.into_iter().enumerate() {
+            let more = l.follow || i + 1 < n;
+            conn.send(&pb::Response { id, more, result: Some(Reply::Log(pb::LogChunk { lines, dropped: 0 })) });
+        }
+        if l.follow {
+            conn.follows.push(crate::conn::Follow { request_id: id, service: l.name.clone(), cursor, dropped: 0 });
+        }
+        self.service_conn(tok);
+    }
+}
+
+fn control_error(e: ControlError) -> (pb::ErrorCode, String) {
+    let code = match &e {
+        ControlError::NotFound(_) => pb::ErrorCode::NotFound,
+        ControlError::Rejected { .. } => pb::ErrorCode::Failed,
+        ControlError::Refused { .. } => pb::ErrorCode::Unavailable,
+    };
+    (code, e.to_string())
+}

@@ -1,0 +1,142 @@
+//! The real `Launcher`: spawns service processes into their cgroups with
+//! their credentials, capabilities, environment, captured output and
+//! notify socket. New pipe and socket fds are queued for the event loop.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bascule_services::logs::Stream;
+use bascule_services::spec::Readiness;
+use bascule_services::{Launcher, ProcessKind, ServiceSpec, Signal};
+
+use crate::log;
+use crate::sys::cgroup::CgroupRoot;
+use crate::sys::creds;
+use crate::sys::spawn::{self, Output, SpawnPlan};
+
+/// Bound on a TCP probe's connect; loopback answers at once.
+const TCP_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
+
+pub struct RealLauncher {
+    pub cgroups: Option<CgroupRoot>,
+    /// Directory of the per-service NOTIFY_SOCKET sockets.
+    pub notify_dir: PathBuf,
+    /// Where /etc/passwd and /etc/group are read from.
+    pub etc: PathBuf,
+    cap_last: u32,
+    notify_sockets: BTreeMap<String, PathBuf>,
+    /// Output pipes of processes started since the event loop last looked.
+    pub new_pipes: Vec<(String, Stream, OwnedFd)>,
+    /// Notify sockets created since the event loop last looked.
+    pub new_notify: Vec<(String, UnixDatagram)>,
+}
+
+impl RealLauncher {
+    pub fn new(cgroups: Option<CgroupRoot>, notify_dir: PathBuf) -> Self {
+        RealLauncher {
+            cgroups,
+            notify_dir,
+            etc: PathBuf::from("/etc"),
+            cap_last: spawn::cap_last(),
+            notify_sockets: BTreeMap::new(),
+            new_pipes: Vec::new(),
+            new_notify: Vec::new(),
+        }
+    }
+
+    /// One datagram socket per service: the sender is known by the socket,
+    /// so no credential matching is needed.
+    fn notify_socket(&mut self, name: &str) -> Result<PathBuf, String> {
+        if let Some(p) = self.notify_sockets.get(name) {
+            return Ok(p.clone());
+        }
+        std::fs::create_dir_all(&self.notify_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.notify_dir.display()))?;
+        let path = self.notify_dir.join(format!("{name}.sock"));
+        let _ = std::fs::remove_file(&path);
+        let sock = UnixDatagram::bind(&path).map_err(|e| format!("cannot bind notify socket {}: {e}", path.display()))?;
+        sock.set_nonblocking(true)
+            .map_err(|e| format!("notify socket {}: {e}", path.display()))?;
+        self.new_notify.push((name.to_owned(), sock));
+        self.notify_sockets.insert(name.to_owned(), path.clone());
+        Ok(path)
+    }
+}
+
+impl Launcher for RealLauncher {
+    fn spawn(&mut self, spec: &ServiceSpec, kind: ProcessKind, argv: &[String]) -> Result<u32, String> {
+        let creds = creds::resolve(spec.user.as_deref(), spec.group.as_deref(), &self.etc).map_err(|e| e.to_string())?;
+        let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let main = kind == ProcessKind::Main;
+        if main && spec.readiness.kind == Readiness::Notify {
+            let path = self.notify_socket(&spec.name)?;
+            env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
+        }
+        let cgroup_procs = match &self.cgroups {
+            Some(cg) => Some(cg.prepare(&spec.name).map_err(|e| {
+                format!("cannot prepare cgroup {}: {e}", cg.service_dir(&spec.name).display())
+            })?),
+            None => None,
+        };
+        let plan = SpawnPlan {
+            argv: argv.to_vec(),
+            env,
+            cwd: spec.working_dir.clone(),
+            creds,
+            keep_caps: spec
+                .capabilities
+                .as_ref()
+                .map(|caps| caps.iter().fold(0u64, |m, c| m | c.bitmask())),
+            cap_last: self.cap_last,
+            cgroup_procs,
+            output: if main { Output::Capture } else { Output::Null },
+        };
+        let spawned = spawn::spawn(plan).map_err(|e| e.to_string())?;
+        if let Some(fd) = spawned.stdout {
+            self.new_pipes.push((spec.name.clone(), Stream::Stdout, fd));
+        }
+        if let Some(fd) = spawned.stderr {
+            self.new_pipes.push((spec.name.clone(), Stream::Stderr, fd));
+        }
+        Ok(spawned.pid)
+    }
+
+    fn signal(&mut self, pid: u32, signal: Signal) {
+        let (Some(pid), Some(sig)) = (
+            rustix::process::Pid::from_raw(pid as i32),
+            rustix::process::Signal::from_named_raw(signal.raw()),
+        ) else {
+            return;
+        };
+        if let Err(e) = rustix::process::kill_process(pid, sig) {
+            if e != rustix::io::Errno::SRCH {
+                log!("cannot send {signal} to pid {pid:?}: {e}");
+            }
+        }
+    }
+
+    fn kill_all(&mut self, spec: &ServiceSpec, main_pid: Option<u32>) {
+        if let Some(cg) = &self.cgroups {
+            if let Err(e) = cg.kill(&spec.name) {
+                log!("service {}: cannot kill cgroup {}: {e}", spec.name, cg.service_dir(&spec.name).display());
+            }
+        }
+        // The process group catches what left the cgroup or where there is none.
+        if let Some(pgid) = main_pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+    }
+
+    fn probe_tcp(&mut self, port: u16) -> bool {
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+        TcpStream::connect_timeout(&addr.into(), TCP_PROBE_TIMEOUT).is_ok()
+    }
+
+    fn probe_path(&mut self, path: &Path) -> bool {
+        path.exists()
+    }
+}

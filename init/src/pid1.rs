@@ -1,0 +1,89 @@
+//! What only the OS init does: early mounts, console, hostname, the final
+//! steps of a shutdown, and the emergency shell when nothing else works.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use crate::log;
+use crate::sys::mount::{self, API_MOUNTS};
+use crate::sys::power::{self, PowerAction};
+
+/// Mounts the API filesystems, opens the console, sets the hostname.
+/// Every failure is logged and skipped: a half-set-up machine with a shell
+/// beats a kernel panic.
+pub fn early_setup() {
+    for m in API_MOUNTS {
+        if let Err(e) = mount::mount_api(m) {
+            log!("{e}");
+        }
+    }
+    open_console();
+    let hostname = crate::event_loop::read_trimmed("/etc/hostname")
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "bascule".into());
+    if let Err(e) = rustix::system::sethostname(hostname.as_bytes()) {
+        log!("cannot set hostname {hostname:?}: {e}");
+    }
+    for dir in ["/run/bascule", "/var/log"] {
+        let _ = std::fs::create_dir_all(dir);
+    }
+}
+
+/// Points stdin/stdout/stderr at /dev/console.
+fn open_console() {
+    let Ok(console) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/console") else {
+        return;
+    };
+    for target in 0..=2 {
+        // SAFETY: dup2 on a valid open fd onto the standard descriptors; no
+        // Rust object owns fds 0-2 in a way that this invalidates.
+        unsafe {
+            libc::dup2(console.as_raw_fd(), target);
+        }
+    }
+}
+
+/// The slot named on the kernel command line (`bascule.slot=A`).
+pub fn booted_slot(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("bascule.slot="))
+        .map(str::to_owned)
+}
+
+/// sync, unmount, reboot(2). Returns only if the kernel refused.
+pub fn final_shutdown(action: PowerAction) {
+    log!("syncing and unmounting");
+    power::sync();
+    for failure in mount::unmount_all() {
+        log!("{failure}");
+    }
+    power::sync();
+    log!("{}", action.label());
+    let err = power::execute(action);
+    log!("{} failed: {err}; the machine stays up, the console shell and API still work", action.label());
+}
+
+/// Last resort when the event loop cannot even be built: a shell on the
+/// console, restarted whenever it exits, and every orphan reaped. Never returns.
+pub fn emergency() -> ! {
+    log!("entering emergency mode: shell on the console");
+    loop {
+        let shell = ["/bin/sh", "/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
+        let child = shell.and_then(|sh| std::process::Command::new(sh).arg("-l").spawn().ok());
+        if child.is_none() {
+            log!("no shell found; waiting for orphans only");
+        }
+        // Blocking wait: nothing else is left to do in this mode.
+        loop {
+            match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+                Ok(Some((pid, _))) if child.as_ref().is_some_and(|c| c.id() == pid.as_raw_nonzero().get() as u32) => break,
+                Ok(_) => {}
+                Err(_) => {
+                    // No children at all: pause until a signal (SIGCHLD of an orphan) arrives.
+                    rustix::event::pause();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Reaping children: every exited child, orphans included. (rustix's
+//! `waitpid(None)` waits only for the caller's process group: `wait` is waitpid(-1).)
+
+use rustix::process::{wait, WaitOptions};
+
+use bascule_services::Exit;
+
+/// Collects every child that has exited, without blocking.
+pub fn reap_all() -> Vec<(u32, Exit)> {
+    let mut out = Vec::new();
+    loop {
+        match wait(WaitOptions::NOHANG) {
+            Ok(Some((pid, status))) => {
+                let exit = if let Some(code) = status.exit_status() {
+                    Exit::Code(code)
+                } else if let Some(sig) = status.terminating_signal() {
+                    Exit::Signal(sig)
+                } else {
+                    continue;
+                };
+                out.push((pid.as_raw_nonzero().get() as u32, exit));
+            }
+            // No more exited children (Ok(None)) or no children at all (ECHILD).
+            Ok(None) | Err(_) => break,
+        }
+    }
+    out
+}
+
+/// True while this process has children (exited or not) left to reap.
+pub fn has_children() -> bool {
+    !matches!(
+        wait(WaitOptions::NOHANG),
+        Err(rustix::io::Errno::CHILD)
+    )
+}
