@@ -101,7 +101,10 @@ fn service(ctx: &Ctx, name: &str, action: Action) -> Result<(), Failure> {
     if action != Action::Status {
         // The server replies once the service has settled (stopped, ready or
         // failed), which may take its whole grace period or readiness timeout.
-        client.set_reply_timeout(ctx.timeout.max(bascule_api::client::CONTROL_SETTLE + Duration::from_secs(10)));
+        client.set_reply_timeout(
+            ctx.timeout
+                .max(bascule_api::client::CONTROL_SETTLE + Duration::from_secs(10)),
+        );
     }
     let reply = client
         .call(Call::ServiceControl(req))

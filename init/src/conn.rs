@@ -138,16 +138,20 @@ pub fn authorize(uid: u32, gid: u32, pid: u32, allowed_group: Option<u32>) -> Re
             "permission denied: uid {uid} is neither root nor a member of group {g}, which may use this socket"
         ));
     }
-    Err(format!("permission denied: the control socket accepts root only (you are uid {uid})"))
+    Err(format!(
+        "permission denied: the control socket accepts root only (you are uid {uid})"
+    ))
 }
 
 fn supplementary_groups(pid: u32) -> Vec<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Groups:"))
-                .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect()
+            })
         })
         .unwrap_or_default()
 }
@@ -162,6 +166,8 @@ mod tests {
         let e = authorize(1000, 1000, 1, None).unwrap_err();
         assert!(e.contains("root only") && e.contains("1000"), "{e}");
         assert!(authorize(1000, 50, 1, Some(50)).is_ok());
-        assert!(authorize(1000, 51, u32::MAX, Some(50)).unwrap_err().contains("group 50"));
+        assert!(authorize(1000, 51, u32::MAX, Some(50))
+            .unwrap_err()
+            .contains("group 50"));
     }
 }

@@ -186,7 +186,10 @@ impl<C: Clock> Init<C> {
         let deadline = [
             self.sup.next_deadline(),
             self.waiters.iter().map(|w| w.deadline).min(),
-            self.shutdown.as_ref().filter(|s| s.phase != ShutdownPhase::Halted).map(|s| s.deadline),
+            self.shutdown
+                .as_ref()
+                .filter(|s| s.phase != ShutdownPhase::Halted)
+                .map(|s| s.deadline),
         ]
         .into_iter()
         .flatten()
@@ -275,7 +278,10 @@ impl<C: Clock> Init<C> {
             let id = self.next_id;
             self.next_id += 1;
             let tok = token(KIND_CONN, id);
-            if let Err(e) = self.epoll.add(&conn.stream, tok, Interest::IN | Interest::RDHUP) {
+            if let Err(e) = self
+                .epoll
+                .add(&conn.stream, tok, Interest::IN | Interest::RDHUP)
+            {
                 log!("cannot watch a control connection: {e}");
                 continue;
             }
@@ -285,8 +291,12 @@ impl<C: Clock> Init<C> {
     }
 
     fn on_conn(&mut self, tok: u64, flags: Interest) {
-        let Some(conn) = self.conns.get_mut(&tok) else { return };
-        if flags.intersects(Interest::IN | Interest::RDHUP | Interest::HUP | Interest::ERR) && !conn.closing {
+        let Some(conn) = self.conns.get_mut(&tok) else {
+            return;
+        };
+        if flags.intersects(Interest::IN | Interest::RDHUP | Interest::HUP | Interest::ERR)
+            && !conn.closing
+        {
             match conn.read_some() {
                 Ok(ReadOutcome::Open) => {}
                 Ok(ReadOutcome::Closed) | Err(_) => {
@@ -306,7 +316,9 @@ impl<C: Clock> Init<C> {
     /// Decodes and handles every complete request of a connection.
     fn process_frames(&mut self, tok: u64) {
         loop {
-            let Some(conn) = self.conns.get_mut(&tok) else { return };
+            let Some(conn) = self.conns.get_mut(&tok) else {
+                return;
+            };
             if conn.closing {
                 return;
             }
@@ -319,7 +331,11 @@ impl<C: Clock> Init<C> {
                         _ => pb::ErrorCode::Malformed,
                     };
                     log!("closing a control connection: {e}");
-                    conn.send(&error_response(0, code, format!("{e}; closing the connection")));
+                    conn.send(&error_response(
+                        0,
+                        code,
+                        format!("{e}; closing the connection"),
+                    ));
                     conn.closing = true;
                     return;
                 }
@@ -328,7 +344,11 @@ impl<C: Clock> Init<C> {
                 Ok(req) => self.handle_request(tok, req),
                 Err(e) => {
                     log!("closing a control connection: {e}");
-                    conn.send(&error_response(0, pb::ErrorCode::Malformed, format!("{e}; closing the connection")));
+                    conn.send(&error_response(
+                        0,
+                        pb::ErrorCode::Malformed,
+                        format!("{e}; closing the connection"),
+                    ));
                     conn.closing = true;
                     return;
                 }
@@ -339,7 +359,9 @@ impl<C: Clock> Init<C> {
     /// Flushes a connection's output and sets its epoll interest; closes it
     /// when it is done or hopelessly behind.
     pub(crate) fn service_conn(&mut self, tok: u64) {
-        let Some(conn) = self.conns.get_mut(&tok) else { return };
+        let Some(conn) = self.conns.get_mut(&tok) else {
+            return;
+        };
         if conn.flush().is_err() {
             self.drop_conn(tok);
             return;
@@ -351,7 +373,11 @@ impl<C: Clock> Init<C> {
         let want_write = conn.pending_output() > 0;
         if want_write != conn.want_write {
             conn.want_write = want_write;
-            let interest = if want_write { Interest::IN | Interest::OUT | Interest::RDHUP } else { Interest::IN | Interest::RDHUP };
+            let interest = if want_write {
+                Interest::IN | Interest::OUT | Interest::RDHUP
+            } else {
+                Interest::IN | Interest::RDHUP
+            };
             let _ = self.epoll.modify(&conn.stream, tok, interest);
         }
     }
@@ -364,7 +390,9 @@ impl<C: Clock> Init<C> {
     }
 
     fn on_pipe(&mut self, tok: u64) {
-        let Some(pipe) = self.pipes.get_mut(&tok) else { return };
+        let Some(pipe) = self.pipes.get_mut(&tok) else {
+            return;
+        };
         let mut buf = vec![0u8; 64 * 1024];
         let mut eof = false;
         let mut got = false;
@@ -401,7 +429,11 @@ impl<C: Clock> Init<C> {
                 }
             }
         }
-        if let Some(err) = self.logs.get_mut(&service).and_then(|r| r.file_error.take()) {
+        if let Some(err) = self
+            .logs
+            .get_mut(&service)
+            .and_then(|r| r.file_error.take())
+        {
             log!("service {service}: {err}; keeping its output in memory only");
         }
         if got {
@@ -410,7 +442,9 @@ impl<C: Clock> Init<C> {
     }
 
     fn on_notify(&mut self, tok: u64) {
-        let Some((name, sock)) = self.notify.get(&tok) else { return };
+        let Some((name, sock)) = self.notify.get(&tok) else {
+            return;
+        };
         let name = name.clone();
         let mut buf = [0u8; 4096];
         let mut messages = Vec::new();
@@ -435,7 +469,14 @@ impl<C: Clock> Init<C> {
                 log!("service {service}: cannot capture output: {e}");
                 continue;
             }
-            self.pipes.insert(tok, Pipe { service, stream, fd });
+            self.pipes.insert(
+                tok,
+                Pipe {
+                    service,
+                    stream,
+                    fd,
+                },
+            );
         }
         for (service, sock) in std::mem::take(&mut self.launcher.new_notify) {
             let id = self.next_id;
@@ -452,7 +493,8 @@ impl<C: Clock> Init<C> {
         }
         if !self.all_ready_recorded && self.shutdown.is_none() && self.sup.all_ready() {
             self.all_ready_recorded = true;
-            self.timeline.push(("all services ready".into(), clock::boottime_us()));
+            self.timeline
+                .push(("all services ready".into(), clock::boottime_us()));
             log!("all services ready");
         }
         self.resolve_waiters();
@@ -464,12 +506,15 @@ impl<C: Clock> Init<C> {
             Event::Started { name, pid } => log!("service {name}: started, pid {pid}"),
             Event::Ready { name } => {
                 if !self.all_ready_recorded {
-                    self.timeline.push((format!("service {name} ready"), clock::boottime_us()));
+                    self.timeline
+                        .push((format!("service {name} ready"), clock::boottime_us()));
                 }
                 log!("service {name}: ready");
             }
             Event::Exited { name, exit } => log!("service {name}: {exit}"),
-            Event::Restarting { name, delay_ms } => log!("service {name}: restarting in {delay_ms} ms"),
+            Event::Restarting { name, delay_ms } => {
+                log!("service {name}: restarting in {delay_ms} ms")
+            }
             Event::Failed { name, reason } => log!("service {name}: failed: {reason}"),
             Event::Stopped { name } => log!("service {name}: stopped"),
             Event::Unhealthy { name } => log!("service {name}: unhealthy"),
@@ -486,7 +531,10 @@ impl<C: Clock> Init<C> {
         }
         log!("{}: stopping services", action.label());
         let now = self.now();
-        self.timeline.push((format!("{} requested", action.label()), clock::boottime_us()));
+        self.timeline.push((
+            format!("{} requested", action.label()),
+            clock::boottime_us(),
+        ));
         self.shutdown = Some(Shutdown {
             action,
             phase: ShutdownPhase::StoppingServices,
@@ -504,7 +552,9 @@ impl<C: Clock> Init<C> {
                     return None;
                 }
                 if !self.sup.all_down() {
-                    log!("services still running after {SHUTDOWN_SERVICES_DEADLINE:?}: killing them");
+                    log!(
+                        "services still running after {SHUTDOWN_SERVICES_DEADLINE:?}: killing them"
+                    );
                 }
                 for name in self.sup.names().cloned().collect::<Vec<_>>() {
                     if let Some(svc) = self.sup.service(&name) {
@@ -559,7 +609,9 @@ impl<C: Clock> Init<C> {
 
     /// Sends new log lines to every client following `service`.
     pub(crate) fn push_follows(&mut self, service: &str) {
-        let Some(ring) = self.logs.get(service) else { return };
+        let Some(ring) = self.logs.get(service) else {
+            return;
+        };
         let toks: Vec<u64> = self
             .conns
             .iter()
@@ -568,7 +620,9 @@ impl<C: Clock> Init<C> {
             .collect();
         let mut serviced = Vec::new();
         for tok in toks {
-            let Some(conn) = self.conns.get_mut(&tok) else { continue };
+            let Some(conn) = self.conns.get_mut(&tok) else {
+                continue;
+            };
             let backlogged = conn.pending_output() > conn::FOLLOW_BACKPRESSURE;
             let mut frames = Vec::new();
             for f in conn.follows.iter_mut().filter(|f| f.service == service) {
@@ -586,7 +640,10 @@ impl<C: Clock> Init<C> {
                 frames.push(pb::Response {
                     id: f.request_id,
                     more: true,
-                    result: Some(pb::response::Result::Log(pb::LogChunk { lines, dropped: f.dropped })),
+                    result: Some(pb::response::Result::Log(pb::LogChunk {
+                        lines,
+                        dropped: f.dropped,
+                    })),
                 });
                 f.dropped = 0;
             }
@@ -617,6 +674,9 @@ pub fn error_response(id: u64, code: pb::ErrorCode, message: impl Into<String>) 
 /// Reads a small file, for messages: never fails.
 pub fn read_trimmed(path: &str) -> Option<String> {
     let mut s = String::new();
-    std::fs::File::open(path).ok()?.read_to_string(&mut s).ok()?;
+    std::fs::File::open(path)
+        .ok()?
+        .read_to_string(&mut s)
+        .ok()?;
     Some(s.trim().to_owned())
 }

@@ -17,7 +17,13 @@ impl<C: Clock> Init<C> {
     pub(crate) fn handle_request(&mut self, tok: u64, req: pb::Request) {
         let id = req.id;
         let reply = match req.call {
-            None => Err((pb::ErrorCode::InvalidRequest, format!("request {id} names no call (or one this server does not know: version {})", bascule_api::VERSION))),
+            None => Err((
+                pb::ErrorCode::InvalidRequest,
+                format!(
+                    "request {id} names no call (or one this server does not know: version {})",
+                    bascule_api::VERSION
+                ),
+            )),
             Some(Call::Version(_)) => Ok(Reply::Version(pb::VersionReply {
                 version: bascule_api::VERSION.to_owned(),
                 git_commit: option_env!("BASCULE_GIT_COMMIT").unwrap_or("").to_owned(),
@@ -42,13 +48,19 @@ impl<C: Clock> Init<C> {
                     self.begin_shutdown(PowerAction::Poweroff);
                     return;
                 }
-                _ => Err((pb::ErrorCode::InvalidRequest, format!("power request {id}: unknown action {}", p.action))),
+                _ => Err((
+                    pb::ErrorCode::InvalidRequest,
+                    format!("power request {id}: unknown action {}", p.action),
+                )),
             },
             Some(Call::BootTime(_)) => Ok(Reply::BootTime(pb::BootTimeline {
                 events: self
                     .timeline
                     .iter()
-                    .map(|(name, at)| pb::BootEvent { name: name.clone(), at_us: *at })
+                    .map(|(name, at)| pb::BootEvent {
+                        name: name.clone(),
+                        at_us: *at,
+                    })
                     .collect(),
             })),
             Some(Call::Cancel(c)) => {
@@ -71,7 +83,11 @@ impl<C: Clock> Init<C> {
 
     fn reply(&mut self, tok: u64, id: u64, reply: Result<Reply, (pb::ErrorCode, String)>) {
         let resp = match reply {
-            Ok(r) => pb::Response { id, more: false, result: Some(r) },
+            Ok(r) => pb::Response {
+                id,
+                more: false,
+                result: Some(r),
+            },
             Err((code, msg)) => error_response(id, code, msg),
         };
         if let Some(conn) = self.conns.get_mut(&tok) {
@@ -106,23 +122,44 @@ impl<C: Clock> Init<C> {
         let was_active = self.sup.service(&name).is_some_and(|s| s.state.is_active());
         let outcome = match pb::ServiceAction::try_from(c.action) {
             Ok(pb::ServiceAction::Status) => {
-                let r = self.sup.status(&name, now).map(|status| Reply::ServiceControl(pb::ServiceControlReply { status: Some(status) }));
+                let r = self.sup.status(&name, now).map(|status| {
+                    Reply::ServiceControl(pb::ServiceControlReply {
+                        status: Some(status),
+                    })
+                });
                 return self.reply(tok, id, r.map_err(control_error));
             }
-            Ok(pb::ServiceAction::Start) => self.sup.start(&name, now, &mut self.launcher).map(|_| WaitFor::Up {
-                // Already running: wait only for readiness of the current process.
-                after_generation: if was_active { generation.saturating_sub(1) } else { generation },
-            }),
-            Ok(pb::ServiceAction::Restart) => self
+            Ok(pb::ServiceAction::Start) => {
+                self.sup
+                    .start(&name, now, &mut self.launcher)
+                    .map(|_| WaitFor::Up {
+                        // Already running: wait only for readiness of the current process.
+                        after_generation: if was_active {
+                            generation.saturating_sub(1)
+                        } else {
+                            generation
+                        },
+                    })
+            }
+            Ok(pb::ServiceAction::Restart) => {
+                self.sup
+                    .restart(&name, now, &mut self.launcher)
+                    .map(|_| WaitFor::Up {
+                        after_generation: generation,
+                    })
+            }
+            Ok(pb::ServiceAction::Stop) => self
                 .sup
-                .restart(&name, now, &mut self.launcher)
-                .map(|_| WaitFor::Up { after_generation: generation }),
-            Ok(pb::ServiceAction::Stop) => self.sup.stop(&name, now, &mut self.launcher).map(|_| WaitFor::Down),
+                .stop(&name, now, &mut self.launcher)
+                .map(|_| WaitFor::Down),
             _ => {
                 return self.reply(
                     tok,
                     id,
-                    Err((pb::ErrorCode::InvalidRequest, format!("service {name}: unknown action {}", c.action))),
+                    Err((
+                        pb::ErrorCode::InvalidRequest,
+                        format!("service {name}: unknown action {}", c.action),
+                    )),
                 )
             }
         };
@@ -147,7 +184,9 @@ impl<C: Clock> Init<C> {
         while i < self.waiters.len() {
             let w = &self.waiters[i];
             let settled = match w.wait {
-                WaitFor::Up { after_generation } => self.sup.settled_up(&w.service, after_generation),
+                WaitFor::Up { after_generation } => {
+                    self.sup.settled_up(&w.service, after_generation)
+                }
                 WaitFor::Down => self.sup.settled_down(&w.service),
             };
             if settled || now >= w.deadline {
@@ -163,7 +202,14 @@ impl<C: Clock> Init<C> {
                     .map(|s| Reply::ServiceControl(pb::ServiceControlReply { status: Some(s) }))
                     .map_err(control_error)
             } else {
-                Err((pb::ErrorCode::Timeout, format!("service {} did not settle within {:?}", w.service, crate::event_loop::control_wait())))
+                Err((
+                    pb::ErrorCode::Timeout,
+                    format!(
+                        "service {} did not settle within {:?}",
+                        w.service,
+                        crate::event_loop::control_wait()
+                    ),
+                ))
             };
             self.reply(w.conn, w.request_id, reply);
         }
@@ -176,7 +222,12 @@ impl<C: Clock> Init<C> {
                 .rejected()
                 .iter()
                 .find(|r| r.name == l.name)
-                .map(|r| format!("service {} has no logs: it was rejected: {}", l.name, r.reason))
+                .map(|r| {
+                    format!(
+                        "service {} has no logs: it was rejected: {}",
+                        l.name, r.reason
+                    )
+                })
                 .unwrap_or_else(|| format!("no service named {:?}", l.name));
             return self.reply(tok, id, Err((pb::ErrorCode::NotFound, reason)));
         };
@@ -197,13 +248,24 @@ impl<C: Clock> Init<C> {
             chunks.push(Vec::new());
         }
         let n = chunks.len();
-        let Some(conn) = self.conns.get_mut(&tok) else { return };
+        let Some(conn) = self.conns.get_mut(&tok) else {
+            return;
+        };
         for (i, lines) in chunks.into_iter().enumerate() {
             let more = l.follow || i + 1 < n;
-            conn.send(&pb::Response { id, more, result: Some(Reply::Log(pb::LogChunk { lines, dropped: 0 })) });
+            conn.send(&pb::Response {
+                id,
+                more,
+                result: Some(Reply::Log(pb::LogChunk { lines, dropped: 0 })),
+            });
         }
         if l.follow {
-            conn.follows.push(crate::conn::Follow { request_id: id, service: l.name.clone(), cursor, dropped: 0 });
+            conn.follows.push(crate::conn::Follow {
+                request_id: id,
+                service: l.name.clone(),
+                cursor,
+                dropped: 0,
+            });
         }
         self.service_conn(tok);
     }

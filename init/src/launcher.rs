@@ -58,7 +58,8 @@ impl RealLauncher {
             .map_err(|e| format!("cannot create {}: {e}", self.notify_dir.display()))?;
         let path = self.notify_dir.join(format!("{name}.sock"));
         let _ = std::fs::remove_file(&path);
-        let sock = UnixDatagram::bind(&path).map_err(|e| format!("cannot bind notify socket {}: {e}", path.display()))?;
+        let sock = UnixDatagram::bind(&path)
+            .map_err(|e| format!("cannot bind notify socket {}: {e}", path.display()))?;
         sock.set_nonblocking(true)
             .map_err(|e| format!("notify socket {}: {e}", path.display()))?;
         self.new_notify.push((name.to_owned(), sock));
@@ -68,9 +69,19 @@ impl RealLauncher {
 }
 
 impl Launcher for RealLauncher {
-    fn spawn(&mut self, spec: &ServiceSpec, kind: ProcessKind, argv: &[String]) -> Result<u32, String> {
-        let creds = creds::resolve(spec.user.as_deref(), spec.group.as_deref(), &self.etc).map_err(|e| e.to_string())?;
-        let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    fn spawn(
+        &mut self,
+        spec: &ServiceSpec,
+        kind: ProcessKind,
+        argv: &[String],
+    ) -> Result<u32, String> {
+        let creds = creds::resolve(spec.user.as_deref(), spec.group.as_deref(), &self.etc)
+            .map_err(|e| e.to_string())?;
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let main = kind == ProcessKind::Main;
         if main && spec.readiness.kind == Readiness::Notify {
             let path = self.notify_socket(&spec.name)?;
@@ -78,7 +89,10 @@ impl Launcher for RealLauncher {
         }
         let cgroup_procs = match &self.cgroups {
             Some(cg) => Some(cg.prepare(&spec.name).map_err(|e| {
-                format!("cannot prepare cgroup {}: {e}", cg.service_dir(&spec.name).display())
+                format!(
+                    "cannot prepare cgroup {}: {e}",
+                    cg.service_dir(&spec.name).display()
+                )
             })?),
             None => None,
         };
@@ -122,7 +136,11 @@ impl Launcher for RealLauncher {
     fn kill_all(&mut self, spec: &ServiceSpec, main_pid: Option<u32>) {
         if let Some(cg) = &self.cgroups {
             if let Err(e) = cg.kill(&spec.name) {
-                log!("service {}: cannot kill cgroup {}: {e}", spec.name, cg.service_dir(&spec.name).display());
+                log!(
+                    "service {}: cannot kill cgroup {}: {e}",
+                    spec.name,
+                    cg.service_dir(&spec.name).display()
+                );
             }
         }
         // The process group catches what left the cgroup or where there is none.

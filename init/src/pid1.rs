@@ -31,7 +31,11 @@ pub fn early_setup() {
 
 /// Points stdin/stdout/stderr at /dev/console.
 fn open_console() {
-    let Ok(console) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/console") else {
+    let Ok(console) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    else {
         return;
     };
     for target in 0..=2 {
@@ -61,7 +65,10 @@ pub fn final_shutdown(action: PowerAction) {
     power::sync();
     log!("{}", action.label());
     let err = power::execute(action);
-    log!("{} failed: {err}; the machine stays up, the console shell and API still work", action.label());
+    log!(
+        "{} failed: {err}; the machine stays up, the console shell and API still work",
+        action.label()
+    );
 }
 
 /// Last resort when the event loop cannot even be built: a shell on the
@@ -69,7 +76,9 @@ pub fn final_shutdown(action: PowerAction) {
 pub fn emergency() -> ! {
     log!("entering emergency mode: shell on the console");
     loop {
-        let shell = ["/bin/sh", "/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
+        let shell = ["/bin/sh", "/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
         let child = shell.and_then(|sh| std::process::Command::new(sh).arg("-l").spawn().ok());
         if child.is_none() {
             log!("no shell found; waiting for orphans only");
@@ -77,7 +86,13 @@ pub fn emergency() -> ! {
         // Blocking wait: nothing else is left to do in this mode.
         loop {
             match rustix::process::wait(rustix::process::WaitOptions::empty()) {
-                Ok(Some((pid, _))) if child.as_ref().is_some_and(|c| c.id() == pid.as_raw_nonzero().get() as u32) => break,
+                Ok(Some((pid, _)))
+                    if child
+                        .as_ref()
+                        .is_some_and(|c| c.id() == pid.as_raw_nonzero().get() as u32) =>
+                {
+                    break
+                }
                 Ok(_) => {}
                 Err(_) => {
                     // No children at all: pause until a signal (SIGCHLD of an orphan) arrives.

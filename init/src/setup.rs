@@ -74,7 +74,9 @@ fn parse_args(mode: Mode, args: &[String]) -> Result<Config, SetupError> {
             "--run-dir" => cfg.run_dir = value("--run-dir")?.into(),
             "--api-group" => {
                 let v = value("--api-group")?;
-                cfg.api_group = Some(v.parse().map_err(|_| SetupError::Usage(format!("--api-group takes a numeric group id, not {v:?}")))?);
+                cfg.api_group = Some(v.parse().map_err(|_| {
+                    SetupError::Usage(format!("--api-group takes a numeric group id, not {v:?}"))
+                })?);
             }
             "--version" => {
                 println!("bascule-init {}", bascule_api::VERSION);
@@ -89,10 +91,14 @@ fn parse_args(mode: Mode, args: &[String]) -> Result<Config, SetupError> {
     }
     if mode == Mode::Supervise {
         if !supervise {
-            return Err(SetupError::Usage("not running as PID 1: pass --supervise to supervise services on this host".into()));
+            return Err(SetupError::Usage(
+                "not running as PID 1: pass --supervise to supervise services on this host".into(),
+            ));
         }
         if cfg.config_dir.as_os_str().is_empty() || cfg.socket.as_os_str().is_empty() {
-            return Err(SetupError::Usage("--supervise needs --config DIR and --socket PATH".into()));
+            return Err(SetupError::Usage(
+                "--supervise needs --config DIR and --socket PATH".into(),
+            ));
         }
         if cfg.run_dir.as_os_str().is_empty() {
             let parent = cfg.socket.parent().unwrap_or(Path::new("."));
@@ -105,21 +111,28 @@ fn parse_args(mode: Mode, args: &[String]) -> Result<Config, SetupError> {
 /// Binds the control socket: 0600 for root only, or 0660 owned by the
 /// allowed group. A live socket of another instance is not stolen.
 fn bind_socket(path: &Path, group: Option<u32>) -> Result<UnixListener, SetupError> {
-    let err = |message: String| SetupError::Socket { path: path.to_owned(), message };
+    let err = |message: String| SetupError::Socket {
+        path: path.to_owned(),
+        message,
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(err("another bascule-init is serving this socket".into()));
         }
-        std::fs::remove_file(path).map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
+        std::fs::remove_file(path)
+            .map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
     }
     let listener = UnixListener::bind(path).map_err(|e| err(format!("cannot bind: {e}")))?;
     let mode = if group.is_some() { 0o660 } else { 0o600 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| err(format!("cannot set mode {mode:o}: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| err(format!("cannot set mode {mode:o}: {e}")))?;
     if let Some(g) = group {
-        rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(g))).map_err(|e| err(format!("cannot give it to group {g}: {e}")))?;
+        rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(g)))
+            .map_err(|e| err(format!("cannot give it to group {g}: {e}")))?;
     }
     Ok(listener)
 }
@@ -152,18 +165,25 @@ pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
             None
         }
     };
-    let log_dir = cfg.log_dir.clone().filter(|d| match std::fs::create_dir_all(d) {
-        Ok(()) => true,
-        Err(e) => {
-            log!("log directory {} is not writable ({e}); logs stay in memory", d.display());
-            false
-        }
-    });
+    let log_dir = cfg
+        .log_dir
+        .clone()
+        .filter(|d| match std::fs::create_dir_all(d) {
+            Ok(()) => true,
+            Err(e) => {
+                log!(
+                    "log directory {} is not writable ({e}); logs stay in memory",
+                    d.display()
+                );
+                false
+            }
+        });
     let cfg = Config { log_dir, ..cfg };
     let listener = bind_socket(&cfg.socket, cfg.api_group)?;
     let launcher = RealLauncher::new(cgroups, cfg.run_dir.join("notify"));
     let sup = Supervisor::new(catalog);
-    let mut init = Init::new(cfg, SystemClock, sup, launcher, listener, timeline).map_err(SetupError::Loop)?;
+    let mut init =
+        Init::new(cfg, SystemClock, sup, launcher, listener, timeline).map_err(SetupError::Loop)?;
     init.start();
     loop {
         match catch_unwind(AssertUnwindSafe(|| init.turn())) {

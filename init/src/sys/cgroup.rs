@@ -38,15 +38,21 @@ impl CgroupRoot {
     /// not mounted or not writable (the caller logs it and uses process groups).
     pub fn create(leaf: &str) -> io::Result<CgroupRoot> {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-        let mount = find_cgroup2_mount(&mountinfo)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup2 hierarchy is mounted"))?;
+        let mount = find_cgroup2_mount(&mountinfo).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "no cgroup2 hierarchy is mounted")
+        })?;
         let own = fs::read_to_string("/proc/self/cgroup")?;
         let own = own_group(&own).unwrap_or("").to_owned();
         let dir = mount.join(own).join(leaf);
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("cannot create cgroup {}: {e}", dir.display()))),
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot create cgroup {}: {e}", dir.display()),
+                ))
+            }
         }
         Ok(CgroupRoot { dir })
     }
@@ -64,7 +70,9 @@ impl CgroupRoot {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let f = OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))?;
         Ok(OwnedFd::from(f))
     }
 
@@ -115,13 +123,22 @@ mod tests {
         let mi = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
                   32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
                   41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(find_cgroup2_mount(mi), Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        assert_eq!(find_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+        assert_eq!(
+            find_cgroup2_mount(mi),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            find_cgroup2_mount("1 0 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
     }
 
     #[test]
     fn own_group_is_the_v2_line() {
-        assert_eq!(own_group("4:memory:/x\n0::/user.slice/a\n"), Some("user.slice/a"));
+        assert_eq!(
+            own_group("4:memory:/x\n0::/user.slice/a\n"),
+            Some("user.slice/a")
+        );
         assert_eq!(own_group("0::/\n"), Some(""));
         assert_eq!(own_group("1:cpu:/\n"), None);
     }

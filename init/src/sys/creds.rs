@@ -18,7 +18,11 @@ pub enum CredsError {
     NoGroup(String),
 }
 
-pub fn resolve(user: Option<&str>, group: Option<&str>, etc: &Path) -> Result<Option<Creds>, CredsError> {
+pub fn resolve(
+    user: Option<&str>,
+    group: Option<&str>,
+    etc: &Path,
+) -> Result<Option<Creds>, CredsError> {
     if user.is_none() && group.is_none() {
         return Ok(None);
     }
@@ -27,7 +31,12 @@ pub fn resolve(user: Option<&str>, group: Option<&str>, etc: &Path) -> Result<Op
     resolve_in(user, group, &passwd, &groups).map(Some)
 }
 
-fn resolve_in(user: Option<&str>, group: Option<&str>, passwd: &str, group_file: &str) -> Result<Creds, CredsError> {
+fn resolve_in(
+    user: Option<&str>,
+    group: Option<&str>,
+    passwd: &str,
+    group_file: &str,
+) -> Result<Creds, CredsError> {
     let (uid, primary, name) = match user {
         None => (0, 0, None),
         Some(u) => match u.parse::<u32>() {
@@ -38,8 +47,12 @@ fn resolve_in(user: Option<&str>, group: Option<&str>, passwd: &str, group_file:
                     .map(|l| l.split(':').collect::<Vec<_>>())
                     .find(|f| f.len() >= 4 && f[0] == u)
                     .ok_or_else(|| CredsError::NoUser(u.to_owned()))?;
-                let uid = fields[2].parse().map_err(|_| CredsError::NoUser(u.to_owned()))?;
-                let gid = fields[3].parse().map_err(|_| CredsError::NoUser(u.to_owned()))?;
+                let uid = fields[2]
+                    .parse()
+                    .map_err(|_| CredsError::NoUser(u.to_owned()))?;
+                let gid = fields[3]
+                    .parse()
+                    .map_err(|_| CredsError::NoUser(u.to_owned()))?;
                 (uid, gid, Some(u))
             }
         },
@@ -76,16 +89,37 @@ fn resolve_in(user: Option<&str>, group: Option<&str>, passwd: &str, group_file:
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\netcd:x:120:130::/var/lib/etcd:/bin/false\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\netcd:x:120:130::/var/lib/etcd:/bin/false\n";
     const GROUP: &str = "root:x:0:\netcd:x:130:\ndisk:x:6:etcd,other\nwww:x:33:\n";
 
     #[test]
     fn resolves_names_numbers_and_supplementary_groups() {
         let c = resolve_in(Some("etcd"), None, PASSWD, GROUP).unwrap();
-        assert_eq!(c, Creds { uid: 120, gid: 130, groups: vec![130, 6] });
+        assert_eq!(
+            c,
+            Creds {
+                uid: 120,
+                gid: 130,
+                groups: vec![130, 6]
+            }
+        );
         let c = resolve_in(Some("1000"), Some("www"), PASSWD, GROUP).unwrap();
-        assert_eq!(c, Creds { uid: 1000, gid: 33, groups: vec![33] });
-        assert_eq!(resolve_in(Some("nobody2"), None, PASSWD, GROUP), Err(CredsError::NoUser("nobody2".into())));
-        assert_eq!(resolve_in(None, Some("nogroup2"), PASSWD, GROUP), Err(CredsError::NoGroup("nogroup2".into())));
+        assert_eq!(
+            c,
+            Creds {
+                uid: 1000,
+                gid: 33,
+                groups: vec![33]
+            }
+        );
+        assert_eq!(
+            resolve_in(Some("nobody2"), None, PASSWD, GROUP),
+            Err(CredsError::NoUser("nobody2".into()))
+        );
+        assert_eq!(
+            resolve_in(None, Some("nogroup2"), PASSWD, GROUP),
+            Err(CredsError::NoGroup("nogroup2".into()))
+        );
     }
 }

@@ -23,11 +23,21 @@ impl Epoll {
     }
 
     pub fn add(&self, fd: impl AsFd, token: u64, interest: EventFlags) -> io::Result<()> {
-        Ok(epoll::add(&self.fd, fd, EventData::new_u64(token), interest)?)
+        Ok(epoll::add(
+            &self.fd,
+            fd,
+            EventData::new_u64(token),
+            interest,
+        )?)
     }
 
     pub fn modify(&self, fd: impl AsFd, token: u64, interest: EventFlags) -> io::Result<()> {
-        Ok(epoll::modify(&self.fd, fd, EventData::new_u64(token), interest)?)
+        Ok(epoll::modify(
+            &self.fd,
+            fd,
+            EventData::new_u64(token),
+            interest,
+        )?)
     }
 
     pub fn delete(&self, fd: impl AsFd) -> io::Result<()> {
@@ -41,7 +51,11 @@ impl Epoll {
             tv_sec: d.as_secs() as _,
             tv_nsec: d.subsec_nanos() as _,
         });
-        match epoll::wait(&self.fd, rustix::buffer::spare_capacity(&mut self.buf), ts.as_ref()) {
+        match epoll::wait(
+            &self.fd,
+            rustix::buffer::spare_capacity(&mut self.buf),
+            ts.as_ref(),
+        ) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),

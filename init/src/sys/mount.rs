@@ -15,14 +15,68 @@ pub struct ApiMount {
 }
 
 pub const API_MOUNTS: &[ApiMount] = &[
-    ApiMount { source: "proc", target: "/proc", fstype: "proc", flags: MountFlags::NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC), data: c"" },
-    ApiMount { source: "sysfs", target: "/sys", fstype: "sysfs", flags: MountFlags::NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC), data: c"" },
-    ApiMount { source: "devtmpfs", target: "/dev", fstype: "devtmpfs", flags: MountFlags::NOSUID, data: c"mode=0755" },
-    ApiMount { source: "devpts", target: "/dev/pts", fstype: "devpts", flags: MountFlags::NOSUID.union(MountFlags::NOEXEC), data: c"gid=5,mode=620,ptmxmode=000" },
-    ApiMount { source: "tmpfs", target: "/dev/shm", fstype: "tmpfs", flags: MountFlags::NOSUID.union(MountFlags::NODEV), data: c"mode=1777" },
-    ApiMount { source: "tmpfs", target: "/run", fstype: "tmpfs", flags: MountFlags::NOSUID.union(MountFlags::NODEV), data: c"mode=0755" },
-    ApiMount { source: "tmpfs", target: "/tmp", fstype: "tmpfs", flags: MountFlags::NOSUID.union(MountFlags::NODEV), data: c"mode=1777" },
-    ApiMount { source: "cgroup2", target: "/sys/fs/cgroup", fstype: "cgroup2", flags: MountFlags::NOSUID.union(MountFlags::NODEV).union(MountFlags::NOEXEC), data: c"" },
+    ApiMount {
+        source: "proc",
+        target: "/proc",
+        fstype: "proc",
+        flags: MountFlags::NOSUID
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOEXEC),
+        data: c"",
+    },
+    ApiMount {
+        source: "sysfs",
+        target: "/sys",
+        fstype: "sysfs",
+        flags: MountFlags::NOSUID
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOEXEC),
+        data: c"",
+    },
+    ApiMount {
+        source: "devtmpfs",
+        target: "/dev",
+        fstype: "devtmpfs",
+        flags: MountFlags::NOSUID,
+        data: c"mode=0755",
+    },
+    ApiMount {
+        source: "devpts",
+        target: "/dev/pts",
+        fstype: "devpts",
+        flags: MountFlags::NOSUID.union(MountFlags::NOEXEC),
+        data: c"gid=5,mode=620,ptmxmode=000",
+    },
+    ApiMount {
+        source: "tmpfs",
+        target: "/dev/shm",
+        fstype: "tmpfs",
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
+        data: c"mode=1777",
+    },
+    ApiMount {
+        source: "tmpfs",
+        target: "/run",
+        fstype: "tmpfs",
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
+        data: c"mode=0755",
+    },
+    ApiMount {
+        source: "tmpfs",
+        target: "/tmp",
+        fstype: "tmpfs",
+        flags: MountFlags::NOSUID.union(MountFlags::NODEV),
+        data: c"mode=1777",
+    },
+    ApiMount {
+        source: "cgroup2",
+        target: "/sys/fs/cgroup",
+        fstype: "cgroup2",
+        flags: MountFlags::NOSUID
+            .union(MountFlags::NODEV)
+            .union(MountFlags::NOEXEC),
+        data: c"",
+    },
 ];
 
 /// Mounts one API filesystem, creating its mount point. Already mounted
@@ -31,7 +85,10 @@ pub fn mount_api(m: &ApiMount) -> io::Result<()> {
     let _ = std::fs::create_dir_all(m.target);
     match mount(m.source, m.target, m.fstype, m.flags, Some(m.data)) {
         Ok(()) | Err(rustix::io::Errno::BUSY) => Ok(()),
-        Err(e) => Err(io::Error::new(io::Error::from(e).kind(), format!("mount {} on {}: {e}", m.fstype, m.target))),
+        Err(e) => Err(io::Error::new(
+            io::Error::from(e).kind(),
+            format!("mount {} on {}: {e}", m.fstype, m.target),
+        )),
     }
 }
 
@@ -51,7 +108,10 @@ fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len() + 0
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v as char);
             i += 4;
@@ -96,6 +156,9 @@ mod tests {
     #[test]
     fn order_and_escapes() {
         let mi = "1 0 0:1 / / rw - ext4 /dev/vda rw\n2 1 0:2 / /var rw - ext4 /dev/vdb rw\n3 2 0:3 / /var/my\\040dir rw - tmpfs t rw\n";
-        assert_eq!(mount_points_deepest_first(mi), vec!["/var/my dir", "/var", "/"]);
+        assert_eq!(
+            mount_points_deepest_first(mi),
+            vec!["/var/my dir", "/var", "/"]
+        );
     }
 }

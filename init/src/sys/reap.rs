@@ -29,8 +29,5 @@ pub fn reap_all() -> Vec<(u32, Exit)> {
 
 /// True while this process has children (exited or not) left to reap.
 pub fn has_children() -> bool {
-    !matches!(
-        wait(WaitOptions::NOHANG),
-        Err(rustix::io::Errno::CHILD)
-    )
+    !matches!(wait(WaitOptions::NOHANG), Err(rustix::io::Errno::CHILD))
 }

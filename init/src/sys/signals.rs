@@ -54,7 +54,9 @@ impl Signals {
                 Ok(Signal::SIGCHLD) => SignalEvent::ChildExited,
                 // The kernel sends SIGINT to PID 1 on ctrl-alt-del: reboot.
                 Ok(Signal::SIGINT) => SignalEvent::Reboot,
-                Ok(Signal::SIGTERM) | Ok(Signal::SIGPWR) | Ok(Signal::SIGUSR2) => SignalEvent::Poweroff,
+                Ok(Signal::SIGTERM) | Ok(Signal::SIGPWR) | Ok(Signal::SIGUSR2) => {
+                    SignalEvent::Poweroff
+                }
                 // SIGUSR1 asks for a reboot, as busybox init does.
                 Ok(Signal::SIGUSR1) => SignalEvent::Reboot,
                 _ => SignalEvent::Other(signo),

@@ -75,7 +75,11 @@ impl ChildSteps {
                 check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) as libc::c_long)?;
             }
             if let Some((uid, gid, groups)) = &self.creds {
-                check(libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()))?;
+                check(libc::syscall(
+                    libc::SYS_setgroups,
+                    groups.len(),
+                    groups.as_ptr(),
+                ))?;
                 check(libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid))?;
                 check(libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid))?;
             }
@@ -98,14 +102,29 @@ impl ChildSteps {
                     permitted: u32,
                     inheritable: u32,
                 }
-                let header = Header { version: 0x2008_0522, pid: 0 };
+                let header = Header {
+                    version: 0x2008_0522,
+                    pid: 0,
+                };
                 let lo = mask as u32;
                 let hi = (mask >> 32) as u32;
                 let data = [
-                    Data { effective: lo, permitted: lo, inheritable: lo },
-                    Data { effective: hi, permitted: hi, inheritable: hi },
+                    Data {
+                        effective: lo,
+                        permitted: lo,
+                        inheritable: lo,
+                    },
+                    Data {
+                        effective: hi,
+                        permitted: hi,
+                        inheritable: hi,
+                    },
                 ];
-                check(libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()))?;
+                check(libc::syscall(
+                    libc::SYS_capset,
+                    &header as *const Header,
+                    data.as_ptr(),
+                ))?;
                 // Ambient capabilities survive exec for a non-root user.
                 for cap in 0..=self.cap_last.min(63) {
                     if mask & (1u64 << cap) != 0 {
@@ -133,7 +152,10 @@ pub fn spawn(plan: SpawnPlan) -> io::Result<Spawned> {
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command line"))?;
     let mut cmd = Command::new(program);
-    cmd.args(args).env_clear().env("PATH", DEFAULT_PATH).stdin(Stdio::null());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", DEFAULT_PATH)
+        .stdin(Stdio::null());
     for (k, v) in &plan.env {
         cmd.env(k, v);
     }

@@ -32,10 +32,15 @@ impl Timer {
         let value = match deadline {
             None => Duration::ZERO,
             // A zero value would disarm: use the smallest delay instead.
-            Some(d) => d.saturating_duration_since(now).max(Duration::from_nanos(1)),
+            Some(d) => d
+                .saturating_duration_since(now)
+                .max(Duration::from_nanos(1)),
         };
         let spec = Itimerspec {
-            it_interval: Timespec { tv_sec: 0, tv_nsec: 0 },
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
             it_value: Timespec {
                 tv_sec: value.as_secs() as _,
                 tv_nsec: value.subsec_nanos() as _,

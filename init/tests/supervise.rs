@@ -1,0 +1,394 @@
+//! Host integration tests: real `bascule-init --supervise`, real child
+//! processes, driven only through the control socket and the CLI.
+
+mod harness;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bascule_api::pb;
+use harness::*;
+
+#[test]
+fn crashing_service_restarts_with_growing_backoff_then_fails() {
+    let sup = Sup::start(&[(
+        "crash",
+        "exec = [\"/bin/sh\", \"-c\", \"echo started; exit 3\"]\nrestart = \"always\"\n[backoff]\ninitial_ms = 150\nmax_ms = 1000\nlimit = 3\n",
+    )]);
+    sup.wait_state("crash", pb::ServiceState::Failed);
+    let st = sup.status("crash");
+    assert_eq!(st.restarts, 3);
+    assert_eq!(st.last_exit, "exited with status 3");
+    assert!(st.reason.contains("gave up after 3"), "{}", st.reason);
+    // Four runs, spaced by at least 150, 300 and 600 ms.
+    let starts: Vec<u64> = sup
+        .log_lines("crash")
+        .iter()
+        .filter(|l| l.text == b"started")
+        .map(|l| l.timestamp_us)
+        .collect();
+    assert_eq!(starts.len(), 4, "one first run and three restarts");
+    let gaps: Vec<u64> = starts.windows(2).map(|w| (w[1] - w[0]) / 1000).collect();
+    for (gap, min) in gaps.iter().zip([150, 300, 600]) {
+        assert!(
+            *gap >= min,
+            "restart gaps {gaps:?} ms must grow: expected at least {min}"
+        );
+    }
+}
+
+#[test]
+fn dependencies_start_in_order_after_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().to_str().unwrap().to_owned();
+    let db = format!(
+        "exec = [\"/bin/sh\", \"-c\", \"sleep 0.4; touch {work}/ready-flag; exec sleep 1000\"]\n[readiness]\npath = \"{work}/ready-flag\"\ninterval_ms = 20\n"
+    );
+    let app = format!(
+        "exec = [\"/bin/sh\", \"-c\", \"test -e {work}/ready-flag && echo db-was-ready || echo db-not-ready; exec sleep 1000\"]\ndepends_on = [\"db\"]\n"
+    );
+    let sup = Sup::start(&[("db", &db), ("app", &app)]);
+    assert_eq!(
+        sup.state("app"),
+        pb::ServiceState::Waiting,
+        "app waits while db is not ready"
+    );
+    sup.wait_state("app", pb::ServiceState::Running);
+    sup.wait_until(Duration::from_secs(5), "app logged", || {
+        !sup.log_text("app").is_empty()
+    });
+    assert_eq!(sup.log_text("app"), vec!["db-was-ready"]);
+    // Stop in reverse order at shutdown: app goes first.
+    let mut sup = sup;
+    let out = sup.cli(&["shutdown"]);
+    assert!(out.status.success());
+    let mut child = sup.child.take().unwrap();
+    child.wait().unwrap();
+    let log = sup.init_log();
+    let app_stop = log.find("service app: stopped").expect("app stopped");
+    let db_stop = log.find("service db: stopped").expect("db stopped");
+    assert!(
+        app_stop < db_stop,
+        "reverse dependency order at shutdown:\n{log}"
+    );
+}
+
+#[test]
+fn notify_readiness_uses_the_sd_notify_protocol() {
+    // python3 stands in for a daemon using sd_notify (etcd does the same).
+    let daemon = "import os, socket, time\ntime.sleep(0.5)\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.connect(os.environ['NOTIFY_SOCKET'])\ns.send(b'STATUS=serving\\nREADY=1')\ntime.sleep(1000)\n";
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("daemon.py");
+    std::fs::write(&script, daemon).unwrap();
+    let svc = format!(
+        "exec = [\"python3\", \"{}\"]\nreadiness = \"notify\"\n",
+        script.display()
+    );
+    let sup = Sup::start(&[
+        ("d", &svc),
+        (
+            "after",
+            "exec = [\"sleep\", \"1000\"]\ndepends_on = [\"d\"]\n",
+        ),
+    ]);
+    assert_eq!(sup.state("d"), pb::ServiceState::Starting);
+    assert_eq!(sup.state("after"), pb::ServiceState::Waiting);
+    sup.wait_state("d", pb::ServiceState::Running);
+    let st = sup.status("d");
+    assert_eq!(st.readiness, pb::Readiness::Ready as i32);
+    assert_eq!(st.reason, "serving");
+    sup.wait_state("after", pb::ServiceState::Running);
+}
+
+#[test]
+fn stop_kills_a_term_ignoring_service_and_its_whole_tree_after_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let svc = format!(
+        "exec = [\"/bin/sh\", \"-c\", \"trap '' TERM; sh -c 'trap \\\"\\\" TERM; sleep 1000' & sleep 1000 & echo $! >> {p}; echo $$ >> {p}; wait\"]\n[stop]\ngrace_ms = 700\n",
+        p = pids.display()
+    );
+    let sup = Sup::start(&[("stubborn", &svc)]);
+    sup.wait_until(Duration::from_secs(5), "pids written", || {
+        read_pids(&pids).len() == 2
+    });
+    let mut tree = read_pids(&pids);
+    // Every process in the service's cgroup, grandchildren included.
+    if let Some(cg) = cgroup_dir(sup.pid()) {
+        tree.extend(read_pids(&cg.join("stubborn/cgroup.procs")));
+    }
+    assert!(tree.iter().all(|p| alive(*p)));
+    let t = Instant::now();
+    let out = sup.cli(&["service", "stubborn", "stop"]);
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took >= Duration::from_millis(650),
+        "SIGTERM is ignored: the grace period must run out ({took:?})"
+    );
+    assert_eq!(sup.state("stubborn"), pb::ServiceState::Stopped);
+    sup.wait_until(Duration::from_secs(3), "the whole tree is gone", || {
+        tree.iter().all(|p| !alive(*p))
+    });
+    assert!(sup.status("stubborn").last_exit.contains("SIGKILL"));
+}
+
+#[test]
+fn orphans_are_reaped_by_the_subreaper() {
+    // The inner shell exits at once, orphaning its short-lived child.
+    let sup = Sup::start(&[(
+        "parent",
+        "exec = [\"/bin/sh\", \"-c\", \"for i in 1 2 3 4 5; do sh -c 'sleep 0.1 &'; done; exec sleep 1000\"]\n",
+    )]);
+    sup.wait_state("parent", pb::ServiceState::Running);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        zombie_children(sup.pid()),
+        Vec::<u32>::new(),
+        "orphans left as zombies"
+    );
+    assert_eq!(sup.state("parent"), pb::ServiceState::Running);
+}
+
+#[test]
+fn logs_follow_streams_new_lines() {
+    let sup = Sup::start(&[(
+        "ticker",
+        "exec = [\"/bin/sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done\"]\n",
+    )]);
+    let mut child = Command::new(cli_bin())
+        .arg("--socket")
+        .arg(&sup.socket)
+        .args(["logs", "-f", "--tail", "1", "ticker"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        seen.push(line.trim().to_owned());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let nums: Vec<u32> = seen
+        .iter()
+        .map(|l| l.trim_start_matches("tick ").parse().unwrap())
+        .collect();
+    assert!(
+        nums.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive lines as they are written: {seen:?}"
+    );
+    // The files under --log-dir hold them too.
+    let file = std::fs::read_to_string(sup.path("logs/ticker.log")).unwrap();
+    assert!(file.contains(&seen[0]), "log file has the streamed lines");
+}
+
+#[test]
+fn non_root_clients_are_refused() {
+    let sup = Sup::start(&[("s", "exec = [\"sleep\", \"1000\"]\n")]);
+    std::fs::set_permissions(sup.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cli = sup.path("bascule");
+    std::fs::copy(cli_bin(), &cli).unwrap();
+    let as_nobody = || {
+        Command::new(&cli)
+            .arg("--socket")
+            .arg(&sup.socket)
+            .arg("services")
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    // The socket is 0600: the kernel refuses the connection.
+    let out = as_nobody();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Even with the file opened up, SO_PEERCRED keeps non-root out.
+    std::fs::set_permissions(&sup.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = as_nobody();
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("root only") && err.contains("65534"), "{err}");
+    // Root still gets in.
+    assert!(sup.cli(&["services"]).status.success());
+}
+
+#[test]
+fn malformed_and_oversized_frames_get_errors_and_the_supervisor_lives_on() {
+    let sup = Sup::start(&[("s", "exec = [\"sleep\", \"1000\"]\n")]);
+    let read_error = |s: &mut UnixStream| -> pb::Error {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        let resp: pb::Response = bascule_api::frame::decode(&body, "Response").unwrap();
+        match resp.result {
+            Some(pb::response::Result::Error(e)) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    };
+    let closed = |s: &mut UnixStream| {
+        let mut b = [0u8; 1];
+        matches!(s.read(&mut b), Ok(0) | Err(_))
+    };
+    // Garbage protobuf.
+    let mut s = UnixStream::connect(&sup.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).unwrap();
+    let e = read_error(&mut s);
+    assert_eq!(e.code, pb::ErrorCode::Malformed as i32);
+    assert!(e.message.contains("bascule.v1.Request"), "{}", e.message);
+    assert!(closed(&mut s));
+    // A length far above the limit, without the body.
+    let mut s = UnixStream::connect(&sup.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&(64u32 << 20).to_be_bytes()).unwrap();
+    let e = read_error(&mut s);
+    assert_eq!(e.code, pb::ErrorCode::FrameTooLarge as i32);
+    assert!(e.message.contains("67108864"), "{}", e.message);
+    assert!(closed(&mut s));
+    // A request with no call is an error but keeps the connection.
+    let mut c = sup.client();
+    c.send_raw(&bascule_api::frame::encode(&pb::Request { id: 9, call: None }).unwrap())
+        .unwrap();
+    let r = c.recv_any().unwrap();
+    assert!(
+        matches!(r.result, Some(pb::response::Result::Error(ref e)) if e.code == pb::ErrorCode::InvalidRequest as i32)
+    );
+    // Unknown service: NOT_FOUND naming it, exit code 4.
+    let out = sup.cli(&["service", "ghost", "start"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ghost"));
+    assert_eq!(sup.state("s"), pb::ServiceState::Running);
+    assert!(alive(sup.pid()));
+}
+
+#[test]
+fn a_stuck_client_does_not_block_supervision() {
+    let sup = Sup::start(&[
+        ("spew", "exec = [\"/bin/sh\", \"-c\", \"while true; do echo 0123456789012345678901234567890123456789012345678901234567890123456789; done\"]\n"),
+        ("crash", "exec = [\"/bin/sh\", \"-c\", \"exit 1\"]\nrestart = \"always\"\n[backoff]\ninitial_ms = 50\nmax_ms = 50\nlimit = 0\n"),
+    ]);
+    // Follow the chatty service and never read.
+    let mut stuck = UnixStream::connect(&sup.socket).unwrap();
+    let req = pb::Request {
+        id: 1,
+        call: Some(pb::request::Call::Logs(pb::LogsRequest {
+            name: "spew".into(),
+            tail: 0,
+            follow: true,
+        })),
+    };
+    stuck
+        .write_all(&bascule_api::frame::encode(&req).unwrap())
+        .unwrap();
+    // Half a request on another connection: the server must not wait for the rest.
+    let mut partial = UnixStream::connect(&sup.socket).unwrap();
+    partial.write_all(&[0, 0, 0, 50, 1, 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = sup.status("crash").restarts;
+    let t = Instant::now();
+    for _ in 0..20 {
+        sup.list();
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "API calls stay responsive: {:?}",
+        t.elapsed()
+    );
+    sup.wait_until(Duration::from_secs(5), "restarts go on", || {
+        sup.status("crash").restarts > before + 3
+    });
+    drop(stuck);
+    drop(partial);
+}
+
+#[test]
+fn bad_files_and_cycles_are_reported_and_the_rest_starts() {
+    let sup = Sup::start(&[
+        ("good", "exec = [\"sleep\", \"1000\"]\n"),
+        (
+            "broken",
+            "exec = [\"sleep\", \"1000\"]\nrestart = \"sometimes\"\n",
+        ),
+        ("x", "exec = [\"sleep\", \"1000\"]\ndepends_on = [\"y\"]\n"),
+        ("y", "exec = [\"sleep\", \"1000\"]\ndepends_on = [\"x\"]\n"),
+    ]);
+    sup.wait_state("good", pb::ServiceState::Running);
+    let broken = sup.status("broken");
+    assert_eq!(broken.state, pb::ServiceState::Failed as i32);
+    assert!(
+        broken.reason.contains("broken.toml:2:"),
+        "path and line: {}",
+        broken.reason
+    );
+    assert!(broken.reason.contains("sometimes"), "{}", broken.reason);
+    assert_eq!(sup.status("x").reason, "dependency cycle: x -> y -> x");
+    assert!(sup.init_log().contains("dependency cycle: x -> y -> x"));
+    let out = sup.cli(&["service", "x", "start"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dependency cycle"));
+}
+
+#[test]
+fn cli_controls_services_and_shutdown_ends_the_supervisor() {
+    let sup = Sup::start(&[(
+        "web",
+        "exec = [\"sleep\", \"1000\"]\nclass = \"workload\"\n",
+    )]);
+    sup.wait_state("web", pb::ServiceState::Running);
+    let pid = sup.status("web").pid;
+    let out = sup.cli(&["--json", "service", "web", "restart"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["restarts"], 1);
+    assert_ne!(v["pid"].as_u64().unwrap() as u32, pid);
+    assert!(!alive(pid));
+    let out = sup.cli(&["service", "web", "stop"]);
+    assert!(out.status.success());
+    assert_eq!(sup.state("web"), pb::ServiceState::Stopped);
+    let out = sup.cli(&["service", "web", "start"]);
+    assert!(out.status.success());
+    assert_eq!(sup.state("web"), pb::ServiceState::Running);
+    let out = sup.cli(&["--json", "services"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["class"], "workload");
+    let out = sup.cli(&["version"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("supervise"));
+    let mut sup = sup;
+    assert!(sup.cli(&["shutdown"]).status.success());
+    let mut child = sup.child.take().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "supervisor did not exit after shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    assert!(!sup.socket.exists(), "socket removed on exit");
+}
