@@ -1,5 +1,291 @@
-use anyhow::{bail, Result};
+//! `cargo xtask bench`: the performance budgets of the supervisor, each
+//! measured against a reference run in the same invocation, written to
+//! docs/benchmarks.md with the command that produced them.
+//!
+//! - restart latency: a service that exits at once, restarted with zero
+//!   backoff; the gap between one run's exit and the next run's start,
+//!   against the same gap when a plain loop spawns and waits for it.
+//! - API round trip: status calls on one connection, against the same frame
+//!   size echoed by a minimal Unix-socket server thread.
+//! - log capture: bytes of output captured per second, against the same
+//!   producer writing into a pipe drained by `cat > /dev/null`.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bascule_api::pb::{self, request::Call, response::Result as Reply};
+use bascule_api::Client;
+
+use crate::{cmd, workspace_root};
+
+/// The bench's own child mode: print start and exit times, then exit.
+pub fn child_main() -> ! {
+    let t0 = mono_ns();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "S {t0}");
+    let _ = writeln!(out, "E {}", mono_ns());
+    let _ = out.flush();
+    std::process::exit(0)
+}
+
+fn mono_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+struct Supervisor {
+    child: Child,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+}
+
+impl Supervisor {
+    fn start(init: &Path, services: &[(&str, String)]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let cfg = dir.path().join("services");
+        std::fs::create_dir(&cfg)?;
+        for (name, text) in services {
+            std::fs::write(cfg.join(format!("{name}.toml")), text)?;
+        }
+        let socket = dir.path().join("api.sock");
+        let child = Command::new(init)
+            .args(["--supervise", "--config"])
+            .arg(&cfg)
+            .arg("--socket")
+            .arg(&socket)
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start bascule-init")?;
+        let start = Instant::now();
+        while Client::connect(&socket, Duration::from_secs(1)).is_err() {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("bascule-init did not open its socket");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Supervisor { child, dir, socket })
+    }
+
+    fn client(&self) -> Result<Client> {
+        Ok(Client::connect(&self.socket, Duration::from_secs(10))?)
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.client() {
+            let _ = c.call(Call::Power(pb::PowerRequest { action: pb::PowerAction::Poweroff as i32 }));
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn gaps_from_lines(lines: &[String]) -> Vec<f64> {
+    let mut gaps = Vec::new();
+    let mut last_exit: Option<u64> = None;
+    for l in lines {
+        let mut parts = l.split_whitespace();
+        match (parts.next(), parts.next().and_then(|n| n.parse::<u64>().ok())) {
+            (Some("S"), Some(t)) => {
+                if let Some(e) = last_exit.take() {
+                    gaps.push((t.saturating_sub(e)) as f64 / 1e6);
+                }
+            }
+            (Some("E"), Some(t)) => last_exit = Some(t),
+            _ => {}
+        }
+    }
+    gaps.sort_by(|a, b| a.total_cmp(b));
+    gaps
+}
+
+fn log_lines(client: &mut Client, name: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    client.stream(
+        Call::Logs(pb::LogsRequest { name: name.into(), tail: 1_000_000, follow: false }),
+        Some(Duration::from_secs(10)),
+        |r| {
+            if let Reply::Log(c) = r {
+                out.extend(c.lines.into_iter().map(|l| String::from_utf8_lossy(&l.text).into_owned()));
+            }
+            true
+        },
+    )?;
+    Ok(out)
+}
+
+fn restart_latency(init: &Path, me: &Path) -> Result<(f64, f64)> {
+    let svc = format!(
+        "exec = [\"{}\", \"bench-child\"]\nrestart = \"always\"\n[backoff]\ninitial_ms = 0\nlimit = 0\n",
+        me.display()
+    );
+    let sup = Supervisor::start(init, &[("flap", svc)])?;
+    std::thread::sleep(Duration::from_secs(3));
+    let mut c = sup.client()?;
+    let _ = c.call(Call::ServiceControl(pb::ServiceControlRequest { name: "flap".into(), action: pb::ServiceAction::Stop as i32 }));
+    let gaps = gaps_from_lines(&log_lines(&mut c, "flap")?);
+    drop(sup);
+    // Reference: the same child, spawned and waited for in a plain loop.
+    let mut lines = Vec::new();
+    for _ in 0..300 {
+        let out = Command::new(me).arg("bench-child").output()?;
+        lines.extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned));
+    }
+    let reference = gaps_from_lines(&lines);
+    if gaps.len() < 50 {
+        bail!("only {} restarts observed", gaps.len());
+    }
+    println!("restart latency: {} restarts, median {:.3} ms (reference loop {:.3} ms)", gaps.len(), percentile(&gaps, 0.5), percentile(&reference, 0.5));
+    Ok((percentile(&gaps, 0.5), percentile(&reference, 0.5)))
+}
+
+fn api_latency(init: &Path) -> Result<(f64, f64, f64)> {
+    let sup = Supervisor::start(init, &[("idle", "exec = [\"sleep\", \"100000\"]\n".into())])?;
+    let mut c = sup.client()?;
+    let status = || Call::ServiceControl(pb::ServiceControlRequest { name: "idle".into(), action: pb::ServiceAction::Status as i32 });
+    for _ in 0..500 {
+        c.call(status())?;
+    }
+    let mut samples = Vec::with_capacity(10_000);
+    for _ in 0..10_000 {
+        let t = Instant::now();
+        c.call(status())?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    drop(c);
+    drop(sup);
+    // Reference: a thread echoing frames of the same size on a Unix socket.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("echo.sock");
+    let listener = UnixListener::bind(&path)?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = [0u8; 256];
+        loop {
+            let mut len = [0u8; 4];
+            if s.read_exact(&mut len).is_err() {
+                return Ok(());
+            }
+            let n = u32::from_be_bytes(len) as usize;
+            s.read_exact(&mut buf[..n])?;
+            s.write_all(&len)?;
+            s.write_all(&buf[..n])?;
+        }
+    });
+    let mut s = UnixStream::connect(&path)?;
+    let frame = [0u8, 0, 0, 64].iter().copied().chain([7u8; 64]).collect::<Vec<u8>>();
+    let mut reference = Vec::with_capacity(10_000);
+    let mut back = [0u8; 68];
+    for i in 0..10_500 {
+        let t = Instant::now();
+        s.write_all(&frame)?;
+        s.read_exact(&mut back)?;
+        if i >= 500 {
+            reference.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    drop(s);
+    let _ = server.join();
+    reference.sort_by(|a, b| a.total_cmp(b));
+    let (p50, p99, r99) = (percentile(&samples, 0.5), percentile(&samples, 0.99), percentile(&reference, 0.99));
+    println!("API status round trip: p50 {p50:.3} ms, p99 {p99:.3} ms (raw echo p99 {r99:.3} ms)");
+    Ok((p50, p99, r99))
+}
+
+const LOG_BYTES: u64 = 512 << 20;
+
+fn producer() -> String {
+    format!("yes 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789 | head -c {LOG_BYTES}")
+}
+
+fn log_throughput(init: &Path) -> Result<(f64, f64)> {
+    let svc = format!("exec = [\"/bin/sh\", \"-c\", \"{}\"]\nrestart = \"never\"\n", producer());
+    let t = Instant::now();
+    let sup = Supervisor::start(init, &[("spew", svc)])?;
+    let mut c = sup.client()?;
+    loop {
+        let Reply::ServiceList(l) = c.call(Call::ServiceList(pb::ServiceListRequest::default()))? else { bail!("bad reply") };
+        let st = l.services.first().map(|s| s.state).unwrap_or(0);
+        if st == pb::ServiceState::Exited as i32 || st == pb::ServiceState::Failed as i32 {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            bail!("the log producer did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    drop(c);
+    drop(sup);
+    let t = Instant::now();
+    let st = Command::new("/bin/sh").arg("-c").arg(format!("{} | cat > /dev/null", producer())).status()?;
+    if !st.success() {
+        bail!("reference producer failed");
+    }
+    let rsecs = t.elapsed().as_secs_f64();
+    let mbs = LOG_BYTES as f64 / 1e6 / secs;
+    let rmbs = LOG_BYTES as f64 / 1e6 / rsecs;
+    println!("log capture: {mbs:.0} MB/s (reference pipe into cat: {rmbs:.0} MB/s)");
+    Ok((mbs, rmbs))
+}
 
 pub fn run(_args: &[String]) -> Result<()> {
-    bail!("cargo xtask bench is not implemented yet")
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    cmd(&cargo, &["build", "--release", "-p", "bascule-init"])?;
+    let init = workspace_root().join("target/release/bascule-init");
+    let me = std::env::current_exe()?;
+    let (restart, restart_ref) = restart_latency(&init, &me)?;
+    let (p50, p99, echo99) = api_latency(&init)?;
+    let (mbs, ref_mbs) = log_throughput(&init)?;
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let report = format!(
+        "# Benchmarks\n\n\
+Produced by `cargo xtask bench` (release build, `bascule-init --supervise` on the host) on {date}, {cpus} CPUs.\n\
+Each figure is measured beside a reference in the same run.\n\n\
+| measure | Bascule | reference (same run) | ratio | target | |\n\
+|---|---|---|---|---|---|\n\
+| restart latency, exit seen → new process running (median) | {restart:.3} ms | {restart_ref:.3} ms (spawn+wait loop) | {r1:.2}× | < 5 ms | {v1} |\n\
+| API status call, p50 / p99 | {p50:.3} / {p99:.3} ms | {echo99:.3} ms p99 (raw socket echo) | {r2:.2}× | p99 < 1 ms | {v2} |\n\
+| log capture throughput | {mbs:.0} MB/s | {ref_mbs:.0} MB/s (pipe into `cat`) | {r3:.2}× | ≥ 200 MB/s | {v3} |\n\n\
+Restart latency is the gap between the `E` (about to exit) timestamp of one run of a\n\
+child that exits at once and the `S` timestamp of the next run, both CLOCK_MONOTONIC,\n\
+with `backoff.initial_ms = 0`. Log capture includes the producer's time: the service\n\
+writes {mb} MB through its stdout pipe and the figure is bytes over wall time until\n\
+the supervisor reports it exited, so a slow capture would show up as a slow producer.\n",
+        date = String::from_utf8_lossy(&Command::new("date").arg("-u").arg("+%Y-%m-%d").output()?.stdout).trim(),
+        cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        r1 = restart / restart_ref,
+        v1 = verdict(restart < 5.0),
+        r2 = p99 / echo99,
+        v2 = verdict(p99 < 1.0),
+        r3 = mbs / ref_mbs,
+        v3 = verdict(mbs >= 200.0),
+        mb = LOG_BYTES >> 20,
+    );
+    let path = workspace_root().join("docs/benchmarks.md");
+    std::fs::write(&path, report)?;
+    println!("wrote {}", path.display());
+    Ok(())
 }

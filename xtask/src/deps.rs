@@ -21,7 +21,10 @@ pub const ALL: &[Package] = &[
     pkg("grub-pc-bin", "/usr/lib/grub/i386-pc/boot.img"),
     pkg("grub-efi-amd64-bin", "/usr/lib/grub/x86_64-efi/linux.mod"),
     pkg("grub-common", "/usr/bin/grub-editenv"),
-    pkg("systemd-boot-efi", "/usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
+    pkg(
+        "systemd-boot-efi",
+        "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+    ),
     pkg("dosfstools", "/usr/sbin/mkfs.vfat"),
     pkg("mtools", "/usr/bin/mcopy"),
     pkg("squashfs-tools", "/usr/bin/mksquashfs"),
@@ -33,9 +36,6 @@ pub const ALL: &[Package] = &[
     pkg("cpio", "/usr/bin/cpio"),
     pkg("zstd", "/usr/bin/zstd"),
 ];
-
-/// Only what the host tests (no VM) need.
-pub const HOST: &[Package] = &[];
 
 pub fn ensure(packages: &[Package]) -> Result<()> {
     let missing: Vec<&str> = packages

@@ -26,6 +26,7 @@ fn real_main() -> Result<()> {
         "bench" => bench::run(&rest),
         "image" => image::run(&rest),
         "deps" => deps::ensure(deps::ALL),
+        "bench-child" => bench::child_main(),
         "" | "help" | "--help" | "-h" => {
             println!("usage: cargo xtask <run|test|bench|image|deps> [options]");
             Ok(())

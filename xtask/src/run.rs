@@ -1,5 +1,47 @@
-use anyhow::{bail, Result};
+//! `cargo xtask run`: builds the default image into build/run/ and boots it
+//! under QEMU with the serial console on this terminal and the API on a Unix
+//! socket (build/run/api.sock).
+//!
+//! Default combination: GRUB on BIOS (SeaBIOS), the fastest to boot under
+//! TCG (about 6.5 s to the initramfs against 7.5-8 s through OVMF). Takes
+//! the same options as `cargo xtask image` (--out excepted).
 
-pub fn run(_args: &[String]) -> Result<()> {
-    bail!("cargo xtask run is not implemented yet")
+use anyhow::{bail, Context, Result};
+use bascule_rootfs::qemu::{self, Serial};
+
+pub fn run(args: &[String]) -> Result<()> {
+    let root = crate::workspace_root();
+    let dir = root.join("build/run");
+    if args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
+        bail!("cargo xtask run always builds into {}", dir.display());
+    }
+    let a = crate::image::ImageArgs::parse(args, dir.clone())?;
+    crate::deps::ensure(crate::deps::ALL)?;
+    let image = crate::image::build(&root, &a)?;
+
+    let api = dir.join("api.sock");
+    let mut config = image.qemu_config();
+    config.serial = Serial::Stdio;
+    config.api_socket = Some(api.clone());
+    if let Some(vars) = &config.ovmf_vars {
+        // Each boot from an empty variable store, as a fresh machine.
+        qemu::fresh_ovmf_vars(vars)?;
+    }
+    let _ = std::fs::remove_file(&api);
+    println!("API socket: {}", api.display());
+    println!(
+        "  e.g. cargo run -p bascule-cli -- --socket {} status",
+        api.display()
+    );
+    println!("Serial console below. Ctrl-A X quits QEMU, Ctrl-A C toggles its monitor.");
+    println!("{} {}", qemu::QEMU, config.args().join(" "));
+    let status = config
+        .command()
+        .status()
+        .with_context(|| format!("cannot start {} (package qemu-system-x86)", qemu::QEMU))?;
+    let _ = std::fs::remove_file(&api);
+    if !status.success() {
+        bail!("{} exited with {status}", qemu::QEMU);
+    }
+    Ok(())
 }
