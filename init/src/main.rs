@@ -12,6 +12,7 @@ mod launcher;
 mod logging;
 mod pid1;
 mod setup;
+mod stage1;
 mod sys;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -23,6 +24,12 @@ fn main() {
     let is_pid1 = rustix::process::getpid().is_init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = if is_pid1 { Mode::Pid1 } else { Mode::Supervise };
+    if is_pid1 && stage1::is_initramfs() {
+        // Returns only on failure; then PID 1 stays up with a shell.
+        let err = stage1::run();
+        log!("initramfs: {err}");
+        pid1::emergency();
+    }
     let result = catch_unwind(AssertUnwindSafe(|| setup::run(mode, &args)));
     match (mode, result) {
         (Mode::Supervise, Ok(Ok(()))) => std::process::exit(0),

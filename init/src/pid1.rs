@@ -30,7 +30,7 @@ pub fn early_setup() {
 }
 
 /// Points stdin/stdout/stderr at /dev/console.
-fn open_console() {
+pub fn open_console() {
     let Ok(console) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

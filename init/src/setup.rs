@@ -138,7 +138,15 @@ fn bind_socket(path: &Path, group: Option<u32>) -> Result<UnixListener, SetupErr
 }
 
 pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
-    let mut timeline = vec![("init start".to_owned(), clock::boottime_us())];
+    let mut timeline = vec![("kernel start".to_owned(), 0)];
+    // Events of the initramfs stage, handed over in the moved /run.
+    if let Ok(text) = std::fs::read_to_string(crate::stage1::TIMELINE_FILE) {
+        timeline.extend(text.lines().filter_map(|l| {
+            let (t, name) = l.split_once(' ')?;
+            Some((name.to_owned(), t.parse().ok()?))
+        }));
+    }
+    timeline.push(("init start".to_owned(), clock::boottime_us()));
     if mode == Mode::Pid1 {
         crate::pid1::early_setup();
         timeline.push(("early setup done".to_owned(), clock::boottime_us()));
