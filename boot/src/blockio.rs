@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 /// A fixed-size region read and written at explicit offsets.
 pub trait BlockIo {
     /// The size of the region in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Fills `buf` from `offset`; a short read is an error.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// Writes all of `buf` at `offset`.
@@ -26,7 +26,7 @@ pub trait BlockIo {
 impl BlockIo for File {
     /// The size by seeking to the end, which also works for block devices
     /// (whose metadata length is 0).
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         let mut f = self;
         f.seek(SeekFrom::End(0))
     }
@@ -45,8 +45,8 @@ impl BlockIo for File {
 }
 
 impl<T: BlockIo + ?Sized> BlockIo for &T {
-    fn len(&self) -> io::Result<u64> {
-        (**self).len()
+    fn size(&self) -> io::Result<u64> {
+        (**self).size()
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         (**self).read_at(buf, offset)
@@ -148,7 +148,7 @@ fn range(offset: u64, len: usize, size: usize) -> io::Result<std::ops::Range<usi
 }
 
 impl BlockIo for MemBlock {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.lock()?.data.len() as u64)
     }
 
@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(&buf, b"\0abc");
         assert!(m.write_at(b"xyz", 6).is_err());
         assert!(m.read_at(&mut buf, 5).is_err());
-        assert_eq!(m.len().unwrap(), 8);
+        assert_eq!(m.size().unwrap(), 8);
         m.sync().unwrap();
         assert_eq!(m.sync_count().unwrap(), 1);
         assert_eq!(m.write_count().unwrap(), 1);
@@ -223,7 +223,7 @@ mod tests {
         let mut buf = [0u8; 5];
         BlockIo::read_at(&f, &mut buf, 4).unwrap();
         assert_eq!(&buf, b"hello");
-        assert_eq!(BlockIo::len(&f).unwrap(), 16);
+        assert_eq!(BlockIo::size(&f).unwrap(), 16);
         let mut big = [0u8; 20];
         assert!(BlockIo::read_at(&f, &mut big, 0).is_err());
     }

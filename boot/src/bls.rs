@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use crate::bootcount::{EntryFileName, EntryNameError, EntrySuffix};
 use crate::grubcfg::check_file_name;
-use crate::slot::{BootFiles, Slot, CMDLINE_PARAM};
+use crate::slot::{entry_cmdline, BootFiles, Slot, SlotError};
 
 /// Where entries live on the ESP.
 pub const ENTRIES_DIR: &str = "loader/entries";
@@ -59,6 +59,12 @@ pub enum BlsError {
     },
     #[error(transparent)]
     Name(#[from] EntryNameError),
+    #[error("entry {entry}: {source}")]
+    Slot {
+        entry: String,
+        #[source]
+        source: SlotError,
+    },
 }
 
 /// A type #1 entry (the keys Bascule uses).
@@ -98,8 +104,9 @@ fn check_line(entry: &str, key: &'static str, value: &str) -> Result<(), BlsErro
 
 impl BlsEntry {
     /// The entry of `slot`: title `Bascule A`, the slot's kernel and initrd
-    /// under `/bascule/A`, `bascule.slot=A` followed by `cmdline`, and the
-    /// sort key that makes it the default or the standby.
+    /// under `/bascule/A`, options `bascule.slot=A bascule.version=V`
+    /// followed by `cmdline`, and the sort key that makes it the default or
+    /// the standby.
     pub fn for_slot(
         slot: Slot,
         version: Option<&str>,
@@ -114,18 +121,10 @@ impl BlsEntry {
                 source,
             })?;
         }
-        let mut options = format!("{CMDLINE_PARAM}={slot}");
-        for p in cmdline.split_whitespace() {
-            if p.starts_with(&format!("{CMDLINE_PARAM}=")) {
-                return Err(BlsError::BadValue {
-                    entry: name,
-                    key: "options",
-                    value: cmdline.to_string(),
-                });
-            }
-            options.push(' ');
-            options.push_str(p);
-        }
+        let options = entry_cmdline(slot, version, cmdline).map_err(|source| BlsError::Slot {
+            entry: name.clone(),
+            source,
+        })?;
         Ok(BlsEntry {
             title: format!("Bascule {slot}"),
             version: version.map(str::to_string),
@@ -310,7 +309,7 @@ mod tests {
             e.to_conf("bascule-a.conf").unwrap(),
             "title Bascule A\nversion 1.2.3\nsort-key bascule-0-default\n\
              linux /bascule/A/vmlinuz\ninitrd /bascule/A/initrd.img\n\
-             options bascule.slot=A console=ttyS0 quiet\n"
+             options bascule.slot=A bascule.version=1.2.3 console=ttyS0 quiet\n"
         );
         let b = BlsEntry::for_slot(Slot::B, None, false, "", &BootFiles::default()).unwrap();
         let text = b.to_conf("bascule-b.conf").unwrap();
@@ -338,11 +337,24 @@ mod tests {
             BlsEntry::for_slot(Slot::A, Some("1"), true, "", &BootFiles::default()).unwrap();
         e.version = Some("1\n2".into());
         let err = e.to_conf("bascule-a.conf").unwrap_err();
-        assert!(err.to_string().contains("entry bascule-a.conf: key \"version\""), "{err}");
+        assert!(
+            err.to_string()
+                .contains("entry bascule-a.conf: key \"version\""),
+            "{err}"
+        );
         assert!(matches!(
             BlsEntry::for_slot(Slot::A, None, true, "bascule.slot=B", &BootFiles::default()),
-            Err(BlsError::BadValue { key: "options", .. })
+            Err(BlsError::Slot {
+                source: SlotError::ReservedParam { .. },
+                ..
+            })
         ));
+        let e =
+            BlsEntry::for_slot(Slot::B, Some("1 0"), true, "", &BootFiles::default()).unwrap_err();
+        assert!(
+            e.to_string().starts_with("entry bascule-b.conf: version"),
+            "{e}"
+        );
         let files = BootFiles {
             kernel: "a/b".into(),
             initrd: "i".into(),
@@ -387,7 +399,10 @@ mod tests {
     #[test]
     fn default_pattern_matches_both_slots_and_nothing_else() {
         for slot in Slot::ALL {
-            assert!(pattern_matches(DEFAULT_PATTERN, &entry_file_name(slot).id()));
+            assert!(pattern_matches(
+                DEFAULT_PATTERN,
+                &entry_file_name(slot).id()
+            ));
         }
         assert!(!pattern_matches(DEFAULT_PATTERN, "debian.conf"));
         assert!(pattern_matches("bascule-[ab].conf", "bascule-b.conf"));

@@ -241,7 +241,9 @@ impl EntryFileName {
     /// The name with no tries left (`+0-DONE`): the entry is bad and sorts
     /// last. An entry without a counter gets `+0-0`.
     pub fn marked_bad(&self) -> Self {
-        let c = self.counter.unwrap_or_else(|| BootCounter::with_done(0, 0, 1));
+        let c = self
+            .counter
+            .unwrap_or_else(|| BootCounter::with_done(0, 0, 1));
         EntryFileName {
             counter: Some(BootCounter {
                 left: 0,
@@ -252,7 +254,7 @@ impl EntryFileName {
         }
     }
 
-    /// The name with a fresh counter of `tries` tries.
+    /// The name with `counter` (e.g. a fresh `+1` for a try).
     pub fn with_counter(&self, counter: BootCounter) -> Self {
         EntryFileName {
             counter: Some(counter),
@@ -311,7 +313,14 @@ mod tests {
         assert_eq!(n.stem, "a+b");
         assert_eq!(n.counter.unwrap().left, 1);
         // Not a counter: stays in the stem.
-        for s in ["a+x.conf", "a+.conf", "a+1-.conf", "a+1-x.conf", "a+1x.conf", "a+-1.conf"] {
+        for s in [
+            "a+x.conf",
+            "a+.conf",
+            "a+1-.conf",
+            "a+1-x.conf",
+            "a+1x.conf",
+            "a+-1.conf",
+        ] {
             let n = p(s);
             assert_eq!(n.counter, None, "{s}");
             assert_eq!(n.to_string(), s);
@@ -331,7 +340,10 @@ mod tests {
             n = n.decremented();
             seen.push(n.to_string());
         }
-        assert_eq!(seen, ["a+2-1.conf", "a+1-2.conf", "a+0-3.conf", "a+0-4.conf"]);
+        assert_eq!(
+            seen,
+            ["a+2-1.conf", "a+1-2.conf", "a+0-3.conf", "a+0-4.conf"]
+        );
     }
 
     #[test]
@@ -340,19 +352,36 @@ mod tests {
         assert_eq!(p("a+03-07.conf").decremented().to_string(), "a+02-08.conf");
         // Width is a minimum: a counter that outgrows it just gets longer.
         assert_eq!(p("a+5-9.conf").decremented().to_string(), "a+4-10.conf");
-        assert_eq!(p("a+0-2147483647.conf").decremented().to_string(), "a+0-2147483647.conf");
+        assert_eq!(
+            p("a+0-2147483647.conf").decremented().to_string(),
+            "a+0-2147483647.conf"
+        );
     }
 
     #[test]
     fn bless_and_mark_bad() {
-        assert_eq!(p("bascule-b+0-1.conf").blessed().to_string(), "bascule-b.conf");
-        assert_eq!(p("bascule-b+2-1.conf").marked_bad().to_string(), "bascule-b+0-1.conf");
-        assert_eq!(p("bascule-b+03.conf").marked_bad().to_string(), "bascule-b+00-0.conf");
-        assert_eq!(p("bascule-b.conf").marked_bad().to_string(), "bascule-b+0-0.conf");
+        assert_eq!(
+            p("bascule-b+0-1.conf").blessed().to_string(),
+            "bascule-b.conf"
+        );
+        assert_eq!(
+            p("bascule-b+2-1.conf").marked_bad().to_string(),
+            "bascule-b+0-1.conf"
+        );
+        assert_eq!(
+            p("bascule-b+03.conf").marked_bad().to_string(),
+            "bascule-b+00-0.conf"
+        );
+        assert_eq!(
+            p("bascule-b.conf").marked_bad().to_string(),
+            "bascule-b+0-0.conf"
+        );
         let fresh = p("bascule-b.conf").with_counter(BootCounter::with_done(1, 0, 2));
         assert_eq!(fresh.to_string(), "bascule-b+1-00.conf");
         assert_eq!(
-            p("bascule-b.conf").with_counter(BootCounter::new(3)).to_string(),
+            p("bascule-b.conf")
+                .with_counter(BootCounter::new(3))
+                .to_string(),
             "bascule-b+3.conf"
         );
     }

@@ -27,7 +27,7 @@
 use std::fmt::Write as _;
 
 use crate::grubenv::{GrubEnv, GrubEnvError};
-use crate::slot::{BootFiles, Slot, CMDLINE_PARAM};
+use crate::slot::{check_version, entry_cmdline, BootFiles, Slot, SlotError};
 
 /// `saved_entry`: the default slot.
 pub const VAR_SAVED_ENTRY: &str = "saved_entry";
@@ -58,14 +58,17 @@ pub struct GrubCfgInputs {
     /// The known-good default, used when grubenv cannot name one.
     pub default_slot: Slot,
     /// Kernel parameters for both slots, e.g. `console=ttyS0`;
-    /// `bascule.slot=A|B` is put in front of them.
+    /// `bascule.slot=A|B` and `bascule.version=V` are put in front of them.
     pub cmdline: String,
     /// Kernel and initramfs file names inside `/bascule/A` and `/bascule/B`.
     pub files: BootFiles,
-    /// Versions shown in the menu titles, when known.
+    /// The slots' image versions, when known: shown in the menu titles and
+    /// passed as `bascule.version=`.
     pub version_a: Option<String>,
     pub version_b: Option<String>,
-    /// GRUB's own console on a serial port as well as the screen.
+    /// GRUB's own console on a serial port as well as the screen, on BIOS
+    /// only: on UEFI the firmware console already reaches the serial port
+    /// (OVMF), and a second GRUB serial terminal would double every line.
     pub serial: Option<SerialConsole>,
     /// Menu timeout in seconds (0: boot at once).
     pub timeout_secs: u32,
@@ -98,12 +101,14 @@ impl GrubCfgInputs {
 pub enum GrubCfgError {
     #[error("kernel command line {cmdline:?}: character {ch:?} is special in GRUB scripts")]
     UnsafeCmdline { cmdline: String, ch: char },
-    #[error("kernel command line {cmdline:?}: sets {CMDLINE_PARAM}, which grub.cfg sets itself")]
-    CmdlineSetsSlot { cmdline: String },
     #[error("boot file name {name:?}: only [A-Za-z0-9._+-] allowed")]
     BadFileName { name: String },
-    #[error("slot {slot} version {version:?}: must be one line of printable text")]
-    BadVersion { slot: Slot, version: String },
+    #[error("grub.cfg entry for slot {slot}: {source}")]
+    Entry {
+        slot: Slot,
+        #[source]
+        source: SlotError,
+    },
 }
 
 /// Characters the `linux` line cannot carry unquoted without GRUB's lexer
@@ -120,14 +125,6 @@ fn check_cmdline(cmdline: &str) -> Result<(), GrubCfgError> {
         return Err(GrubCfgError::UnsafeCmdline {
             cmdline: cmdline.to_string(),
             ch,
-        });
-    }
-    if cmdline
-        .split_whitespace()
-        .any(|p| p.starts_with(&format!("{CMDLINE_PARAM}=")))
-    {
-        return Err(GrubCfgError::CmdlineSetsSlot {
-            cmdline: cmdline.to_string(),
         });
     }
     Ok(())
@@ -168,15 +165,14 @@ pub fn generate(inputs: &GrubCfgInputs) -> Result<String, GrubCfgError> {
     check_cmdline(&inputs.cmdline)?;
     check_file_name(&inputs.files.kernel)?;
     check_file_name(&inputs.files.initrd)?;
+    let mut cmdlines = Vec::new();
     for slot in Slot::ALL {
+        let entry_err = |source| GrubCfgError::Entry { slot, source };
         if let Some(v) = inputs.version(slot) {
-            if v.chars().any(char::is_control) {
-                return Err(GrubCfgError::BadVersion {
-                    slot,
-                    version: v.to_string(),
-                });
-            }
+            check_version(v).map_err(entry_err)?;
         }
+        cmdlines
+            .push(entry_cmdline(slot, inputs.version(slot), &inputs.cmdline).map_err(entry_err)?);
     }
 
     let d = inputs.default_slot;
@@ -200,9 +196,11 @@ set timeout={timeout}
         let _ = write!(
             s,
             "\
-if serial --unit={unit} --speed={speed}; then
-  terminal_input serial console
-  terminal_output serial console
+if [ \"${{grub_platform}}\" = pc ]; then
+  if serial --unit={unit} --speed={speed}; then
+    terminal_input serial console
+    terminal_output serial console
+  fi
 fi
 ",
             unit = serial.unit,
@@ -253,17 +251,12 @@ if [ -n "${{{VAR_NEXT_ENTRY}}}" ]; then
 fi
 "#
     );
-    for slot in Slot::ALL {
-        let cmdline = if inputs.cmdline.trim().is_empty() {
-            String::new()
-        } else {
-            format!(" {}", inputs.cmdline.split_whitespace().collect::<Vec<_>>().join(" "))
-        };
+    for (slot, cmdline) in Slot::ALL.into_iter().zip(cmdlines) {
         let _ = write!(
             s,
             "
 menuentry {title} --id {slot} {{
-  linux {kernel} {CMDLINE_PARAM}={slot}{cmdline}
+  linux {kernel} {cmdline}
   initrd {initrd}
 }}
 ",
@@ -376,12 +369,14 @@ mod tests {
         assert!(cfg.contains("if save_env next_entry bascule_trying; then"));
         assert!(cfg.contains("if [ -s \"${prefix}/grubenv\" ]; then"));
         assert!(cfg.contains(
-            "menuentry 'Bascule A (1.0)' --id A {\n  linux /bascule/A/vmlinuz bascule.slot=A console=ttyS0\n  initrd /bascule/A/initrd.img\n}\n"
+            "menuentry 'Bascule A (1.0)' --id A {\n  linux /bascule/A/vmlinuz bascule.slot=A bascule.version=1.0 console=ttyS0\n  initrd /bascule/A/initrd.img\n}\n"
         ));
         assert!(cfg.contains(
             "menuentry 'Bascule B' --id B {\n  linux /bascule/B/vmlinuz bascule.slot=B console=ttyS0\n"
         ));
-        assert!(cfg.contains("if serial --unit=0 --speed=115200; then"));
+        assert!(cfg.contains(
+            "if [ \"${grub_platform}\" = pc ]; then\n  if serial --unit=0 --speed=115200; then"
+        ));
         assert!(cfg.contains("set timeout=0\n"));
         // Pure: same inputs, same text.
         assert_eq!(generate(&i).unwrap(), cfg);
@@ -398,18 +393,38 @@ mod tests {
     }
 
     #[test]
-    fn titles_are_quoted() {
+    fn versions_in_titles_and_cmdline() {
         let mut i = GrubCfgInputs::new(Slot::A);
-        i.version_b = Some("it's $x".into());
+        i.version_b = Some("2.0~rc1".into());
         let cfg = generate(&i).unwrap();
-        assert!(cfg.contains("menuentry 'Bascule B (it'\\''s $x)' --id B {"), "{cfg}");
-        i.version_b = Some("two\nlines".into());
-        assert!(matches!(generate(&i), Err(GrubCfgError::BadVersion { slot: Slot::B, .. })));
+        assert!(
+            cfg.contains("menuentry 'Bascule B (2.0~rc1)' --id B {"),
+            "{cfg}"
+        );
+        assert!(cfg.contains(
+            "linux /bascule/B/vmlinuz bascule.slot=B bascule.version=2.0~rc1 console=ttyS0\n"
+        ));
+        i.version_b = Some("it's $x".into());
+        assert!(matches!(
+            generate(&i),
+            Err(GrubCfgError::Entry {
+                slot: Slot::B,
+                source: SlotError::InvalidVersion { .. }
+            })
+        ));
+        assert_eq!(quote("it's"), "'it'\\''s'");
     }
 
     #[test]
     fn unsafe_inputs_rejected() {
-        for bad in ["a=$x", "init=/bin/sh;reboot", "x='1'", "a\nb", "#c", "glob*"] {
+        for bad in [
+            "a=$x",
+            "init=/bin/sh;reboot",
+            "x='1'",
+            "a\nb",
+            "#c",
+            "glob*",
+        ] {
             let mut i = GrubCfgInputs::new(Slot::A);
             i.cmdline = bad.into();
             let e = generate(&i).unwrap_err();
@@ -417,7 +432,18 @@ mod tests {
         }
         let mut i = GrubCfgInputs::new(Slot::A);
         i.cmdline = "quiet bascule.slot=B".into();
-        assert!(matches!(generate(&i), Err(GrubCfgError::CmdlineSetsSlot { .. })));
+        let e = generate(&i).unwrap_err();
+        assert!(matches!(
+            e,
+            GrubCfgError::Entry {
+                source: SlotError::ReservedParam { .. },
+                ..
+            }
+        ));
+        assert!(
+            e.to_string().starts_with("grub.cfg entry for slot A: "),
+            "{e}"
+        );
         let mut i = GrubCfgInputs::new(Slot::A);
         i.files.kernel = "../vmlinuz".into();
         assert_eq!(

@@ -44,7 +44,9 @@ pub enum GrubEnvError {
     InvalidValue { name: String, reason: &'static str },
     #[error("environment needs {needed} bytes, more than the {BLOCK_SIZE}-byte block")]
     TooLarge { needed: usize },
-    #[error("the existing block is {len} bytes, not {BLOCK_SIZE}: refusing to rewrite it in place")]
+    #[error(
+        "the existing block is {len} bytes, not {BLOCK_SIZE}: refusing to rewrite it in place"
+    )]
     WrongSize { len: u64 },
     #[error("{len}-byte file is too large to be an environment block")]
     FileTooLarge { len: u64 },
@@ -215,12 +217,11 @@ impl GrubEnv {
                 }
             }
             p += 1;
-            let name = String::from_utf8(name_bytes.to_vec()).map_err(|e| {
-                GrubEnvError::InvalidName {
+            let name =
+                String::from_utf8(name_bytes.to_vec()).map_err(|e| GrubEnvError::InvalidName {
                     name: String::from_utf8_lossy(e.as_bytes()).into_owned(),
                     reason: "is not UTF-8",
-                }
-            })?;
+                })?;
             check_name_structure(&name)?;
             let value = String::from_utf8(value).map_err(|_| GrubEnvError::InvalidValue {
                 name: name.clone(),
@@ -312,7 +313,7 @@ impl GrubEnv {
 
 /// Reads and parses the whole block from `dev`.
 pub fn read_env<B: BlockIo + ?Sized>(dev: &B) -> Result<GrubEnv, GrubEnvError> {
-    let len = dev.len().map_err(io_err("size"))?;
+    let len = dev.size().map_err(io_err("size"))?;
     if len > MAX_READ {
         return Err(GrubEnvError::FileTooLarge { len });
     }
@@ -340,7 +341,7 @@ pub fn write_env_in_place<B: BlockIo + ?Sized>(
     env: &GrubEnv,
 ) -> Result<WriteOutcome, GrubEnvError> {
     let new = env.to_block()?;
-    let len = dev.len().map_err(io_err("size"))?;
+    let len = dev.size().map_err(io_err("size"))?;
     if len != BLOCK_SIZE as u64 {
         return Err(GrubEnvError::WrongSize { len });
     }
@@ -385,7 +386,7 @@ pub fn write_env_file(path: &Path, env: &GrubEnv) -> Result<WriteOutcome, GrubEn
     let block = env.to_block().map_err(|e| e.in_file(path))?;
     match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => {
-            let len = BlockIo::len(&f)
+            let len = BlockIo::size(&f)
                 .map_err(io_err("size"))
                 .map_err(|e| e.in_file(path))?;
             if len == BLOCK_SIZE as u64 {
@@ -442,7 +443,10 @@ mod tests {
         ]);
         let parsed = GrubEnv::parse(&e.to_block().unwrap()).unwrap();
         assert_eq!(parsed, e);
-        assert_eq!(parsed.get("weird"), Some("\\\n\\\\\n#not a comment\n=x= \t"));
+        assert_eq!(
+            parsed.get("weird"),
+            Some("\\\n\\\\\n#not a comment\n=x= \t")
+        );
         assert_eq!(parsed.get("next_entry"), Some(""));
         assert_eq!(parsed.get("missing"), None);
     }
@@ -631,6 +635,10 @@ mod tests {
         assert!(err.to_string().contains("missing-grubenv: open"), "{err}");
         let big = env(&[("v", &"x".repeat(2000))]);
         let err = write_env_file(&p, &big).unwrap_err();
-        assert!(err.to_string().contains("missing-grubenv: environment needs"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("missing-grubenv: environment needs"),
+            "{err}"
+        );
     }
 }

@@ -10,6 +10,7 @@
 //! Partition order is part of the contract: GRUB's prefix is compiled into its
 //! core image as `(hd0,gptN)/grub`, with N = [`ESP_PARTITION_NUMBER`].
 
+use crate::slot::Slot;
 use std::fmt;
 
 /// Logical sector size the images are written with (and QEMU's virtio-blk
@@ -185,7 +186,13 @@ const fn part(
     content: Content,
     fs_label: Option<&'static str>,
 ) -> PartitionSpec {
-    PartitionSpec { label, type_guid, size_mib, content, fs_label }
+    PartitionSpec {
+        label,
+        type_guid,
+        size_mib,
+        content,
+        fs_label,
+    }
 }
 
 /// The partitions in on-disk order; partition number N (1-based, as in
@@ -199,10 +206,34 @@ pub const PARTITIONS: [PartitionSpec; 7] = [
     part(LABEL_BIOS_BOOT, TYPE_BIOS_BOOT, 1, Content::BiosBoot, None),
     part(LABEL_ESP, TYPE_ESP, 64, Content::Vfat, Some("ESP")),
     part(LABEL_META, TYPE_BASCULE_META, 1, Content::Raw, None),
-    part(LABEL_SLOT_A, TYPE_BASCULE_SLOT, 128, Content::Squashfs, None),
-    part(LABEL_SLOT_B, TYPE_BASCULE_SLOT, 128, Content::Squashfs, None),
-    part(LABEL_STATE, TYPE_LINUX_DATA, 32, Content::Ext4, Some("STATE")),
-    part(LABEL_EPHEMERAL, TYPE_LINUX_DATA, 128, Content::Ext4, Some("EPHEMERAL")),
+    part(
+        LABEL_SLOT_A,
+        TYPE_BASCULE_SLOT,
+        128,
+        Content::Squashfs,
+        None,
+    ),
+    part(
+        LABEL_SLOT_B,
+        TYPE_BASCULE_SLOT,
+        128,
+        Content::Squashfs,
+        None,
+    ),
+    part(
+        LABEL_STATE,
+        TYPE_LINUX_DATA,
+        32,
+        Content::Ext4,
+        Some("STATE"),
+    ),
+    part(
+        LABEL_EPHEMERAL,
+        TYPE_LINUX_DATA,
+        128,
+        Content::Ext4,
+        Some("EPHEMERAL"),
+    ),
 ];
 
 /// 1-based number of the ESP (GRUB's `(hd0,gpt2)`).
@@ -240,101 +271,76 @@ pub fn spec(label: &str) -> Option<&'static PartitionSpec> {
 }
 
 /// Kernel command-line key naming the running slot: `bascule.slot=A`.
+/// (Parsing the command line is `crate::slot::Slot::from_cmdline`'s job.)
 pub const CMDLINE_SLOT_KEY: &str = "bascule.slot";
 /// Kernel command-line key carrying the image version of the entry, so a
 /// booted machine (and a test) can tell which build a loader entry started.
 pub const CMDLINE_VERSION_KEY: &str = "bascule.version";
 
-/// One of the two A/B slots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Slot {
-    A,
-    B,
+/// Where one A/B slot lives: its partition and its ESP files. The slot
+/// *type* (and the command-line parser) is [`Slot`]; this is only its data,
+/// reached with [`slot_layout`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SlotLayout {
+    /// "A" or "B": the `bascule.slot=` value and the ESP directory name.
+    pub name: &'static str,
+    /// GPT label of the slot's root filesystem partition.
+    pub partition_label: &'static str,
+    /// ESP directory with the slot's kernel and initramfs (absolute, `/`
+    /// separated, as both GRUB and systemd-boot entries want).
+    pub esp_dir: &'static str,
+    /// ESP path of the slot's kernel.
+    pub esp_kernel: &'static str,
+    /// ESP path of the slot's initramfs.
+    pub esp_initrd: &'static str,
 }
 
-impl Slot {
-    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
+pub const SLOT_A: SlotLayout = SlotLayout {
+    name: "A",
+    partition_label: LABEL_SLOT_A,
+    esp_dir: "/bascule/A",
+    esp_kernel: "/bascule/A/vmlinuz",
+    esp_initrd: "/bascule/A/initrd.img",
+};
 
-    /// "A" or "B": the value on the command line and the ESP directory name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Slot::A => "A",
-            Slot::B => "B",
-        }
-    }
+pub const SLOT_B: SlotLayout = SlotLayout {
+    name: "B",
+    partition_label: LABEL_SLOT_B,
+    esp_dir: "/bascule/B",
+    esp_kernel: "/bascule/B/vmlinuz",
+    esp_initrd: "/bascule/B/initrd.img",
+};
 
-    pub const fn other(self) -> Slot {
-        match self {
-            Slot::A => Slot::B,
-            Slot::B => Slot::A,
-        }
-    }
+/// Both slots, A first.
+pub const SLOTS: [SlotLayout; 2] = [SLOT_A, SLOT_B];
 
-    /// GPT label of this slot's root filesystem partition.
-    pub const fn partition_label(self) -> &'static str {
-        match self {
-            Slot::A => LABEL_SLOT_A,
-            Slot::B => LABEL_SLOT_B,
-        }
-    }
+/// File names inside a slot's ESP directory.
+pub const ESP_KERNEL_NAME: &str = "vmlinuz";
+pub const ESP_INITRD_NAME: &str = "initrd.img";
 
-    /// Directory on the ESP holding this slot's kernel and initramfs
-    /// (absolute, `/` separated, as both GRUB and systemd-boot entries want).
-    pub const fn esp_dir(self) -> &'static str {
-        match self {
-            Slot::A => "/bascule/A",
-            Slot::B => "/bascule/B",
-        }
-    }
-
-    /// ESP path of this slot's kernel.
-    pub const fn esp_kernel(self) -> &'static str {
-        match self {
-            Slot::A => "/bascule/A/vmlinuz",
-            Slot::B => "/bascule/B/vmlinuz",
-        }
-    }
-
-    /// ESP path of this slot's initramfs.
-    pub const fn esp_initrd(self) -> &'static str {
-        match self {
-            Slot::A => "/bascule/A/initrd.img",
-            Slot::B => "/bascule/B/initrd.img",
-        }
-    }
-
-    /// Parses "A"/"B" (either case).
-    pub fn parse(s: &str) -> Option<Slot> {
-        match s {
-            "A" | "a" => Some(Slot::A),
-            "B" | "b" => Some(Slot::B),
-            _ => None,
-        }
-    }
-
-    /// The slot named by `bascule.slot=` on a kernel command line
-    /// (the contents of /proc/cmdline); the last occurrence wins, as the
-    /// kernel does for its own parameters.
-    pub fn from_cmdline(cmdline: &str) -> Option<Slot> {
-        cmdline_value(cmdline, CMDLINE_SLOT_KEY).and_then(Slot::parse)
+/// Where `slot` lives.
+pub const fn slot_layout(slot: Slot) -> &'static SlotLayout {
+    match slot {
+        Slot::A => &SLOT_A,
+        Slot::B => &SLOT_B,
     }
 }
 
-impl fmt::Display for Slot {
+impl SlotLayout {
+    /// The other slot.
+    pub fn other(&self) -> &'static SlotLayout {
+        if self.name == SLOT_A.name {
+            &SLOT_B
+        } else {
+            &SLOT_A
+        }
+    }
+}
+
+impl fmt::Display for SlotLayout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.name)
     }
-}
-
-/// The value of `key=value` on a kernel command line (last occurrence).
-/// Quoting is not handled: Bascule's own keys never need it.
-pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline
-        .split_whitespace()
-        .filter_map(|word| word.split_once('='))
-        .filter(|(k, _)| *k == key)
-        .map(|(_, v)| v)
-        .last()
 }
 
 /// Mount points inside the running system.
@@ -398,20 +404,38 @@ mod tests {
             assert!(p.label.len() <= 36);
         }
         assert_eq!(PARTITIONS[ESP_PARTITION_NUMBER - 1].label, LABEL_ESP);
-        assert_eq!(PARTITIONS[BIOS_BOOT_PARTITION_NUMBER - 1].label, LABEL_BIOS_BOOT);
+        assert_eq!(
+            PARTITIONS[BIOS_BOOT_PARTITION_NUMBER - 1].label,
+            LABEL_BIOS_BOOT
+        );
         assert_eq!(DISK_SIZE % ALIGNMENT, 0);
         assert_eq!(index_of(LABEL_SLOT_B), Some(4));
     }
 
     #[test]
-    fn slot_from_cmdline() {
-        let c = "BOOT_IMAGE=/x console=ttyS0 bascule.slot=B quiet bascule.version=2";
-        assert_eq!(Slot::from_cmdline(c), Some(Slot::B));
-        assert_eq!(cmdline_value(c, CMDLINE_VERSION_KEY), Some("2"));
-        assert_eq!(Slot::from_cmdline("bascule.slot=A bascule.slot=b"), Some(Slot::B));
-        assert_eq!(Slot::from_cmdline("quiet"), None);
-        assert_eq!(Slot::from_cmdline("bascule.slot=C"), None);
-        assert_eq!(Slot::B.esp_kernel(), "/bascule/B/vmlinuz");
-        assert_eq!(Slot::A.other().partition_label(), "SLOT-B");
+    fn slot_layouts_match_labels_and_paths() {
+        for slot in &SLOTS {
+            assert_eq!(
+                slot.esp_kernel,
+                format!("{}/{}", slot.esp_dir, ESP_KERNEL_NAME)
+            );
+            assert_eq!(
+                slot.esp_initrd,
+                format!("{}/{}", slot.esp_dir, ESP_INITRD_NAME)
+            );
+            assert_eq!(slot.esp_dir, format!("/bascule/{}", slot.name));
+            assert_eq!(
+                spec(slot.partition_label).map(|p| p.content),
+                Some(Content::Squashfs)
+            );
+            assert_eq!(slot.other().other(), slot);
+        }
+        for slot in Slot::ALL {
+            let l = slot_layout(slot);
+            assert_eq!(l.name, slot.as_str());
+            assert_eq!(l.esp_dir, slot.esp_dir());
+            assert_eq!(l.other(), slot_layout(slot.other()));
+        }
+        assert_eq!(SLOT_A.other().partition_label, "SLOT-B");
     }
 }

@@ -3,3 +3,16 @@
 #![deny(unsafe_code)]
 
 pub mod layout;
+
+pub mod atomicfile;
+pub mod blockio;
+pub mod bls;
+pub mod bootcount;
+pub mod efivar;
+pub mod grubcfg;
+pub mod grubenv;
+pub mod meta;
+pub mod meta_record;
+pub mod slot;
+
+pub use slot::Slot;

@@ -11,6 +11,9 @@ use std::str::FromStr;
 
 /// The kernel command-line parameter naming the booted slot.
 pub const CMDLINE_PARAM: &str = "bascule.slot";
+/// The kernel command-line parameter carrying the entry's image version, so
+/// a booted machine (and a test) can tell which build an entry started.
+pub const VERSION_PARAM: &str = "bascule.version";
 
 /// One of the two A/B slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,6 +29,54 @@ pub enum SlotError {
     InvalidName(String),
     #[error("kernel command line: invalid {CMDLINE_PARAM}={value:?}: expected A or B")]
     InvalidCmdline { value: String },
+    #[error("version {version:?}: only A-Z a-z 0-9 . _ + ~ : - allowed")]
+    InvalidVersion { version: String },
+    #[error("kernel command line {cmdline:?}: {param} is set by Bascule for each entry")]
+    ReservedParam {
+        cmdline: String,
+        param: &'static str,
+    },
+}
+
+/// Checks an image version for use in file contents and on the kernel
+/// command line: non-empty, `[A-Za-z0-9._+~:-]`.
+pub fn check_version(version: &str) -> Result<(), SlotError> {
+    let ok = !version.is_empty()
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '~' | ':' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SlotError::InvalidVersion {
+            version: version.to_string(),
+        })
+    }
+}
+
+/// The kernel command line of a slot's loader entry: `bascule.slot=A`,
+/// then `bascule.version=V` when the version is known, then the common
+/// parameters (whitespace normalised). The common parameters must not set
+/// the two Bascule parameters themselves.
+pub fn entry_cmdline(slot: Slot, version: Option<&str>, common: &str) -> Result<String, SlotError> {
+    let mut out = format!("{CMDLINE_PARAM}={slot}");
+    if let Some(v) = version {
+        check_version(v)?;
+        out.push_str(&format!(" {VERSION_PARAM}={v}"));
+    }
+    for p in common.split_whitespace() {
+        for param in [CMDLINE_PARAM, VERSION_PARAM] {
+            if p.strip_prefix(param).is_some_and(|r| r.starts_with('=')) {
+                return Err(SlotError::ReservedParam {
+                    cmdline: common.to_string(),
+                    param,
+                });
+            }
+        }
+        out.push(' ');
+        out.push_str(p);
+    }
+    Ok(out)
 }
 
 impl Slot {
@@ -223,6 +274,48 @@ mod tests {
             split_cmdline("a  \"b c\"d e=\"\"\t"),
             vec!["a".to_string(), "b cd".to_string(), "e=".to_string()]
         );
+    }
+
+    #[test]
+    fn entry_cmdlines() {
+        assert_eq!(
+            entry_cmdline(Slot::B, Some("1.2.3-rc1+g1"), " console=ttyS0   quiet "),
+            Ok("bascule.slot=B bascule.version=1.2.3-rc1+g1 console=ttyS0 quiet".to_string())
+        );
+        assert_eq!(
+            entry_cmdline(Slot::A, None, ""),
+            Ok("bascule.slot=A".to_string())
+        );
+        assert!(matches!(
+            entry_cmdline(Slot::A, Some("1 2"), ""),
+            Err(SlotError::InvalidVersion { .. })
+        ));
+        assert!(matches!(
+            entry_cmdline(Slot::A, Some(""), ""),
+            Err(SlotError::InvalidVersion { .. })
+        ));
+        assert!(matches!(
+            entry_cmdline(Slot::A, None, "quiet bascule.version=9"),
+            Err(SlotError::ReservedParam {
+                param: VERSION_PARAM,
+                ..
+            })
+        ));
+        assert!(matches!(
+            entry_cmdline(Slot::A, None, "bascule.slot=B"),
+            Err(SlotError::ReservedParam {
+                param: CMDLINE_PARAM,
+                ..
+            })
+        ));
+        // A different parameter that shares the prefix is fine.
+        assert!(entry_cmdline(Slot::A, None, "bascule.slotty=1").is_ok());
+    }
+
+    #[test]
+    fn parameter_names_match_the_layout_contract() {
+        assert_eq!(CMDLINE_PARAM, crate::layout::CMDLINE_SLOT_KEY);
+        assert_eq!(VERSION_PARAM, crate::layout::CMDLINE_VERSION_KEY);
     }
 
     #[test]
