@@ -392,3 +392,29 @@ fn cli_controls_services_and_shutdown_ends_the_supervisor() {
     assert!(status.success());
     assert!(!sup.socket.exists(), "socket removed on exit");
 }
+
+#[test]
+fn user_environment_and_capabilities_are_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = dir.path().display().to_string();
+    let show = "echo uid=$(id -u) gid=$(id -g) dir=$(pwd) greeting=$GREETING; grep -E '^Cap(Eff|Bnd|Amb)' /proc/self/status; exec sleep 1000";
+    let nobody = format!(
+        "exec = [\"/bin/sh\", \"-c\", \"{show}\"]\nuser = \"65534\"\ngroup = \"65534\"\nworking_dir = \"{work}\"\nenv = {{ GREETING = \"hi there\" }}\ncapabilities = [\"CAP_NET_BIND_SERVICE\"]\n"
+    );
+    let bare_root = format!("exec = [\"/bin/sh\", \"-c\", \"{show}\"]\ncapabilities = []\n");
+    let sup = Sup::start(&[("nobody", &nobody), ("bareroot", &bare_root)]);
+    sup.wait_until(Duration::from_secs(5), "both logged", || {
+        sup.log_text("nobody").len() >= 4 && sup.log_text("bareroot").len() >= 4
+    });
+    let n = sup.log_text("nobody");
+    assert_eq!(n[0], format!("uid=65534 gid=65534 dir={work} greeting=hi there"));
+    // CAP_NET_BIND_SERVICE is bit 10: kept (effective and ambient), all else gone.
+    assert!(n.contains(&"CapEff:\t0000000000000400".to_owned()), "{n:?}");
+    assert!(n.contains(&"CapBnd:\t0000000000000400".to_owned()), "{n:?}");
+    assert!(n.contains(&"CapAmb:\t0000000000000400".to_owned()), "{n:?}");
+    let r = sup.log_text("bareroot");
+    assert!(r[0].starts_with("uid=0 "), "{r:?}");
+    assert!(r.contains(&"CapEff:\t0000000000000000".to_owned()), "root with no capabilities kept: {r:?}");
+    assert!(r.contains(&"CapBnd:\t0000000000000000".to_owned()), "{r:?}");
+}

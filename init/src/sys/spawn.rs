@@ -71,6 +71,15 @@ impl ChildSteps {
             // Own session and process group: the fallback kill target where
             // there is no cgroup, and no controlling terminal inherited.
             check(libc::setsid() as libc::c_long)?;
+            if let Some(mask) = self.keep_caps {
+                // Before changing uid: dropping from the bounding set needs CAP_SETPCAP.
+                for cap in 0..=self.cap_last.min(63) {
+                    if mask & (1u64 << cap) == 0 {
+                        // EINVAL for numbers the kernel lacks: nothing to drop.
+                        libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
+                    }
+                }
+            }
             if self.keep_caps.is_some() && self.creds.is_some() {
                 check(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) as libc::c_long)?;
             }
@@ -84,12 +93,6 @@ impl ChildSteps {
                 check(libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid))?;
             }
             if let Some(mask) = self.keep_caps {
-                for cap in 0..=self.cap_last.min(63) {
-                    if mask & (1u64 << cap) == 0 {
-                        // EINVAL for numbers the kernel lacks: nothing to drop.
-                        libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
-                    }
-                }
                 #[repr(C)]
                 struct Header {
                     version: u32,
