@@ -50,13 +50,19 @@ mod tests {
     #[test]
     fn gives_up_at_the_limit() {
         let s = spec(10, 100, 3);
-        assert_eq!(decide(&s, 2), RestartDecision::After(Duration::from_millis(40)));
+        assert_eq!(
+            decide(&s, 2),
+            RestartDecision::After(Duration::from_millis(40))
+        );
         assert_eq!(decide(&s, 3), RestartDecision::GiveUp);
     }
 
     #[test]
     fn zero_initial_restarts_at_once_and_huge_counts_do_not_overflow() {
-        assert_eq!(decide(&spec(0, 100, 0), 5), RestartDecision::After(Duration::ZERO));
+        assert_eq!(
+            decide(&spec(0, 100, 0), 5),
+            RestartDecision::After(Duration::ZERO)
+        );
         assert_eq!(
             decide(&spec(u64::MAX / 4, u64::MAX / 2, 0), 40),
             RestartDecision::After(Duration::from_millis(u64::MAX / 2))

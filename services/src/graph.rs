@@ -82,7 +82,11 @@ pub fn check(specs: Vec<ServiceSpec>) -> Catalog {
         })
         .collect();
     for (name, dep) in unknown {
-        reject(&mut good, &name, format!("service {name} depends on unknown service {dep}"));
+        reject(
+            &mut good,
+            &name,
+            format!("service {name} depends on unknown service {dep}"),
+        );
     }
 
     // Cycles: every strongly connected cycle found is reported with its members.
@@ -109,7 +113,11 @@ pub fn check(specs: Vec<ServiceSpec>) -> Catalog {
             break;
         }
         for (name, dep) in blocked {
-            reject(&mut good, &name, format!("service {name} depends on {dep}, which was rejected"));
+            reject(
+                &mut good,
+                &name,
+                format!("service {name} depends on {dep}, which was rejected"),
+            );
         }
     }
     Catalog {
@@ -186,7 +194,9 @@ pub fn start_order(specs: &BTreeMap<String, ServiceSpec>) -> Vec<String> {
         let before = out.len();
         for (name, s) in specs {
             if !placed.contains(name.as_str())
-                && s.depends_on.iter().all(|d| placed.contains(d.as_str()) || !specs.contains_key(d))
+                && s.depends_on
+                    .iter()
+                    .all(|d| placed.contains(d.as_str()) || !specs.contains_key(d))
             {
                 placed.insert(name);
                 out.push(name.clone());
@@ -194,7 +204,12 @@ pub fn start_order(specs: &BTreeMap<String, ServiceSpec>) -> Vec<String> {
         }
         if out.len() == before {
             // A cycle slipped through: append the rest rather than loop forever.
-            out.extend(specs.keys().filter(|k| !placed.contains(k.as_str())).cloned());
+            out.extend(
+                specs
+                    .keys()
+                    .filter(|k| !placed.contains(k.as_str()))
+                    .cloned(),
+            );
             break;
         }
     }
@@ -208,14 +223,21 @@ mod tests {
     fn svc(name: &str, deps: &[&str]) -> ServiceSpec {
         let text = format!(
             "exec = [\"/bin/true\"]\ndepends_on = [{}]",
-            deps.iter().map(|d| format!("\"{d}\"")).collect::<Vec<_>>().join(",")
+            deps.iter()
+                .map(|d| format!("\"{d}\""))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         spec::parse_str(name, Path::new(&format!("/s/{name}.toml")), &text).unwrap()
     }
 
     #[test]
     fn order_puts_dependencies_first() {
-        let c = check(vec![svc("app", &["db", "net"]), svc("db", &["net"]), svc("net", &[])]);
+        let c = check(vec![
+            svc("app", &["db", "net"]),
+            svc("db", &["net"]),
+            svc("net", &[]),
+        ]);
         assert!(c.rejected.is_empty());
         assert_eq!(start_order(&c.specs), vec!["net", "db", "app"]);
     }
@@ -256,6 +278,10 @@ mod tests {
         assert_eq!(c.specs.keys().collect::<Vec<_>>(), vec!["good"]);
         assert_eq!(c.rejected.len(), 1);
         assert_eq!(c.rejected[0].name, "bad");
-        assert!(c.rejected[0].reason.contains("bad.toml:"), "{}", c.rejected[0].reason);
+        assert!(
+            c.rejected[0].reason.contains("bad.toml:"),
+            "{}",
+            c.rejected[0].reason
+        );
     }
 }

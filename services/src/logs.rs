@@ -140,7 +140,12 @@ impl LogRing {
     }
 
     /// Starts writing to `dir/NAME.log`, first the lines already in memory.
-    pub fn attach_file(&mut self, dir: &Path, name: &str, policy: RotationPolicy) -> Result<(), String> {
+    pub fn attach_file(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        policy: RotationPolicy,
+    ) -> Result<(), String> {
         let path = dir.join(format!("{name}.log"));
         let mut file = LogFile::open(path.clone(), policy)
             .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
@@ -272,7 +277,10 @@ mod tests {
     use super::*;
 
     fn texts(lines: &[pb::LogLine]) -> Vec<String> {
-        lines.iter().map(|l| String::from_utf8_lossy(&l.text).into_owned()).collect()
+        lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(&l.text).into_owned())
+            .collect()
     }
 
     #[test]
@@ -325,10 +333,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = LogRing::new(1 << 20);
         r.push(Stream::Stdout, 0, b"before attach\n");
-        r.attach_file(dir.path(), "svc", RotationPolicy { max_bytes: 64, keep: 2 })
-            .unwrap();
+        r.attach_file(
+            dir.path(),
+            "svc",
+            RotationPolicy {
+                max_bytes: 64,
+                keep: 2,
+            },
+        )
+        .unwrap();
         for i in 0..20 {
-            r.push(Stream::Stdout, 0, format!("line number {i:03}\n").as_bytes());
+            r.push(
+                Stream::Stdout,
+                0,
+                format!("line number {i:03}\n").as_bytes(),
+            );
         }
         let cur = std::fs::read_to_string(dir.path().join("svc.log")).unwrap();
         let one = std::fs::read_to_string(dir.path().join("svc.log.1")).unwrap();
@@ -342,7 +361,11 @@ mod tests {
     fn unwritable_dir_is_reported() {
         let mut r = LogRing::new(1024);
         let err = r
-            .attach_file(Path::new("/nonexistent/dir"), "svc", RotationPolicy::default())
+            .attach_file(
+                Path::new("/nonexistent/dir"),
+                "svc",
+                RotationPolicy::default(),
+            )
             .unwrap_err();
         assert!(err.contains("/nonexistent/dir/svc.log"), "{err}");
     }

@@ -272,10 +272,7 @@ pub fn parse_file(path: &Path) -> Result<ServiceSpec, SpecError> {
 
 pub fn parse_str(name: &str, path: &Path, text: &str) -> Result<ServiceSpec, SpecError> {
     let raw: RawSpec = toml::from_str(text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map(|s| line_col(text, s.start))
-            .unwrap_or((0, 0));
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         SpecError::Parse {
             path: path.to_owned(),
             line,
@@ -304,19 +301,31 @@ fn validate(name: &str, path: &Path, raw: RawSpec) -> Result<ServiceSpec, SpecEr
         message,
     };
     if raw.exec.is_empty() || raw.exec[0].is_empty() {
-        return Err(invalid("exec", "must name a program: exec = [\"/path/to/program\", \"arg\"]".into()));
+        return Err(invalid(
+            "exec",
+            "must name a program: exec = [\"/path/to/program\", \"arg\"]".into(),
+        ));
     }
     for dep in &raw.depends_on {
         if !valid_name(dep) {
-            return Err(invalid("depends_on", format!("{dep:?} is not a valid service name")));
+            return Err(invalid(
+                "depends_on",
+                format!("{dep:?} is not a valid service name"),
+            ));
         }
         if dep == name {
-            return Err(invalid("depends_on", format!("service {name} cannot depend on itself")));
+            return Err(invalid(
+                "depends_on",
+                format!("service {name} cannot depend on itself"),
+            ));
         }
     }
     for key in raw.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(invalid("env", format!("{key:?} is not a valid variable name")));
+            return Err(invalid(
+                "env",
+                format!("{key:?} is not a valid variable name"),
+            ));
         }
     }
     let capabilities = match raw.capabilities {
@@ -325,7 +334,11 @@ fn validate(name: &str, path: &Path, raw: RawSpec) -> Result<ServiceSpec, SpecEr
             let mut out = Vec::with_capacity(names.len());
             for n in names {
                 let upper = n.to_ascii_uppercase();
-                let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+                let full = if upper.starts_with("CAP_") {
+                    upper
+                } else {
+                    format!("CAP_{upper}")
+                };
                 let cap = full
                     .parse::<caps::Capability>()
                     .map_err(|_| invalid("capabilities", format!("unknown capability {n:?}")))?;
@@ -345,7 +358,10 @@ fn validate(name: &str, path: &Path, raw: RawSpec) -> Result<ServiceSpec, SpecEr
                 reset_after: ms(b.reset_after_ms, d.reset_after),
             };
             if spec.max < spec.initial {
-                return Err(invalid("backoff", "max_ms must not be below initial_ms".into()));
+                return Err(invalid(
+                    "backoff",
+                    "max_ms must not be below initial_ms".into(),
+                ));
             }
             spec
         }
@@ -527,7 +543,10 @@ grace_ms = 2000
         assert_eq!(s.backoff.limit, 3);
         assert_eq!(
             s.capabilities,
-            Some(vec![caps::Capability::CAP_NET_BIND_SERVICE, caps::Capability::CAP_SYS_TIME])
+            Some(vec![
+                caps::Capability::CAP_NET_BIND_SERVICE,
+                caps::Capability::CAP_SYS_TIME
+            ])
         );
         let h = s.health.unwrap();
         assert_eq!(h.probe, Probe::Tcp(2379));
@@ -543,7 +562,10 @@ grace_ms = 2000
         assert_eq!(s.readiness.kind, Readiness::Probe(Probe::Tcp(8080)));
         assert_eq!(s.readiness.timeout, Duration::from_millis(100));
         let s = parse("exec=[\"x\"]\n[readiness]\npath = \"/run/x\"").unwrap();
-        assert_eq!(s.readiness.kind, Readiness::Probe(Probe::Path("/run/x".into())));
+        assert_eq!(
+            s.readiness.kind,
+            Readiness::Probe(Probe::Path("/run/x".into()))
+        );
         let e = parse("exec=[\"x\"]\n[readiness]\npath = \"/a\"\ntcp = 1").unwrap_err();
         assert!(e.to_string().contains("only one"), "{e}");
     }
@@ -558,7 +580,11 @@ grace_ms = 2000
             }
             other => panic!("expected a parse error, got {other:?}"),
         }
-        assert!(e.to_string().starts_with("/etc/bascule/services/svc.toml:3:"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/etc/bascule/services/svc.toml:3:"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -140,7 +140,11 @@ pub struct Service {
 impl Service {
     pub fn new(spec: ServiceSpec) -> Self {
         let health = HealthState {
-            status: if spec.health.is_some() { pb::Health::Unknown } else { pb::Health::None },
+            status: if spec.health.is_some() {
+                pb::Health::Unknown
+            } else {
+                pb::Health::None
+            },
             next_at: None,
             check: None,
             consecutive_failures: 0,
@@ -202,7 +206,12 @@ impl Service {
         if let Some(t) = self.backoff_until {
             times.push(t);
         }
-        if let ReadyState::Pending { next_probe, deadline, check } = &self.ready {
+        if let ReadyState::Pending {
+            next_probe,
+            deadline,
+            check,
+        } = &self.ready
+        {
             if self.state == State::Starting {
                 times.push(*deadline);
                 match check {

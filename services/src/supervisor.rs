@@ -29,7 +29,12 @@ pub enum ProcessKind {
 pub trait Launcher {
     /// Starts `argv` for `spec`. Main processes get the service's
     /// environment, user, capabilities, cgroup and captured output.
-    fn spawn(&mut self, spec: &ServiceSpec, kind: ProcessKind, argv: &[String]) -> Result<u32, String>;
+    fn spawn(
+        &mut self,
+        spec: &ServiceSpec,
+        kind: ProcessKind,
+        argv: &[String],
+    ) -> Result<u32, String>;
     fn signal(&mut self, pid: u32, signal: Signal);
     /// SIGKILLs everything that belongs to the service (its cgroup, or the
     /// main process group where there is no cgroup).
@@ -152,15 +157,21 @@ impl Supervisor {
     /// True when a start or restart asked for at `generation` has settled.
     pub fn settled_up(&self, name: &str, after_generation: u64) -> bool {
         self.services.get(name).is_none_or(|s| match s.state {
-            State::Running => s.generation > after_generation && !matches!(s.ready, ReadyState::Pending { .. }),
-            State::Failed | State::Exited | State::Stopped => !s.want_up || s.generation > after_generation,
+            State::Running => {
+                s.generation > after_generation && !matches!(s.ready, ReadyState::Pending { .. })
+            }
+            State::Failed | State::Exited | State::Stopped => {
+                !s.want_up || s.generation > after_generation
+            }
             State::Backoff => s.generation > after_generation,
             _ => false,
         })
     }
 
     pub fn settled_down(&self, name: &str) -> bool {
-        self.services.get(name).is_none_or(|s| !s.state.is_active() && s.state != State::Backoff)
+        self.services
+            .get(name)
+            .is_none_or(|s| !s.state.is_active() && s.state != State::Backoff)
     }
 
     pub fn generation(&self, name: &str) -> u64 {
@@ -181,7 +192,12 @@ impl Supervisor {
         self.advance(now, l);
     }
 
-    pub fn start(&mut self, name: &str, now: Instant, l: &mut dyn Launcher) -> Result<(), ControlError> {
+    pub fn start(
+        &mut self,
+        name: &str,
+        now: Instant,
+        l: &mut dyn Launcher,
+    ) -> Result<(), ControlError> {
         let cordoned = self.cordoned;
         let shutting_down = self.shutting_down;
         let s = self.lookup(name)?;
@@ -211,7 +227,12 @@ impl Supervisor {
         Ok(())
     }
 
-    pub fn stop(&mut self, name: &str, now: Instant, l: &mut dyn Launcher) -> Result<(), ControlError> {
+    pub fn stop(
+        &mut self,
+        name: &str,
+        now: Instant,
+        l: &mut dyn Launcher,
+    ) -> Result<(), ControlError> {
         let s = lookup(&mut self.services, &self.rejected, name)?;
         s.want_up = false;
         Self::begin_stop(s, AfterStop::Down, now, l, &mut self.events);
@@ -219,7 +240,12 @@ impl Supervisor {
         Ok(())
     }
 
-    pub fn restart(&mut self, name: &str, now: Instant, l: &mut dyn Launcher) -> Result<(), ControlError> {
+    pub fn restart(
+        &mut self,
+        name: &str,
+        now: Instant,
+        l: &mut dyn Launcher,
+    ) -> Result<(), ControlError> {
         let s = lookup(&mut self.services, &self.rejected, name)?;
         if s.state.is_active() {
             s.want_up = true;
@@ -260,9 +286,14 @@ impl Supervisor {
 
     /// A datagram from the service's NOTIFY_SOCKET (sd_notify protocol).
     pub fn on_notify(&mut self, name: &str, message: &str, now: Instant, l: &mut dyn Launcher) {
-        let Some(s) = self.services.get_mut(name) else { return };
+        let Some(s) = self.services.get_mut(name) else {
+            return;
+        };
         for line in message.lines() {
-            if line == "READY=1" && s.state == State::Starting && s.spec.readiness.kind == Readiness::Notify {
+            if line == "READY=1"
+                && s.state == State::Starting
+                && s.spec.readiness.kind == Readiness::Notify
+            {
                 Self::mark_ready(s, now, &mut self.events);
             } else if let Some(status) = line.strip_prefix("STATUS=") {
                 s.reason = status.to_owned();
@@ -275,14 +306,19 @@ impl Supervisor {
     pub fn on_timer(&mut self, now: Instant, l: &mut dyn Launcher) {
         let names: Vec<String> = self.order.clone();
         for name in names {
-            let Some(s) = self.services.get_mut(&name) else { continue };
+            let Some(s) = self.services.get_mut(&name) else {
+                continue;
+            };
             Self::service_timers(s, now, l, &mut self.events);
         }
         self.advance(now, l);
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.services.values().filter_map(|s| s.next_deadline()).min()
+        self.services
+            .values()
+            .filter_map(|s| s.next_deadline())
+            .min()
     }
 
     fn lookup(&mut self, name: &str) -> Result<&mut Service, ControlError> {
@@ -306,7 +342,9 @@ impl Supervisor {
             let mut changed = false;
             for i in 0..self.order.len() {
                 let name = self.order[i].clone();
-                let Some(s) = self.services.get(&name) else { continue };
+                let Some(s) = self.services.get(&name) else {
+                    continue;
+                };
                 match s.state {
                     State::Waiting if s.want_up => {
                         let blocked = s.spec.depends_on.iter().find(|d| {
@@ -317,7 +355,9 @@ impl Supervisor {
                         });
                         let blocked = blocked.cloned();
                         let cordoned = self.cordoned && s.spec.class == Class::Workload;
-                        let Some(s) = self.services.get_mut(&name) else { continue };
+                        let Some(s) = self.services.get_mut(&name) else {
+                            continue;
+                        };
                         if let Some(dep) = blocked {
                             s.reason = format!("waiting for {dep}");
                         } else if cordoned {
@@ -328,7 +368,9 @@ impl Supervisor {
                         }
                     }
                     State::Waiting | State::Backoff if !s.want_up => {
-                        let Some(s) = self.services.get_mut(&name) else { continue };
+                        let Some(s) = self.services.get_mut(&name) else {
+                            continue;
+                        };
                         s.state = State::Stopped;
                         s.backoff_until = None;
                         s.reason.clear();
@@ -337,11 +379,14 @@ impl Supervisor {
                     State::Starting | State::Running if !s.want_up && self.shutting_down => {
                         // Reverse order: wait until everything that depends
                         // on this service has no process left.
-                        let dependents_active = self.services.values().any(|o| {
-                            o.spec.depends_on.contains(&name) && o.state.is_active()
-                        });
+                        let dependents_active = self
+                            .services
+                            .values()
+                            .any(|o| o.spec.depends_on.contains(&name) && o.state.is_active());
                         if !dependents_active {
-                            let Some(s) = self.services.get_mut(&name) else { continue };
+                            let Some(s) = self.services.get_mut(&name) else {
+                                continue;
+                            };
                             Self::begin_stop(s, AfterStop::Down, now, l, &mut self.events);
                             changed = true;
                         }
@@ -364,11 +409,18 @@ impl Supervisor {
                 s.started_at = Some(now);
                 s.state = State::Starting;
                 s.reason.clear();
-                s.health.status = if s.spec.health.is_some() { pb::Health::Unknown } else { pb::Health::None };
+                s.health.status = if s.spec.health.is_some() {
+                    pb::Health::Unknown
+                } else {
+                    pb::Health::None
+                };
                 s.health.consecutive_failures = 0;
                 s.health.check = None;
                 s.health.next_at = None;
-                events.push(Event::Started { name: s.spec.name.clone(), pid });
+                events.push(Event::Started {
+                    name: s.spec.name.clone(),
+                    pid,
+                });
                 match &s.spec.readiness.kind {
                     Readiness::None => Self::mark_ready(s, now, events),
                     _ => {
@@ -391,20 +443,38 @@ impl Supervisor {
 
     fn mark_ready(s: &mut Service, now: Instant, events: &mut Vec<Event>) {
         s.state = State::Running;
-        s.ready = if s.spec.readiness.kind == Readiness::None { ReadyState::NotChecked } else { ReadyState::Ready };
+        s.ready = if s.spec.readiness.kind == Readiness::None {
+            ReadyState::NotChecked
+        } else {
+            ReadyState::Ready
+        };
         if let Some(h) = &s.spec.health {
             s.health.next_at = Some(now + h.interval);
         }
-        events.push(Event::Ready { name: s.spec.name.clone() });
+        events.push(Event::Ready {
+            name: s.spec.name.clone(),
+        });
     }
 
-    fn begin_stop(s: &mut Service, then: AfterStop, now: Instant, l: &mut dyn Launcher, events: &mut Vec<Event>) {
+    fn begin_stop(
+        s: &mut Service,
+        then: AfterStop,
+        now: Instant,
+        l: &mut dyn Launcher,
+        events: &mut Vec<Event>,
+    ) {
         let Some(pid) = s.pid else {
             if matches!(s.state, State::Waiting | State::Backoff) {
-                s.state = if then == AfterStop::Down { State::Stopped } else { State::Waiting };
+                s.state = if then == AfterStop::Down {
+                    State::Stopped
+                } else {
+                    State::Waiting
+                };
                 s.backoff_until = None;
                 if then == AfterStop::Down {
-                    events.push(Event::Stopped { name: s.spec.name.clone() });
+                    events.push(Event::Stopped {
+                        name: s.spec.name.clone(),
+                    });
                 }
             }
             return;
@@ -439,16 +509,28 @@ impl Supervisor {
         });
     }
 
-    fn main_exited(s: &mut Service, exit: Exit, now: Instant, l: &mut dyn Launcher, events: &mut Vec<Event>) {
+    fn main_exited(
+        s: &mut Service,
+        exit: Exit,
+        now: Instant,
+        l: &mut dyn Launcher,
+        events: &mut Vec<Event>,
+    ) {
         let main = s.pid.take();
         // Whatever the main process left behind goes with it.
         l.kill_all(&s.spec, main);
-        let ran = s.started_at.take().map(|t| now.saturating_duration_since(t));
+        let ran = s
+            .started_at
+            .take()
+            .map(|t| now.saturating_duration_since(t));
         s.last_exit = Some(exit);
         s.ready = ReadyState::NotChecked;
         s.health.check = None;
         s.health.next_at = None;
-        events.push(Event::Exited { name: s.spec.name.clone(), exit });
+        events.push(Event::Exited {
+            name: s.spec.name.clone(),
+            exit,
+        });
         if ran.is_some_and(|d| d >= s.spec.backoff.reset_after) {
             s.consecutive = 0;
         }
@@ -456,7 +538,9 @@ impl Supervisor {
             match stopping.then {
                 AfterStop::Down => {
                     s.state = State::Stopped;
-                    events.push(Event::Stopped { name: s.spec.name.clone() });
+                    events.push(Event::Stopped {
+                        name: s.spec.name.clone(),
+                    });
                 }
                 AfterStop::Restart => {
                     s.restarts += 1;
@@ -468,7 +552,9 @@ impl Supervisor {
         }
         if !s.want_up {
             s.state = State::Stopped;
-            events.push(Event::Stopped { name: s.spec.name.clone() });
+            events.push(Event::Stopped {
+                name: s.spec.name.clone(),
+            });
             return;
         }
         let restart = match s.spec.restart {
@@ -477,10 +563,21 @@ impl Supervisor {
             RestartPolicy::Never => false,
         };
         if !restart {
-            s.state = if exit.success() { State::Exited } else { State::Failed };
-            s.reason = if exit.success() { String::new() } else { format!("{exit}; restart = {:?} does not restart it", s.spec.restart) };
+            s.state = if exit.success() {
+                State::Exited
+            } else {
+                State::Failed
+            };
+            s.reason = if exit.success() {
+                String::new()
+            } else {
+                format!("{exit}; restart = {:?} does not restart it", s.spec.restart)
+            };
             if !exit.success() {
-                events.push(Event::Failed { name: s.spec.name.clone(), reason: s.reason.clone() });
+                events.push(Event::Failed {
+                    name: s.spec.name.clone(),
+                    reason: s.reason.clone(),
+                });
             }
             return;
         }
@@ -488,28 +585,52 @@ impl Supervisor {
     }
 
     /// A failed start, readiness or health: restart if the policy allows.
-    fn after_failure(s: &mut Service, reason: String, now: Instant, l: &mut dyn Launcher, events: &mut Vec<Event>) {
+    fn after_failure(
+        s: &mut Service,
+        reason: String,
+        now: Instant,
+        l: &mut dyn Launcher,
+        events: &mut Vec<Event>,
+    ) {
         if !s.want_up || s.spec.restart == RestartPolicy::Never {
             s.state = State::Failed;
             s.reason = reason.clone();
-            events.push(Event::Failed { name: s.spec.name.clone(), reason });
+            events.push(Event::Failed {
+                name: s.spec.name.clone(),
+                reason,
+            });
             return;
         }
         Self::schedule_restart(s, reason, now, l, events);
     }
 
-    fn schedule_restart(s: &mut Service, reason: String, now: Instant, l: &mut dyn Launcher, events: &mut Vec<Event>) {
+    fn schedule_restart(
+        s: &mut Service,
+        reason: String,
+        now: Instant,
+        l: &mut dyn Launcher,
+        events: &mut Vec<Event>,
+    ) {
         match backoff::decide(&s.spec.backoff, s.consecutive) {
             RestartDecision::GiveUp => {
                 s.state = State::Failed;
-                s.reason = format!("{reason}; gave up after {} consecutive restarts", s.consecutive);
-                events.push(Event::Failed { name: s.spec.name.clone(), reason: s.reason.clone() });
+                s.reason = format!(
+                    "{reason}; gave up after {} consecutive restarts",
+                    s.consecutive
+                );
+                events.push(Event::Failed {
+                    name: s.spec.name.clone(),
+                    reason: s.reason.clone(),
+                });
             }
             RestartDecision::After(delay) => {
                 s.consecutive += 1;
                 s.restarts += 1;
                 s.reason = reason;
-                events.push(Event::Restarting { name: s.spec.name.clone(), delay_ms: delay.as_millis() as u64 });
+                events.push(Event::Restarting {
+                    name: s.spec.name.clone(),
+                    delay_ms: delay.as_millis() as u64,
+                });
                 if delay.is_zero() {
                     Self::spawn_main(s, now, l, events);
                 } else {
@@ -520,8 +641,19 @@ impl Supervisor {
         }
     }
 
-    fn check_exited(s: &mut Service, pid: u32, exit: Exit, now: Instant, l: &mut dyn Launcher, events: &mut Vec<Event>) {
-        if let Some(Stopping { phase: StopPhase::PreStop { pid: hook }, .. }) = &s.stopping {
+    fn check_exited(
+        s: &mut Service,
+        pid: u32,
+        exit: Exit,
+        now: Instant,
+        l: &mut dyn Launcher,
+        events: &mut Vec<Event>,
+    ) {
+        if let Some(Stopping {
+            phase: StopPhase::PreStop { pid: hook },
+            ..
+        }) = &s.stopping
+        {
             if *hook == pid {
                 if let (Some(main), Some(st)) = (s.pid, s.stopping.as_mut()) {
                     l.signal(main, s.spec.stop.signal);
@@ -531,7 +663,10 @@ impl Supervisor {
                 return;
             }
         }
-        if let ReadyState::Pending { check, next_probe, .. } = &mut s.ready {
+        if let ReadyState::Pending {
+            check, next_probe, ..
+        } = &mut s.ready
+        {
             if check.is_some_and(|c| c.pid == pid) {
                 *check = None;
                 if exit.success() {
@@ -548,8 +683,16 @@ impl Supervisor {
         }
     }
 
-    fn health_result(s: &mut Service, ok: bool, now: Instant, l: &mut dyn Launcher, events: &mut Vec<Event>) {
-        let Some(spec) = s.spec.health.clone() else { return };
+    fn health_result(
+        s: &mut Service,
+        ok: bool,
+        now: Instant,
+        l: &mut dyn Launcher,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(spec) = s.spec.health.clone() else {
+            return;
+        };
         s.health.next_at = Some(now + spec.interval);
         if ok {
             s.health.consecutive_failures = 0;
@@ -557,11 +700,18 @@ impl Supervisor {
             return;
         }
         s.health.consecutive_failures += 1;
-        if s.health.consecutive_failures >= spec.failures && s.health.status != pb::Health::Unhealthy {
+        if s.health.consecutive_failures >= spec.failures
+            && s.health.status != pb::Health::Unhealthy
+        {
             s.health.status = pb::Health::Unhealthy;
-            events.push(Event::Unhealthy { name: s.spec.name.clone() });
+            events.push(Event::Unhealthy {
+                name: s.spec.name.clone(),
+            });
             if s.spec.restart != RestartPolicy::Never {
-                let reason = format!("health check failed {} times in a row", s.health.consecutive_failures);
+                let reason = format!(
+                    "health check failed {} times in a row",
+                    s.health.consecutive_failures
+                );
                 Self::begin_stop(s, AfterStop::Failure(reason), now, l, events);
             }
         }
@@ -569,7 +719,12 @@ impl Supervisor {
 
     /// Runs a probe. Returns Some(result) for synchronous probes, None when
     /// an exec probe was started (its exit brings the result).
-    fn run_probe(s: &Service, probe: &Probe, kind: ProcessKind, l: &mut dyn Launcher) -> Result<Option<bool>, u32> {
+    fn run_probe(
+        s: &Service,
+        probe: &Probe,
+        kind: ProcessKind,
+        l: &mut dyn Launcher,
+    ) -> Result<Option<bool>, u32> {
         match probe {
             Probe::Tcp(port) => Ok(Some(l.probe_tcp(*port))),
             Probe::Path(p) => Ok(Some(l.probe_path(p))),
@@ -580,7 +735,12 @@ impl Supervisor {
         }
     }
 
-    fn service_timers(s: &mut Service, now: Instant, l: &mut dyn Launcher, events: &mut Vec<Event>) {
+    fn service_timers(
+        s: &mut Service,
+        now: Instant,
+        l: &mut dyn Launcher,
+        events: &mut Vec<Event>,
+    ) {
         // Stop deadlines.
         if let Some(st) = &mut s.stopping {
             if st.deadline.is_some_and(|d| now >= d) {
@@ -613,13 +773,21 @@ impl Supervisor {
                 Readiness::Probe(p) => Some(p.clone()),
                 _ => None,
             };
-            if let ReadyState::Pending { next_probe, deadline, check } = s.ready.clone() {
+            if let ReadyState::Pending {
+                next_probe,
+                deadline,
+                check,
+            } = s.ready.clone()
+            {
                 if now >= deadline {
                     if let Some(c) = check {
                         l.signal(c.pid, Signal::KILL);
                     }
                     s.ready = ReadyState::Failed;
-                    let reason = format!("not ready within {} ms", s.spec.readiness.timeout.as_millis());
+                    let reason = format!(
+                        "not ready within {} ms",
+                        s.spec.readiness.timeout.as_millis()
+                    );
                     Self::begin_stop(s, AfterStop::Failure(reason), now, l, events);
                     return;
                 }
@@ -628,10 +796,18 @@ impl Supervisor {
                         match Self::run_probe(s, &p, ProcessKind::Readiness, l) {
                             Ok(Some(true)) => Self::mark_ready(s, now, events),
                             Ok(_) => {
-                                s.ready = ReadyState::Pending { next_probe: now + s.spec.readiness.interval, deadline, check: None }
+                                s.ready = ReadyState::Pending {
+                                    next_probe: now + s.spec.readiness.interval,
+                                    deadline,
+                                    check: None,
+                                }
                             }
                             Err(pid) => {
-                                s.ready = ReadyState::Pending { next_probe, deadline, check: Some(Check { pid, deadline }) }
+                                s.ready = ReadyState::Pending {
+                                    next_probe,
+                                    deadline,
+                                    check: Some(Check { pid, deadline }),
+                                }
                             }
                         }
                     }
@@ -641,7 +817,9 @@ impl Supervisor {
         }
         // Health.
         if s.state == State::Running {
-            let Some(h) = s.spec.health.clone() else { return };
+            let Some(h) = s.spec.health.clone() else {
+                return;
+            };
             if let Some(c) = s.health.check {
                 if now >= c.deadline {
                     l.signal(c.pid, Signal::KILL);
@@ -655,7 +833,10 @@ impl Supervisor {
                     Ok(Some(ok)) => Self::health_result(s, ok, now, l, events),
                     Ok(None) => {}
                     Err(pid) => {
-                        s.health.check = Some(Check { pid, deadline: now + h.timeout });
+                        s.health.check = Some(Check {
+                            pid,
+                            deadline: now + h.timeout,
+                        });
                         s.health.next_at = None;
                     }
                 }

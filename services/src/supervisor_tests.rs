@@ -22,7 +22,12 @@ struct Fake {
 }
 
 impl Launcher for Fake {
-    fn spawn(&mut self, spec: &ServiceSpec, kind: ProcessKind, _argv: &[String]) -> Result<u32, String> {
+    fn spawn(
+        &mut self,
+        spec: &ServiceSpec,
+        kind: ProcessKind,
+        _argv: &[String],
+    ) -> Result<u32, String> {
         if self.fail_spawn.contains(&spec.name) {
             return Err("No such file or directory".into());
         }
@@ -63,7 +68,9 @@ impl Fake {
 fn sup(services: &[(&str, &str)]) -> Supervisor {
     let specs = services
         .iter()
-        .map(|(name, text)| spec::parse_str(name, Path::new(&format!("/t/{name}.toml")), text).unwrap())
+        .map(|(name, text)| {
+            spec::parse_str(name, Path::new(&format!("/t/{name}.toml")), text).unwrap()
+        })
         .collect();
     Supervisor::new(graph::check(specs))
 }
@@ -81,7 +88,10 @@ fn dependencies_start_after_readiness() {
     let t0 = Instant::now();
     let mut l = Fake::default();
     let mut s = sup(&[
-        ("net", "exec=[\"n\"]\n[readiness]\ntcp = 9000\ninterval_ms = 50"),
+        (
+            "net",
+            "exec=[\"n\"]\n[readiness]\ntcp = 9000\ninterval_ms = 50",
+        ),
         ("db", "exec=[\"d\"]\ndepends_on=[\"net\"]"),
         ("app", "exec=[\"a\"]\ndepends_on=[\"db\", \"net\"]"),
         ("solo", "exec=[\"s\"]"),
@@ -97,7 +107,10 @@ fn dependencies_start_after_readiness() {
     assert_eq!(state(&s, "net"), State::Starting);
     l.open_ports.insert(9000);
     s.on_timer(t0 + ms(100), &mut l);
-    assert_eq!(l.spawned(ProcessKind::Main), vec!["net", "solo", "db", "app"]);
+    assert_eq!(
+        l.spawned(ProcessKind::Main),
+        vec!["net", "solo", "db", "app"]
+    );
     assert!(s.all_ready());
 }
 
@@ -105,14 +118,21 @@ fn dependencies_start_after_readiness() {
 fn crash_restarts_with_exponential_backoff_then_gives_up() {
     let t0 = Instant::now();
     let mut l = Fake::default();
-    let mut s = sup(&[("c", "exec=[\"c\"]\nrestart=\"always\"\n[backoff]\ninitial_ms=100\nmax_ms=250\nlimit=3")]);
+    let mut s = sup(&[(
+        "c",
+        "exec=[\"c\"]\nrestart=\"always\"\n[backoff]\ninitial_ms=100\nmax_ms=250\nlimit=3",
+    )]);
     s.start_all(t0, &mut l);
     let mut now = t0;
     let mut delays = Vec::new();
     for _ in 0..3 {
         let pid = l.last_pid();
         assert!(s.on_exit(pid, Exit::Code(1), now, &mut l));
-        assert_eq!(l.calls.last(), Some(&Call::KillAll("c".into())), "leftovers are killed first");
+        assert_eq!(
+            l.calls.last(),
+            Some(&Call::KillAll("c".into())),
+            "leftovers are killed first"
+        );
         assert_eq!(state(&s, "c"), State::Backoff);
         let due = s.next_deadline().unwrap();
         delays.push(due - now);
@@ -135,7 +155,10 @@ fn crash_restarts_with_exponential_backoff_then_gives_up() {
 fn zero_backoff_restarts_within_the_exit_event() {
     let t0 = Instant::now();
     let mut l = Fake::default();
-    let mut s = sup(&[("c", "exec=[\"c\"]\nrestart=\"always\"\n[backoff]\ninitial_ms=0\nlimit=0")]);
+    let mut s = sup(&[(
+        "c",
+        "exec=[\"c\"]\nrestart=\"always\"\n[backoff]\ninitial_ms=0\nlimit=0",
+    )]);
     s.start_all(t0, &mut l);
     let first = l.last_pid();
     s.on_exit(first, Exit::Code(0), t0, &mut l);
@@ -147,7 +170,10 @@ fn zero_backoff_restarts_within_the_exit_event() {
 fn a_long_run_resets_the_backoff() {
     let t0 = Instant::now();
     let mut l = Fake::default();
-    let mut s = sup(&[("c", "exec=[\"c\"]\n[backoff]\ninitial_ms=100\nreset_after_ms=1000")]);
+    let mut s = sup(&[(
+        "c",
+        "exec=[\"c\"]\n[backoff]\ninitial_ms=100\nreset_after_ms=1000",
+    )]);
     s.start_all(t0, &mut l);
     s.on_exit(l.last_pid(), Exit::Code(1), t0 + ms(10), &mut l);
     s.on_timer(t0 + ms(110), &mut l);
@@ -168,14 +194,20 @@ fn restart_policies() {
     assert_eq!(state(&s, "once"), State::Failed);
     s.on_exit(102, Exit::Code(0), t0, &mut l);
     assert_eq!(state(&s, "onf"), State::Exited);
-    assert!(!s.on_exit(999, Exit::Code(0), t0, &mut l), "unknown pids are orphans");
+    assert!(
+        !s.on_exit(999, Exit::Code(0), t0, &mut l),
+        "unknown pids are orphans"
+    );
 }
 
 #[test]
 fn stop_escalates_to_kill_after_grace() {
     let t0 = Instant::now();
     let mut l = Fake::default();
-    let mut s = sup(&[("stubborn", "exec=[\"x\"]\nrestart=\"always\"\n[stop]\ngrace_ms=500")]);
+    let mut s = sup(&[(
+        "stubborn",
+        "exec=[\"x\"]\nrestart=\"always\"\n[stop]\ngrace_ms=500",
+    )]);
     s.start_all(t0, &mut l);
     let pid = l.last_pid();
     s.stop("stubborn", t0, &mut l).unwrap();
@@ -189,14 +221,21 @@ fn stop_escalates_to_kill_after_grace() {
     s.on_exit(pid, Exit::Signal(9), t0 + ms(501), &mut l);
     assert_eq!(state(&s, "stubborn"), State::Stopped);
     assert!(s.settled_down("stubborn"));
-    assert_eq!(l.spawned(ProcessKind::Main).len(), 1, "a stopped service is not restarted");
+    assert_eq!(
+        l.spawned(ProcessKind::Main).len(),
+        1,
+        "a stopped service is not restarted"
+    );
 }
 
 #[test]
 fn pre_stop_hook_runs_before_the_signal() {
     let t0 = Instant::now();
     let mut l = Fake::default();
-    let mut s = sup(&[("h", "exec=[\"x\"]\n[stop]\npre=[\"hook\"]\nsignal=\"SIGINT\"")]);
+    let mut s = sup(&[(
+        "h",
+        "exec=[\"x\"]\n[stop]\npre=[\"hook\"]\nsignal=\"SIGINT\"",
+    )]);
     s.start_all(t0, &mut l);
     let main = l.last_pid();
     s.stop("h", t0, &mut l).unwrap();
@@ -228,7 +267,10 @@ fn notify_readiness_and_timeout() {
     let mut l = Fake::default();
     let mut s = sup(&[
         ("n", "exec=[\"x\"]\nreadiness=\"notify\""),
-        ("slow", "exec=[\"x\"]\nrestart=\"always\"\n[readiness]\nnotify=true\ntimeout_ms=1000"),
+        (
+            "slow",
+            "exec=[\"x\"]\nrestart=\"always\"\n[readiness]\nnotify=true\ntimeout_ms=1000",
+        ),
     ]);
     s.start_all(t0, &mut l);
     s.on_notify("n", "STATUS=loading\n", t0, &mut l);
@@ -242,21 +284,31 @@ fn notify_readiness_and_timeout() {
     let pid = s.service("slow").unwrap().pid.unwrap();
     s.on_exit(pid, Exit::Signal(15), t0 + ms(1001), &mut l);
     assert_eq!(state(&s, "slow"), State::Backoff);
-    assert!(s.service("slow").unwrap().reason.contains("not ready within 1000 ms"));
+    assert!(s
+        .service("slow")
+        .unwrap()
+        .reason
+        .contains("not ready within 1000 ms"));
 }
 
 #[test]
 fn failing_health_check_restarts_the_service() {
     let t0 = Instant::now();
     let mut l = Fake::default();
-    let mut s = sup(&[("w", "exec=[\"x\"]\n[health]\nexec=[\"check\"]\ninterval_ms=100\nfailures=2\ntimeout_ms=50")]);
+    let mut s = sup(&[(
+        "w",
+        "exec=[\"x\"]\n[health]\nexec=[\"check\"]\ninterval_ms=100\nfailures=2\ntimeout_ms=50",
+    )]);
     s.start_all(t0, &mut l);
     let main = l.last_pid();
     // First check passes.
     s.on_timer(t0 + ms(100), &mut l);
     let check = l.last_pid();
     s.on_exit(check, Exit::Code(0), t0 + ms(110), &mut l);
-    assert_eq!(s.status("w", t0).unwrap().health, pb::Health::Healthy as i32);
+    assert_eq!(
+        s.status("w", t0).unwrap().health,
+        pb::Health::Healthy as i32
+    );
     // Second fails by exit status, third by timeout.
     s.on_timer(t0 + ms(210), &mut l);
     s.on_exit(l.last_pid(), Exit::Code(1), t0 + ms(215), &mut l);
@@ -266,10 +318,17 @@ fn failing_health_check_restarts_the_service() {
     s.on_timer(t0 + ms(365), &mut l);
     assert!(l.calls.contains(&Call::Signal(hung, Signal::KILL)));
     assert_eq!(state(&s, "w"), State::Stopping);
-    assert_eq!(s.status("w", t0).unwrap().health, pb::Health::Unhealthy as i32);
+    assert_eq!(
+        s.status("w", t0).unwrap().health,
+        pb::Health::Unhealthy as i32
+    );
     s.on_exit(main, Exit::Signal(15), t0 + ms(370), &mut l);
     assert_eq!(state(&s, "w"), State::Backoff);
-    assert!(s.service("w").unwrap().reason.contains("health check failed 2 times"));
+    assert!(s
+        .service("w")
+        .unwrap()
+        .reason
+        .contains("health check failed 2 times"));
 }
 
 #[test]
@@ -284,12 +343,18 @@ fn stop_all_goes_in_reverse_dependency_order() {
     let (db, app) = (101, 102);
     s.stop_all(t0, &mut l);
     assert!(l.calls.contains(&Call::Signal(app, Signal::TERM)));
-    assert!(!l.calls.contains(&Call::Signal(db, Signal::TERM)), "db waits for app");
+    assert!(
+        !l.calls.contains(&Call::Signal(db, Signal::TERM)),
+        "db waits for app"
+    );
     s.on_exit(app, Exit::Signal(15), t0 + ms(1), &mut l);
     assert_eq!(l.calls.last(), Some(&Call::Signal(db, Signal::TERM)));
     s.on_exit(db, Exit::Signal(15), t0 + ms(2), &mut l);
     assert!(s.all_down());
-    assert!(s.start("db", t0, &mut l).is_err(), "no starts while shutting down");
+    assert!(
+        s.start("db", t0, &mut l).is_err(),
+        "no starts while shutting down"
+    );
 }
 
 #[test]
@@ -301,7 +366,11 @@ fn spawn_failure_is_a_failure_with_the_reason() {
     s.start_all(t0, &mut l);
     let st = s.status("ghost", t0).unwrap();
     assert_eq!(st.state, pb::ServiceState::Failed as i32);
-    assert!(st.reason.contains("/no/such") && st.reason.contains("No such file"), "{}", st.reason);
+    assert!(
+        st.reason.contains("/no/such") && st.reason.contains("No such file"),
+        "{}",
+        st.reason
+    );
 }
 
 #[test]
@@ -311,7 +380,10 @@ fn rejected_and_unknown_services_are_refused_by_name() {
     let mut s = sup(&[("a", "exec=[\"x\"]\ndepends_on=[\"nope\"]")]);
     let e = s.start("a", t0, &mut l).unwrap_err();
     assert!(e.to_string().contains("unknown service nope"), "{e}");
-    assert_eq!(s.start("zzz", t0, &mut l).unwrap_err(), ControlError::NotFound("zzz".into()));
+    assert_eq!(
+        s.start("zzz", t0, &mut l).unwrap_err(),
+        ControlError::NotFound("zzz".into())
+    );
     assert_eq!(s.list(t0)[0].state, pb::ServiceState::Failed as i32);
 }
 
@@ -319,9 +391,16 @@ fn rejected_and_unknown_services_are_refused_by_name() {
 fn cordon_holds_back_workloads_only() {
     let t0 = Instant::now();
     let mut l = Fake::default();
-    let mut s = sup(&[("sys", "exec=[\"x\"]"), ("work", "exec=[\"x\"]\nclass=\"workload\"")]);
+    let mut s = sup(&[
+        ("sys", "exec=[\"x\"]"),
+        ("work", "exec=[\"x\"]\nclass=\"workload\""),
+    ]);
     s.set_cordoned(true);
     s.start_all(t0, &mut l);
     assert_eq!(l.spawned(ProcessKind::Main), vec!["sys"]);
-    assert!(s.start("work", t0, &mut l).unwrap_err().to_string().contains("cordoned"));
+    assert!(s
+        .start("work", t0, &mut l)
+        .unwrap_err()
+        .to_string()
+        .contains("cordoned"));
 }
