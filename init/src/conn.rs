@@ -1,8 +1,11 @@
-//! One control-socket connection: non-blocking, with an input frame decoder
-//! and a bounded output buffer, so a slow or stuck client never blocks PID 1.
+//! One control connection: non-blocking, with an input frame decoder and a
+//! bounded output buffer, so a slow or stuck client never blocks PID 1. The
+//! transport is any stream fd: an accepted Unix socket or the virtio-serial
+//! port (read(2)/write(2) through `File` serve both).
 
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::fd::OwnedFd;
 
 use bascule_api::frame::{self, FrameDecoder};
 use bascule_api::pb;
@@ -20,7 +23,7 @@ pub struct Follow {
 }
 
 pub struct Conn {
-    pub stream: UnixStream,
+    pub stream: File,
     pub decoder: FrameDecoder,
     out: Vec<u8>,
     out_pos: usize,
@@ -37,17 +40,28 @@ pub enum ReadOutcome {
 }
 
 impl Conn {
-    pub fn new(stream: UnixStream) -> io::Result<Self> {
-        stream.set_nonblocking(true)?;
-        Ok(Conn {
-            stream,
+    /// `fd` must already be non-blocking.
+    pub fn new(fd: OwnedFd) -> Self {
+        Conn {
+            stream: File::from(fd),
             decoder: FrameDecoder::new(),
             out: Vec::new(),
             out_pos: 0,
             closing: false,
             follows: Vec::new(),
             want_write: false,
-        })
+        }
+    }
+
+    /// Forgets everything in flight: the peer on the other end of a
+    /// long-lived transport (the virtio-serial port) has changed.
+    pub fn reset(&mut self) {
+        self.decoder = FrameDecoder::new();
+        self.out.clear();
+        self.out_pos = 0;
+        self.closing = false;
+        self.follows.clear();
+        self.want_write = false;
     }
 
     pub fn pending_output(&self) -> usize {

@@ -22,6 +22,7 @@ use crate::sys::power::PowerAction;
 use crate::sys::reap;
 use crate::sys::signals::{SignalEvent, Signals};
 use crate::sys::timer::Timer;
+use crate::sys::watchdog::Watchdog;
 
 /// How PID 1 runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,8 @@ pub struct Config {
     pub log_dir: Option<PathBuf>,
     pub api_group: Option<u32>,
     pub booted_slot: Option<String>,
+    /// The virtio-serial port serving the API too (PID 1 in a VM).
+    pub api_port: Option<PathBuf>,
 }
 
 /// Bytes kept in memory per service.
@@ -63,6 +66,9 @@ const KIND_NOTIFY: u64 = 6;
 fn token(kind: u64, id: u64) -> u64 {
     (kind << 48) | id
 }
+
+/// The virtio-serial port's connection: id 0 is never given to a socket client.
+const TOKEN_PORT: u64 = KIND_CONN << 48;
 
 struct Pipe {
     service: String,
@@ -115,6 +121,9 @@ pub struct Init<C: Clock> {
     pub(crate) timeline: Vec<(String, u64)>,
     all_ready_recorded: bool,
     shutdown: Option<Shutdown>,
+    /// The port's fd is in the epoll set (only while the host is attached).
+    port_registered: bool,
+    watchdog: Option<(Watchdog, Instant)>,
 }
 
 impl<C: Clock> Init<C> {
@@ -161,7 +170,62 @@ impl<C: Clock> Init<C> {
             timeline,
             all_ready_recorded: false,
             shutdown: None,
-        })
+            port_registered: false,
+            watchdog: None,
+        }
+        .with_port())
+    }
+
+    /// Arms the hardware watchdog; the loop feeds it from now on.
+    pub fn set_watchdog(&mut self, wd: Watchdog) {
+        let now = self.now();
+        log!("hardware watchdog armed ({:?})", wd.timeout);
+        let _ = wd.feed();
+        let next = now + wd.interval();
+        self.watchdog = Some((wd, next));
+    }
+
+    fn feed_watchdog(&mut self, now: Instant) {
+        if let Some((wd, next)) = &mut self.watchdog {
+            if now >= *next {
+                if let Err(e) = wd.feed() {
+                    log!("cannot feed the watchdog: {e}");
+                }
+                *next = now + wd.interval();
+            }
+        }
+    }
+
+    /// Opens the API's virtio-serial port, if configured.
+    fn with_port(mut self) -> Self {
+        if let Some(path) = self.cfg.api_port.clone() {
+            match crate::sys::vport::open_port(&path) {
+                Ok(fd) => {
+                    self.conns.insert(TOKEN_PORT, Conn::new(fd));
+                    self.port_check();
+                    log!("serving the API on {}", path.display());
+                }
+                Err(e) => log!("cannot open the API port {}: {e}", path.display()),
+            }
+        }
+        self
+    }
+
+    /// Watches the port while a host client is attached, and only then:
+    /// a detached port reports HUP without end.
+    fn port_check(&mut self) {
+        let Some(conn) = self.conns.get_mut(&TOKEN_PORT) else { return };
+        let connected = crate::sys::vport::host_connected(&conn.stream);
+        if connected && !self.port_registered {
+            conn.reset();
+            if self.epoll.add(&conn.stream, TOKEN_PORT, Interest::IN | Interest::RDHUP).is_ok() {
+                self.port_registered = true;
+            }
+        } else if !connected && self.port_registered {
+            let _ = self.epoll.delete(&conn.stream);
+            conn.reset();
+            self.port_registered = false;
+        }
     }
 
     pub fn now(&self) -> Instant {
@@ -210,6 +274,7 @@ impl<C: Clock> Init<C> {
                 TOKEN_TIMER => {
                     self.timer.acknowledge();
                     let now = self.now();
+                    self.feed_watchdog(now);
                     self.sup.on_timer(now, &mut self.launcher);
                 }
                 TOKEN_LISTENER => self.accept(),
@@ -228,6 +293,7 @@ impl<C: Clock> Init<C> {
         for ev in self.signals.read() {
             match ev {
                 SignalEvent::ChildExited => self.reap(),
+                SignalEvent::PortChanged => self.port_check(),
                 SignalEvent::Poweroff => self.begin_shutdown(PowerAction::Poweroff),
                 SignalEvent::Reboot => self.begin_shutdown(PowerAction::Reboot),
                 SignalEvent::Other(n) => log!("ignoring signal {n}"),
@@ -254,14 +320,11 @@ impl<C: Clock> Init<C> {
                     return;
                 }
             };
-            let mut conn = match Conn::new(stream) {
-                Ok(c) => c,
-                Err(e) => {
-                    log!("control connection setup failed: {e}");
-                    continue;
-                }
-            };
-            let verdict = match rustix::net::sockopt::socket_peercred(&conn.stream) {
+            if let Err(e) = stream.set_nonblocking(true) {
+                log!("control connection setup failed: {e}");
+                continue;
+            }
+            let verdict = match rustix::net::sockopt::socket_peercred(&stream) {
                 Ok(cred) => conn::authorize(
                     cred.uid.as_raw(),
                     cred.gid.as_raw(),
@@ -270,6 +333,7 @@ impl<C: Clock> Init<C> {
                 ),
                 Err(e) => Err(format!("cannot read the peer's credentials: {e}")),
             };
+            let mut conn = Conn::new(OwnedFd::from(stream));
             if let Err(msg) = verdict {
                 log!("refused a control client: {msg}");
                 conn.send(&error_response(0, pb::ErrorCode::PermissionDenied, msg));
@@ -383,6 +447,19 @@ impl<C: Clock> Init<C> {
     }
 
     pub(crate) fn drop_conn(&mut self, tok: u64) {
+        if tok == TOKEN_PORT {
+            // The port stays open: forget the session, wait for the next host client.
+            if let Some(conn) = self.conns.get_mut(&TOKEN_PORT) {
+                if self.port_registered {
+                    let _ = self.epoll.delete(&conn.stream);
+                }
+                conn.reset();
+            }
+            self.port_registered = false;
+            self.waiters.retain(|w| w.conn != tok);
+            self.port_check();
+            return;
+        }
         if let Some(conn) = self.conns.remove(&tok) {
             let _ = self.epoll.delete(&conn.stream);
         }
@@ -588,6 +665,12 @@ impl<C: Clock> Init<C> {
                 }
                 let action = s.action;
                 crate::sys::power::signal_all(libc::SIGKILL);
+                if action == PowerAction::Poweroff {
+                    // Powering off on purpose: do not let the watchdog turn it into a reset.
+                    if let Some((wd, _)) = self.watchdog.take() {
+                        wd.disarm();
+                    }
+                }
                 reap::reap_all();
                 self.flush_all_conns();
                 crate::pid1::final_shutdown(action);

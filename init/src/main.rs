@@ -10,6 +10,7 @@ mod event_loop;
 mod handler;
 mod launcher;
 mod logging;
+mod machine;
 mod pid1;
 mod setup;
 mod stage1;

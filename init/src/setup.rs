@@ -14,6 +14,13 @@ use crate::launcher::RealLauncher;
 use crate::log;
 use crate::sys::cgroup::CgroupRoot;
 use crate::sys::clock::{self, SystemClock};
+use crate::sys::watchdog::Watchdog;
+
+/// The machine resets this long after PID 1's loop stops turning.
+const WATCHDOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The virtio-serial port name the host connects to (QEMU `virtserialport name=`).
+pub const API_PORT_NAME: &str = "org.bascule.api";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -47,6 +54,7 @@ fn parse_args(mode: Mode, args: &[String]) -> Result<Config, SetupError> {
             api_group: None,
             booted_slot: crate::event_loop::read_trimmed("/proc/cmdline")
                 .and_then(|c| crate::pid1::booted_slot(&c)),
+            api_port: crate::sys::vport::find(Path::new("/sys/class/virtio-ports"), API_PORT_NAME),
         },
         Mode::Supervise => Config {
             mode,
@@ -56,6 +64,7 @@ fn parse_args(mode: Mode, args: &[String]) -> Result<Config, SetupError> {
             log_dir: None,
             api_group: None,
             booted_slot: None,
+            api_port: None,
         },
     };
     let mut supervise = false;
@@ -149,7 +158,8 @@ pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
     timeline.push(("init start".to_owned(), clock::boottime_us()));
     if mode == Mode::Pid1 {
         crate::pid1::early_setup();
-        timeline.push(("early setup done".to_owned(), clock::boottime_us()));
+        crate::machine::mount_partitions();
+        timeline.push(("partitions mounted".to_owned(), clock::boottime_us()));
     }
     let cfg = parse_args(mode, args)?;
     if mode == Mode::Supervise {
@@ -192,6 +202,14 @@ pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
     let sup = Supervisor::new(catalog);
     let mut init =
         Init::new(cfg, SystemClock, sup, launcher, listener, timeline).map_err(SetupError::Loop)?;
+    if mode == Mode::Pid1 {
+        let dev = ["/dev/watchdog0", "/dev/watchdog"].into_iter().map(Path::new).find(|p| p.exists());
+        match dev.map(|d| (d, Watchdog::open(d, WATCHDOG_TIMEOUT))) {
+            Some((_, Ok(wd))) => init.set_watchdog(wd),
+            Some((d, Err(e))) => log!("cannot arm the watchdog {}: {e}", d.display()),
+            None => log!("no hardware watchdog: a hung PID 1 will not reset the machine"),
+        }
+    }
     init.start();
     loop {
         match catch_unwind(AssertUnwindSafe(|| init.turn())) {

@@ -13,3 +13,5 @@ pub mod reap;
 pub mod signals;
 pub mod spawn;
 pub mod timer;
+pub mod vport;
+pub mod watchdog;

@@ -13,6 +13,8 @@ pub enum SignalEvent {
     ChildExited,
     Poweroff,
     Reboot,
+    /// SIGIO: the virtio-serial port's host side connected or left.
+    PortChanged,
     /// SIGHUP and others we only log.
     Other(i32),
 }
@@ -21,7 +23,8 @@ pub struct Signals {
     fd: SignalFd,
 }
 
-const HANDLED: [Signal; 6] = [
+const HANDLED: [Signal; 7] = [
+    Signal::SIGIO,
     Signal::SIGCHLD,
     Signal::SIGTERM,
     Signal::SIGINT,
@@ -52,6 +55,7 @@ impl Signals {
             let signo = info.ssi_signo as i32;
             out.push(match Signal::try_from(signo) {
                 Ok(Signal::SIGCHLD) => SignalEvent::ChildExited,
+                Ok(Signal::SIGIO) => SignalEvent::PortChanged,
                 // The kernel sends SIGINT to PID 1 on ctrl-alt-del: reboot.
                 Ok(Signal::SIGINT) => SignalEvent::Reboot,
                 Ok(Signal::SIGTERM) | Ok(Signal::SIGPWR) | Ok(Signal::SIGUSR2) => {

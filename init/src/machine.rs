@@ -1,0 +1,136 @@
+//! Stage 2 of a booted machine: mount the partitions that hold state — STATE
+//! at /system/state and EPHEMERAL at /var (ext4, created when the partition
+//! is blank), the ESP at /boot. A missing or damaged partition is reported
+//! by name on the console and skipped; the machine stays reachable.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use bascule_boot::layout;
+use rustix::mount::{mount, MountFlags};
+
+use crate::log;
+use crate::sys::blockdev;
+
+/// What a partition's first bytes say about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Content {
+    Ext4,
+    /// All zeros at the start: never formatted (or wiped on purpose).
+    Blank,
+    /// Neither: refuse to format it, so nothing is lost by mistake.
+    Unknown,
+}
+
+/// Classifies the first 64 KiB of a partition.
+pub fn classify(head: &[u8]) -> Content {
+    // The ext2/3/4 superblock starts at 1024; its magic 0xEF53 sits at offset 56.
+    if head.len() >= 1082 && head[1080] == 0x53 && head[1081] == 0xEF {
+        Content::Ext4
+    } else if head.iter().all(|b| *b == 0) {
+        Content::Blank
+    } else {
+        Content::Unknown
+    }
+}
+
+struct Target {
+    label: &'static str,
+    dir: &'static str,
+    fstype: &'static str,
+    format_when_blank: bool,
+}
+
+const TARGETS: [Target; 3] = [
+    Target { label: layout::LABEL_STATE, dir: layout::MOUNT_STATE, fstype: "ext4", format_when_blank: true },
+    Target { label: layout::LABEL_EPHEMERAL, dir: layout::MOUNT_EPHEMERAL, fstype: "ext4", format_when_blank: true },
+    Target { label: layout::LABEL_ESP, dir: layout::MOUNT_ESP, fstype: "vfat", format_when_blank: false },
+];
+
+/// Mounts every state partition; returns the labels it could not mount.
+pub fn mount_partitions() -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    for t in &TARGETS {
+        if let Err(e) = mount_one(t) {
+            log!("partition {}: {e}; continuing without {}", t.label, t.dir);
+            failed.push(t.label);
+        }
+    }
+    failed
+}
+
+fn mount_one(t: &Target) -> Result<(), String> {
+    let dev = blockdev::find_by_label(Path::new("/sys/class/block"), t.label)
+        .ok_or_else(|| "not found on any disk (no GPT partition with this label)".to_owned())?;
+    if t.fstype == "ext4" {
+        let mut head = vec![0u8; 64 * 1024];
+        std::fs::File::open(&dev)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .map_err(|e| format!("cannot read {}: {e}", dev.display()))?;
+        match classify(&head) {
+            Content::Ext4 => check(&dev),
+            Content::Blank if t.format_when_blank => format(&dev, t.label)?,
+            Content::Blank => return Err(format!("{} is blank", dev.display())),
+            Content::Unknown => {
+                return Err(format!(
+                    "{} holds no ext4 filesystem and is not blank: refusing to format it (wipe it to start afresh)",
+                    dev.display()
+                ))
+            }
+        }
+    }
+    std::fs::create_dir_all(t.dir).map_err(|e| format!("cannot create {}: {e}", t.dir))?;
+    mount(&dev, t.dir, t.fstype, MountFlags::NOATIME, None)
+        .map_err(|e| format!("cannot mount {} ({}) on {}: {e}", dev.display(), t.fstype, t.dir))
+}
+
+fn tool(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// Creates the ext4 filesystem on a blank partition.
+fn format(dev: &Path, label: &str) -> Result<(), String> {
+    let mkfs = tool(&["/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mke2fs"])
+        .ok_or_else(|| "blank, and no mkfs.ext4 in the image to create its filesystem".to_owned())?;
+    log!("partition {label}: blank, creating an ext4 filesystem on {}", dev.display());
+    let st = Command::new(&mkfs)
+        .args(["-t", "ext4", "-q", "-F", "-L", label])
+        .arg(dev)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", mkfs.display()))?;
+    if !st.success() {
+        return Err(format!("{} {} failed: {st}", mkfs.display(), dev.display()));
+    }
+    Ok(())
+}
+
+/// Replays the journal and fixes what is safe before mounting; a damaged
+/// filesystem is reported, and mounting is still attempted.
+fn check(dev: &Path) {
+    let Some(fsck) = tool(&["/sbin/e2fsck", "/usr/sbin/e2fsck"]) else { return };
+    match Command::new(&fsck).arg("-p").arg(dev).stdin(Stdio::null()).status() {
+        // 0: clean, 1: errors corrected.
+        Ok(st) if matches!(st.code(), Some(0) | Some(1)) => {}
+        Ok(st) => log!("{} {}: {st}: the filesystem has errors e2fsck -p could not fix", fsck.display(), dev.display()),
+        Err(e) => log!("cannot run {}: {e}", fsck.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_ext4_blank_and_other() {
+        let mut head = vec![0u8; 65536];
+        assert_eq!(classify(&head), Content::Blank);
+        head[1080] = 0x53;
+        head[1081] = 0xEF;
+        assert_eq!(classify(&head), Content::Ext4);
+        let mut junk = vec![0u8; 65536];
+        junk[7] = 1;
+        assert_eq!(classify(&junk), Content::Unknown);
+    }
+}
