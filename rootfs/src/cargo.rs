@@ -31,16 +31,26 @@ pub struct StaticBinaries {
 
 /// The target triple to build for: musl if rustup has it installed.
 pub fn static_target() -> &'static str {
-    let installed = Cmd::new("rustup").args(["target", "list", "--installed"]).output();
+    let installed = Cmd::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     match installed {
-        Ok(out) if String::from_utf8_lossy(&out).lines().any(|l| l.trim() == MUSL_TARGET) => MUSL_TARGET,
+        Ok(out)
+            if String::from_utf8_lossy(&out)
+                .lines()
+                .any(|l| l.trim() == MUSL_TARGET) =>
+        {
+            MUSL_TARGET
+        }
         _ => GNU_TARGET,
     }
 }
 
 /// Where cargo puts build output for this workspace.
 pub fn target_dir(workspace: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"))
 }
 
 /// `cargo build --release` of the init and the CLI as static binaries;
@@ -53,7 +63,16 @@ pub fn build_static_binaries(workspace: &Path) -> Result<StaticBinaries> {
         rustflags.push_str(" -C target-feature=+crt-static");
     }
     Cmd::new(cargo)
-        .args(["build", "--release", "--target", target, "-p", INIT_PACKAGE, "-p", CLI_PACKAGE])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            target,
+            "-p",
+            INIT_PACKAGE,
+            "-p",
+            CLI_PACKAGE,
+        ])
         .current_dir(workspace)
         .env("RUSTFLAGS", rustflags.trim())
         // Would take precedence over RUSTFLAGS when inherited.
@@ -61,7 +80,11 @@ pub fn build_static_binaries(workspace: &Path) -> Result<StaticBinaries> {
         .hint("fix the compile errors above, then rebuild the image")
         .run_visible()?;
     let dir = target_dir(workspace).join(target).join("release");
-    let bins = StaticBinaries { init: dir.join(INIT_BINARY), cli: dir.join(CLI_BINARY), target };
+    let bins = StaticBinaries {
+        init: dir.join(INIT_BINARY),
+        cli: dir.join(CLI_BINARY),
+        target,
+    };
     check_static(&bins.init)?;
     check_static(&bins.cli)?;
     Ok(bins)
@@ -87,7 +110,9 @@ pub fn check_static(path: &Path) -> Result<()> {
             return Err(bad("has a truncated program header table"));
         };
         if u32::from_le_bytes([p[0], p[1], p[2], p[3]]) == PT_INTERP {
-            return Err(bad("is dynamically linked (has PT_INTERP): build it with +crt-static or for musl"));
+            return Err(bad(
+                "is dynamically linked (has PT_INTERP): build it with +crt-static or for musl",
+            ));
         }
     }
     Ok(())

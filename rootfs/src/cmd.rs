@@ -28,7 +28,8 @@ impl Cmd {
     }
 
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
-        self.display.push(arg.as_ref().to_string_lossy().into_owned());
+        self.display
+            .push(arg.as_ref().to_string_lossy().into_owned());
         self.command.arg(arg);
         self
     }
@@ -77,7 +78,10 @@ impl Cmd {
             .output()
             .map_err(|source| self.spawn_error(source))?;
         if !out.status.success() {
-            return Err(self.failed(out.status.to_string(), &String::from_utf8_lossy(&out.stderr)));
+            return Err(self.failed(
+                out.status.to_string(),
+                &String::from_utf8_lossy(&out.stderr),
+            ));
         }
         Ok(out.stdout)
     }
@@ -108,12 +112,21 @@ impl Cmd {
         } else {
             self.hint.clone()
         };
-        Error::Spawn { program: self.display[0].clone(), hint, source }
+        Error::Spawn {
+            program: self.display[0].clone(),
+            hint,
+            source,
+        }
     }
 
     fn failed(&self, status: String, stderr: &str) -> Error {
         let lines: Vec<&str> = stderr.lines().collect();
         let tail = lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n");
-        Error::Command { command: self.command_line(), status, stderr: tail, hint: self.hint.clone() }
+        Error::Command {
+            command: self.command_line(),
+            status,
+            stderr: tail,
+            hint: self.hint.clone(),
+        }
     }
 }

@@ -43,15 +43,27 @@ pub struct CpioWriter<W: Write> {
 /// and `cpio -i` expect. Accepts either form.
 fn archive_name(path: &str) -> io::Result<String> {
     let name = path.trim_start_matches('/').trim_end_matches('/');
-    if name.is_empty() || name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad archive path {path:?}")));
+    if name.is_empty()
+        || name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad archive path {path:?}"),
+        ));
     }
     Ok(name.to_string())
 }
 
 impl<W: Write> CpioWriter<W> {
     pub fn new(out: W) -> CpioWriter<W> {
-        CpioWriter { out, next_ino: 1, written: 0, dirs: BTreeSet::new() }
+        CpioWriter {
+            out,
+            next_ino: 1,
+            written: 0,
+            dirs: BTreeSet::new(),
+        }
     }
 
     /// A directory (parents are created as needed, mode 0755).
@@ -81,7 +93,14 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// A device node (e.g. `dev/console`, char 5:1).
-    pub fn device(&mut self, path: &str, kind: DeviceKind, perm: u32, major: u32, minor: u32) -> io::Result<()> {
+    pub fn device(
+        &mut self,
+        path: &str,
+        kind: DeviceKind,
+        perm: u32,
+        major: u32,
+        minor: u32,
+    ) -> io::Result<()> {
         let name = archive_name(path)?;
         self.parents(&name)?;
         let fmt = match kind {
@@ -114,9 +133,18 @@ impl<W: Write> CpioWriter<W> {
         Ok(())
     }
 
-    fn entry(&mut self, name: &str, mode: u32, nlink: u32, rmajor: u32, rminor: u32, data: &[u8]) -> io::Result<()> {
-        let size = u32::try_from(data.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{name} is over 4 GiB")))?;
+    fn entry(
+        &mut self,
+        name: &str,
+        mode: u32,
+        nlink: u32,
+        rmajor: u32,
+        rminor: u32,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let size = u32::try_from(data.len()).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{name} is over 4 GiB"))
+        })?;
         let ino = self.next_ino;
         self.next_ino += 1;
         self.header(name, ino, nlink, size, mode, rmajor, rminor)?;
@@ -125,11 +153,22 @@ impl<W: Write> CpioWriter<W> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn header(&mut self, name: &str, ino: u32, nlink: u32, size: u32, mode: u32, rmajor: u32, rminor: u32) -> io::Result<()> {
+    fn header(
+        &mut self,
+        name: &str,
+        ino: u32,
+        nlink: u32,
+        size: u32,
+        mode: u32,
+        rmajor: u32,
+        rminor: u32,
+    ) -> io::Result<()> {
         let namesize = name.len() as u32 + 1;
         // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor
         // rdevminor namesize check
-        let fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rmajor, rminor, namesize, 0];
+        let fields = [
+            ino, mode, 0, 0, nlink, 0, size, 0, 0, rmajor, rminor, namesize, 0,
+        ];
         let mut h = Vec::with_capacity(110 + name.len() + 4);
         h.extend_from_slice(MAGIC);
         for f in fields {
@@ -162,11 +201,14 @@ mod tests {
     fn sample() -> Vec<u8> {
         let mut w = CpioWriter::new(Vec::new());
         w.dir("/dev", 0o755).expect("dir");
-        w.file("/init", 0o755, b"#!/bin/sh\necho hi\n").expect("file");
-        w.file("etc/bascule/modules.load", 0o644, b"a\nbb\n").expect("nested file");
+        w.file("/init", 0o755, b"#!/bin/sh\necho hi\n")
+            .expect("file");
+        w.file("etc/bascule/modules.load", 0o644, b"a\nbb\n")
+            .expect("nested file");
         w.file("empty", 0o600, b"").expect("empty file");
         w.symlink("bin/sh", "busybox").expect("symlink");
-        w.device("dev/console", DeviceKind::Char, 0o600, 5, 1).expect("device");
+        w.device("dev/console", DeviceKind::Char, 0o600, 5, 1)
+            .expect("device");
         w.finish().expect("finish")
     }
 
@@ -192,23 +234,55 @@ mod tests {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cpio runs (package cpio)");
-        child.stdin.take().expect("stdin").write_all(&sample()).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&sample())
+            .expect("write");
         let out = child.wait_with_output().expect("wait");
         let listing = String::from_utf8_lossy(&out.stderr);
         // Device nodes need root; everything else must extract cleanly.
-        assert!(out.status.success() || listing.contains("dev/console"), "{listing}");
+        assert!(
+            out.status.success() || listing.contains("dev/console"),
+            "{listing}"
+        );
         let root = dir.path();
-        assert_eq!(std::fs::read(root.join("init")).expect("init"), b"#!/bin/sh\necho hi\n");
-        let mode = std::fs::metadata(root.join("init")).expect("meta").permissions().mode();
+        assert_eq!(
+            std::fs::read(root.join("init")).expect("init"),
+            b"#!/bin/sh\necho hi\n"
+        );
+        let mode = std::fs::metadata(root.join("init"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
-        assert_eq!(std::fs::read(root.join("etc/bascule/modules.load")).expect("nested"), b"a\nbb\n");
+        assert_eq!(
+            std::fs::read(root.join("etc/bascule/modules.load")).expect("nested"),
+            b"a\nbb\n"
+        );
         assert_eq!(std::fs::read(root.join("empty")).expect("empty").len(), 0);
-        assert_eq!(std::fs::read_link(root.join("bin/sh")).expect("link").to_str(), Some("busybox"));
+        assert_eq!(
+            std::fs::read_link(root.join("bin/sh"))
+                .expect("link")
+                .to_str(),
+            Some("busybox")
+        );
         if let Ok(meta) = std::fs::symlink_metadata(root.join("dev/console")) {
             assert!(meta.file_type().is_char_device());
         }
-        for name in ["init", "etc/bascule/modules.load", "bin/sh", "dev", "empty", "TRAILER!!!"] {
-            assert!(listing.contains(name) || name == "TRAILER!!!", "{name} not listed in {listing}");
+        for name in [
+            "init",
+            "etc/bascule/modules.load",
+            "bin/sh",
+            "dev",
+            "empty",
+            "TRAILER!!!",
+        ] {
+            assert!(
+                listing.contains(name) || name == "TRAILER!!!",
+                "{name} not listed in {listing}"
+            );
         }
     }
 }

@@ -33,17 +33,30 @@ pub fn assemble(out: &Path, contents: &DiskContents) -> Result<Gpt> {
     if out.exists() {
         fs::remove_file(out).io("removing the old", out)?;
     }
-    let mut disk = OpenOptions::new().read(true).write(true).create_new(true).open(out).io("creating", out)?;
+    let mut disk = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .io("creating", out)?;
     disk.set_len(layout::DISK_SIZE).io("sizing", out)?;
-    let table = gpt::layout_with_random_guids(layout::DISK_SIZE)
-        .map_err(|source| Error::Gpt { path: out.to_path_buf(), source })?;
-    table.write(&mut disk).map_err(|source| Error::Gpt { path: out.to_path_buf(), source })?;
+    let table = gpt::layout_with_random_guids(layout::DISK_SIZE).map_err(|source| Error::Gpt {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    table.write(&mut disk).map_err(|source| Error::Gpt {
+        path: out.to_path_buf(),
+        source,
+    })?;
 
     for (label, image) in &contents.partitions {
-        let part = table
-            .find(label)
-            .ok_or_else(|| Error::Invalid(format!("no partition {label} in the layout (boot/src/layout.rs)")))?;
-        let spec = layout::spec(label).ok_or_else(|| Error::Invalid(format!("no partition {label} in the layout")))?;
+        let part = table.find(label).ok_or_else(|| {
+            Error::Invalid(format!(
+                "no partition {label} in the layout (boot/src/layout.rs)"
+            ))
+        })?;
+        let spec = layout::spec(label)
+            .ok_or_else(|| Error::Invalid(format!("no partition {label} in the layout")))?;
         let size = fs::metadata(image).io("reading the size of", image)?.len();
         if size > part.size() {
             return Err(Error::TooBig {
@@ -87,7 +100,8 @@ fn copy_sparse(src: &Path, disk: &mut File, disk_path: &Path, offset: u64) -> Re
             return Ok(());
         }
         if buf[..n].iter().any(|b| *b != 0) {
-            disk.seek(SeekFrom::Start(pos)).io("seeking in", disk_path)?;
+            disk.seek(SeekFrom::Start(pos))
+                .io("seeking in", disk_path)?;
             disk.write_all(&buf[..n]).io("writing into", disk_path)?;
         }
         pos += n as u64;
@@ -113,7 +127,10 @@ pub fn make_ext4(out: &Path, size: u64, label: &str) -> Result<()> {
     if out.exists() {
         fs::remove_file(out).io("removing the old", out)?;
     }
-    File::create(out).io("creating", out)?.set_len(size).io("sizing", out)?;
+    File::create(out)
+        .io("creating", out)?
+        .set_len(size)
+        .io("sizing", out)?;
     // -F: it is a file, not a device. nodiscard: nothing to discard in a new
     // sparse file.
     Cmd::new("mkfs.ext4")
@@ -139,7 +156,10 @@ mod tests {
         fs::write(&slot, b"hsqs").expect("slot");
         let out = dir.path().join("disk.img");
         let contents = DiskContents {
-            partitions: vec![(layout::LABEL_SLOT_A, slot.clone()), (layout::LABEL_ESP, meta.clone())],
+            partitions: vec![
+                (layout::LABEL_SLOT_A, slot.clone()),
+                (layout::LABEL_ESP, meta.clone()),
+            ],
             bios_core_img: None,
         };
         let table = assemble(&out, &contents).expect("assemble");
@@ -154,8 +174,14 @@ mod tests {
         assert!(Gpt::read_path(&out).expect("gpt").fully_valid());
 
         let big = dir.path().join("big");
-        File::create(&big).expect("big").set_len(2 << 20).expect("len");
-        let too_big = DiskContents { partitions: vec![(layout::LABEL_META, big)], bios_core_img: None };
+        File::create(&big)
+            .expect("big")
+            .set_len(2 << 20)
+            .expect("len");
+        let too_big = DiskContents {
+            partitions: vec![(layout::LABEL_META, big)],
+            bios_core_img: None,
+        };
         match assemble(&out, &too_big) {
             Err(Error::TooBig { partition, .. }) => assert_eq!(partition, "META"),
             other => panic!("expected TooBig, got {other:?}"),

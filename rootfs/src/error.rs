@@ -24,7 +24,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("`{command}` failed ({status}){}{}", stderr_block(stderr), hint_line(hint))]
+    #[error(
+        "`{command}` failed ({status}){}{}",
+        stderr_block(stderr),
+        hint_line(hint)
+    )]
     Command {
         command: String,
         status: String,
@@ -82,6 +86,10 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn io(self, action: &'static str, path: &Path) -> Result<T> {
-        self.map_err(|source| Error::Io { action, path: path.to_path_buf(), source })
+        self.map_err(|source| Error::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }

@@ -25,10 +25,16 @@ pub struct EspFile {
 
 impl EspFile {
     pub fn from_path(path: &str, src: &Path) -> EspFile {
-        EspFile { path: path.to_string(), source: Source::Path(src.to_path_buf()) }
+        EspFile {
+            path: path.to_string(),
+            source: Source::Path(src.to_path_buf()),
+        }
     }
     pub fn from_bytes(path: &str, bytes: Vec<u8>) -> EspFile {
-        EspFile { path: path.to_string(), source: Source::Bytes(bytes) }
+        EspFile {
+            path: path.to_string(),
+            source: Source::Bytes(bytes),
+        }
     }
 }
 
@@ -71,7 +77,11 @@ pub fn build(out: &Path, size: u64, label: &str, files: &[EspFile], work: &Path)
                 tmp
             }
         };
-        mtool("mcopy", out).arg("-o").arg(&src).arg(format!("::/{path}")).run()?;
+        mtool("mcopy", out)
+            .arg("-o")
+            .arg(&src)
+            .arg(format!("::/{path}"))
+            .run()?;
     }
     Ok(())
 }
@@ -88,7 +98,11 @@ fn mtool(program: &str, image: &Path) -> Cmd {
 
 fn check_path(p: &str) -> Result<&str> {
     let rel = p.trim_start_matches('/');
-    if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+    if rel.is_empty()
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
         return Err(Error::Invalid(format!("bad ESP path {p:?}")));
     }
     Ok(rel)
@@ -122,12 +136,31 @@ mod tests {
         build(&img, 64 << 20, "ESP", &files, &dir.path().join("work")).expect("build");
         assert_eq!(fs::metadata(&img).expect("img").len(), 64 << 20);
         let img_s = img.to_str().expect("utf8");
-        assert_eq!(read_file(img_s, "/grub/grub.cfg").expect("cfg"), b"set timeout=0\n");
-        assert_eq!(read_file(img_s, "/bascule/A/vmlinuz").expect("kernel").len(), 100_000);
+        assert_eq!(
+            read_file(img_s, "/grub/grub.cfg").expect("cfg"),
+            b"set timeout=0\n"
+        );
+        assert_eq!(
+            read_file(img_s, "/bascule/A/vmlinuz")
+                .expect("kernel")
+                .len(),
+            100_000
+        );
         // FAT32's boot sector names its type at 0x52.
         let boot = fs::read(&img).expect("read img");
         assert_eq!(&boot[0x52..0x5a], b"FAT32   ");
-        Cmd::new("fsck.vfat").arg("-n").arg(&img).run().expect("fsck.vfat finds no errors");
-        assert!(build(&img, 64 << 20, "ESP", &[EspFile::from_bytes("/a/../b", vec![])], dir.path()).is_err());
+        Cmd::new("fsck.vfat")
+            .arg("-n")
+            .arg(&img)
+            .run()
+            .expect("fsck.vfat finds no errors");
+        assert!(build(
+            &img,
+            64 << 20,
+            "ESP",
+            &[EspFile::from_bytes("/a/../b", vec![])],
+            dir.path()
+        )
+        .is_err());
     }
 }

@@ -27,11 +27,21 @@ const NAME_UNITS: usize = 36;
 #[derive(Debug, thiserror::Error)]
 pub enum GptError {
     #[error("I/O error while {action}: {source}")]
-    Io { action: &'static str, source: io::Error },
+    Io {
+        action: &'static str,
+        source: io::Error,
+    },
     #[error("device is {0} bytes: too small for a GPT")]
     TooSmall(u64),
     #[error("partition {number} ({label}) spans LBA {first}..={last}, outside the usable LBA {usable_first}..={usable_last}")]
-    OutOfRange { number: u32, label: String, first: u64, last: u64, usable_first: u64, usable_last: u64 },
+    OutOfRange {
+        number: u32,
+        label: String,
+        first: u64,
+        last: u64,
+        usable_first: u64,
+        usable_last: u64,
+    },
     #[error("partitions {a} and {b} overlap")]
     Overlap { a: String, b: String },
     #[error("partition label {0:?} is longer than 36 UTF-16 units")]
@@ -103,7 +113,10 @@ impl ReadReport {
 impl Gpt {
     /// The table for [`layout::PARTITIONS`] on a disk of `total_bytes`, with
     /// fresh unique GUIDs from `random` (16 random bytes per call).
-    pub fn for_layout(total_bytes: u64, mut random: impl FnMut() -> [u8; 16]) -> Result<Gpt, GptError> {
+    pub fn for_layout(
+        total_bytes: u64,
+        mut random: impl FnMut() -> [u8; 16],
+    ) -> Result<Gpt, GptError> {
         let total_sectors = total_bytes / SECTOR;
         if total_sectors < 2 * (ENTRY_SECTORS + 1) + 2 {
             return Err(GptError::TooSmall(total_bytes));
@@ -143,7 +156,10 @@ impl Gpt {
             if p.label.encode_utf16().count() > NAME_UNITS {
                 return Err(GptError::LabelTooLong(p.label.clone()));
             }
-            if p.first_lba < self.first_usable_lba || p.last_lba > self.last_usable_lba || p.last_lba < p.first_lba {
+            if p.first_lba < self.first_usable_lba
+                || p.last_lba > self.last_usable_lba
+                || p.last_lba < p.first_lba
+            {
                 return Err(GptError::OutOfRange {
                     number: p.number,
                     label: p.label.clone(),
@@ -157,7 +173,10 @@ impl Gpt {
         for (i, a) in self.partitions.iter().enumerate() {
             for b in &self.partitions[i + 1..] {
                 if a.first_lba <= b.last_lba && b.first_lba <= a.last_lba {
-                    return Err(GptError::Overlap { a: a.label.clone(), b: b.label.clone() });
+                    return Err(GptError::Overlap {
+                        a: a.label.clone(),
+                        b: b.label.clone(),
+                    });
                 }
             }
         }
@@ -168,7 +187,10 @@ impl Gpt {
     fn entries(&self) -> Vec<u8> {
         let mut buf = vec![0u8; (ENTRY_COUNT * ENTRY_SIZE) as usize];
         for p in &self.partitions {
-            let Some(slot) = (p.number as usize).checked_sub(1).filter(|i| *i < ENTRY_COUNT as usize) else {
+            let Some(slot) = (p.number as usize)
+                .checked_sub(1)
+                .filter(|i| *i < ENTRY_COUNT as usize)
+            else {
                 continue;
             };
             let e = &mut buf[slot * ENTRY_SIZE as usize..(slot + 1) * ENTRY_SIZE as usize];
@@ -184,7 +206,13 @@ impl Gpt {
         buf
     }
 
-    fn header(&self, current: u64, backup: u64, entries_lba: u64, entries_crc: u32) -> [u8; SECTOR as usize] {
+    fn header(
+        &self,
+        current: u64,
+        backup: u64,
+        entries_lba: u64,
+        entries_crc: u32,
+    ) -> [u8; SECTOR as usize] {
         let mut h = [0u8; SECTOR as usize];
         h[0..8].copy_from_slice(SIGNATURE);
         h[8..12].copy_from_slice(&REVISION_1_0.to_le_bytes());
@@ -232,7 +260,8 @@ impl Gpt {
         let last = self.total_sectors - 1;
         let backup_entries_lba = last - ENTRY_SECTORS;
         let mut put = |lba: u64, bytes: &[u8]| -> Result<(), GptError> {
-            dev.seek(SeekFrom::Start(lba * SECTOR)).map_err(io_err("seeking"))?;
+            dev.seek(SeekFrom::Start(lba * SECTOR))
+                .map_err(io_err("seeking"))?;
             dev.write_all(bytes).map_err(io_err("writing the GPT"))
         };
         put(backup_entries_lba, &entries)?;
@@ -267,13 +296,29 @@ impl Gpt {
         match (primary, backup) {
             (Ok((p, _)), Ok((b, _))) => {
                 if p != b {
-                    p_status = CopyStatus::Invalid("primary and backup describe different tables".into());
+                    p_status =
+                        CopyStatus::Invalid("primary and backup describe different tables".into());
                 }
-                Ok(ReadReport { gpt: p, primary: p_status, backup: b_status })
+                Ok(ReadReport {
+                    gpt: p,
+                    primary: p_status,
+                    backup: b_status,
+                })
             }
-            (Ok((p, _)), Err(_)) => Ok(ReadReport { gpt: p, primary: p_status, backup: b_status }),
-            (Err(_), Ok((b, _))) => Ok(ReadReport { gpt: b, primary: p_status, backup: b_status }),
-            (Err(pe), Err(be)) => Err(GptError::NoValidHeader { primary: pe, backup: be }),
+            (Ok((p, _)), Err(_)) => Ok(ReadReport {
+                gpt: p,
+                primary: p_status,
+                backup: b_status,
+            }),
+            (Err(_), Ok((b, _))) => Ok(ReadReport {
+                gpt: b,
+                primary: p_status,
+                backup: b_status,
+            }),
+            (Err(pe), Err(be)) => Err(GptError::NoValidHeader {
+                primary: pe,
+                backup: be,
+            }),
         }
     }
 
@@ -281,7 +326,9 @@ impl Gpt {
     pub fn read_path(path: &std::path::Path) -> Result<ReadReport, GptError> {
         let mut f = std::fs::File::open(path).map_err(io_err("opening the disk"))?;
         // SEEK_END gives the size of block devices too (metadata does not).
-        let size = f.seek(SeekFrom::End(0)).map_err(io_err("finding the disk size"))?;
+        let size = f
+            .seek(SeekFrom::End(0))
+            .map_err(io_err("finding the disk size"))?;
         Gpt::read(&mut f, size)
     }
 }
@@ -289,10 +336,21 @@ impl Gpt {
 /// Reads one header at `lba` and its entry array. Outer error: I/O. Inner
 /// error: why this copy is not valid. On success also returns the
 /// alternate header's LBA.
-fn read_copy<D: Read + Seek>(dev: &mut D, lba: u64, total_sectors: u64) -> Result<Result<(Gpt, u64), String>, GptError> {
+fn read_copy<D: Read + Seek>(
+    dev: &mut D,
+    lba: u64,
+    total_sectors: u64,
+) -> Result<Result<(Gpt, u64), String>, GptError> {
+    if lba == 0 || lba >= total_sectors {
+        return Ok(Err(format!(
+            "header LBA {lba} is outside the disk ({total_sectors} sectors)"
+        )));
+    }
     let mut h = [0u8; SECTOR as usize];
-    dev.seek(SeekFrom::Start(lba * SECTOR)).map_err(io_err("seeking to a GPT header"))?;
-    dev.read_exact(&mut h).map_err(io_err("reading a GPT header"))?;
+    dev.seek(SeekFrom::Start(lba * SECTOR))
+        .map_err(io_err("seeking to a GPT header"))?;
+    dev.read_exact(&mut h)
+        .map_err(io_err("reading a GPT header"))?;
     let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
     let u64_at = |o: usize| {
         let mut b = [0u8; 8];
@@ -312,22 +370,35 @@ fn read_copy<D: Read + Seek>(dev: &mut D, lba: u64, total_sectors: u64) -> Resul
         return Ok(Err(format!("header CRC mismatch at LBA {lba}")));
     }
     if u64_at(24) != lba {
-        return Ok(Err(format!("header at LBA {lba} says it is at LBA {}", u64_at(24))));
+        return Ok(Err(format!(
+            "header at LBA {lba} says it is at LBA {}",
+            u64_at(24)
+        )));
     }
     let (count, size) = (u32_at(80), u32_at(84));
     if size < 128 || size % 8 != 0 || count == 0 || u64::from(count) * u64::from(size) > 1 << 20 {
-        return Ok(Err(format!("implausible entry array ({count} × {size} bytes) at LBA {lba}")));
+        return Ok(Err(format!(
+            "implausible entry array ({count} × {size} bytes) at LBA {lba}"
+        )));
     }
     let entries_lba = u64_at(72);
     let (first_usable, last_usable) = (u64_at(40), u64_at(48));
-    if entries_lba >= total_sectors || last_usable >= total_sectors || first_usable > last_usable {
+    let entries_end = entries_lba.saturating_mul(SECTOR) + u64::from(count) * u64::from(size);
+    if entries_end > total_sectors * SECTOR
+        || last_usable >= total_sectors
+        || first_usable > last_usable
+    {
         return Ok(Err(format!("header at LBA {lba} points outside the disk")));
     }
     let mut entries = vec![0u8; (count * size) as usize];
-    dev.seek(SeekFrom::Start(entries_lba * SECTOR)).map_err(io_err("seeking to the GPT entries"))?;
-    dev.read_exact(&mut entries).map_err(io_err("reading the GPT entries"))?;
+    dev.seek(SeekFrom::Start(entries_lba * SECTOR))
+        .map_err(io_err("seeking to the GPT entries"))?;
+    dev.read_exact(&mut entries)
+        .map_err(io_err("reading the GPT entries"))?;
     if crc32fast::hash(&entries) != u32_at(88) {
-        return Ok(Err(format!("entry array CRC mismatch (header at LBA {lba})")));
+        return Ok(Err(format!(
+            "entry array CRC mismatch (header at LBA {lba})"
+        )));
     }
     let mut disk_guid = [0u8; 16];
     disk_guid.copy_from_slice(&h[56..72]);
@@ -392,7 +463,10 @@ pub fn layout_with_random_guids(total_bytes: u64) -> Result<Gpt, GptError> {
         })
     })?;
     match failure {
-        Some(e) => Err(GptError::Io { action: "reading /dev/urandom", source: e }),
+        Some(e) => Err(GptError::Io {
+            action: "reading /dev/urandom",
+            source: e,
+        }),
         None => Ok(gpt),
     }
 }

@@ -21,15 +21,46 @@ pub const X86_64_EFI_DIR: &str = "/usr/lib/grub/x86_64-efi";
 /// `loadenv`/`test`/`sleep`/`reboot`/`halt` are there for the boot-once and
 /// counting logic of the boot crate's generated grub.cfg.
 pub const BIOS_MODULES: &[&str] = &[
-    "biosdisk", "part_gpt", "fat", "normal", "linux", "loadenv", "test", "configfile", "serial",
-    "terminal", "echo", "boot", "reboot", "halt", "sleep", "search", "search_label",
+    "biosdisk",
+    "part_gpt",
+    "fat",
+    "normal",
+    "linux",
+    "loadenv",
+    "test",
+    "configfile",
+    "serial",
+    "terminal",
+    "echo",
+    "boot",
+    "reboot",
+    "halt",
+    "sleep",
+    "search",
+    "search_label",
 ];
 
 /// Same for the UEFI image (no biosdisk; efi_gop/all_video so a graphical
 /// console works when there is one).
 pub const EFI_MODULES: &[&str] = &[
-    "part_gpt", "fat", "normal", "linux", "loadenv", "test", "configfile", "serial", "terminal",
-    "echo", "boot", "reboot", "halt", "sleep", "search", "search_label", "efi_gop", "all_video",
+    "part_gpt",
+    "fat",
+    "normal",
+    "linux",
+    "loadenv",
+    "test",
+    "configfile",
+    "serial",
+    "terminal",
+    "echo",
+    "boot",
+    "reboot",
+    "halt",
+    "sleep",
+    "search",
+    "search_label",
+    "efi_gop",
+    "all_video",
 ];
 
 /// Offset in diskboot.img (core.img's first sector) of the first blocklist
@@ -60,7 +91,15 @@ pub fn build_bios_core(out: &Path) -> Result<()> {
 /// prefix makes GRUB use the partition it was loaded from: the ESP.
 pub fn build_efi_image(out: &Path) -> Result<()> {
     Cmd::new("grub-mkimage")
-        .args(["-O", "x86_64-efi", "-d", X86_64_EFI_DIR, "-p", layout::ESP_GRUB_DIR, "-o"])
+        .args([
+            "-O",
+            "x86_64-efi",
+            "-d",
+            X86_64_EFI_DIR,
+            "-p",
+            layout::ESP_GRUB_DIR,
+            "-o",
+        ])
         .arg(out)
         .args(EFI_MODULES)
         .hint("grub-mkimage comes from grub-common; the modules from grub-efi-amd64-bin")
@@ -81,7 +120,10 @@ pub fn install_bios(
     let boot_img_path = Path::new(I386_PC_DIR).join("boot.img");
     let boot_img = fs::read(&boot_img_path).io("reading", &boot_img_path)?;
     if boot_img.len() != 512 {
-        return Err(Error::Invalid(format!("{} is not one sector", boot_img_path.display())));
+        return Err(Error::Invalid(format!(
+            "{} is not one sector",
+            boot_img_path.display()
+        )));
     }
     if core.len() as u64 > bios_boot_size || core.len() < 512 {
         return Err(Error::TooBig {
@@ -96,12 +138,15 @@ pub fn install_bios(
     // diskboot loads the rest of core.img from the sectors after its own.
     core[DISKBOOT_BLOCKLIST_START..DISKBOOT_BLOCKLIST_START + 8]
         .copy_from_slice(&(start_sector + 1).to_le_bytes());
-    disk.seek(SeekFrom::Start(bios_boot_offset)).io("seeking in", disk_path)?;
-    disk.write_all(&core).io("writing core.img into", disk_path)?;
+    disk.seek(SeekFrom::Start(bios_boot_offset))
+        .io("seeking in", disk_path)?;
+    disk.write_all(&core)
+        .io("writing core.img into", disk_path)?;
 
     let mut mbr = [0u8; 512];
     disk.seek(SeekFrom::Start(0)).io("seeking in", disk_path)?;
-    disk.read_exact(&mut mbr).io("reading the MBR of", disk_path)?;
+    disk.read_exact(&mut mbr)
+        .io("reading the MBR of", disk_path)?;
     patch_mbr(&mut mbr, &boot_img, start_sector);
     disk.seek(SeekFrom::Start(0)).io("seeking in", disk_path)?;
     disk.write_all(&mbr).io("writing the MBR of", disk_path)

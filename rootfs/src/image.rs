@@ -10,10 +10,11 @@ use crate::error::{Error, IoContext, Result};
 use crate::esp::{self, EspFile};
 use crate::initramfs::{self, Init, InitramfsSpec};
 use crate::kernel::{self, Kernel};
-use crate::layout::{self, Slot};
+use crate::layout;
 use crate::loader::{self, BootEntry};
 use crate::modules::{self, ModuleDb};
 use crate::squashfs::{self, RootfsSpec};
+use crate::Slot;
 use crate::{grub, qemu};
 use std::fmt;
 use std::fs;
@@ -43,7 +44,9 @@ impl FromStr for Bootloader {
         match s {
             "grub" => Ok(Bootloader::Grub),
             "sd-boot" | "systemd-boot" => Ok(Bootloader::SdBoot),
-            _ => Err(Error::Invalid(format!("unknown bootloader {s:?}: expected grub or sd-boot"))),
+            _ => Err(Error::Invalid(format!(
+                "unknown bootloader {s:?}: expected grub or sd-boot"
+            ))),
         }
     }
 }
@@ -54,7 +57,9 @@ impl FromStr for Firmware {
         match s {
             "bios" => Ok(Firmware::Bios),
             "uefi" => Ok(Firmware::Uefi),
-            _ => Err(Error::Invalid(format!("unknown firmware {s:?}: expected bios or uefi"))),
+            _ => Err(Error::Invalid(format!(
+                "unknown firmware {s:?}: expected bios or uefi"
+            ))),
         }
     }
 }
@@ -127,13 +132,22 @@ pub struct ImageSpec {
     pub cache_dir: PathBuf,
     /// Static busybox for the slot's shell and tools.
     pub busybox: PathBuf,
-    /// Example services for /etc/bascule/services.
+    /// `(file name, TOML)` for /etc/bascule/services (default: the
+    /// examples).
     pub services: Vec<(String, String)>,
+    /// More files for every slot's root (e.g. a benchmark's inittab).
+    pub extra_root_files: Vec<squashfs::RootFile>,
 }
 
 impl ImageSpec {
     /// An image with slot A only, booting A, with the example services.
-    pub fn new(bootloader: Bootloader, firmware: Firmware, slot_a: SlotBuild, out_dir: &Path, cache_dir: &Path) -> ImageSpec {
+    pub fn new(
+        bootloader: Bootloader,
+        firmware: Firmware,
+        slot_a: SlotBuild,
+        out_dir: &Path,
+        cache_dir: &Path,
+    ) -> ImageSpec {
         ImageSpec {
             bootloader,
             firmware,
@@ -143,9 +157,18 @@ impl ImageSpec {
             out_dir: out_dir.to_path_buf(),
             cache_dir: cache_dir.to_path_buf(),
             busybox: PathBuf::from(squashfs::HOST_BUSYBOX),
-            services: squashfs::EXAMPLE_SERVICES.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect(),
+            services: squashfs::EXAMPLE_SERVICES
+                .iter()
+                .map(|(n, t)| (n.to_string(), t.to_string()))
+                .collect(),
+            extra_root_files: Vec::new(),
         }
     }
+}
+
+/// The kernel download cache of a workspace, shared by xtask and tests.
+pub fn default_cache_dir(workspace: &Path) -> PathBuf {
+    workspace.join("build").join("cache")
 }
 
 /// What [`build_image`] produced.
@@ -173,7 +196,9 @@ impl BuiltImage {
 pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
     check_combination(spec.bootloader, spec.firmware)?;
     if spec.default_slot == Slot::B && spec.slot_b.is_none() {
-        return Err(Error::Invalid("default slot B needs a slot B build (--slot-b-version)".into()));
+        return Err(Error::Invalid(
+            "default slot B needs a slot B build (--slot-b-version)".into(),
+        ));
     }
     fs::create_dir_all(&spec.out_dir).io("creating the output directory", &spec.out_dir)?;
     let work = spec.out_dir.join("work");
@@ -188,14 +213,26 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
     let mut esp_files = Vec::new();
     let mut parts: Vec<(&'static str, PathBuf)> = Vec::new();
     let mut entries = Vec::new();
-    let slots = [(Slot::A, Some(&spec.slot_a)), (Slot::B, spec.slot_b.as_ref())];
+    let slots = [
+        (Slot::A, Some(&spec.slot_a)),
+        (Slot::B, spec.slot_b.as_ref()),
+    ];
     for (slot, build) in slots {
         let Some(build) = build else { continue };
         let (initrd, root) = build_slot(spec, slot, build, &kernel, &mods, &work)?;
-        esp_files.push(EspFile::from_path(slot.esp_kernel(), &kernel.vmlinuz));
-        esp_files.push(EspFile::from_path(slot.esp_initrd(), &initrd));
-        parts.push((slot.partition_label(), root));
-        entries.push(BootEntry { slot, version: build.version.clone() });
+        esp_files.push(EspFile::from_path(
+            layout::slot_layout(slot).esp_kernel,
+            &kernel.vmlinuz,
+        ));
+        esp_files.push(EspFile::from_path(
+            layout::slot_layout(slot).esp_initrd,
+            &initrd,
+        ));
+        parts.push((layout::slot_layout(slot).partition_label, root));
+        entries.push(BootEntry {
+            slot,
+            version: build.version.clone(),
+        });
     }
 
     for f in loader::loader_files(spec.bootloader, &entries, spec.default_slot) {
@@ -214,25 +251,47 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
             esp_files.push(EspFile::from_path(layout::ESP_EFI_BOOT, &efi));
         }
         (Bootloader::SdBoot, _) => {
-            esp_files.push(EspFile::from_path(layout::ESP_EFI_BOOT, Path::new(SYSTEMD_BOOT_EFI)));
+            esp_files.push(EspFile::from_path(
+                layout::ESP_EFI_BOOT,
+                Path::new(SYSTEMD_BOOT_EFI),
+            ));
         }
     }
 
     let esp_index = layout::ESP_PARTITION_NUMBER - 1;
     let esp_img = work.join("esp.img");
-    let esp_label = layout::PARTITIONS[esp_index].fs_label.unwrap_or(layout::LABEL_ESP);
-    esp::build(&esp_img, layout::partition_size(esp_index), esp_label, &esp_files, &work.join("esp-files"))?;
+    let esp_label = layout::PARTITIONS[esp_index]
+        .fs_label
+        .unwrap_or(layout::LABEL_ESP);
+    esp::build(
+        &esp_img,
+        layout::partition_size(esp_index),
+        esp_label,
+        &esp_files,
+        &work.join("esp-files"),
+    )?;
     parts.push((layout::LABEL_ESP, esp_img));
 
     for label in [layout::LABEL_STATE, layout::LABEL_EPHEMERAL] {
-        let index = layout::index_of(label).ok_or_else(|| Error::Invalid(format!("no {label} in the layout")))?;
+        let index = layout::index_of(label)
+            .ok_or_else(|| Error::Invalid(format!("no {label} in the layout")))?;
         let img = work.join(format!("{}.ext4", label.to_ascii_lowercase()));
-        disk::make_ext4(&img, layout::partition_size(index), layout::PARTITIONS[index].fs_label.unwrap_or(label))?;
+        disk::make_ext4(
+            &img,
+            layout::partition_size(index),
+            layout::PARTITIONS[index].fs_label.unwrap_or(label),
+        )?;
         parts.push((layout::PARTITIONS[index].label, img));
     }
 
     let disk_path = spec.out_dir.join("disk.img");
-    disk::assemble(&disk_path, &DiskContents { partitions: parts, bios_core_img })?;
+    disk::assemble(
+        &disk_path,
+        &DiskContents {
+            partitions: parts,
+            bios_core_img,
+        },
+    )?;
 
     let ovmf_vars = match spec.firmware {
         Firmware::Uefi => {
@@ -261,7 +320,7 @@ fn build_slot(
     mods: &[modules::Module],
     work: &Path,
 ) -> Result<(PathBuf, PathBuf)> {
-    let dir = work.join(format!("slot-{}", slot.name()));
+    let dir = work.join(format!("slot-{slot}"));
     fs::create_dir_all(&dir).io("creating", &dir)?;
     for (what, path) in [("init", &build.init), ("CLI", &build.cli)] {
         if !path.is_file() {
@@ -273,12 +332,27 @@ fn build_slot(
     }
     let init = match &build.initramfs_init {
         InitramfsInit::SameAsRoot => Init::Binary(&build.init),
-        InitramfsInit::BusyboxScript(script) => Init::BusyboxScript { busybox: &spec.busybox, script },
+        InitramfsInit::BusyboxScript(script) => Init::BusyboxScript {
+            busybox: &spec.busybox,
+            script,
+        },
     };
     let initrd = dir.join("initrd.img");
-    initramfs::build(&InitramfsSpec { init, kernel, modules: mods, version: &build.version }, &initrd)?;
+    initramfs::build(
+        &InitramfsSpec {
+            init,
+            kernel,
+            modules: mods,
+            version: &build.version,
+        },
+        &initrd,
+    )?;
 
-    let services: Vec<(&str, &str)> = spec.services.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let services: Vec<(&str, &str)> = spec
+        .services
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
     let root = dir.join("root.squashfs");
     let rootfs = RootfsSpec {
         init: &build.init,
@@ -286,6 +360,7 @@ fn build_slot(
         busybox: &spec.busybox,
         version: &build.version,
         services: &services,
+        extra_files: &spec.extra_root_files,
     };
     squashfs::build(&rootfs, &dir.join("staging"), &root)?;
     Ok((initrd, root))
@@ -297,11 +372,18 @@ mod tests {
 
     #[test]
     fn parses_and_checks_combinations() {
-        assert_eq!("sd-boot".parse::<Bootloader>().ok(), Some(Bootloader::SdBoot));
+        assert_eq!(
+            "sd-boot".parse::<Bootloader>().ok(),
+            Some(Bootloader::SdBoot)
+        );
         assert_eq!("uefi".parse::<Firmware>().ok(), Some(Firmware::Uefi));
         assert!("lilo".parse::<Bootloader>().is_err());
         assert!(check_combination(Bootloader::SdBoot, Firmware::Bios).is_err());
-        for (b, f) in [(Bootloader::Grub, Firmware::Bios), (Bootloader::Grub, Firmware::Uefi), (Bootloader::SdBoot, Firmware::Uefi)] {
+        for (b, f) in [
+            (Bootloader::Grub, Firmware::Bios),
+            (Bootloader::Grub, Firmware::Uefi),
+            (Bootloader::SdBoot, Firmware::Uefi),
+        ] {
             check_combination(b, f).expect("supported");
         }
     }

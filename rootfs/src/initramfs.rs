@@ -49,7 +49,8 @@ pub struct InitramfsSpec<'a> {
 /// line, in load order. A line may carry module parameters after the path
 /// (none are needed today); `#` lines are comments.
 pub fn modules_load_list(kernel_version: &str, modules: &[Module]) -> String {
-    let mut s = String::from("# Kernel modules for bascule-init to load, in this order (finit_module).\n");
+    let mut s =
+        String::from("# Kernel modules for bascule-init to load, in this order (finit_module).\n");
     for m in modules {
         s.push_str(&format!("/lib/modules/{kernel_version}/{}\n", m.path));
     }
@@ -59,14 +60,16 @@ pub fn modules_load_list(kernel_version: &str, modules: &[Module]) -> String {
 /// Builds the uncompressed cpio archive in memory (a few MB).
 pub fn archive(spec: &InitramfsSpec) -> Result<Vec<u8>> {
     let mut w = CpioWriter::new(Vec::new());
-    let ctx = |e: std::io::Error| crate::Error::Invalid(format!("writing the initramfs archive: {e}"));
+    let ctx =
+        |e: std::io::Error| crate::Error::Invalid(format!("writing the initramfs archive: {e}"));
     for d in ["dev", "proc", "sys", "run", "tmp", "newroot"] {
         w.dir(d, 0o755).map_err(ctx)?;
     }
     // The kernel opens /dev/console for init's stdio before /init runs;
     // its built-in initramfs already has one, this keeps us independent of
     // that detail.
-    w.device("dev/console", DeviceKind::Char, 0o600, 5, 1).map_err(ctx)?;
+    w.device("dev/console", DeviceKind::Char, 0o600, 5, 1)
+        .map_err(ctx)?;
     match &spec.init {
         Init::Binary(path) => {
             let data = fs::read(path).io("reading the init binary", path)?;
@@ -82,11 +85,21 @@ pub fn archive(spec: &InitramfsSpec) -> Result<Vec<u8>> {
     for m in spec.modules {
         let src = spec.kernel.modules_dir.join(&m.path);
         let data = fs::read(&src).io("reading kernel module", &src)?;
-        w.file(&format!("lib/modules/{kver}/{}", m.path), 0o644, &data).map_err(ctx)?;
+        w.file(&format!("lib/modules/{kver}/{}", m.path), 0o644, &data)
+            .map_err(ctx)?;
     }
-    w.file(layout::INITRAMFS_MODULES_LOAD, 0o644, modules_load_list(kver, spec.modules).as_bytes())
-        .map_err(ctx)?;
-    w.file(layout::VERSION_FILE, 0o644, format!("{}\n", spec.version).as_bytes()).map_err(ctx)?;
+    w.file(
+        layout::INITRAMFS_MODULES_LOAD,
+        0o644,
+        modules_load_list(kver, spec.modules).as_bytes(),
+    )
+    .map_err(ctx)?;
+    w.file(
+        layout::VERSION_FILE,
+        0o644,
+        format!("{}\n", spec.version).as_bytes(),
+    )
+    .map_err(ctx)?;
     w.finish().map_err(ctx)
 }
 
@@ -111,8 +124,14 @@ mod tests {
     #[test]
     fn modules_load_lists_absolute_paths_in_order() {
         let mods = vec![
-            Module { name: "virtio".into(), path: "kernel/drivers/virtio/virtio.ko".into() },
-            Module { name: "virtio_blk".into(), path: "kernel/drivers/block/virtio_blk.ko".into() },
+            Module {
+                name: "virtio".into(),
+                path: "kernel/drivers/virtio/virtio.ko".into(),
+            },
+            Module {
+                name: "virtio_blk".into(),
+                path: "kernel/drivers/block/virtio_blk.ko".into(),
+            },
         ];
         let text = modules_load_list("6.1.0-56-amd64", &mods);
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
@@ -133,9 +152,21 @@ mod tests {
         fs::write(mdir.join("kernel/a.ko"), b"KO").expect("ko");
         let init = dir.path().join("init-bin");
         fs::write(&init, b"\x7fELF").expect("init");
-        let kernel = Kernel { version: "9.9".into(), vmlinuz: dir.path().join("vmlinuz"), modules_dir: mdir };
-        let mods = vec![Module { name: "a".into(), path: "kernel/a.ko".into() }];
-        let spec = InitramfsSpec { init: Init::Binary(&init), kernel: &kernel, modules: &mods, version: "1.2" };
+        let kernel = Kernel {
+            version: "9.9".into(),
+            vmlinuz: dir.path().join("vmlinuz"),
+            modules_dir: mdir,
+        };
+        let mods = vec![Module {
+            name: "a".into(),
+            path: "kernel/a.ko".into(),
+        }];
+        let spec = InitramfsSpec {
+            init: Init::Binary(&init),
+            kernel: &kernel,
+            modules: &mods,
+            version: "1.2",
+        };
         let out = dir.path().join("initrd.img");
         build(&spec, &out).expect("build");
         let listing = Cmd::new("sh")
@@ -144,8 +175,18 @@ mod tests {
             .output()
             .expect("list");
         let listing = String::from_utf8_lossy(&listing);
-        for want in ["init", "lib/modules/9.9/kernel/a.ko", "etc/bascule/modules.load", "etc/bascule/version", "newroot", "dev/console"] {
-            assert!(listing.lines().any(|l| l == want), "{want} missing from {listing}");
+        for want in [
+            "init",
+            "lib/modules/9.9/kernel/a.ko",
+            "etc/bascule/modules.load",
+            "etc/bascule/version",
+            "newroot",
+            "dev/console",
+        ] {
+            assert!(
+                listing.lines().any(|l| l == want),
+                "{want} missing from {listing}"
+            );
         }
     }
 }

@@ -68,7 +68,10 @@ pub fn fetch(cache_dir: &Path) -> Result<Kernel> {
         Err(e) => return Err(e).io("moving the extracted kernel into", &dir),
     }
     load_cached(&dir)?.ok_or_else(|| {
-        Error::Invalid(format!("kernel cache {} is incomplete after extraction", dir.display()))
+        Error::Invalid(format!(
+            "kernel cache {} is incomplete after extraction",
+            dir.display()
+        ))
     })
 }
 
@@ -110,7 +113,10 @@ fn extract_into(package: &str, tmp: &Path) -> Result<()> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
         .ok_or_else(|| {
-            Error::Invalid(format!("apt-get download {package} left no .deb in {}", tmp.display()))
+            Error::Invalid(format!(
+                "apt-get download {package} left no .deb in {}",
+                tmp.display()
+            ))
         })?;
     let root = tmp.join("root");
     Cmd::new("dpkg-deb").arg("-x").arg(&deb).arg(&root).run()?;
@@ -125,7 +131,9 @@ fn extract_into(package: &str, tmp: &Path) -> Result<()> {
         .parent()
         .and_then(Path::parent)
         .and_then(Path::parent)
-        .ok_or_else(|| Error::Invalid(format!("odd modules path {}", kernel.modules_dir.display())))?;
+        .ok_or_else(|| {
+            Error::Invalid(format!("odd modules path {}", kernel.modules_dir.display()))
+        })?;
     Cmd::new("depmod")
         .arg("-b")
         .arg(base)
@@ -159,7 +167,11 @@ fn locate(dir: &Path, version: &str) -> Result<Kernel> {
                 root.display()
             ))
         })?;
-    Ok(Kernel { version: version.to_string(), vmlinuz, modules_dir })
+    Ok(Kernel {
+        version: version.to_string(),
+        vmlinuz,
+        modules_dir,
+    })
 }
 
 fn load_cached(dir: &Path) -> Result<Option<Kernel>> {
@@ -186,7 +198,11 @@ fn newest_cached(kernel_cache: &Path) -> Result<Option<Kernel>> {
         let marker = entry.path().join(COMPLETE_MARKER);
         if let Ok(meta) = fs::metadata(&marker) {
             let t = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            if best.as_ref().map_or(true, |(bt, _)| t > *bt) {
+            let newer = match &best {
+                Some((bt, _)) => t > *bt,
+                None => true,
+            };
+            if newer {
                 best = Some((t, entry.path()));
             }
         }
@@ -204,9 +220,15 @@ mod tests {
     #[test]
     fn parses_apt_cache_depends() {
         let out = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n";
-        assert_eq!(parse_depends(out).as_deref(), Some("linux-image-6.1.0-56-amd64"));
+        assert_eq!(
+            parse_depends(out).as_deref(),
+            Some("linux-image-6.1.0-56-amd64")
+        );
         assert_eq!(parse_depends("linux-image-amd64\n"), None);
         let virt = "linux-image-amd64\n  Depends: <linux-image-6.1.0-9-amd64>\n";
-        assert_eq!(parse_depends(virt).as_deref(), Some("linux-image-6.1.0-9-amd64"));
+        assert_eq!(
+            parse_depends(virt).as_deref(),
+            Some("linux-image-6.1.0-9-amd64")
+        );
     }
 }

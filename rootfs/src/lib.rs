@@ -13,6 +13,7 @@
 //! init and the sequencer can use its reader to verify and search a disk.
 
 pub use bascule_boot::layout;
+pub use bascule_boot::Slot;
 
 pub mod cargo;
 pub mod cmd;
@@ -31,5 +32,7 @@ pub mod qemu;
 pub mod squashfs;
 
 pub use error::{Error, Result};
-pub use image::{build_image, Bootloader, BuiltImage, Firmware, ImageSpec, InitramfsInit, SlotBuild};
+pub use image::{
+    build_image, Bootloader, BuiltImage, Firmware, ImageSpec, InitramfsInit, SlotBuild,
+};
 pub use qemu::QemuConfig;

@@ -6,7 +6,8 @@
 //! replace the body of [`loader_files`] and nothing else.
 
 use crate::image::Bootloader;
-use crate::layout::{self, Slot};
+use crate::layout;
+use crate::Slot;
 
 /// A bootable slot as the loader sees it.
 #[derive(Clone, Debug)]
@@ -22,7 +23,7 @@ impl BootEntry {
         format!(
             "{}={} {}={} console=ttyS0 quiet",
             layout::CMDLINE_SLOT_KEY,
-            self.slot.name(),
+            self.slot.as_str(),
             layout::CMDLINE_VERSION_KEY,
             self.version
         )
@@ -30,7 +31,7 @@ impl BootEntry {
 
     /// GRUB menu entry id and the stem of the BLS file name.
     pub fn id(&self) -> String {
-        format!("bascule-{}", self.slot.name().to_ascii_lowercase())
+        format!("bascule-{}", self.slot.lower())
     }
 }
 
@@ -43,17 +44,30 @@ pub struct ConfigFile {
 
 /// Every configuration file the bootloader reads, for these entries (only
 /// slots that hold an image) with `default` booted unless told otherwise.
-pub fn loader_files(bootloader: Bootloader, entries: &[BootEntry], default: Slot) -> Vec<ConfigFile> {
-    let file = |path: &str, text: String| ConfigFile { path: path.to_string(), contents: text.into_bytes() };
+pub fn loader_files(
+    bootloader: Bootloader,
+    entries: &[BootEntry],
+    default: Slot,
+) -> Vec<ConfigFile> {
+    let file = |path: &str, text: String| ConfigFile {
+        path: path.to_string(),
+        contents: text.into_bytes(),
+    };
     match bootloader {
         Bootloader::Grub => vec![
             file(layout::ESP_GRUB_CFG, grub_cfg(entries, default)),
-            ConfigFile { path: layout::ESP_GRUBENV.to_string(), contents: empty_grubenv() },
+            ConfigFile {
+                path: layout::ESP_GRUBENV.to_string(),
+                contents: empty_grubenv(),
+            },
         ],
         Bootloader::SdBoot => {
             let mut files = vec![file(layout::ESP_LOADER_CONF, loader_conf(entries, default))];
             for e in entries {
-                files.push(file(&format!("{}/{}.conf", layout::ESP_LOADER_ENTRIES, e.id()), bls_entry(e)));
+                files.push(file(
+                    &format!("{}/{}.conf", layout::ESP_LOADER_ENTRIES, e.id()),
+                    bls_entry(e),
+                ));
             }
             files
         }
@@ -72,7 +86,11 @@ pub fn grub_cfg(entries: &[BootEntry], default: Slot) -> String {
          fi\n\
          set timeout=0\n",
     );
-    let default_id = entries.iter().find(|e| e.slot == default).or(entries.first()).map(BootEntry::id);
+    let default_id = entries
+        .iter()
+        .find(|e| e.slot == default)
+        .or(entries.first())
+        .map(BootEntry::id);
     if let Some(id) = default_id {
         s.push_str(&format!("set default=\"{id}\"\n"));
     }
@@ -85,9 +103,9 @@ pub fn grub_cfg(entries: &[BootEntry], default: Slot) -> String {
             slot = e.slot,
             version = e.version,
             id = e.id(),
-            kernel = e.slot.esp_kernel(),
+            kernel = layout::slot_layout(e.slot).esp_kernel,
             cmdline = e.cmdline(),
-            initrd = e.slot.esp_initrd(),
+            initrd = layout::slot_layout(e.slot).esp_initrd,
         ));
     }
     s
@@ -105,7 +123,11 @@ pub fn empty_grubenv() -> Vec<u8> {
 /// of the boot's integrity), default entry.
 pub fn loader_conf(entries: &[BootEntry], default: Slot) -> String {
     let mut s = String::from("timeout 0\neditor no\n");
-    if let Some(e) = entries.iter().find(|e| e.slot == default).or(entries.first()) {
+    if let Some(e) = entries
+        .iter()
+        .find(|e| e.slot == default)
+        .or(entries.first())
+    {
         s.push_str(&format!("default {}.conf\n", e.id()));
     }
     s
@@ -117,8 +139,8 @@ pub fn bls_entry(e: &BootEntry) -> String {
         "title Bascule {slot}\nversion {version}\nlinux {kernel}\ninitrd {initrd}\noptions {cmdline}\n",
         slot = e.slot,
         version = e.version,
-        kernel = e.slot.esp_kernel(),
-        initrd = e.slot.esp_initrd(),
+        kernel = layout::slot_layout(e.slot).esp_kernel,
+        initrd = layout::slot_layout(e.slot).esp_initrd,
         cmdline = e.cmdline(),
     )
 }
@@ -128,14 +150,25 @@ mod tests {
     use super::*;
 
     fn entries() -> Vec<BootEntry> {
-        vec![BootEntry { slot: Slot::A, version: "1".into() }, BootEntry { slot: Slot::B, version: "2".into() }]
+        vec![
+            BootEntry {
+                slot: Slot::A,
+                version: "1".into(),
+            },
+            BootEntry {
+                slot: Slot::B,
+                version: "2".into(),
+            },
+        ]
     }
 
     #[test]
     fn grub_has_both_entries_and_default() {
         let cfg = grub_cfg(&entries(), Slot::B);
         assert!(cfg.contains("set default=\"bascule-b\""));
-        assert!(cfg.contains("linux /bascule/A/vmlinuz bascule.slot=A bascule.version=1 console=ttyS0 quiet"));
+        assert!(cfg.contains(
+            "linux /bascule/A/vmlinuz bascule.slot=A bascule.version=1 console=ttyS0 quiet"
+        ));
         assert!(cfg.contains("initrd /bascule/B/initrd.img"));
         assert!(cfg.contains("terminal_output serial"));
     }
@@ -151,9 +184,19 @@ mod tests {
     fn sdboot_files() {
         let files = loader_files(Bootloader::SdBoot, &entries(), Slot::A);
         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, ["/loader/loader.conf", "/loader/entries/bascule-a.conf", "/loader/entries/bascule-b.conf"]);
+        assert_eq!(
+            paths,
+            [
+                "/loader/loader.conf",
+                "/loader/entries/bascule-a.conf",
+                "/loader/entries/bascule-b.conf"
+            ]
+        );
         let b = String::from_utf8_lossy(&files[2].contents).into_owned();
-        assert!(b.contains("options bascule.slot=B bascule.version=2 console=ttyS0 quiet\n"), "{b}");
+        assert!(
+            b.contains("options bascule.slot=B bascule.version=2 console=ttyS0 quiet\n"),
+            "{b}"
+        );
         assert!(String::from_utf8_lossy(&files[0].contents).contains("default bascule-a.conf"));
     }
 

@@ -36,7 +36,10 @@ pub const SOFTDEPS: &[(&str, &str)] = &[("ext4", "crc32c_generic")];
 #[derive(Debug, thiserror::Error)]
 pub enum ModulesError {
     #[error("cannot read {path}: {source}; run depmod on the kernel tree (the kernel cache may be damaged: delete it)")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("modules.dep line {line}: {problem}")]
     Parse { line: usize, problem: String },
     #[error("module {name} (needed by {needed_by}) is neither in modules.dep nor built in; check the name against the kernel package")]
@@ -81,7 +84,10 @@ fn normalize(name: &str) -> String {
 impl ModuleDb {
     /// Parses modules.dep text (`path: dep-path dep-path...`) and, when
     /// given, modules.builtin (one path per line).
-    pub fn parse(modules_dep: &str, modules_builtin: Option<&str>) -> Result<ModuleDb, ModulesError> {
+    pub fn parse(
+        modules_dep: &str,
+        modules_builtin: Option<&str>,
+    ) -> Result<ModuleDb, ModulesError> {
         let mut modules = HashMap::new();
         for (i, line) in modules_dep.lines().enumerate() {
             let line = line.trim();
@@ -111,8 +117,10 @@ impl ModuleDb {
     pub fn load(modules_dir: &Path) -> Result<ModuleDb, ModulesError> {
         let read = |name: &str| {
             let path = modules_dir.join(name);
-            fs::read_to_string(&path)
-                .map_err(|source| ModulesError::Read { path: path.display().to_string(), source })
+            fs::read_to_string(&path).map_err(|source| ModulesError::Read {
+                path: path.display().to_string(),
+                source,
+            })
         };
         let dep = read("modules.dep")?;
         // Absent in some trees; then nothing counts as built in.
@@ -123,8 +131,18 @@ impl ModuleDb {
     /// The modules to load for `wanted`, each after everything it depends on
     /// (hard dependencies from modules.dep and `softdeps` pairs), each once.
     /// Built-in modules are skipped; unknown ones are an error.
-    pub fn resolve(&self, wanted: &[&str], softdeps: &[(&str, &str)]) -> Result<Vec<Module>, ModulesError> {
-        let mut r = Resolver { db: self, softdeps, done: HashSet::new(), visiting: HashSet::new(), order: Vec::new() };
+    pub fn resolve(
+        &self,
+        wanted: &[&str],
+        softdeps: &[(&str, &str)],
+    ) -> Result<Vec<Module>, ModulesError> {
+        let mut r = Resolver {
+            db: self,
+            softdeps,
+            done: HashSet::new(),
+            visiting: HashSet::new(),
+            order: Vec::new(),
+        };
         for w in wanted {
             r.visit(&normalize(w), "the wanted list")?;
         }
@@ -147,10 +165,14 @@ impl Resolver<'_> {
         if self.done.contains(name) || self.db.builtin.contains(name) {
             return Ok(());
         }
-        let entry = self.db.modules.get(name).ok_or_else(|| ModulesError::Unknown {
-            name: name.to_string(),
-            needed_by: needed_by.to_string(),
-        })?;
+        let entry = self
+            .db
+            .modules
+            .get(name)
+            .ok_or_else(|| ModulesError::Unknown {
+                name: name.to_string(),
+                needed_by: needed_by.to_string(),
+            })?;
         if !self.visiting.insert(name.to_string()) {
             return Err(ModulesError::Cycle(name.to_string()));
         }
@@ -170,7 +192,10 @@ impl Resolver<'_> {
         }
         self.visiting.remove(name);
         self.done.insert(name.to_string());
-        self.order.push(Module { name: name.to_string(), path: entry.path.clone() });
+        self.order.push(Module {
+            name: name.to_string(),
+            path: entry.path.clone(),
+        });
         Ok(())
     }
 }
@@ -213,12 +238,16 @@ kernel/arch/x86/crypto/crc32c-intel.ko:
     }
 
     fn pos(mods: &[Module], name: &str) -> usize {
-        mods.iter().position(|m| m.name == name).unwrap_or_else(|| panic!("{name} missing"))
+        mods.iter()
+            .position(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
     }
 
     #[test]
     fn dependencies_come_first_and_once() {
-        let mods = db().resolve(&["virtio_pci", "virtio_blk", "virtio_net"], &[]).expect("resolves");
+        let mods = db()
+            .resolve(&["virtio_pci", "virtio_blk", "virtio_net"], &[])
+            .expect("resolves");
         let n = names(&mods);
         assert_eq!(n.iter().filter(|x| **x == "virtio").count(), 1);
         assert!(pos(&mods, "virtio") < pos(&mods, "virtio_pci"));
@@ -226,36 +255,63 @@ kernel/arch/x86/crypto/crc32c-intel.ko:
         assert!(pos(&mods, "failover") < pos(&mods, "net_failover"));
         assert!(pos(&mods, "net_failover") < pos(&mods, "virtio_net"));
         assert_eq!(n.len(), 9);
-        assert_eq!(mods[pos(&mods, "virtio_blk")].path, "kernel/drivers/block/virtio_blk.ko");
+        assert_eq!(
+            mods[pos(&mods, "virtio_blk")].path,
+            "kernel/drivers/block/virtio_blk.ko"
+        );
     }
 
     #[test]
     fn softdep_loads_before_and_dashes_fold() {
-        let mods = db().resolve(&["ext4", "crc32c-intel"], SOFTDEPS).expect("resolves");
-        assert_eq!(names(&mods), ["crc32c_generic", "jbd2", "mbcache", "crc16", "ext4", "crc32c_intel"]);
+        let mods = db()
+            .resolve(&["ext4", "crc32c-intel"], SOFTDEPS)
+            .expect("resolves");
+        assert_eq!(
+            names(&mods),
+            [
+                "crc32c_generic",
+                "jbd2",
+                "mbcache",
+                "crc16",
+                "ext4",
+                "crc32c_intel"
+            ]
+        );
     }
 
     #[test]
     fn builtin_is_skipped_unknown_is_an_error() {
-        let mods = db().resolve(&["efivarfs", "nls_cp437"], &[]).expect("resolves");
+        let mods = db()
+            .resolve(&["efivarfs", "nls_cp437"], &[])
+            .expect("resolves");
         assert_eq!(names(&mods), ["nls_cp437"]);
         match db().resolve(&["vfat", "nope"], &[]) {
             Err(ModulesError::Unknown { name, .. }) => assert_eq!(name, "nope"),
             other => panic!("expected Unknown, got {other:?}"),
         }
         let broken = ModuleDb::parse("a.ko: b.ko\n", None).expect("parses");
-        assert!(matches!(broken.resolve(&["a"], &[]), Err(ModulesError::Unknown { .. })));
+        assert!(matches!(
+            broken.resolve(&["a"], &[]),
+            Err(ModulesError::Unknown { .. })
+        ));
     }
 
     #[test]
     fn cycles_are_reported() {
-        let db = ModuleDb::parse("kernel/a.ko: kernel/b.ko\nkernel/b.ko: kernel/a.ko\n", None).expect("parses");
-        assert!(matches!(db.resolve(&["a"], &[]), Err(ModulesError::Cycle(_))));
+        let db = ModuleDb::parse("kernel/a.ko: kernel/b.ko\nkernel/b.ko: kernel/a.ko\n", None)
+            .expect("parses");
+        assert!(matches!(
+            db.resolve(&["a"], &[]),
+            Err(ModulesError::Cycle(_))
+        ));
     }
 
     #[test]
     fn names_from_paths() {
-        assert_eq!(module_name("kernel/arch/x86/crypto/crc32c-intel.ko"), "crc32c_intel");
+        assert_eq!(
+            module_name("kernel/arch/x86/crypto/crc32c-intel.ko"),
+            "crc32c_intel"
+        );
         assert_eq!(module_name("kernel/fs/ext4/ext4.ko.xz"), "ext4");
         assert!(ModuleDb::parse("garbage line\n", None).is_err());
     }

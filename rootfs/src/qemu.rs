@@ -84,32 +84,70 @@ impl QemuConfig {
         // -nodefaults: no default NIC (iPXE's ROM and prompt cost seconds), no
         // VGA, and device paths that do not depend on QEMU's defaults, which
         // OVMF's saved boot entries are tied to.
-        push(&["-nodefaults", "-no-user-config", "-accel", "tcg", "-machine", "pc"]);
-        push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-accel",
+            "tcg",
+            "-machine",
+            "pc",
+        ]);
+        push(&[
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            &self.cpus.to_string(),
+        ]);
         push(&["-display", "none"]);
         if let (Firmware::Uefi, Some(vars)) = (self.firmware, &self.ovmf_vars) {
-            push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
-            push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", vars.display())]);
+            push(&[
+                "-drive",
+                &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+            ]);
+            push(&[
+                "-drive",
+                &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+            ]);
         }
-        push(&["-drive", &format!("file={},format=raw,if=none,id=disk0", self.disk.display())]);
+        push(&[
+            "-drive",
+            &format!("file={},format=raw,if=none,id=disk0", self.disk.display()),
+        ]);
         push(&["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]);
         match &self.serial {
             Serial::Stdio => {
                 push(&["-chardev", "stdio,id=console,mux=on,signal=off"]);
-                push(&["-serial", "chardev:console", "-mon", "chardev=console,mode=readline"]);
+                push(&[
+                    "-serial",
+                    "chardev:console",
+                    "-mon",
+                    "chardev=console,mode=readline",
+                ]);
             }
             Serial::File(path) => {
-                push(&["-chardev", &format!("file,id=console,path={}", path.display())]);
+                push(&[
+                    "-chardev",
+                    &format!("file,id=console,path={}", path.display()),
+                ]);
                 push(&["-serial", "chardev:console", "-monitor", "none"]);
             }
         }
         if let Some(sock) = &self.api_socket {
             push(&["-device", "virtio-serial-pci,id=vser0"]);
-            push(&["-chardev", &format!("socket,id=api,path={},server=on,wait=off", sock.display())]);
-            push(&["-device", &format!("virtserialport,bus=vser0.0,chardev=api,name={API_PORT_NAME}")]);
+            push(&[
+                "-chardev",
+                &format!("socket,id=api,path={},server=on,wait=off", sock.display()),
+            ]);
+            push(&[
+                "-device",
+                &format!("virtserialport,bus=vser0.0,chardev=api,name={API_PORT_NAME}"),
+            ]);
         }
         if let Some(qmp) = &self.qmp_socket {
-            push(&["-qmp", &format!("unix:{},server=on,wait=off", qmp.display())]);
+            push(&[
+                "-qmp",
+                &format!("unix:{},server=on,wait=off", qmp.display()),
+            ]);
         }
         if self.watchdog {
             push(&["-device", "i6300esb"]);
@@ -122,7 +160,12 @@ impl QemuConfig {
             for (host, guest) in forwards {
                 netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
             }
-            push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0,romfile="]);
+            push(&[
+                "-netdev",
+                &netdev,
+                "-device",
+                "virtio-net-pci,netdev=net0,romfile=",
+            ]);
         }
         a.extend(self.extra_args.iter().cloned());
         a
@@ -155,7 +198,10 @@ impl QemuConfig {
             hint: "install qemu-system-x86 (`cargo xtask deps`)".into(),
             source,
         })?;
-        Ok(Vm { child: Some(child), stderr })
+        Ok(Vm {
+            child: Some(child),
+            stderr,
+        })
     }
 }
 
@@ -205,7 +251,10 @@ impl Vm {
 
     /// What QEMU printed on stderr (File serial mode only).
     pub fn stderr(&self) -> String {
-        self.stderr.as_ref().and_then(|p| fs::read_to_string(p).ok()).unwrap_or_default()
+        self.stderr
+            .as_ref()
+            .and_then(|p| fs::read_to_string(p).ok())
+            .unwrap_or_default()
     }
 }
 

@@ -18,14 +18,29 @@ use std::path::{Path, PathBuf};
 /// The example services, as `(file name, TOML)`. The files live in
 /// `rootfs/files/services/` so they read like any service definition.
 pub const EXAMPLE_SERVICES: &[(&str, &str)] = &[
-    ("console.toml", include_str!("../files/services/console.toml")),
+    (
+        "console.toml",
+        include_str!("../files/services/console.toml"),
+    ),
     ("httpd.toml", include_str!("../files/services/httpd.toml")),
-    ("heartbeat.toml", include_str!("../files/services/heartbeat.toml")),
+    (
+        "heartbeat.toml",
+        include_str!("../files/services/heartbeat.toml"),
+    ),
 ];
 
 /// Empty directories the running system mounts things on.
-pub const MOUNT_POINTS: &[&str] =
-    &["/proc", "/sys", "/dev", "/run", "/tmp", "/var", "/boot", "/system/state", "/root"];
+pub const MOUNT_POINTS: &[&str] = &[
+    "/proc",
+    "/sys",
+    "/dev",
+    "/run",
+    "/tmp",
+    "/var",
+    "/boot",
+    "/system/state",
+    "/root",
+];
 
 /// Where busybox-static puts its binary.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
@@ -51,6 +66,18 @@ pub struct RootfsSpec<'a> {
     pub version: &'a str,
     /// `(file name, contents)` for /etc/bascule/services/.
     pub services: &'a [(&'a str, &'a str)],
+    /// More files, written last (they may replace ours).
+    pub extra_files: &'a [RootFile],
+}
+
+/// A file to add to a slot's root filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootFile {
+    /// Absolute path inside the slot.
+    pub path: String,
+    pub contents: Vec<u8>,
+    /// Permission bits, e.g. 0o644 or 0o755.
+    pub mode: u32,
 }
 
 /// Stages the tree in `staging` (emptied first) and packs it into `out`.
@@ -67,7 +94,15 @@ pub fn build(spec: &RootfsSpec, staging: &Path, out: &Path) -> Result<()> {
         .arg(out)
         // -all-root: the build runs as any user, the image is root's.
         // Fixed times: the same inputs give the same image.
-        .args(["-comp", "zstd", "-noappend", "-all-root", "-no-xattrs", "-quiet", "-no-progress"])
+        .args([
+            "-comp",
+            "zstd",
+            "-noappend",
+            "-all-root",
+            "-no-xattrs",
+            "-quiet",
+            "-no-progress",
+        ])
         .args(["-mkfs-time", "0", "-all-time", "0"])
         .hint("mksquashfs comes from squashfs-tools")
         .run()
@@ -75,7 +110,10 @@ pub fn build(spec: &RootfsSpec, staging: &Path, out: &Path) -> Result<()> {
 
 fn stage(spec: &RootfsSpec, root: &Path) -> Result<()> {
     let at = |p: &str| -> PathBuf { root.join(p.trim_start_matches('/')) };
-    for d in MOUNT_POINTS.iter().chain(&["/usr/bin", "/usr/sbin", "/etc", "/srv/www"]) {
+    for d in MOUNT_POINTS
+        .iter()
+        .chain(&["/usr/bin", "/usr/sbin", "/etc", "/srv/www"])
+    {
         mkdir(&at(d))?;
     }
     // Merged /usr, as in Debian 12: busybox splits its applets between
@@ -104,13 +142,33 @@ fn stage(spec: &RootfsSpec, root: &Path) -> Result<()> {
     for (name, text) in spec.services {
         write(&services.join(name), text.as_bytes(), 0o644)?;
     }
-    write(&at(layout::VERSION_FILE), format!("{}\n", spec.version).as_bytes(), 0o644)?;
+    write(
+        &at(layout::VERSION_FILE),
+        format!("{}\n", spec.version).as_bytes(),
+        0o644,
+    )?;
     let keys = at(layout::TRUSTED_KEYS_DIR);
     mkdir(&keys)?;
     write(&keys.join("README"), TRUSTED_KEYS_README.as_bytes(), 0o644)?;
     write(&at("/etc/profile"), PROFILE.as_bytes(), 0o644)?;
-    let index = format!("<!doctype html>\n<title>Bascule</title>\n<p>Bascule {}</p>\n", spec.version);
+    let index = format!(
+        "<!doctype html>\n<title>Bascule</title>\n<p>Bascule {}</p>\n",
+        spec.version
+    );
     write(&at("/srv/www/index.html"), index.as_bytes(), 0o644)?;
+    for f in spec.extra_files {
+        if f.path.split('/').any(|c| c == "..") || !f.path.starts_with('/') {
+            return Err(Error::Invalid(format!(
+                "extra root file path {:?} must be absolute, without ..",
+                f.path
+            )));
+        }
+        let dest = at(&f.path);
+        if dest.symlink_metadata().is_ok() {
+            fs::remove_file(&dest).io("replacing", &dest)?;
+        }
+        write(&dest, &f.contents, f.mode)?;
+    }
     Ok(())
 }
 
@@ -121,9 +179,16 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
         .hint("install busybox-static, whose /bin/busybox is a static binary")
         .output()?;
     let text = String::from_utf8_lossy(&out);
-    let applets: Vec<String> = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+    let applets: Vec<String> = text
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
     if applets.is_empty() {
-        return Err(Error::Invalid(format!("{} --list-full printed no applets", busybox.display())));
+        return Err(Error::Invalid(format!(
+            "{} --list-full printed no applets",
+            busybox.display()
+        )));
     }
     Ok(applets)
 }
@@ -159,22 +224,57 @@ mod tests {
         let fake = dir.path().join("fake-bin");
         fs::write(&fake, b"\x7fELF").expect("fake");
         let busybox = Path::new(HOST_BUSYBOX);
-        let spec = RootfsSpec { init: &fake, cli: &fake, busybox, version: "7.7", services: EXAMPLE_SERVICES };
+        let spec = RootfsSpec {
+            init: &fake,
+            cli: &fake,
+            busybox,
+            version: "7.7",
+            services: EXAMPLE_SERVICES,
+            extra_files: &[RootFile {
+                path: "/etc/inittab".into(),
+                contents: b"x".to_vec(),
+                mode: 0o600,
+            }],
+        };
         let root = dir.path().join("root");
         stage(&spec, &root).expect("stage");
-        assert_eq!(fs::read_link(root.join("sbin/init")).expect("init link").to_str(), Some("bascule-init"));
-        assert_eq!(fs::read_link(root.join("bin/sh")).expect("sh").to_str(), Some("/bin/busybox"));
+        assert_eq!(
+            fs::read_link(root.join("sbin/init"))
+                .expect("init link")
+                .to_str(),
+            Some("bascule-init")
+        );
+        assert_eq!(
+            fs::read_link(root.join("bin/sh")).expect("sh").to_str(),
+            Some("/bin/busybox")
+        );
         assert!(root.join("bin/setsid").symlink_metadata().is_ok());
         assert!(root.join("usr/sbin/bascule-init").is_file());
-        assert_eq!(fs::read_link(root.join("bin")).expect("merged /usr").to_str(), Some("usr/bin"));
-        assert_eq!(fs::read_to_string(root.join("etc/bascule/version")).expect("version"), "7.7\n");
+        assert_eq!(
+            fs::read_link(root.join("bin"))
+                .expect("merged /usr")
+                .to_str(),
+            Some("usr/bin")
+        );
+        assert_eq!(
+            fs::read_to_string(root.join("etc/bascule/version")).expect("version"),
+            "7.7\n"
+        );
         assert!(root.join("etc/bascule/services/httpd.toml").is_file());
         assert!(root.join("etc/bascule/trusted-keys/README").is_file());
         assert!(root.join("system/state").is_dir());
         assert!(root.join("srv/www/index.html").is_file());
+        assert_eq!(
+            fs::read(root.join("etc/inittab")).expect("extra file"),
+            b"x"
+        );
         let img = dir.path().join("root.squashfs");
         build(&spec, &root, &img).expect("mksquashfs");
-        let listing = Cmd::new("unsquashfs").arg("-l").arg(&img).output().expect("unsquashfs");
+        let listing = Cmd::new("unsquashfs")
+            .arg("-l")
+            .arg(&img)
+            .output()
+            .expect("unsquashfs");
         assert!(String::from_utf8_lossy(&listing).contains("squashfs-root/usr/bin/bascule"));
     }
 

@@ -8,8 +8,8 @@
 //! image booting slot B by default. VMs run one at a time (two cores), each
 //! bounded by a timeout, and are killed on drop.
 
-use bascule_rootfs::layout::Slot;
 use bascule_rootfs::qemu::{self, QemuConfig, Serial};
+use bascule_rootfs::Slot;
 use bascule_rootfs::{build_image, Bootloader, Firmware, ImageSpec, InitramfsInit, SlotBuild};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,7 +47,10 @@ poweroff -f
 "#;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn slot(version: &str) -> SlotBuild {
@@ -67,9 +70,20 @@ struct Outcome {
     to_marker: Duration,
 }
 
-fn boot(dir: &Path, bootloader: Bootloader, firmware: Firmware, default: Slot) -> Result<Outcome, String> {
+fn boot(
+    dir: &Path,
+    bootloader: Bootloader,
+    firmware: Firmware,
+    default: Slot,
+) -> Result<Outcome, String> {
     let out = dir.join(format!("{bootloader}-{firmware}-{default}"));
-    let mut spec = ImageSpec::new(bootloader, firmware, slot("smoke-a"), &out, &workspace().join("build/cache"));
+    let mut spec = ImageSpec::new(
+        bootloader,
+        firmware,
+        slot("smoke-a"),
+        &out,
+        &bascule_rootfs::image::default_cache_dir(&workspace()),
+    );
     spec.slot_b = Some(slot("smoke-b"));
     spec.default_slot = default;
     let t0 = Instant::now();
@@ -99,22 +113,43 @@ fn boot(dir: &Path, bootloader: Bootloader, firmware: Firmware, default: Slot) -
         }
     };
     let serial = read(&log);
-    let tail: String = serial.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-    let Some(line) = serial.lines().find_map(|l| l.find(MARKER).map(|i| l[i..].trim_end().to_string())) else {
+    let tail: String = serial
+        .lines()
+        .rev()
+        .take(30)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let Some(line) = serial
+        .lines()
+        .find_map(|l| l.find(MARKER).map(|i| l[i..].trim_end().to_string()))
+    else {
         return Err(format!(
             "no {MARKER} line (QEMU {}); serial log tail:\n{tail}\nQEMU stderr:\n{}",
-            if exited.is_some() { "exited" } else { "timed out" },
+            if exited.is_some() {
+                "exited"
+            } else {
+                "timed out"
+            },
             vm.stderr()
         ));
     };
     if exited.is_none() {
         return Err(format!("marker seen but QEMU did not power off: {line}"));
     }
-    Ok(Outcome { line, build, to_marker: to_marker.unwrap_or_else(|| t1.elapsed()) })
+    Ok(Outcome {
+        line,
+        build,
+        to_marker: to_marker.unwrap_or_else(|| t1.elapsed()),
+    })
 }
 
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split_whitespace().find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('='))).unwrap_or("")
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .unwrap_or("")
 }
 
 fn read(p: &Path) -> String {
@@ -141,14 +176,34 @@ fn every_boot_combination_reaches_the_initramfs_and_mounts_its_slot() {
                     o.to_marker.as_secs_f64(),
                     o.line
                 );
-                let want_version = if default == Slot::A { "smoke-a" } else { "smoke-b" };
+                let want_version = if default == Slot::A {
+                    "smoke-a"
+                } else {
+                    "smoke-b"
+                };
                 // efivarfs refuses to load without EFI runtime services.
-                let allowed_failures = if firmware == Firmware::Bios { "[ efivarfs ]" } else { "[ ]" };
+                let allowed_failures = if firmware == Firmware::Bios {
+                    "[ efivarfs ]"
+                } else {
+                    "[ ]"
+                };
                 let checks = [
-                    (field(&o.line, "slot") == default.name(), "slot from the command line"),
-                    (field(&o.line, "version") == want_version, "version read from the mounted slot"),
-                    (field(&o.line, "root").starts_with("/dev/vda"), "slot partition found by label"),
-                    (o.line.contains(&format!("failed={allowed_failures}")), "every module loaded"),
+                    (
+                        field(&o.line, "slot") == default.as_str(),
+                        "slot from the command line",
+                    ),
+                    (
+                        field(&o.line, "version") == want_version,
+                        "version read from the mounted slot",
+                    ),
+                    (
+                        field(&o.line, "root").starts_with("/dev/vda"),
+                        "slot partition found by label",
+                    ),
+                    (
+                        o.line.contains(&format!("failed={allowed_failures}")),
+                        "every module loaded",
+                    ),
                 ];
                 for (ok, what) in checks {
                     if !ok {

@@ -26,9 +26,14 @@ pub struct ImageArgs {
     pub out: PathBuf,
 }
 
-pub const USAGE: &str =
-    "options: [--bootloader grub|sd-boot] [--firmware bios|uefi] [--version V] \
-[--slot-b-version V2] [--default-slot A|B] [--out DIR]";
+pub const USAGE: &str = "\
+usage: cargo xtask image [options]     (cargo xtask run takes the same, but no --out)
+  --bootloader grub|sd-boot   default grub
+  --firmware bios|uefi        default bios (uefi for sd-boot, which needs it)
+  --version V                 image version of slot A, default dev
+  --slot-b-version V2         also fill slot B, with version V2 (default: B empty)
+  --default-slot A|B          slot the loader boots by default, default A
+  --out DIR                   default build/image; writes DIR/disk.img (+ OVMF_VARS_4M.fd for uefi)";
 
 impl ImageArgs {
     /// Parses `--key value` / `--key=value` options over the given defaults.
@@ -57,7 +62,7 @@ impl ImageArgs {
                 None => it
                     .next()
                     .cloned()
-                    .with_context(|| format!("{key} needs a value; {USAGE}"))?,
+                    .with_context(|| format!("{key} needs a value\n{USAGE}"))?,
             };
             match key {
                 "--bootloader" => a.bootloader = value.parse()?,
@@ -73,7 +78,7 @@ impl ImageArgs {
                         .map_err(|e| anyhow::anyhow!("--default-slot: {e}"))?
                 }
                 "--out" => a.out = PathBuf::from(value),
-                other => bail!("unknown option {other}; {USAGE}"),
+                other => bail!("unknown option {other}\n{USAGE}"),
             }
         }
         // systemd-boot only exists on UEFI: imply it rather than make the
@@ -126,7 +131,7 @@ pub fn build(root: &Path, a: &ImageArgs) -> Result<BuiltImage> {
         a.firmware,
         slot(&a.version),
         &a.out,
-        &root.join("build/cache"),
+        &bascule_rootfs::image::default_cache_dir(root),
     );
     spec.slot_b = a.slot_b_version.as_deref().map(slot);
     spec.default_slot = a.default_slot;

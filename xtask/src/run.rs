@@ -30,7 +30,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let _ = std::fs::remove_file(&api);
     println!("API socket: {}", api.display());
     println!(
-        "  e.g. cargo run -p bascule-cli -- --socket {} status",
+        "  e.g. cargo run -p bascule-cli -- --socket {} services",
         api.display()
     );
     println!("Serial console below. Ctrl-A X quits QEMU, Ctrl-A C toggles its monitor.");
