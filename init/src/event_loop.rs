@@ -214,11 +214,17 @@ impl<C: Clock> Init<C> {
     /// Watches the port while a host client is attached, and only then:
     /// a detached port reports HUP without end.
     fn port_check(&mut self) {
-        let Some(conn) = self.conns.get_mut(&TOKEN_PORT) else { return };
+        let Some(conn) = self.conns.get_mut(&TOKEN_PORT) else {
+            return;
+        };
         let connected = crate::sys::vport::host_connected(&conn.stream);
         if connected && !self.port_registered {
             conn.reset();
-            if self.epoll.add(&conn.stream, TOKEN_PORT, Interest::IN | Interest::RDHUP).is_ok() {
+            if self
+                .epoll
+                .add(&conn.stream, TOKEN_PORT, Interest::IN | Interest::RDHUP)
+                .is_ok()
+            {
                 self.port_registered = true;
             }
         } else if !connected && self.port_registered {

@@ -43,9 +43,24 @@ struct Target {
 }
 
 const TARGETS: [Target; 3] = [
-    Target { label: layout::LABEL_STATE, dir: layout::MOUNT_STATE, fstype: "ext4", format_when_blank: true },
-    Target { label: layout::LABEL_EPHEMERAL, dir: layout::MOUNT_EPHEMERAL, fstype: "ext4", format_when_blank: true },
-    Target { label: layout::LABEL_ESP, dir: layout::MOUNT_ESP, fstype: "vfat", format_when_blank: false },
+    Target {
+        label: layout::LABEL_STATE,
+        dir: layout::MOUNT_STATE,
+        fstype: "ext4",
+        format_when_blank: true,
+    },
+    Target {
+        label: layout::LABEL_EPHEMERAL,
+        dir: layout::MOUNT_EPHEMERAL,
+        fstype: "ext4",
+        format_when_blank: true,
+    },
+    Target {
+        label: layout::LABEL_ESP,
+        dir: layout::MOUNT_ESP,
+        fstype: "vfat",
+        format_when_blank: false,
+    },
 ];
 
 /// Mounts every state partition; returns the labels it could not mount.
@@ -81,8 +96,14 @@ fn mount_one(t: &Target) -> Result<(), String> {
         }
     }
     std::fs::create_dir_all(t.dir).map_err(|e| format!("cannot create {}: {e}", t.dir))?;
-    mount(&dev, t.dir, t.fstype, MountFlags::NOATIME, None)
-        .map_err(|e| format!("cannot mount {} ({}) on {}: {e}", dev.display(), t.fstype, t.dir))
+    mount(&dev, t.dir, t.fstype, MountFlags::NOATIME, None).map_err(|e| {
+        format!(
+            "cannot mount {} ({}) on {}: {e}",
+            dev.display(),
+            t.fstype,
+            t.dir
+        )
+    })
 }
 
 fn tool(candidates: &[&str]) -> Option<PathBuf> {
@@ -91,9 +112,14 @@ fn tool(candidates: &[&str]) -> Option<PathBuf> {
 
 /// Creates the ext4 filesystem on a blank partition.
 fn format(dev: &Path, label: &str) -> Result<(), String> {
-    let mkfs = tool(&["/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mke2fs"])
-        .ok_or_else(|| "blank, and no mkfs.ext4 in the image to create its filesystem".to_owned())?;
-    log!("partition {label}: blank, creating an ext4 filesystem on {}", dev.display());
+    let mkfs =
+        tool(&["/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mke2fs"]).ok_or_else(|| {
+            "blank, and no mkfs.ext4 in the image to create its filesystem".to_owned()
+        })?;
+    log!(
+        "partition {label}: blank, creating an ext4 filesystem on {}",
+        dev.display()
+    );
     let st = Command::new(&mkfs)
         .args(["-t", "ext4", "-q", "-F", "-L", label])
         .arg(dev)
@@ -109,11 +135,22 @@ fn format(dev: &Path, label: &str) -> Result<(), String> {
 /// Replays the journal and fixes what is safe before mounting; a damaged
 /// filesystem is reported, and mounting is still attempted.
 fn check(dev: &Path) {
-    let Some(fsck) = tool(&["/sbin/e2fsck", "/usr/sbin/e2fsck"]) else { return };
-    match Command::new(&fsck).arg("-p").arg(dev).stdin(Stdio::null()).status() {
+    let Some(fsck) = tool(&["/sbin/e2fsck", "/usr/sbin/e2fsck"]) else {
+        return;
+    };
+    match Command::new(&fsck)
+        .arg("-p")
+        .arg(dev)
+        .stdin(Stdio::null())
+        .status()
+    {
         // 0: clean, 1: errors corrected.
         Ok(st) if matches!(st.code(), Some(0) | Some(1)) => {}
-        Ok(st) => log!("{} {}: {st}: the filesystem has errors e2fsck -p could not fix", fsck.display(), dev.display()),
+        Ok(st) => log!(
+            "{} {}: {st}: the filesystem has errors e2fsck -p could not fix",
+            fsck.display(),
+            dev.display()
+        ),
         Err(e) => log!("cannot run {}: {e}", fsck.display()),
     }
 }

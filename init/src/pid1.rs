@@ -24,9 +24,10 @@ pub fn early_setup() {
     if let Err(e) = rustix::system::sethostname(hostname.as_bytes()) {
         log!("cannot set hostname {hostname:?}: {e}");
     }
-    for dir in ["/run/bascule", "/var/log"] {
-        let _ = std::fs::create_dir_all(dir);
+    if let Err(e) = crate::sys::net::loopback_up() {
+        log!("cannot bring the loopback interface up: {e}; services on 127.0.0.1 will be unreachable");
     }
+    let _ = std::fs::create_dir_all("/run/bascule");
 }
 
 /// Points stdin/stdout/stderr at /dev/console.

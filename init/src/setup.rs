@@ -203,7 +203,10 @@ pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
     let mut init =
         Init::new(cfg, SystemClock, sup, launcher, listener, timeline).map_err(SetupError::Loop)?;
     if mode == Mode::Pid1 {
-        let dev = ["/dev/watchdog0", "/dev/watchdog"].into_iter().map(Path::new).find(|p| p.exists());
+        let dev = ["/dev/watchdog0", "/dev/watchdog"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists());
         match dev.map(|d| (d, Watchdog::open(d, WATCHDOG_TIMEOUT))) {
             Some((_, Ok(wd))) => init.set_watchdog(wd),
             Some((d, Err(e))) => log!("cannot arm the watchdog {}: {e}", d.display()),

@@ -11,13 +11,13 @@ use rustix::mount::{mount, mount_move, MountFlags};
 use crate::log;
 use crate::sys::blockdev::{self, Uevents};
 use crate::sys::clock;
-use crate::sys::mount::{mount_api, API_MOUNTS};
 use crate::sys::modules;
+use crate::sys::mount::{mount_api, API_MOUNTS};
 
 /// Written by this stage, read by the next (it survives in the moved /run).
 pub const TIMELINE_FILE: &str = "/run/bascule/boot-timeline";
-const MODULES_LIST: &str = "/etc/bascule/modules.load";
-const NEWROOT: &str = "/newroot";
+const MODULES_LIST: &str = layout::INITRAMFS_MODULES_LOAD;
+const NEWROOT: &str = layout::INITRAMFS_NEWROOT;
 /// Bound on waiting for the slot's partition to appear.
 const DEVICE_WAIT: Duration = Duration::from_secs(15);
 
@@ -28,30 +28,49 @@ pub fn is_initramfs() -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Stage1Error {
-    #[error("no bascule.slot= on the kernel command line ({0:?}): cannot tell which slot to mount")]
+    #[error(
+        "no bascule.slot= on the kernel command line ({0:?}): cannot tell which slot to mount"
+    )]
     NoSlot(String),
-    #[error("partition {label} did not appear within {DEVICE_WAIT:?}: is the disk attached (virtio)?")]
+    #[error(
+        "partition {label} did not appear within {DEVICE_WAIT:?}: is the disk attached (virtio)?"
+    )]
     NoPartition { label: String },
     #[error("cannot mount {dev} ({label}) as squashfs on {NEWROOT}: {err}; the slot may be empty or corrupt")]
-    MountRoot { dev: String, label: String, err: std::io::Error },
+    MountRoot {
+        dev: String,
+        label: String,
+        err: std::io::Error,
+    },
     #[error("switch_root into {NEWROOT} failed at {step}: {err}")]
-    Switch { step: &'static str, err: std::io::Error },
+    Switch {
+        step: &'static str,
+        err: std::io::Error,
+    },
 }
 
 /// Runs the initramfs stage; on success it never returns (exec of the
 /// slot's init). On failure the caller keeps PID 1 alive with a shell.
 pub fn run() -> Stage1Error {
     let mut timeline = vec![("initramfs start".to_owned(), clock::boottime_us())];
-    for m in API_MOUNTS.iter().filter(|m| matches!(m.target, "/proc" | "/sys" | "/dev" | "/run")) {
+    for m in API_MOUNTS
+        .iter()
+        .filter(|m| matches!(m.target, "/proc" | "/sys" | "/dev" | "/run"))
+    {
         if let Err(e) = mount_api(m) {
             log!("{e}");
         }
     }
     crate::pid1::open_console();
-    let uevents = Uevents::open().map_err(|e| log!("no uevent socket ({e}); partitions are looked up once"));
+    let uevents =
+        Uevents::open().map_err(|e| log!("no uevent socket ({e}); partitions are looked up once"));
     let list = std::fs::read_to_string(MODULES_LIST).unwrap_or_default();
     let (loaded, failures) = modules::load_list(&list);
     for f in &failures {
+        // efivarfs has no device to bind to on BIOS machines: expected there.
+        if f.error.raw_os_error() == Some(libc::ENODEV) && f.path.contains("efivarfs") {
+            continue;
+        }
         log!("cannot load module {}: {}", f.path, f.error);
     }
     timeline.push((format!("modules loaded ({loaded})"), clock::boottime_us()));
@@ -74,7 +93,11 @@ pub fn run() -> Stage1Error {
     };
     let _ = std::fs::create_dir_all(NEWROOT);
     if let Err(e) = mount(&dev, NEWROOT, "squashfs", MountFlags::RDONLY, None) {
-        return Stage1Error::MountRoot { dev: dev.display().to_string(), label, err: e.into() };
+        return Stage1Error::MountRoot {
+            dev: dev.display().to_string(),
+            label,
+            err: e.into(),
+        };
     }
     timeline.push((format!("root mounted ({label})"), clock::boottime_us()));
     timeline.push(("switch_root".to_owned(), clock::boottime_us()));
@@ -85,7 +108,12 @@ pub fn run() -> Stage1Error {
 }
 
 fn switch_root() -> Stage1Error {
-    let step = |step: &'static str| move |e: rustix::io::Errno| Stage1Error::Switch { step, err: e.into() };
+    let step = |step: &'static str| {
+        move |e: rustix::io::Errno| Stage1Error::Switch {
+            step,
+            err: e.into(),
+        }
+    };
     // Keep the API filesystems: move them under the new root.
     for dir in ["/dev", "/proc", "/sys", "/run"] {
         let target = format!("{NEWROOT}{dir}");
@@ -106,6 +134,15 @@ fn switch_root() -> Stage1Error {
         return step("chdir /")(e);
     }
     use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new("/sbin/init").exec();
-    Stage1Error::Switch { step: "exec /sbin/init", err }
+    // The slot's own copy of this binary, by its real name so that
+    // /proc/1/comm says bascule-init; /sbin/init for roots without it.
+    let next = ["/sbin/bascule-init", "/sbin/init"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("/sbin/init");
+    let err = std::process::Command::new(next).exec();
+    Stage1Error::Switch {
+        step: "exec the slot's init",
+        err,
+    }
 }

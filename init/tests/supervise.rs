@@ -408,13 +408,19 @@ fn user_environment_and_capabilities_are_applied() {
         sup.log_text("nobody").len() >= 4 && sup.log_text("bareroot").len() >= 4
     });
     let n = sup.log_text("nobody");
-    assert_eq!(n[0], format!("uid=65534 gid=65534 dir={work} greeting=hi there"));
+    assert_eq!(
+        n[0],
+        format!("uid=65534 gid=65534 dir={work} greeting=hi there")
+    );
     // CAP_NET_BIND_SERVICE is bit 10: kept (effective and ambient), all else gone.
     assert!(n.contains(&"CapEff:\t0000000000000400".to_owned()), "{n:?}");
     assert!(n.contains(&"CapBnd:\t0000000000000400".to_owned()), "{n:?}");
     assert!(n.contains(&"CapAmb:\t0000000000000400".to_owned()), "{n:?}");
     let r = sup.log_text("bareroot");
     assert!(r[0].starts_with("uid=0 "), "{r:?}");
-    assert!(r.contains(&"CapEff:\t0000000000000000".to_owned()), "root with no capabilities kept: {r:?}");
+    assert!(
+        r.contains(&"CapEff:\t0000000000000000".to_owned()),
+        "root with no capabilities kept: {r:?}"
+    );
     assert!(r.contains(&"CapBnd:\t0000000000000000".to_owned()), "{r:?}");
 }

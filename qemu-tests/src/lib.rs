@@ -1,1 +1,333 @@
+//! End-to-end harness: builds the images once per test run, boots them under
+//! QEMU (`-accel tcg`), captures the serial console to a file, types into the
+//! console shell when a test needs to act inside the guest, and drives
+//! `bascule-init` through its real API on the virtio-serial port. Every VM is
+//! killed by PID and every temporary file removed when its [`Machine`] is
+//! dropped, also when the test fails.
 #![deny(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bascule_api::pb::{self, request::Call, response::Result as Reply};
+use bascule_api::Client;
+use bascule_rootfs::qemu::{QemuConfig, Serial, Vm};
+use bascule_rootfs::{Bootloader, BuiltImage, Firmware, ImageSpec, InitramfsInit, SlotBuild};
+
+/// The three boot chains Bascule supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Combo {
+    GrubBios,
+    GrubUefi,
+    SdBootUefi,
+}
+
+impl Combo {
+    pub fn name(self) -> &'static str {
+        match self {
+            Combo::GrubBios => "grub-bios",
+            Combo::GrubUefi => "grub-uefi",
+            Combo::SdBootUefi => "sdboot-uefi",
+        }
+    }
+
+    fn parts(self) -> (Bootloader, Firmware) {
+        match self {
+            Combo::GrubBios => (Bootloader::Grub, Firmware::Bios),
+            Combo::GrubUefi => (Bootloader::Grub, Firmware::Uefi),
+            Combo::SdBootUefi => (Bootloader::SdBoot, Firmware::Uefi),
+        }
+    }
+}
+
+/// Bound on one boot to all-services-ready under TCG (about 10-15 s seen).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Images are built once per test process and combination, then copied
+/// for each VM (sparse), so tests never share a disk.
+pub fn image(combo: Combo) -> BuiltImage {
+    static BUILT: OnceLock<Mutex<Vec<(Combo, BuiltImage)>>> = OnceLock::new();
+    static BINS: OnceLock<bascule_rootfs::cargo::StaticBinaries> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, img)) = built.iter().find(|(c, _)| *c == combo) {
+        return img.clone();
+    }
+    let root = workspace_root();
+    let bins = BINS.get_or_init(|| {
+        bascule_rootfs::cargo::build_static_binaries(&root).expect("build static binaries")
+    });
+    let (bootloader, firmware) = combo.parts();
+    let slot = |version: &str| SlotBuild {
+        version: version.into(),
+        init: bins.init.clone(),
+        cli: bins.cli.clone(),
+        initramfs_init: InitramfsInit::SameAsRoot,
+    };
+    let out = root.join("target/qemu-tests").join(combo.name());
+    let mut spec = ImageSpec::new(
+        bootloader,
+        firmware,
+        slot("1.0.0"),
+        &out,
+        &bascule_rootfs::image::default_cache_dir(&root),
+    );
+    spec.slot_b = Some(slot("2.0.0"));
+    let img = bascule_rootfs::build_image(&spec)
+        .unwrap_or_else(|e| panic!("building the {} image: {e}", combo.name()));
+    built.push((combo, img.clone()));
+    img
+}
+
+/// A booted (or booting) VM with its own copy of the disk.
+pub struct Machine {
+    pub combo: Combo,
+    pub dir: tempfile::TempDir,
+    vm: Option<Vm>,
+    pub api: PathBuf,
+    pub console: PathBuf,
+    pub serial_log: PathBuf,
+    config: QemuConfig,
+}
+
+impl Machine {
+    pub fn boot(combo: Combo) -> Machine {
+        let img = image(combo);
+        let dir = tempfile::Builder::new()
+            .prefix("bascule-vm-")
+            .tempdir()
+            .expect("tempdir");
+        let disk = dir.path().join("disk.img");
+        let st = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(&img.disk)
+            .arg(&disk)
+            .status()
+            .expect("cp");
+        assert!(st.success(), "copying the disk image");
+        let mut config = QemuConfig::new(&disk, img.firmware);
+        if img.firmware == Firmware::Uefi {
+            let vars = dir.path().join("OVMF_VARS.fd");
+            bascule_rootfs::qemu::fresh_ovmf_vars(&vars).expect("OVMF vars");
+            config.ovmf_vars = Some(vars);
+        }
+        let api = dir.path().join("api.sock");
+        let console = dir.path().join("console.sock");
+        let serial_log = dir.path().join("serial.log");
+        config.serial = Serial::Socket {
+            socket: console.clone(),
+            log: serial_log.clone(),
+        };
+        config.api_socket = Some(api.clone());
+        let mut m = Machine {
+            combo,
+            dir,
+            vm: None,
+            api,
+            console,
+            serial_log,
+            config,
+        };
+        m.start();
+        m
+    }
+
+    /// (Re)starts QEMU on the same disk.
+    pub fn start(&mut self) {
+        self.vm = Some(self.config.spawn().expect("start QEMU"));
+    }
+
+    pub fn serial(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial_log).unwrap_or_default()).into_owned()
+    }
+
+    fn context(&self) -> String {
+        let tail: String = {
+            let s = self.serial();
+            let start = s.len().saturating_sub(6000);
+            s[s.char_indices()
+                .map(|(i, _)| i)
+                .find(|i| *i >= start)
+                .unwrap_or(0)..]
+                .to_owned()
+        };
+        format!("--- {} serial log (tail) ---\n{tail}", self.combo.name())
+    }
+
+    /// One API call on a fresh connection to the VM's virtio-serial port.
+    pub fn call(&self, call: Call) -> Result<Reply, String> {
+        let stream = UnixStream::connect(&self.api)
+            .map_err(|e| format!("connect {}: {e}", self.api.display()))?;
+        let mut c =
+            Client::from_stream(stream, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+        c.call(call).map_err(|e| e.to_string())
+    }
+
+    pub fn services(&self) -> Result<Vec<pb::ServiceStatus>, String> {
+        match self.call(Call::ServiceList(pb::ServiceListRequest::default()))? {
+            Reply::ServiceList(l) => Ok(l.services),
+            other => Err(format!("unexpected reply {other:?}")),
+        }
+    }
+
+    pub fn service(&self, name: &str) -> pb::ServiceStatus {
+        self.services()
+            .unwrap_or_else(|e| panic!("service list: {e}\n{}", self.context()))
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no service {name}\n{}", self.context()))
+    }
+
+    /// Waits until the API answers and every service is running and ready.
+    pub fn wait_ready(&self) -> Vec<pb::ServiceStatus> {
+        let mut last = String::new();
+        let ok = self.wait_for(BOOT_TIMEOUT, || match self.services() {
+            Ok(list) => {
+                let ready = !list.is_empty()
+                    && list.iter().all(|s| {
+                        s.state == pb::ServiceState::Running as i32
+                            && s.readiness != pb::Readiness::Pending as i32
+                    });
+                last = format!("{list:?}");
+                ready.then_some(list)
+            }
+            Err(e) => {
+                last = e;
+                None
+            }
+        });
+        ok.unwrap_or_else(|| {
+            panic!(
+                "{} not ready within {BOOT_TIMEOUT:?}: {last}\n{}",
+                self.combo.name(),
+                self.context()
+            )
+        })
+    }
+
+    /// Retries `f` until it gives a value or `limit` passes. The bound only
+    /// keeps a broken guest from hanging the suite.
+    pub fn wait_for<T>(&self, limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return Some(v);
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Types a command into the console shell and waits for `marker` in
+    /// the serial log (the command should echo it).
+    pub fn console_run(&self, command: &str, marker: &str) {
+        let before = self.serial().len();
+        let mut s =
+            UnixStream::connect(&self.console).unwrap_or_else(|e| panic!("console socket: {e}"));
+        s.write_all(format!("{command}\n").as_bytes())
+            .expect("type into the console");
+        let seen = self.wait_for(Duration::from_secs(30), || {
+            let log = self.serial();
+            log.get(before..)
+                .is_some_and(|new| new.lines().any(|l| l.trim() == marker))
+                .then_some(())
+        });
+        drop(s);
+        seen.unwrap_or_else(|| {
+            panic!("no {marker:?} after typing {command:?}\n{}", self.context())
+        });
+    }
+
+    /// Runs the real `bascule` CLI against the VM's API socket.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let bin = workspace_root().join("target/debug/bascule");
+        Command::new(&bin)
+            .arg("--socket")
+            .arg(&self.api)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
+    }
+
+    /// Waits for QEMU to exit by itself (a guest power-off).
+    pub fn wait_exit(&mut self, limit: Duration) -> bool {
+        let Some(vm) = self.vm.as_mut() else {
+            return true;
+        };
+        matches!(vm.wait_timeout(limit), Ok(Some(_)))
+    }
+
+    pub fn disk(&self) -> &Path {
+        &self.config.disk
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Some(mut vm) = self.vm.take() {
+            vm.kill();
+        }
+    }
+}
+
+/// Checks an ext4 partition of a powered-off disk image, by label: the
+/// superblock says "clean" and `e2fsck -fn` finds nothing.
+pub fn ext4_clean(disk: &Path, label: &str) -> Result<(), String> {
+    let idx = bascule_rootfs::layout::index_of(label).ok_or(format!("no partition {label}"))?;
+    let offset = bascule_rootfs::layout::partition_offset(idx);
+    let size = bascule_rootfs::layout::partition_size(idx);
+    let tmp = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let st = Command::new("dd")
+        .arg(format!("if={}", disk.display()))
+        .arg(format!("of={}", tmp.path().display()))
+        .args(["bs=1M", "status=none", "conv=sparse"])
+        .arg(format!("skip={}", offset >> 20))
+        .arg(format!("count={}", size >> 20))
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Err("dd failed".into());
+    }
+    let dump = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(tmp.path())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&dump.stdout);
+    let state = text
+        .lines()
+        .find(|l| l.starts_with("Filesystem state:"))
+        .unwrap_or("")
+        .to_owned();
+    if !state.contains("clean") {
+        return Err(format!("{label}: {state:?}"));
+    }
+    let fsck = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(tmp.path())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !fsck.status.success() {
+        return Err(format!(
+            "{label}: e2fsck -fn: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        ));
+    }
+    let mut f = std::fs::File::open(tmp.path()).map_err(|e| e.to_string())?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).map_err(|e| e.to_string())?;
+    Ok(())
+}

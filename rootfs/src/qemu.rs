@@ -29,6 +29,9 @@ pub enum Serial {
     Stdio,
     /// Appended to a file (tests read it).
     File(PathBuf),
+    /// A Unix socket QEMU listens on (a harness types into the console
+    /// through it), with everything the guest prints also logged to `log`.
+    Socket { socket: PathBuf, log: PathBuf },
 }
 
 /// A QEMU invocation.
@@ -131,6 +134,17 @@ impl QemuConfig {
                 ]);
                 push(&["-serial", "chardev:console", "-monitor", "none"]);
             }
+            Serial::Socket { socket, log } => {
+                push(&[
+                    "-chardev",
+                    &format!(
+                        "socket,id=console,path={},server=on,wait=off,logfile={},logappend=on",
+                        socket.display(),
+                        log.display()
+                    ),
+                ]);
+                push(&["-serial", "chardev:console", "-monitor", "none"]);
+            }
         }
         if let Some(sock) = &self.api_socket {
             push(&["-device", "virtio-serial-pci,id=vser0"]);
@@ -184,8 +198,13 @@ impl QemuConfig {
         for sock in [&self.api_socket, &self.qmp_socket].into_iter().flatten() {
             let _ = fs::remove_file(sock);
         }
+        if let Serial::Socket { socket, .. } = &self.serial {
+            let _ = fs::remove_file(socket);
+        }
         let stderr = match &self.serial {
-            Serial::File(log) => Some(log.with_extension("qemu-stderr")),
+            Serial::File(log) | Serial::Socket { log, .. } => {
+                Some(log.with_extension("qemu-stderr"))
+            }
             Serial::Stdio => None,
         };
         let mut cmd = self.command();

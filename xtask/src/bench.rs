@@ -78,7 +78,9 @@ impl Supervisor {
 impl Drop for Supervisor {
     fn drop(&mut self) {
         if let Ok(mut c) = self.client() {
-            let _ = c.call(Call::Power(pb::PowerRequest { action: pb::PowerAction::Poweroff as i32 }));
+            let _ = c.call(Call::Power(pb::PowerRequest {
+                action: pb::PowerAction::Poweroff as i32,
+            }));
         }
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
@@ -106,7 +108,10 @@ fn gaps_from_lines(lines: &[String]) -> Vec<f64> {
     let mut last_exit: Option<u64> = None;
     for l in lines {
         let mut parts = l.split_whitespace();
-        match (parts.next(), parts.next().and_then(|n| n.parse::<u64>().ok())) {
+        match (
+            parts.next(),
+            parts.next().and_then(|n| n.parse::<u64>().ok()),
+        ) {
             (Some("S"), Some(t)) => {
                 if let Some(e) = last_exit.take() {
                     gaps.push((t.saturating_sub(e)) as f64 / 1e6);
@@ -123,11 +128,19 @@ fn gaps_from_lines(lines: &[String]) -> Vec<f64> {
 fn log_lines(client: &mut Client, name: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     client.stream(
-        Call::Logs(pb::LogsRequest { name: name.into(), tail: 1_000_000, follow: false }),
+        Call::Logs(pb::LogsRequest {
+            name: name.into(),
+            tail: 1_000_000,
+            follow: false,
+        }),
         Some(Duration::from_secs(10)),
         |r| {
             if let Reply::Log(c) = r {
-                out.extend(c.lines.into_iter().map(|l| String::from_utf8_lossy(&l.text).into_owned()));
+                out.extend(
+                    c.lines
+                        .into_iter()
+                        .map(|l| String::from_utf8_lossy(&l.text).into_owned()),
+                );
             }
             true
         },
@@ -143,27 +156,44 @@ fn restart_latency(init: &Path, me: &Path) -> Result<(f64, f64)> {
     let sup = Supervisor::start(init, &[("flap", svc)])?;
     std::thread::sleep(Duration::from_secs(3));
     let mut c = sup.client()?;
-    let _ = c.call(Call::ServiceControl(pb::ServiceControlRequest { name: "flap".into(), action: pb::ServiceAction::Stop as i32 }));
+    let _ = c.call(Call::ServiceControl(pb::ServiceControlRequest {
+        name: "flap".into(),
+        action: pb::ServiceAction::Stop as i32,
+    }));
     let gaps = gaps_from_lines(&log_lines(&mut c, "flap")?);
     drop(sup);
     // Reference: the same child, spawned and waited for in a plain loop.
     let mut lines = Vec::new();
     for _ in 0..300 {
         let out = Command::new(me).arg("bench-child").output()?;
-        lines.extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned));
+        lines.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned),
+        );
     }
     let reference = gaps_from_lines(&lines);
     if gaps.len() < 50 {
         bail!("only {} restarts observed", gaps.len());
     }
-    println!("restart latency: {} restarts, median {:.3} ms (reference loop {:.3} ms)", gaps.len(), percentile(&gaps, 0.5), percentile(&reference, 0.5));
+    println!(
+        "restart latency: {} restarts, median {:.3} ms (reference loop {:.3} ms)",
+        gaps.len(),
+        percentile(&gaps, 0.5),
+        percentile(&reference, 0.5)
+    );
     Ok((percentile(&gaps, 0.5), percentile(&reference, 0.5)))
 }
 
 fn api_latency(init: &Path) -> Result<(f64, f64, f64)> {
     let sup = Supervisor::start(init, &[("idle", "exec = [\"sleep\", \"100000\"]\n".into())])?;
     let mut c = sup.client()?;
-    let status = || Call::ServiceControl(pb::ServiceControlRequest { name: "idle".into(), action: pb::ServiceAction::Status as i32 });
+    let status = || {
+        Call::ServiceControl(pb::ServiceControlRequest {
+            name: "idle".into(),
+            action: pb::ServiceAction::Status as i32,
+        })
+    };
     for _ in 0..500 {
         c.call(status())?;
     }
@@ -195,7 +225,11 @@ fn api_latency(init: &Path) -> Result<(f64, f64, f64)> {
         }
     });
     let mut s = UnixStream::connect(&path)?;
-    let frame = [0u8, 0, 0, 64].iter().copied().chain([7u8; 64]).collect::<Vec<u8>>();
+    let frame = [0u8, 0, 0, 64]
+        .iter()
+        .copied()
+        .chain([7u8; 64])
+        .collect::<Vec<u8>>();
     let mut reference = Vec::with_capacity(10_000);
     let mut back = [0u8; 68];
     for i in 0..10_500 {
@@ -209,7 +243,11 @@ fn api_latency(init: &Path) -> Result<(f64, f64, f64)> {
     drop(s);
     let _ = server.join();
     reference.sort_by(|a, b| a.total_cmp(b));
-    let (p50, p99, r99) = (percentile(&samples, 0.5), percentile(&samples, 0.99), percentile(&reference, 0.99));
+    let (p50, p99, r99) = (
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        percentile(&reference, 0.99),
+    );
     println!("API status round trip: p50 {p50:.3} ms, p99 {p99:.3} ms (raw echo p99 {r99:.3} ms)");
     Ok((p50, p99, r99))
 }
@@ -221,12 +259,18 @@ fn producer() -> String {
 }
 
 fn log_throughput(init: &Path) -> Result<(f64, f64)> {
-    let svc = format!("exec = [\"/bin/sh\", \"-c\", \"{}\"]\nrestart = \"never\"\n", producer());
+    let svc = format!(
+        "exec = [\"/bin/sh\", \"-c\", \"{}\"]\nrestart = \"never\"\n",
+        producer()
+    );
     let t = Instant::now();
     let sup = Supervisor::start(init, &[("spew", svc)])?;
     let mut c = sup.client()?;
     loop {
-        let Reply::ServiceList(l) = c.call(Call::ServiceList(pb::ServiceListRequest::default()))? else { bail!("bad reply") };
+        let Reply::ServiceList(l) = c.call(Call::ServiceList(pb::ServiceListRequest::default()))?
+        else {
+            bail!("bad reply")
+        };
         let st = l.services.first().map(|s| s.state).unwrap_or(0);
         if st == pb::ServiceState::Exited as i32 || st == pb::ServiceState::Failed as i32 {
             break;
@@ -240,7 +284,10 @@ fn log_throughput(init: &Path) -> Result<(f64, f64)> {
     drop(c);
     drop(sup);
     let t = Instant::now();
-    let st = Command::new("/bin/sh").arg("-c").arg(format!("{} | cat > /dev/null", producer())).status()?;
+    let st = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{} | cat > /dev/null", producer()))
+        .status()?;
     if !st.success() {
         bail!("reference producer failed");
     }

@@ -14,7 +14,9 @@ use rustix::net::{bind, netlink, socket_with, AddressFamily, SocketFlags, Socket
 pub fn find_by_label(sys_class_block: &Path, label: &str) -> Option<PathBuf> {
     let entries = std::fs::read_dir(sys_class_block).ok()?;
     for e in entries.flatten() {
-        let Ok(uevent) = std::fs::read_to_string(e.path().join("uevent")) else { continue };
+        let Ok(uevent) = std::fs::read_to_string(e.path().join("uevent")) else {
+            continue;
+        };
         if let Some(dev) = devname_for_label(&uevent, label) {
             return Some(PathBuf::from("/dev").join(dev));
         }
@@ -64,7 +66,10 @@ impl Uevents {
                 return Some(v);
             }
             let left = limit.checked_sub(start.elapsed())?;
-            let ts = Timespec { tv_sec: left.as_secs() as _, tv_nsec: left.subsec_nanos() as _ };
+            let ts = Timespec {
+                tv_sec: left.as_secs() as _,
+                tv_nsec: left.subsec_nanos() as _,
+            };
             let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
             match poll(&mut fds, Some(&ts)) {
                 Ok(0) => return find(),
@@ -90,6 +95,9 @@ mod tests {
         let u = "MAJOR=254\nMINOR=3\nDEVNAME=vda3\nDEVTYPE=partition\nPARTN=3\nPARTNAME=SLOT-A\n";
         assert_eq!(devname_for_label(u, "SLOT-A"), Some("vda3".into()));
         assert_eq!(devname_for_label(u, "SLOT-B"), None);
-        assert_eq!(devname_for_label("DEVNAME=vda\nDEVTYPE=disk\n", "SLOT-A"), None);
+        assert_eq!(
+            devname_for_label("DEVNAME=vda\nDEVTYPE=disk\n", "SLOT-A"),
+            None
+        );
     }
 }

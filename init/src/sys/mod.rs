@@ -8,6 +8,7 @@ pub mod creds;
 pub mod epoll;
 pub mod modules;
 pub mod mount;
+pub mod net;
 pub mod power;
 pub mod reap;
 pub mod signals;

@@ -16,7 +16,11 @@ pub struct ModuleFailure {
 pub fn load_list(list: &str) -> (usize, Vec<ModuleFailure>) {
     let mut loaded = 0;
     let mut failures = Vec::new();
-    for line in list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let (path, params) = line.split_once(' ').unwrap_or((line, ""));
         let result = File::open(path).and_then(|f| {
             let params = CString::new(params).map_err(|_| std::io::ErrorKind::InvalidInput)?;
@@ -27,7 +31,10 @@ pub fn load_list(list: &str) -> (usize, Vec<ModuleFailure>) {
         });
         match result {
             Ok(()) => loaded += 1,
-            Err(error) => failures.push(ModuleFailure { path: path.to_owned(), error }),
+            Err(error) => failures.push(ModuleFailure {
+                path: path.to_owned(),
+                error,
+            }),
         }
     }
     (loaded, failures)

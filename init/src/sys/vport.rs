@@ -14,7 +14,9 @@ use rustix::fs::{open, Mode, OFlags};
 /// /sys/class/virtio-ports/*/name (there is no udev to make symlinks).
 pub fn find(sys_class: &Path, name: &str) -> Option<PathBuf> {
     for e in std::fs::read_dir(sys_class).ok()?.flatten() {
-        let Ok(n) = std::fs::read_to_string(e.path().join("name")) else { continue };
+        let Ok(n) = std::fs::read_to_string(e.path().join("name")) else {
+            continue;
+        };
         if n.trim() == name {
             return Some(PathBuf::from("/dev").join(e.file_name()));
         }
@@ -24,7 +26,11 @@ pub fn find(sys_class: &Path, name: &str) -> Option<PathBuf> {
 
 /// Opens the port non-blocking, with SIGIO on host connect and disconnect.
 pub fn open_port(path: &Path) -> io::Result<OwnedFd> {
-    let fd = open(path, OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY, Mode::empty())?;
+    let fd = open(
+        path,
+        OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
     // SAFETY: fcntl on a valid fd we own; F_SETOWN takes an integer pid and
     // F_SETFL an integer flag word, no pointers.
     unsafe {
@@ -42,7 +48,10 @@ pub fn open_port(path: &Path) -> io::Result<OwnedFd> {
 /// True while a host client is attached (the port does not report HUP).
 pub fn host_connected(fd: impl AsFd) -> bool {
     let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     match poll(&mut fds, Some(&zero)) {
         Ok(_) => !fds[0].revents().contains(PollFlags::HUP),
         Err(_) => false,

@@ -23,8 +23,18 @@ impl Watchdog {
         let mut secs: libc::c_int = timeout.as_secs().clamp(1, 3600) as libc::c_int;
         // SAFETY: WDIOC_SETTIMEOUT reads and writes one c_int through the
         // pointer, which points at a live local for the whole call.
-        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), WDIOC_SETTIMEOUT, &mut secs as *mut libc::c_int) };
-        let timeout = if rc == 0 && secs > 0 { Duration::from_secs(secs as u64) } else { timeout };
+        let rc = unsafe {
+            libc::ioctl(
+                fd.as_raw_fd(),
+                WDIOC_SETTIMEOUT,
+                &mut secs as *mut libc::c_int,
+            )
+        };
+        let timeout = if rc == 0 && secs > 0 {
+            Duration::from_secs(secs as u64)
+        } else {
+            timeout
+        };
         Ok(Watchdog { fd, timeout })
     }
 

@@ -1,0 +1,134 @@
+//! Boots each of the three boot chains with the real `bascule-init` as PID 1
+//! and drives it through its API on the virtio-serial port.
+
+use std::time::Duration;
+
+use bascule_api::pb::{self, request::Call, response::Result as Reply};
+use bascule_qemu_tests::{ext4_clean, Combo, Machine, BOOT_TIMEOUT};
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "bascule failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The whole life of a machine: boot, manage, crash, reboot, shut down.
+fn lifecycle(combo: Combo) {
+    let mut m = Machine::boot(combo);
+    let services = m.wait_ready();
+    let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
+    for expected in ["console", "httpd", "heartbeat"] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+
+    // PID 1 is bascule-init, booted from slot A.
+    let Ok(Reply::Version(v)) = m.call(Call::Version(pb::VersionRequest {})) else {
+        panic!("version")
+    };
+    assert_eq!(v.mode, "pid1");
+    assert_eq!(v.booted_slot, "A");
+    m.console_run(
+        "echo pid1-is-$(cat /proc/1/comm)-$(basename $(readlink /proc/1/exe))",
+        "pid1-is-bascule-init-bascule-init",
+    );
+
+    // The health check runs and passes.
+    let healthy = m.wait_for(Duration::from_secs(30), || {
+        (m.service("heartbeat").health == pb::Health::Healthy as i32).then_some(())
+    });
+    assert!(
+        healthy.is_some(),
+        "heartbeat never became healthy: {:?}",
+        m.service("heartbeat")
+    );
+
+    // The boot timeline has the stages, in order.
+    let Ok(Reply::BootTime(t)) = m.call(Call::BootTime(pb::BootTimeRequest {})) else {
+        panic!("boot time")
+    };
+    let events: Vec<&str> = t.events.iter().map(|e| e.name.as_str()).collect();
+    for stage in [
+        "kernel start",
+        "initramfs start",
+        "switch_root",
+        "init start",
+        "partitions mounted",
+        "all services ready",
+    ] {
+        assert!(
+            events.iter().any(|e| e.starts_with(stage)),
+            "{stage} missing from {events:?}"
+        );
+    }
+    assert!(
+        t.events.windows(2).all(|w| w[0].at_us <= w[1].at_us),
+        "{:?}",
+        t.events
+    );
+    let out = ok(&m.cli(&["boot-time"]));
+    assert!(out.contains("all services ready"), "{out}");
+
+    // A crashed workload is restarted inside the VM.
+    let before = m.service("httpd");
+    m.console_run(
+        &format!("kill -9 {}; echo killed-httpd", before.pid),
+        "killed-httpd",
+    );
+    let back = m.wait_for(Duration::from_secs(30), || {
+        let s = m.service("httpd");
+        (s.restarts > before.restarts
+            && s.state == pb::ServiceState::Running as i32
+            && s.pid != before.pid)
+            .then_some(s)
+    });
+    assert!(
+        back.is_some(),
+        "httpd not restarted: {:?}",
+        m.service("httpd")
+    );
+
+    // A file under /var survives a reboot.
+    m.console_run(
+        "echo persisted > /var/marker && sync && echo marker-written",
+        "marker-written",
+    );
+    let out = ok(&m.cli(&["reboot"]));
+    let _ = out;
+    // The API goes away, then comes back after the reboot.
+    let gone = m.wait_for(BOOT_TIMEOUT, || m.services().is_err().then_some(()));
+    assert!(gone.is_some(), "the machine did not go down for the reboot");
+    m.wait_ready();
+    m.console_run("echo var-has-$(cat /var/marker)", "var-has-persisted");
+
+    // Shutdown powers the VM off by itself, with clean filesystems.
+    ok(&m.cli(&["shutdown"]));
+    assert!(
+        m.wait_exit(Duration::from_secs(60)),
+        "QEMU did not exit after bascule shutdown"
+    );
+    for label in ["STATE", "EPHEMERAL"] {
+        ext4_clean(m.disk(), label).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn grub_bios_lifecycle() {
+    lifecycle(Combo::GrubBios);
+}
+
+#[test]
+fn grub_uefi_lifecycle() {
+    lifecycle(Combo::GrubUefi);
+}
+
+#[test]
+fn sdboot_uefi_lifecycle() {
+    lifecycle(Combo::SdBootUefi);
+}
