@@ -4,6 +4,7 @@
 
 pub mod layout;
 
+pub mod adapter;
 pub mod atomicfile;
 pub mod blockio;
 pub mod bls;
