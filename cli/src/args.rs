@@ -77,6 +77,41 @@ pub enum Command {
     Version,
     /// Print the boot timeline.
     BootTime,
+    /// Boot slots: show them, boot one once, or make one the default.
+    Boot {
+        #[command(subcommand)]
+        command: BootCommand,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum BootCommand {
+    /// Both slots (version, state), the booted slot, the default, any pending try.
+    Status,
+    /// Boot SLOT at the next boot only; the default stays.
+    Once {
+        #[arg(value_enum)]
+        slot: SlotArg,
+        /// Allow a slot that is empty or marked bad.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Boot SLOT by default from now on.
+    SetDefault {
+        #[arg(value_enum)]
+        slot: SlotArg,
+        /// Allow a slot that is empty or marked bad.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SlotArg {
+    #[value(name = "A", alias = "a")]
+    A,
+    #[value(name = "B", alias = "b")]
+    B,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

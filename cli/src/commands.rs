@@ -26,6 +26,11 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
         Command::Shutdown => power(&ctx, "shutdown", pb::PowerAction::Poweroff),
         Command::Version => version(&ctx),
         Command::BootTime => boot_time(&ctx),
+        Command::Boot { command } => {
+            let (what, call) = crate::boot::request(command);
+            let reply = ctx.call(what, call)?;
+            print(&crate::boot::output(reply, what, ctx.json)?)
+        }
     }
 }
 

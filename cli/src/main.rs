@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 mod args;
+mod boot;
 mod commands;
 mod exit;
 mod output;

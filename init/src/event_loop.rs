@@ -124,6 +124,8 @@ pub struct Init<C: Clock> {
     /// The port's fd is in the epoll set (only while the host is attached).
     port_registered: bool,
     watchdog: Option<(Watchdog, Instant)>,
+    /// Boot slots, or why they are not managed here.
+    pub(crate) slots: Result<crate::slots::Slots, String>,
 }
 
 impl<C: Clock> Init<C> {
@@ -172,6 +174,10 @@ impl<C: Clock> Init<C> {
             shutdown: None,
             port_registered: false,
             watchdog: None,
+            slots: Err(
+                "boot slots are managed only by PID 1 of a machine booted from a Bascule disk"
+                    .into(),
+            ),
         }
         .with_port())
     }
@@ -579,6 +585,11 @@ impl<C: Clock> Init<C> {
             self.timeline
                 .push(("all services ready".into(), clock::boottime_us()));
             log!("all services ready");
+            if let Ok(slots) = &mut self.slots {
+                for note in slots.all_ready() {
+                    log!("{note}");
+                }
+            }
         }
         self.resolve_waiters();
         self.advance_shutdown()

@@ -63,6 +63,32 @@ impl<C: Clock> Init<C> {
                     })
                     .collect(),
             })),
+            Some(Call::BootStatus(_)) => match &self.slots {
+                Ok(slots) => Ok(Reply::BootStatus(slots.status())),
+                Err(why) => Err((pb::ErrorCode::Unavailable, why.clone())),
+            },
+            Some(Call::BootControl(b)) => {
+                let action =
+                    pb::BootAction::try_from(b.action).unwrap_or(pb::BootAction::Unspecified);
+                match (&mut self.slots, crate::slots::from_pb_slot(b.slot)) {
+                    (Err(why), _) => Err((pb::ErrorCode::Unavailable, why.clone())),
+                    (Ok(_), None) => Err((
+                        pb::ErrorCode::InvalidRequest,
+                        format!("boot request {id}: name slot A or B"),
+                    )),
+                    (Ok(slots), Some(slot)) => {
+                        let r = slots.control(action, slot, b.force).map(Reply::BootStatus);
+                        if r.is_ok() {
+                            crate::log!(
+                                "boot: {} slot {slot}{}",
+                                action.as_str_name(),
+                                if b.force { " (forced)" } else { "" }
+                            );
+                        }
+                        r
+                    }
+                }
+            }
             Some(Call::Cancel(c)) => {
                 if let Some(conn) = self.conns.get_mut(&tok) {
                     let before = conn.follows.len();

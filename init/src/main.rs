@@ -13,6 +13,7 @@ mod logging;
 mod machine;
 mod pid1;
 mod setup;
+mod slots;
 mod stage1;
 mod sys;
 
@@ -27,9 +28,7 @@ fn main() {
     let mode = if is_pid1 { Mode::Pid1 } else { Mode::Supervise };
     if is_pid1 && stage1::is_initramfs() {
         // Returns only on failure; then PID 1 stays up with a shell.
-        let err = stage1::run();
-        log!("initramfs: {err}");
-        pid1::emergency();
+        stage1::fail(stage1::run());
     }
     let result = catch_unwind(AssertUnwindSafe(|| setup::run(mode, &args)));
     match (mode, result) {

@@ -18,6 +18,23 @@ pub fn early_setup() {
         }
     }
     open_console();
+    // systemd-boot's variables, on UEFI machines only.
+    if Path::new("/sys/firmware/efi").is_dir() {
+        let vars = "/sys/firmware/efi/efivars";
+        if let Err(e) = rustix::mount::mount(
+            "efivarfs",
+            vars,
+            "efivarfs",
+            rustix::mount::MountFlags::NOSUID
+                | rustix::mount::MountFlags::NODEV
+                | rustix::mount::MountFlags::NOEXEC,
+            None,
+        ) {
+            if e != rustix::io::Errno::BUSY {
+                log!("cannot mount efivarfs on {vars}: {e}");
+            }
+        }
+    }
     let hostname = crate::event_loop::read_trimmed("/etc/hostname")
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "bascule".into());

@@ -213,6 +213,9 @@ pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
             None => log!("no hardware watchdog: a hung PID 1 will not reset the machine"),
         }
     }
+    if mode == Mode::Pid1 {
+        init.slots = open_slots();
+    }
     init.start();
     loop {
         match catch_unwind(AssertUnwindSafe(|| init.turn())) {
@@ -220,6 +223,34 @@ pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
             Ok(None) => {}
             // The panic hook has logged it; the loop goes on.
             Err(_) => {}
+        }
+    }
+}
+
+/// Opens the boot slots of a booted machine; the error says why they are
+/// not managed (and is what the boot API answers).
+fn open_slots() -> Result<crate::slots::Slots, String> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let booted = bascule_boot::Slot::from_cmdline(&cmdline)
+        .map_err(|e| format!("kernel command line: {e}"))?
+        .ok_or("no bascule.slot= on the kernel command line: not booted from a Bascule disk")?;
+    let version =
+        crate::event_loop::read_trimmed(bascule_boot::layout::VERSION_FILE).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let esp = Path::new(bascule_boot::layout::MOUNT_ESP);
+    match crate::slots::Slots::open(booted, &version, esp, now) {
+        Ok((slots, notes)) => {
+            for n in notes {
+                log!("boot slots: {n}");
+            }
+            Ok(slots)
+        }
+        Err(e) => {
+            log!("boot slots unavailable: {e}");
+            Err(format!("boot slots unavailable: {e}"))
         }
     }
 }

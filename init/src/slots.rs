@@ -1,0 +1,404 @@
+//! Boot slots on a running machine: the META record reconciled with what
+//! actually booted, the loader adapter, and the operator's requests. The
+//! decisions are pure functions over the record (unit-tested); `Slots`
+//! does the I/O.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use bascule_api::pb;
+use bascule_boot::adapter::{self, BootLoader, LoaderKind};
+use bascule_boot::efivar::EfiVarStore;
+use bascule_boot::meta::{self, MetaLayout, MetaState};
+use bascule_boot::meta_record::{Failure, MetaRecord, PendingTry, SlotId, SlotState};
+use bascule_boot::{layout, Slot};
+
+use crate::sys::blockdev;
+
+/// What the loader must be told after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoaderOp {
+    Confirm(Slot),
+    MarkBad(Slot),
+}
+
+/// At boot: records the booted slot and settles a pending try. A try of
+/// another slot that is still pending means the loader fell back: it failed.
+pub fn at_boot(
+    rec: &mut MetaRecord,
+    booted: Slot,
+    own_version: &str,
+    now_secs: u64,
+) -> Vec<LoaderOp> {
+    let mut ops = Vec::new();
+    let pending = rec.pending_try.clone();
+    let info = rec.slot_info_mut(booted);
+    info.version = own_version.to_owned();
+    match &pending {
+        Some(p) if p.slot().slot() == Some(booted) => info.state = SlotState::Trying as i32,
+        _ => info.state = SlotState::Good as i32,
+    }
+    if let Some(p) = pending {
+        if let Some(tried) = p.slot().slot().filter(|s| *s != booted) {
+            rec.slot_info_mut(tried).state = SlotState::Bad as i32;
+            rec.last_failure = Some(Failure {
+                slot: SlotId::from(tried) as i32,
+                version: p.version.clone(),
+                reason: format!(
+                    "the try of slot {tried} (version {}) did not complete: slot {booted} booted instead",
+                    if p.version.is_empty() { "unknown" } else { &p.version }
+                ),
+                at_unix_secs: now_secs,
+            });
+            rec.pending_try = None;
+            ops.push(LoaderOp::MarkBad(tried));
+        }
+    }
+    if rec.active().is_none() {
+        rec.active_slot = SlotId::from(booted) as i32;
+    }
+    ops
+}
+
+/// Every service came up in a slot being tried: the try passed.
+pub fn on_ready(rec: &mut MetaRecord, booted: Slot) -> Vec<LoaderOp> {
+    if rec.pending_slot() != Some(booted) {
+        return Vec::new();
+    }
+    rec.pending_try = None;
+    rec.slot_info_mut(booted).state = SlotState::Good as i32;
+    vec![LoaderOp::Confirm(booted)]
+}
+
+/// May the operator boot `slot` (once or by default)?
+pub fn check_bootable(rec: &MetaRecord, slot: Slot, force: bool) -> Result<(), String> {
+    let info = rec.slot_info(slot);
+    let state = info.state();
+    if force {
+        return Ok(());
+    }
+    match state {
+        SlotState::Empty => Err(format!("slot {slot} is empty: there is nothing to boot (use --force to try anyway)")),
+        SlotState::Bad => Err(format!(
+            "slot {slot} (version {}) is marked bad: its last try failed (use --force to try it again)",
+            info.version
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub fn record_once(rec: &mut MetaRecord, slot: Slot) {
+    let info = rec.slot_info(slot);
+    let attempts = rec
+        .pending_try
+        .as_ref()
+        .filter(|p| p.slot().slot() == Some(slot))
+        .map_or(0, |p| p.attempts)
+        + 1;
+    rec.pending_try = Some(PendingTry {
+        slot: SlotId::from(slot) as i32,
+        version: info.version,
+        attempts,
+    });
+    rec.slot_info_mut(slot).state = SlotState::Trying as i32;
+}
+
+pub fn record_default(rec: &mut MetaRecord, slot: Slot) {
+    if rec.active() != Some(slot) {
+        rec.previous_slot = rec.active_slot;
+        rec.active_slot = SlotId::from(slot) as i32;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlotsError {
+    #[error("partition {0} not found")]
+    NoPartition(&'static str),
+    #[error("META {path}: {message}")]
+    Meta { path: PathBuf, message: String },
+    #[error("no bootloader configuration on the ESP at {0} (neither grub/grub.cfg nor loader/loader.conf)")]
+    NoLoader(PathBuf),
+    #[error(transparent)]
+    Loader(#[from] adapter::AdapterError),
+}
+
+pub struct Slots {
+    pub booted: Slot,
+    meta_path: PathBuf,
+    meta: File,
+    loader: Box<dyn BootLoader>,
+    pub record: MetaRecord,
+}
+
+fn to_pb_slot(s: Option<Slot>) -> i32 {
+    match s {
+        None => pb::Slot::Unspecified as i32,
+        Some(Slot::A) => pb::Slot::A as i32,
+        Some(Slot::B) => pb::Slot::B as i32,
+    }
+}
+
+pub fn from_pb_slot(v: i32) -> Option<Slot> {
+    match pb::Slot::try_from(v) {
+        Ok(pb::Slot::A) => Some(Slot::A),
+        Ok(pb::Slot::B) => Some(Slot::B),
+        _ => None,
+    }
+}
+
+/// Reads META from its partition (for the initramfs stage, read-only).
+pub fn read_record() -> Option<MetaRecord> {
+    let dev = blockdev::find_by_label(Path::new("/sys/class/block"), layout::LABEL_META)?;
+    let f = File::open(dev).ok()?;
+    match meta::read_meta(&f, &MetaLayout::DEFAULT).ok()? {
+        MetaState::Record(r) => Some(r.record),
+        MetaState::Blank => None,
+    }
+}
+
+impl Slots {
+    /// Opens META and the loader of the ESP at `esp`, and settles the
+    /// record with what booted. Returns the slots and what it did, for the log.
+    pub fn open(
+        booted: Slot,
+        own_version: &str,
+        esp: &Path,
+        now_secs: u64,
+    ) -> Result<(Slots, Vec<String>), SlotsError> {
+        let meta_path = blockdev::find_by_label(Path::new("/sys/class/block"), layout::LABEL_META)
+            .ok_or(SlotsError::NoPartition(layout::LABEL_META))?;
+        let meta_err = |message: String| SlotsError::Meta {
+            path: meta_path.clone(),
+            message,
+        };
+        let meta = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&meta_path)
+            .map_err(|e| meta_err(e.to_string()))?;
+        let mut notes = Vec::new();
+        let mut record = match meta::read_meta(&meta, &MetaLayout::DEFAULT) {
+            Ok(MetaState::Record(r)) => r.record,
+            Ok(MetaState::Blank) => {
+                notes.push("META is blank: starting a new record".to_owned());
+                let mut r = MetaRecord::fresh(booted, own_version);
+                // A slot with a kernel on the ESP was installed with the image.
+                let other = booted.other();
+                if esp
+                    .join(
+                        other
+                            .esp_path(layout::ESP_KERNEL_NAME)
+                            .trim_start_matches('/'),
+                    )
+                    .exists()
+                {
+                    r.slot_info_mut(other).state = SlotState::Good as i32;
+                }
+                r
+            }
+            Err(e) => {
+                notes.push(format!("META unreadable ({e}): starting a new record"));
+                MetaRecord::fresh(booted, own_version)
+            }
+        };
+        let loader: Box<dyn BootLoader> = match LoaderKind::detect(esp) {
+            Some(LoaderKind::Grub) => Box::new(adapter::Grub::new(esp)),
+            Some(LoaderKind::SdBoot) => Box::new(adapter::SdBoot::new(esp, EfiVarStore::system())),
+            None => return Err(SlotsError::NoLoader(esp.to_owned())),
+        };
+        let ops = at_boot(&mut record, booted, own_version, now_secs);
+        let mut slots = Slots {
+            booted,
+            meta_path,
+            meta,
+            loader,
+            record,
+        };
+        if let Some(f) = &slots.record.last_failure {
+            if ops.iter().any(|o| matches!(o, LoaderOp::MarkBad(_))) {
+                notes.push(f.reason.clone());
+            }
+        }
+        notes.extend(slots.apply(ops));
+        slots.save()?;
+        Ok((slots, notes))
+    }
+
+    fn apply(&mut self, ops: Vec<LoaderOp>) -> Vec<String> {
+        let mut errors = Vec::new();
+        for op in ops {
+            let r = match op {
+                LoaderOp::Confirm(s) => self.loader.confirm(s),
+                LoaderOp::MarkBad(s) => self.loader.mark_bad(s),
+            };
+            if let Err(e) = r {
+                errors.push(format!("{}: {op:?}: {e}", self.loader.kind().label()));
+            }
+        }
+        errors
+    }
+
+    fn save(&self) -> Result<(), SlotsError> {
+        meta::write_meta(&self.meta, &MetaLayout::DEFAULT, &self.record)
+            .map(|_| ())
+            .map_err(|e| SlotsError::Meta {
+                path: self.meta_path.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// All services are ready: a try of this slot has passed.
+    pub fn all_ready(&mut self) -> Vec<String> {
+        let ops = on_ready(&mut self.record, self.booted);
+        if ops.is_empty() {
+            return Vec::new();
+        }
+        let mut notes = vec![format!("slot {} confirmed: its try passed", self.booted)];
+        notes.extend(self.apply(ops));
+        if let Err(e) = self.save() {
+            notes.push(e.to_string());
+        }
+        notes
+    }
+
+    pub fn status(&self) -> pb::BootStatus {
+        let state = self.loader.state().ok();
+        let f = self.record.last_failure.as_ref();
+        pb::BootStatus {
+            loader: self.loader.kind().label().to_owned(),
+            booted: to_pb_slot(Some(self.booted)),
+            default: to_pb_slot(state.as_ref().map(|s| s.default)),
+            once: to_pb_slot(state.as_ref().and_then(|s| s.once)),
+            pending_try: to_pb_slot(self.record.pending_slot()),
+            slots: Slot::ALL
+                .into_iter()
+                .map(|s| {
+                    let info = self.record.slot_info(s);
+                    pb::SlotStatus {
+                        slot: to_pb_slot(Some(s)),
+                        version: info.version.clone(),
+                        state: info.state,
+                    }
+                })
+                .collect(),
+            last_failure: f.map(|f| pb::SlotFailure {
+                slot: to_pb_slot(f.slot().slot()),
+                version: f.version.clone(),
+                reason: f.reason.clone(),
+                at_unix_secs: f.at_unix_secs,
+            }),
+        }
+    }
+
+    /// The operator's boot-once or set-default.
+    pub fn control(
+        &mut self,
+        action: pb::BootAction,
+        slot: Slot,
+        force: bool,
+    ) -> Result<pb::BootStatus, (pb::ErrorCode, String)> {
+        check_bootable(&self.record, slot, force).map_err(|m| (pb::ErrorCode::Unavailable, m))?;
+        let failed = |e: adapter::AdapterError| (pb::ErrorCode::Failed, e.to_string());
+        match action {
+            pb::BootAction::Once => {
+                self.loader.set_once(slot).map_err(failed)?;
+                record_once(&mut self.record, slot);
+            }
+            pb::BootAction::SetDefault => {
+                self.loader.set_default(slot).map_err(failed)?;
+                record_default(&mut self.record, slot);
+                if self.record.slot_info(slot).state() == SlotState::Bad {
+                    // Forced: the operator vouches for it.
+                    self.record.slot_info_mut(slot).state = SlotState::Good as i32;
+                }
+            }
+            pb::BootAction::Unspecified => {
+                return Err((
+                    pb::ErrorCode::InvalidRequest,
+                    "boot control needs an action: once or set-default".into(),
+                ))
+            }
+        }
+        self.save()
+            .map_err(|e| (pb::ErrorCode::Failed, e.to_string()))?;
+        Ok(self.status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_good() -> MetaRecord {
+        let mut r = MetaRecord::fresh(Slot::A, "1.0");
+        *r.slot_info_mut(Slot::B) = bascule_boot::meta_record::SlotInfo {
+            version: "2.0".into(),
+            state: SlotState::Good as i32,
+        };
+        r
+    }
+
+    #[test]
+    fn a_try_that_boots_is_confirmed_when_ready() {
+        let mut r = two_good();
+        check_bootable(&r, Slot::B, false).unwrap();
+        record_once(&mut r, Slot::B);
+        assert_eq!(r.slot_info(Slot::B).state(), SlotState::Trying);
+        assert_eq!(at_boot(&mut r, Slot::B, "2.0", 10), vec![]);
+        assert_eq!(
+            r.pending_slot(),
+            Some(Slot::B),
+            "pending until the services are ready"
+        );
+        assert_eq!(on_ready(&mut r, Slot::B), vec![LoaderOp::Confirm(Slot::B)]);
+        assert_eq!(r.slot_info(Slot::B).state(), SlotState::Good);
+        assert_eq!(r.pending_slot(), None);
+        assert_eq!(
+            on_ready(&mut r, Slot::B),
+            vec![],
+            "nothing to confirm twice"
+        );
+    }
+
+    #[test]
+    fn a_fallback_marks_the_tried_slot_bad_and_refuses_it() {
+        let mut r = two_good();
+        record_once(&mut r, Slot::B);
+        // The loader booted A: B's try never completed.
+        assert_eq!(
+            at_boot(&mut r, Slot::A, "1.0", 42),
+            vec![LoaderOp::MarkBad(Slot::B)]
+        );
+        assert_eq!(r.slot_info(Slot::B).state(), SlotState::Bad);
+        let f = r.last_failure.clone().unwrap();
+        assert_eq!(f.slot(), SlotId::B);
+        assert_eq!(f.at_unix_secs, 42);
+        assert!(f.reason.contains("slot A booted instead"), "{}", f.reason);
+        let e = check_bootable(&r, Slot::B, false).unwrap_err();
+        assert!(e.contains("marked bad") && e.contains("--force"), "{e}");
+        check_bootable(&r, Slot::B, true).unwrap();
+    }
+
+    #[test]
+    fn empty_slots_are_refused_and_defaults_recorded() {
+        let mut r = MetaRecord::fresh(Slot::A, "1.0");
+        assert!(check_bootable(&r, Slot::B, false)
+            .unwrap_err()
+            .contains("empty"));
+        record_default(&mut r, Slot::B);
+        assert_eq!(r.active(), Some(Slot::B));
+        assert_eq!(r.previous(), Some(Slot::A));
+        let again = r.clone();
+        record_default(&mut r, Slot::B);
+        assert_eq!(r, again);
+    }
+
+    #[test]
+    fn repeated_tries_count_attempts() {
+        let mut r = two_good();
+        record_once(&mut r, Slot::B);
+        record_once(&mut r, Slot::B);
+        assert_eq!(r.pending_try.as_ref().unwrap().attempts, 2);
+        assert_eq!(r.pending_try.as_ref().unwrap().version, "2.0");
+    }
+}
