@@ -103,6 +103,14 @@ pub struct Machine {
 
 impl Machine {
     pub fn boot(combo: Combo) -> Machine {
+        let mut m = Machine::new(combo);
+        m.start();
+        m
+    }
+
+    /// A machine with its own copy of the disk, not started yet (so a test
+    /// can damage the disk first).
+    pub fn new(combo: Combo) -> Machine {
         let img = image(combo);
         let dir = tempfile::Builder::new()
             .prefix("bascule-vm-")

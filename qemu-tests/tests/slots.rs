@@ -1,0 +1,103 @@
+//! Boot slots end to end, for each boot chain: boot-once lands in the other
+//! slot once, a default sticks, a lost grubenv still boots the default, and
+//! a failed try falls back and is not retried.
+
+use bascule_api::pb::{self, request::Call, response::Result as Reply};
+use bascule_qemu_tests::{Combo, Machine, BOOT_TIMEOUT};
+use bascule_rootfs::layout;
+
+fn json(m: &Machine, args: &[&str]) -> serde_json::Value {
+    let out = m.cli(args);
+    assert!(out.status.success(), "bascule {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bascule {args:?}: {e}"))
+}
+
+fn booted(m: &Machine) -> String {
+    match m.call(Call::Version(pb::VersionRequest {})) {
+        Ok(Reply::Version(v)) => v.booted_slot,
+        other => panic!("version: {other:?}"),
+    }
+}
+
+/// Reboots through the API and waits until the machine is back and ready.
+fn reboot(m: &Machine) {
+    let out = m.cli(&["reboot"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(m.wait_for(BOOT_TIMEOUT, || m.services().is_err().then_some(())).is_some(), "the machine did not go down");
+    m.wait_ready();
+}
+
+fn slot_state(status: &serde_json::Value, slot: &str) -> String {
+    status["slots"].as_array().unwrap().iter().find(|s| s["slot"] == slot).unwrap()["state"].as_str().unwrap().to_owned()
+}
+
+fn slots(combo: Combo) {
+    let m = Machine::boot(combo);
+    m.wait_ready();
+    let s = json(&m, &["--json", "boot", "status"]);
+    assert_eq!(s["booted"], "A");
+    assert_eq!(s["default"], "A");
+    assert_eq!(slot_state(&s, "A"), "good");
+    assert_eq!(slot_state(&s, "B"), "good");
+
+    // Boot once B: B this time, A the time after.
+    let s = json(&m, &["--json", "boot", "once", "B"]);
+    assert_eq!(s["once"], "B");
+    assert_eq!(s["pending_try"], "B");
+    reboot(&m);
+    assert_eq!(booted(&m), "B");
+    let s = json(&m, &["--json", "boot", "status"]);
+    assert_eq!(s["default"], "A", "boot-once leaves the default alone");
+    assert_eq!(s["pending_try"], "-", "the try was confirmed once every service was ready");
+    assert_eq!(slot_state(&s, "B"), "good");
+    reboot(&m);
+    assert_eq!(booted(&m), "A");
+
+    // A default sticks across reboots.
+    let s = json(&m, &["--json", "boot", "set-default", "B"]);
+    assert_eq!(s["default"], "B");
+    reboot(&m);
+    assert_eq!(booted(&m), "B");
+    if combo == Combo::SdBootUefi {
+        reboot(&m);
+    } else {
+        // A zeroed grubenv: GRUB boots the default baked into grub.cfg.
+        m.console_run("dd if=/dev/zero of=/boot/grub/grubenv bs=1024 count=1 conv=notrunc 2>/dev/null; sync; echo grubenv-zeroed", "grubenv-zeroed");
+        reboot(&m);
+    }
+    assert_eq!(booted(&m), "B", "B boots every time once it is the default");
+
+    // A failed try: slot B's root is destroyed, B is tried once, the
+    // loader falls back to A, and B is not tried again.
+    json(&m, &["--json", "boot", "set-default", "A"]);
+    let slot_b = layout::index_of(layout::LABEL_SLOT_B).unwrap() + 1;
+    json(&m, &["--json", "boot", "once", "B"]);
+    m.console_run(&format!("dd if=/dev/zero of=/dev/vda{slot_b} bs=1M count=4 2>/dev/null; sync; echo slot-b-destroyed"), "slot-b-destroyed");
+    reboot(&m);
+    assert_eq!(booted(&m), "A", "the loader fell back to A");
+    assert!(m.serial().contains("this boot was the try of slot B: rebooting"), "B's initramfs gave up and rebooted");
+    let s = json(&m, &["--json", "boot", "status"]);
+    assert_eq!(slot_state(&s, "B"), "bad");
+    assert_eq!(s["pending_try"], "-");
+    assert!(s["last_failure"]["reason"].as_str().unwrap().contains("slot A booted instead"), "{s}");
+    let out = m.cli(&["boot", "once", "B"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("marked bad"), "{}", String::from_utf8_lossy(&out.stderr));
+    reboot(&m);
+    assert_eq!(booted(&m), "A", "a failed try is not retried");
+}
+
+#[test]
+fn grub_bios_slots() {
+    slots(Combo::GrubBios);
+}
+
+#[test]
+fn grub_uefi_slots() {
+    slots(Combo::GrubUefi);
+}
+
+#[test]
+fn sdboot_uefi_slots() {
+    slots(Combo::SdBootUefi);
+}
