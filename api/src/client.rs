@@ -87,7 +87,7 @@ impl Client {
 
     /// Sends `call` and returns the single reply, or the server's error.
     pub fn call(&mut self, call: pb::request::Call) -> Result<pb::response::Result, ClientError> {
-        let id = self.send(call)?;
+        let id = self.send_or_explain(call)?;
         let resp = self.recv(Some(self.timeout))?;
         Self::check(id, resp).map(|(result, _)| result)
     }
@@ -101,7 +101,7 @@ impl Client {
         idle: Option<Duration>,
         mut on_reply: impl FnMut(pb::response::Result) -> bool,
     ) -> Result<(), ClientError> {
-        let id = self.send(call)?;
+        let id = self.send_or_explain(call)?;
         loop {
             let resp = self.recv(idle)?;
             let (result, more) = Self::check(id, resp)?;
@@ -120,6 +120,25 @@ impl Client {
     /// Reads one response frame whatever its id.
     pub fn recv_any(&mut self) -> Result<pb::Response, ClientError> {
         self.recv(Some(self.timeout))
+    }
+
+    /// Sends; when the server has already closed the connection (it
+    /// refuses a client by answering at once and closing), its reason is
+    /// waiting in our receive buffer: return that rather than EPIPE.
+    fn send_or_explain(&mut self, call: pb::request::Call) -> Result<u64, ClientError> {
+        match self.send(call) {
+            Err(ClientError::Io(e))
+                if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) =>
+            {
+                match self.recv(Some(self.timeout)) {
+                    Ok(pb::Response { result: Some(pb::response::Result::Error(err)), .. }) => {
+                        Err(ClientError::Server(err))
+                    }
+                    _ => Err(ClientError::Io(e)),
+                }
+            }
+            other => other,
+        }
     }
 
     fn send(&mut self, call: pb::request::Call) -> Result<u64, ClientError> {
