@@ -367,6 +367,9 @@ fn cli_controls_services_and_shutdown_ends_the_supervisor() {
     let out = sup.cli(&["service", "web", "stop"]);
     assert!(out.status.success());
     assert_eq!(sup.state("web"), pb::ServiceState::Stopped);
+    // The stop signal reaches the service: nothing PID 1 blocks or ignores
+    // is inherited (no SIGKILL after the grace period was needed).
+    assert_eq!(sup.status("web").last_exit, "killed by SIGTERM");
     let out = sup.cli(&["service", "web", "start"]);
     assert!(out.status.success());
     assert_eq!(sup.state("web"), pb::ServiceState::Running);

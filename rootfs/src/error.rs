@@ -59,6 +59,30 @@ pub enum Error {
         capacity: u64,
     },
 
+    #[error("shared libraries of {}: {reason}", binary.display())]
+    Libraries { binary: PathBuf, reason: String },
+
+    #[error("generating {file}: {source}")]
+    GrubCfg {
+        file: &'static str,
+        #[source]
+        source: bascule_boot::grubcfg::GrubCfgError,
+    },
+
+    #[error("generating {file}: {source}")]
+    GrubEnv {
+        file: &'static str,
+        #[source]
+        source: bascule_boot::grubenv::GrubEnvError,
+    },
+
+    #[error("generating {file}: {source}")]
+    Bls {
+        file: String,
+        #[source]
+        source: bascule_boot::bls::BlsError,
+    },
+
     #[error("{0}")]
     Invalid(String),
 }

@@ -235,7 +235,7 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
         });
     }
 
-    for f in loader::loader_files(spec.bootloader, &entries, spec.default_slot) {
+    for f in loader::loader_files(spec.bootloader, &entries, spec.default_slot)? {
         esp_files.push(EspFile::from_bytes(&f.path, f.contents));
     }
     let mut bios_core_img = None;
@@ -358,6 +358,8 @@ fn build_slot(
         init: &build.init,
         cli: &build.cli,
         busybox: &spec.busybox,
+        host_tools: squashfs::E2FSPROGS,
+        host_files: squashfs::HOST_CONFIG_FILES,
         version: &build.version,
         services: &services,
         extra_files: &spec.extra_root_files,

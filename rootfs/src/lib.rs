@@ -19,6 +19,7 @@ pub mod cargo;
 pub mod cmd;
 pub mod cpio;
 pub mod disk;
+pub mod dynlib;
 pub mod error;
 pub mod esp;
 pub mod gpt;

@@ -1,13 +1,35 @@
-//! Bootloader configuration files for a fresh image: GRUB's grub.cfg and an
-//! empty grubenv, or systemd-boot's loader.conf and one BLS entry per slot.
+//! Bootloader configuration files for a fresh image, made by the boot
+//! crate's generators, so a new image starts with exactly what the running
+//! system later rewrites (see docs/boot-formats.md):
 //!
-//! Deliberately minimal (menu entries and a default). The boot crate's
-//! adapters own the real thing (boot-once, boot counting); to adopt them,
-//! replace the body of [`loader_files`] and nothing else.
+//! - GRUB: `/grub/grub.cfg` from [`grubcfg::generate`] (boot-once through
+//!   `next_entry`, default from `saved_entry`, the `bascule_trying` try
+//!   record, and the default slot baked in for a missing or corrupt
+//!   grubenv), and `/grub/grubenv`, a 1024-byte block with `saved_entry`
+//!   set to the default slot and `next_entry`/`bascule_trying` present but
+//!   empty, so later in-place updates keep the block's layout.
+//! - systemd-boot: `/loader/loader.conf` whose default is the `bascule-*`
+//!   glob, and one type #1 entry per populated slot
+//!   (`bascule-a.conf`, `bascule-b.conf`) whose `sort-key` makes the default
+//!   slot sort first.
+//!
+//! grub.cfg always has menu entries for both slots (the generator's
+//! contract): an empty slot's entry points at files that do not exist yet,
+//! and is never the default ([`loader_files`] refuses that). systemd-boot
+//! gets no entry for an empty slot.
 
+use crate::error::{Error, Result};
 use crate::image::Bootloader;
 use crate::layout;
 use crate::Slot;
+use bascule_boot::bls::{self, BlsEntry, LoaderConf};
+use bascule_boot::grubcfg::{self, GrubCfgInputs, GrubSlotVars};
+use bascule_boot::grubenv::GrubEnv;
+use bascule_boot::slot::BootFiles;
+
+/// Kernel parameters of every entry, after `bascule.slot=` and
+/// `bascule.version=`.
+pub const KERNEL_PARAMS: &str = "console=ttyS0 quiet";
 
 /// A bootable slot as the loader sees it.
 #[derive(Clone, Debug)]
@@ -17,24 +39,6 @@ pub struct BootEntry {
     pub version: String,
 }
 
-impl BootEntry {
-    /// The kernel command line of this entry.
-    pub fn cmdline(&self) -> String {
-        format!(
-            "{}={} {}={} console=ttyS0 quiet",
-            layout::CMDLINE_SLOT_KEY,
-            self.slot.as_str(),
-            layout::CMDLINE_VERSION_KEY,
-            self.version
-        )
-    }
-
-    /// GRUB menu entry id and the stem of the BLS file name.
-    pub fn id(&self) -> String {
-        format!("bascule-{}", self.slot.lower())
-    }
-}
-
 /// A file to put on the ESP: absolute ESP path and contents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigFile {
@@ -42,170 +46,121 @@ pub struct ConfigFile {
     pub contents: Vec<u8>,
 }
 
+/// The kernel and initramfs names inside `/bascule/A` and `/bascule/B`.
+pub fn boot_files() -> BootFiles {
+    BootFiles {
+        kernel: layout::ESP_KERNEL_NAME.to_string(),
+        initrd: layout::ESP_INITRD_NAME.to_string(),
+    }
+}
+
 /// Every configuration file the bootloader reads, for these entries (only
 /// slots that hold an image) with `default` booted unless told otherwise.
+/// `default` must be one of the entries.
 pub fn loader_files(
     bootloader: Bootloader,
     entries: &[BootEntry],
     default: Slot,
-) -> Vec<ConfigFile> {
-    let file = |path: &str, text: String| ConfigFile {
-        path: path.to_string(),
-        contents: text.into_bytes(),
-    };
+) -> Result<Vec<ConfigFile>> {
+    if !entries.iter().any(|e| e.slot == default) {
+        return Err(Error::Invalid(format!(
+            "the default slot {default} holds no image: the loader would have nothing to boot"
+        )));
+    }
     match bootloader {
-        Bootloader::Grub => vec![
-            file(layout::ESP_GRUB_CFG, grub_cfg(entries, default)),
+        Bootloader::Grub => Ok(vec![
+            ConfigFile {
+                path: layout::ESP_GRUB_CFG.to_string(),
+                contents: grub_cfg(entries, default)?.into_bytes(),
+            },
             ConfigFile {
                 path: layout::ESP_GRUBENV.to_string(),
-                contents: empty_grubenv(),
+                contents: initial_grubenv(default)?,
             },
-        ],
+        ]),
         Bootloader::SdBoot => {
-            let mut files = vec![file(layout::ESP_LOADER_CONF, loader_conf(entries, default))];
+            let conf = LoaderConf::default()
+                .to_conf()
+                .map_err(|source| Error::Bls {
+                    file: layout::ESP_LOADER_CONF.to_string(),
+                    source,
+                })?;
+            let mut files = vec![ConfigFile {
+                path: layout::ESP_LOADER_CONF.to_string(),
+                contents: conf.into_bytes(),
+            }];
             for e in entries {
-                files.push(file(
-                    &format!("{}/{}.conf", layout::ESP_LOADER_ENTRIES, e.id()),
-                    bls_entry(e),
-                ));
+                let (path, text) = bls_entry(e, e.slot == default)?;
+                files.push(ConfigFile {
+                    path,
+                    contents: text.into_bytes(),
+                });
             }
-            files
+            Ok(files)
         }
     }
 }
 
-/// grub.cfg: serial console on BIOS (on UEFI the firmware's console already
-/// reaches the serial port), no menu delay, one entry per slot.
-pub fn grub_cfg(entries: &[BootEntry], default: Slot) -> String {
-    let mut s = String::from(
-        "# Generated by bascule-rootfs.\n\
-         if [ \"${grub_platform}\" = \"pc\" ]; then\n\
-         \x20 serial --unit=0 --speed=115200\n\
-         \x20 terminal_input serial\n\
-         \x20 terminal_output serial\n\
-         fi\n\
-         set timeout=0\n",
-    );
-    let default_id = entries
-        .iter()
-        .find(|e| e.slot == default)
-        .or(entries.first())
-        .map(BootEntry::id);
-    if let Some(id) = default_id {
-        s.push_str(&format!("set default=\"{id}\"\n"));
-    }
-    for e in entries {
-        s.push_str(&format!(
-            "\nmenuentry \"Bascule {slot} ({version})\" --id {id} {{\n\
-             \x20 linux {kernel} {cmdline}\n\
-             \x20 initrd {initrd}\n\
-             }}\n",
-            slot = e.slot,
-            version = e.version,
-            id = e.id(),
-            kernel = layout::slot_layout(e.slot).esp_kernel,
-            cmdline = e.cmdline(),
-            initrd = layout::slot_layout(e.slot).esp_initrd,
-        ));
-    }
-    s
+/// grub.cfg from the boot crate's generator: serial console on BIOS (on
+/// UEFI the firmware's console already reaches the serial port), no menu
+/// delay, entries `A` and `B`, `default` baked in.
+pub fn grub_cfg(entries: &[BootEntry], default: Slot) -> Result<String> {
+    let version = |slot: Slot| {
+        entries
+            .iter()
+            .find(|e| e.slot == slot)
+            .map(|e| e.version.clone())
+    };
+    let mut inputs = GrubCfgInputs::new(default);
+    inputs.cmdline = KERNEL_PARAMS.to_string();
+    inputs.files = boot_files();
+    inputs.version_a = version(Slot::A);
+    inputs.version_b = version(Slot::B);
+    grubcfg::generate(&inputs).map_err(|source| Error::GrubCfg {
+        file: layout::ESP_GRUB_CFG,
+        source,
+    })
 }
 
-/// GRUB's environment block: a 1024-byte file GRUB rewrites in place
-/// (`save_env` cannot grow it), header line then `#` padding.
-pub fn empty_grubenv() -> Vec<u8> {
-    let mut env = b"# GRUB Environment Block\n".to_vec();
-    env.resize(1024, b'#');
-    env
+/// The first grubenv: the three variables grub.cfg reads, `saved_entry`
+/// naming `default` and the others empty (GRUB's `save_env` and Bascule's
+/// in-place writer then only change values), padded to the 1024 bytes GRUB
+/// rewrites in place.
+pub fn initial_grubenv(default: Slot) -> Result<Vec<u8>> {
+    let vars = GrubSlotVars {
+        saved_entry: Some(default),
+        next_entry: None,
+        trying: None,
+    };
+    let mut env = GrubEnv::new();
+    vars.apply_to(&mut env)
+        .and_then(|()| env.to_block())
+        .map_err(|source| Error::GrubEnv {
+            file: layout::ESP_GRUBENV,
+            source,
+        })
 }
 
-/// loader.conf: no menu delay, no editor (the kernel command line is part
-/// of the boot's integrity), default entry.
-pub fn loader_conf(entries: &[BootEntry], default: Slot) -> String {
-    let mut s = String::from("timeout 0\neditor no\n");
-    if let Some(e) = entries
-        .iter()
-        .find(|e| e.slot == default)
-        .or(entries.first())
-    {
-        s.push_str(&format!("default {}.conf\n", e.id()));
-    }
-    s
-}
-
-/// A Boot Loader Specification type #1 entry.
-pub fn bls_entry(e: &BootEntry) -> String {
-    format!(
-        "title Bascule {slot}\nversion {version}\nlinux {kernel}\ninitrd {initrd}\noptions {cmdline}\n",
-        slot = e.slot,
-        version = e.version,
-        kernel = layout::slot_layout(e.slot).esp_kernel,
-        initrd = layout::slot_layout(e.slot).esp_initrd,
-        cmdline = e.cmdline(),
+/// One slot's Boot Loader Specification entry: its ESP path and text.
+pub fn bls_entry(e: &BootEntry, is_default: bool) -> Result<(String, String)> {
+    let name = bls::entry_file_name(e.slot).to_string();
+    let path = format!("{}/{name}", layout::ESP_LOADER_ENTRIES);
+    let err = |source| Error::Bls {
+        file: path.clone(),
+        source,
+    };
+    let entry = BlsEntry::for_slot(
+        e.slot,
+        Some(&e.version),
+        is_default,
+        KERNEL_PARAMS,
+        &boot_files(),
     )
+    .map_err(err)?;
+    let text = entry.to_conf(&name).map_err(err)?;
+    Ok((path, text))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn entries() -> Vec<BootEntry> {
-        vec![
-            BootEntry {
-                slot: Slot::A,
-                version: "1".into(),
-            },
-            BootEntry {
-                slot: Slot::B,
-                version: "2".into(),
-            },
-        ]
-    }
-
-    #[test]
-    fn grub_has_both_entries_and_default() {
-        let cfg = grub_cfg(&entries(), Slot::B);
-        assert!(cfg.contains("set default=\"bascule-b\""));
-        assert!(cfg.contains(
-            "linux /bascule/A/vmlinuz bascule.slot=A bascule.version=1 console=ttyS0 quiet"
-        ));
-        assert!(cfg.contains("initrd /bascule/B/initrd.img"));
-        assert!(cfg.contains("terminal_output serial"));
-    }
-
-    #[test]
-    fn default_falls_back_to_a_present_slot() {
-        let only_a = &entries()[..1];
-        assert!(grub_cfg(only_a, Slot::B).contains("set default=\"bascule-a\""));
-        assert!(loader_conf(only_a, Slot::B).contains("default bascule-a.conf"));
-    }
-
-    #[test]
-    fn sdboot_files() {
-        let files = loader_files(Bootloader::SdBoot, &entries(), Slot::A);
-        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                "/loader/loader.conf",
-                "/loader/entries/bascule-a.conf",
-                "/loader/entries/bascule-b.conf"
-            ]
-        );
-        let b = String::from_utf8_lossy(&files[2].contents).into_owned();
-        assert!(
-            b.contains("options bascule.slot=B bascule.version=2 console=ttyS0 quiet\n"),
-            "{b}"
-        );
-        assert!(String::from_utf8_lossy(&files[0].contents).contains("default bascule-a.conf"));
-    }
-
-    #[test]
-    fn grubenv_is_one_kib() {
-        let env = empty_grubenv();
-        assert_eq!(env.len(), 1024);
-        assert!(env.starts_with(b"# GRUB Environment Block\n#"));
-        let files = loader_files(Bootloader::Grub, &entries(), Slot::A);
-        assert_eq!(files[1].path, "/grub/grubenv");
-    }
-}
+#[path = "loader_tests.rs"]
+mod tests;

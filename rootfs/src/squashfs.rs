@@ -3,12 +3,14 @@
 //! is a few MB).
 //!
 //! Contents: `/sbin/bascule-init` (also `/sbin/init`), `/usr/bin/bascule`,
-//! busybox-static with a symlink per applet (console shell and tools), the
-//! example services, `/etc/bascule/version`, `/etc/bascule/trusted-keys/`,
-//! `/srv/www/index.html`, and empty mount points; `/bin` and `/sbin` are
-//! symlinks into `/usr`.
+//! busybox-static with a symlink per applet (console shell and tools),
+//! e2fsprogs' `mke2fs` (also `mkfs.ext4`) and `e2fsck` with their shared
+//! libraries, the example services, `/etc/bascule/version`,
+//! `/etc/bascule/trusted-keys/`, `/srv/www/index.html`, and empty mount
+//! points; `/bin`, `/sbin`, `/lib` and `/lib64` are symlinks into `/usr`.
 
 use crate::cmd::Cmd;
+use crate::dynlib;
 use crate::error::{Error, IoContext, Result};
 use crate::layout;
 use std::fs;
@@ -42,6 +44,43 @@ pub const MOUNT_POINTS: &[&str] = &[
     "/root",
 ];
 
+/// A dynamically linked host program copied into every slot together with
+/// its shared libraries ([`dynlib`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostTool {
+    /// The program on the build host.
+    pub host: &'static str,
+    /// Where it goes in the slot.
+    pub slot: &'static str,
+    /// Symlinks to it, in the same slot directory.
+    pub links: &'static [&'static str],
+}
+
+/// e2fsprogs: bascule-init creates ext4 on a blank STATE/EPHEMERAL with
+/// `mkfs.ext4` and runs `e2fsck -p` before mounting. busybox's `mke2fs`
+/// makes only ext2 and busybox has no e2fsck, so Debian's are copied in
+/// (they are dynamically linked: libext2fs, libcom_err, libblkid, libuuid,
+/// libe2p, libc and the loader come along). They replace busybox's applet
+/// of the same name.
+pub const E2FSPROGS: &[HostTool] = &[
+    HostTool {
+        host: "/sbin/mke2fs",
+        slot: "/sbin/mke2fs",
+        links: &["mkfs.ext4"],
+    },
+    HostTool {
+        host: "/sbin/e2fsck",
+        slot: "/sbin/e2fsck",
+        links: &[],
+    },
+];
+
+/// Host configuration files copied as they are, `(host, slot)`. mke2fs
+/// works without its profile (a built-in copy), but with the host's the
+/// filesystems the init creates are made exactly like those the build made
+/// with the host's mkfs.ext4.
+pub const HOST_CONFIG_FILES: &[(&str, &str)] = &[("/etc/mke2fs.conf", "/etc/mke2fs.conf")];
+
 /// Where busybox-static puts its binary.
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
 
@@ -63,6 +102,11 @@ pub struct RootfsSpec<'a> {
     pub cli: &'a Path,
     /// A static busybox.
     pub busybox: &'a Path,
+    /// Dynamically linked host programs to copy in with their libraries
+    /// (normally [`E2FSPROGS`]), and host files to copy as they are
+    /// (normally [`HOST_CONFIG_FILES`]).
+    pub host_tools: &'a [HostTool],
+    pub host_files: &'a [(&'a str, &'a str)],
     pub version: &'a str,
     /// `(file name, contents)` for /etc/bascule/services/.
     pub services: &'a [(&'a str, &'a str)],
@@ -120,12 +164,34 @@ fn stage(spec: &RootfsSpec, root: &Path) -> Result<()> {
     // /bin, /sbin, /usr/bin and /usr/sbin, and with the merge every one of
     // them is reachable under both prefixes (console.toml's /bin/setsid is
     // really a /usr/bin applet).
+    // /lib and /lib64 likewise, for the shared libraries of the host tools
+    // (placed at the paths the host's loader found them, /lib/x86_64-…).
     link("usr/bin", &at("/bin"))?;
     link("usr/sbin", &at("/sbin"))?;
+    mkdir(&at("/usr/lib"))?;
+    mkdir(&at("/usr/lib64"))?;
+    link("usr/lib", &at("/lib"))?;
+    link("usr/lib64", &at("/lib64"))?;
     copy_exec(spec.init, &at("/sbin/bascule-init"))?;
     link("bascule-init", &at("/sbin/init"))?;
     copy_exec(spec.cli, &at("/usr/bin/bascule"))?;
     copy_exec(spec.busybox, &at("/bin/busybox"))?;
+    // Before the applet links, which never replace an existing file.
+    for tool in spec.host_tools {
+        dynlib::install_with_libraries(Path::new(tool.host), root, tool.slot)?;
+        for name in tool.links {
+            let dest = at(tool.slot).with_file_name(name);
+            let target = Path::new(tool.slot)
+                .file_name()
+                .ok_or_else(|| Error::Invalid(format!("host tool slot path {:?}", tool.slot)))?;
+            symlink(target, &dest).io("creating symlink", &dest)?;
+        }
+    }
+    for (host, slot) in spec.host_files {
+        let src = Path::new(host);
+        let data = fs::read(src).io("reading the host file", src)?;
+        write(&at(slot), &data, 0o644)?;
+    }
     for applet in busybox_applets(spec.busybox)? {
         let dest = at(&applet);
         // Never shadow our own files (busybox has `init` and `linuxrc`).
@@ -228,6 +294,8 @@ mod tests {
             init: &fake,
             cli: &fake,
             busybox,
+            host_tools: E2FSPROGS,
+            host_files: HOST_CONFIG_FILES,
             version: "7.7",
             services: EXAMPLE_SERVICES,
             extra_files: &[RootFile {
@@ -260,6 +328,36 @@ mod tests {
             fs::read_to_string(root.join("etc/bascule/version")).expect("version"),
             "7.7\n"
         );
+        // e2fsprogs with their libraries, replacing busybox's mke2fs applet.
+        for tool in ["sbin/mke2fs", "sbin/e2fsck", "usr/sbin/mke2fs"] {
+            let meta = root.join(tool).symlink_metadata().expect(tool);
+            assert!(meta.is_file(), "{tool} is a copy, not busybox's applet");
+            assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{tool}");
+        }
+        assert_eq!(
+            fs::read_link(root.join("sbin/mkfs.ext4"))
+                .expect("mkfs.ext4 link")
+                .to_str(),
+            Some("mke2fs")
+        );
+        assert_eq!(
+            fs::read_link(root.join("lib")).expect("/lib").to_str(),
+            Some("usr/lib")
+        );
+        for lib in [
+            "lib/x86_64-linux-gnu/libext2fs.so.2",
+            "lib/x86_64-linux-gnu/libc.so.6",
+            "lib64/ld-linux-x86-64.so.2",
+        ] {
+            assert!(
+                root.join(lib).symlink_metadata().expect(lib).is_file(),
+                "{lib}"
+            );
+        }
+        assert_eq!(
+            fs::read(root.join("etc/mke2fs.conf")).expect("mke2fs.conf"),
+            fs::read("/etc/mke2fs.conf").expect("host mke2fs.conf")
+        );
         assert!(root.join("etc/bascule/services/httpd.toml").is_file());
         assert!(root.join("etc/bascule/trusted-keys/README").is_file());
         assert!(root.join("system/state").is_dir());
@@ -275,7 +373,16 @@ mod tests {
             .arg(&img)
             .output()
             .expect("unsquashfs");
-        assert!(String::from_utf8_lossy(&listing).contains("squashfs-root/usr/bin/bascule"));
+        let listing = String::from_utf8_lossy(&listing);
+        for path in [
+            "squashfs-root/usr/bin/bascule",
+            "squashfs-root/usr/sbin/mkfs.ext4",
+            "squashfs-root/usr/sbin/e2fsck",
+            "squashfs-root/usr/lib64/ld-linux-x86-64.so.2",
+            "squashfs-root/usr/lib/x86_64-linux-gnu/libext2fs.so.2",
+        ] {
+            assert!(listing.contains(path), "{path} missing from the squashfs");
+        }
     }
 
     #[test]

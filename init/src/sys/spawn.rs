@@ -58,9 +58,10 @@ fn check(ret: libc::c_long) -> io::Result<()> {
 impl ChildSteps {
     /// Runs in the child between fork and exec.
     fn run(&self) -> io::Result<()> {
-        // SAFETY: only raw syscalls on memory owned by `self`, which the
+        // SAFETY: only async-signal-safe calls (raw syscalls, sigprocmask,
+        // signal) on memory owned by `self` or on this stack frame, which the
         // child's copy of the address space keeps alive until exec; no
-        // allocation, no locks, so this is async-signal-safe after fork.
+        // allocation, no locks. An all-zero sigset_t is the empty set.
         unsafe {
             if let Some(fd) = self.cgroup_fd {
                 let pid0 = b"0";
@@ -68,6 +69,14 @@ impl ChildSteps {
                     return Err(io::Error::last_os_error());
                 }
             }
+            // PID 1 blocks the signals it reads from its signalfd, and the
+            // Rust runtime ignores SIGPIPE; both would be inherited across
+            // exec (a blocked SIGTERM makes a service unstoppable).
+            let empty: libc::sigset_t = std::mem::zeroed();
+            if libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::other("cannot reset the signal mask"));
+            }
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             // Own session and process group: the fallback kill target where
             // there is no cgroup, and no controlling terminal inherited.
             check(libc::setsid() as libc::c_long)?;
