@@ -5,8 +5,8 @@
 //! STATE and EPHEMERAL are formatted here with mkfs.ext4 on a file, not left
 //! blank for the init: a fresh image then boots to a usable /var before the
 //! init's own "format when blank" path exists, and that path can still be
-//! tested by zeroing a partition. META is left zeroed: no record is a valid
-//! state ("nothing pending").
+//! tested by zeroing a partition. META gets its first record from
+//! `image::write_meta` (each slot's version and state).
 
 use crate::cmd::Cmd;
 use crate::error::{Error, IoContext, Result};

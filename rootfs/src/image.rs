@@ -284,6 +284,10 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
         parts.push((layout::PARTITIONS[index].label, img));
     }
 
+    let meta_img = work.join("meta.img");
+    write_meta(&meta_img, spec)?;
+    parts.push((layout::LABEL_META, meta_img));
+
     let disk_path = spec.out_dir.join("disk.img");
     disk::assemble(
         &disk_path,
@@ -389,4 +393,32 @@ mod tests {
             check_combination(b, f).expect("supported");
         }
     }
+}
+
+/// The META record of a new disk: each built slot good with its version,
+/// an unbuilt slot empty, the default slot active. Written with the same
+/// code the init uses, so the first boot reads a record, not a blank.
+fn write_meta(path: &Path, spec: &ImageSpec) -> Result<()> {
+    use bascule_boot::meta::{self, MetaLayout};
+    use bascule_boot::meta_record::{MetaRecord, SlotId, SlotInfo, SlotState};
+    let mut record = MetaRecord::fresh(spec.default_slot, "");
+    for (slot, build) in [(Slot::A, Some(&spec.slot_a)), (Slot::B, spec.slot_b.as_ref())] {
+        *record.slot_info_mut(slot) = match build {
+            Some(b) => SlotInfo { version: b.version.clone(), state: SlotState::Good as i32 },
+            None => SlotInfo { version: String::new(), state: SlotState::Empty as i32 },
+        };
+    }
+    record.active_slot = SlotId::from(spec.default_slot) as i32;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .io("creating", path)?;
+    file.set_len(MetaLayout::DEFAULT.min_partition_size())
+        .io("sizing", path)?;
+    meta::write_meta(&file, &MetaLayout::DEFAULT, &record)
+        .map_err(|e| Error::Invalid(format!("writing the META record to {}: {e}", path.display())))?;
+    Ok(())
 }
