@@ -49,6 +49,20 @@ impl ClientError {
     }
 }
 
+/// Request ids unique across the clients of a process and unlikely to
+/// repeat across processes, so a stale reply is never taken for ours.
+fn first_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ (u64::from(std::process::id()) << 40);
+    let _ = NEXT.compare_exchange(0, seed.max(1) & (u64::MAX >> 1), Ordering::Relaxed, Ordering::Relaxed);
+    NEXT.fetch_add(1 << 20, Ordering::Relaxed)
+}
+
 pub struct Client {
     stream: UnixStream,
     decoder: FrameDecoder,
@@ -74,7 +88,7 @@ impl Client {
         Ok(Client {
             stream,
             decoder: FrameDecoder::new(),
-            next_id: 1,
+            next_id: first_id(),
             timeout,
         })
     }
@@ -88,8 +102,20 @@ impl Client {
     /// Sends `call` and returns the single reply, or the server's error.
     pub fn call(&mut self, call: pb::request::Call) -> Result<pb::response::Result, ClientError> {
         let id = self.send_or_explain(call)?;
-        let resp = self.recv(Some(self.timeout))?;
+        let resp = self.recv_for(id, Some(self.timeout))?;
         Self::check(id, resp).map(|(result, _)| result)
+    }
+
+    /// The next response for request `id` (or about the connection, id 0).
+    /// Others are stale: replies to requests a previous client of the same
+    /// transport left behind (a virtio-serial port outlives its host clients).
+    fn recv_for(&mut self, id: u64, wait: Option<Duration>) -> Result<pb::Response, ClientError> {
+        loop {
+            let resp = self.recv(wait)?;
+            if resp.id == id || resp.id == 0 {
+                return Ok(resp);
+            }
+        }
     }
 
     /// Sends `call` and hands each streamed reply to `on_reply` until the
@@ -103,7 +129,7 @@ impl Client {
     ) -> Result<(), ClientError> {
         let id = self.send_or_explain(call)?;
         loop {
-            let resp = self.recv(idle)?;
+            let resp = self.recv_for(id, idle)?;
             let (result, more) = Self::check(id, resp)?;
             if !on_reply(result) || !more {
                 return Ok(());
