@@ -9,6 +9,20 @@
 //!   size echoed by a minimal Unix-socket server thread.
 //! - log capture: bytes of output captured per second, against the same
 //!   producer writing into a pipe drained by `cat > /dev/null`.
+//! - boot (see [`boot`]): init's own share of boot-to-ready and PID 1's
+//!   resident memory, against busybox init on the same kernel with the
+//!   same services, under QEMU.
+//!
+//! ```text
+//! cargo xtask bench [--boots N] [--boot-only]
+//! ```
+//! `--boots N`: boots per image (default 3); `--boot-only`: only the boot
+//! figures, printed, docs/benchmarks.md left as it is.
+
+mod boot;
+mod boot_guest;
+mod boot_images;
+mod boot_report;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -298,7 +312,34 @@ fn log_throughput(init: &Path) -> Result<(f64, f64)> {
     Ok((mbs, rmbs))
 }
 
-pub fn run(_args: &[String]) -> Result<()> {
+const USAGE: &str = "usage: cargo xtask bench [--boots N] [--boot-only]";
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut boots = boot::DEFAULT_BOOTS;
+    let mut boot_only = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--boots" => {
+                boots = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .with_context(|| format!("--boots needs a positive number\n{USAGE}"))?
+            }
+            "--boot-only" => boot_only = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown option {other}\n{USAGE}"),
+        }
+    }
+    if boot_only {
+        let fig = boot::run(boots)?;
+        println!("{}", boot_report::report(&fig));
+        return Ok(());
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     cmd(&cargo, &["build", "--release", "-p", "bascule-init"])?;
     let init = workspace_root().join("target/release/bascule-init");
@@ -306,6 +347,7 @@ pub fn run(_args: &[String]) -> Result<()> {
     let (restart, restart_ref) = restart_latency(&init, &me)?;
     let (p50, p99, echo99) = api_latency(&init)?;
     let (mbs, ref_mbs) = log_throughput(&init)?;
+    let fig = boot::run(boots)?;
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     let report = format!(
         "# Benchmarks\n\n\
@@ -320,7 +362,8 @@ Restart latency is the gap between the `E` (about to exit) timestamp of one run 
 child that exits at once and the `S` timestamp of the next run, both CLOCK_MONOTONIC,\n\
 with `backoff.initial_ms = 0`. Log capture includes the producer's time: the service\n\
 writes {mb} MB through its stdout pipe and the figure is bytes over wall time until\n\
-the supervisor reports it exited, so a slow capture would show up as a slow producer.\n",
+the supervisor reports it exited, so a slow capture would show up as a slow producer.\n\
+{boot}",
         date = String::from_utf8_lossy(&Command::new("date").arg("-u").arg("+%Y-%m-%d").output()?.stdout).trim(),
         cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         r1 = restart / restart_ref,
@@ -330,6 +373,7 @@ the supervisor reports it exited, so a slow capture would show up as a slow prod
         r3 = mbs / ref_mbs,
         v3 = verdict(mbs >= 200.0),
         mb = LOG_BYTES >> 20,
+        boot = boot_report::report(&fig),
     );
     let path = workspace_root().join("docs/benchmarks.md");
     std::fs::write(&path, report)?;

@@ -1,0 +1,322 @@
+//! The boot figures of `cargo xtask bench`: init's own share of
+//! boot-to-ready, and PID 1's resident memory after boot, for Bascule and
+//! for busybox init on the same kernel, with the same services, in the
+//! same run.
+//!
+//! Two images are built from the same kernel, modules and slot contents:
+//! - **Bascule**: the real image, with the example services plus
+//!   [`SLEEP_SERVICES`] `busybox sleep` services (and the httpd readiness
+//!   probe at the reference's 20 ms polling interval).
+//! - **busybox**: the initramfs /init is a busybox script doing the same
+//!   early work as bascule-init's first stage (same modules from
+//!   modules.load, SLOT-A found by PARTNAME in sysfs, squashfs mounted,
+//!   switch_root); the slot's /sbin/init is busybox init, whose sysinit
+//!   does what bascule-init does before starting services (API
+//!   filesystems, hostname, loopback, STATE/EPHEMERAL/ESP mounted after
+//!   `e2fsck -p` when the image has it) and
+//!   whose inittab runs the same services. A `once` entry polls port 8080
+//!   every 20 ms and prints a marker with /proc/uptime stamps.
+//!
+//! Each image boots [`DEFAULT_BOOTS`] times (alternating, one VM at a
+//! time, each on a fresh copy of its disk, GRUB on SeaBIOS, `-accel tcg
+//! -smp 1 -m 1024`, bounded by [`BOOT_TIMEOUT`]). Bascule's stamps come
+//! from its boot timeline over the API (CLOCK_BOOTTIME, µs); busybox's
+//! from /proc/uptime (CLOCK_BOOTTIME, 10 ms steps). PID 1's Rss is read
+//! from /proc/1/smaps_rollup by typing into the console shell of each VM,
+//! [`SETTLE`] after all-ready.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bascule_rootfs::{
+    build_image, Bootloader, BuiltImage, Firmware, ImageSpec, InitramfsInit, SlotBuild,
+};
+
+use super::boot_guest::Guest;
+use super::boot_images::{bench_services, busybox_root_files, BUSYBOX_MARKER, INITRAMFS_INIT};
+
+pub const DEFAULT_BOOTS: usize = 3;
+/// `busybox sleep` services added to the example services in both images.
+pub const SLEEP_SERVICES: usize = 20;
+/// Bound on one boot to all-ready (about 10 s under TCG).
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time between all-ready and reading PID 1's memory.
+pub const SETTLE: Duration = Duration::from_secs(3);
+/// The readiness polling interval of port 8080, in both images.
+pub const PROBE_MS: u64 = 20;
+/// Memory and CPUs of every VM.
+pub const MEMORY_MIB: u32 = 1024;
+pub const CPUS: u32 = 1;
+
+/// The stamps of one boot, in ms since the kernel started
+/// (CLOCK_BOOTTIME), in this order.
+pub const PHASES: [&str; 6] = [
+    "hand-over: /init starts",
+    "modules loaded",
+    "slot squashfs mounted",
+    "PID 1 of the slot starts (after switch_root)",
+    "API filesystems, loopback, STATE/EPHEMERAL/ESP mounted",
+    "all services ready",
+];
+
+/// Bascule's timeline event for each of [`PHASES`] (by prefix).
+const BASCULE_EVENTS: [&str; 6] = [
+    "initramfs start",
+    "modules loaded",
+    "root mounted",
+    "init start",
+    "partitions mounted",
+    "all services ready",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Bascule,
+    Busybox,
+}
+
+impl Which {
+    pub fn name(self) -> &'static str {
+        match self {
+            Which::Bascule => "Bascule",
+            Which::Busybox => "busybox init",
+        }
+    }
+}
+
+/// One boot's figures.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    /// ms since kernel start, one per [`PHASES`].
+    pub stamps: [f64; 6],
+    /// Kernel modules loaded by the first stage.
+    pub modules: u32,
+    /// QEMU start to all-ready seen on the host (serial log), seconds.
+    pub wall_s: f64,
+    /// /proc/1/comm.
+    pub comm: String,
+    /// Rss and Anonymous of /proc/1/smaps_rollup, kB.
+    pub rss_kb: u64,
+    pub anon_kb: u64,
+}
+
+impl Boot {
+    /// Init's own share: hand-over to all services ready, ms.
+    pub fn to_ready_ms(&self) -> f64 {
+        self.stamps[5] - self.stamps[0]
+    }
+}
+
+pub struct Figures {
+    pub bascule: Vec<Boot>,
+    pub busybox: Vec<Boot>,
+    pub kernel_version: String,
+    /// The QEMU arguments of a VM (its temporary directory shown as `$VM`).
+    pub qemu_args: String,
+    /// Services in each image.
+    pub services: usize,
+}
+
+/// Median of a non-empty list.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+impl Figures {
+    pub fn of(&self, which: Which) -> &[Boot] {
+        match which {
+            Which::Bascule => &self.bascule,
+            Which::Busybox => &self.busybox,
+        }
+    }
+    pub fn to_ready_ms(&self, which: Which) -> f64 {
+        median(self.of(which).iter().map(Boot::to_ready_ms).collect())
+    }
+    pub fn rss_kb(&self, which: Which) -> f64 {
+        median(self.of(which).iter().map(|b| b.rss_kb as f64).collect())
+    }
+    /// Median length of phase `i` (from stamp i-1 to stamp i), ms; phase 0
+    /// is kernel start to hand-over.
+    pub fn phase_ms(&self, which: Which, i: usize) -> f64 {
+        median(
+            self.of(which)
+                .iter()
+                .map(|b| b.stamps[i] - if i == 0 { 0.0 } else { b.stamps[i - 1] })
+                .collect(),
+        )
+    }
+    pub fn wall_s(&self, which: Which) -> f64 {
+        median(self.of(which).iter().map(|b| b.wall_s).collect())
+    }
+}
+
+/// Builds both images, boots each `boots` times, alternating.
+pub fn run(boots: usize) -> Result<Figures> {
+    crate::deps::ensure(crate::deps::ALL)?;
+    let root = crate::workspace_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("bascule-bench-boot-")
+        .tempdir()
+        .context("creating a scratch directory")?;
+    let bins = bascule_rootfs::cargo::build_static_binaries(&root)?;
+    let services = bench_services()?;
+    let slot = |initramfs_init| SlotBuild {
+        version: "bench".into(),
+        init: bins.init.clone(),
+        cli: bins.cli.clone(),
+        initramfs_init,
+    };
+    let spec = |which: Which, initramfs_init| {
+        let mut s = ImageSpec::new(
+            Bootloader::Grub,
+            Firmware::Bios,
+            slot(initramfs_init),
+            &scratch.path().join(format!("{which:?}").to_lowercase()),
+            &bascule_rootfs::image::default_cache_dir(&root),
+        );
+        s.services = services.clone();
+        s
+    };
+    let bascule_img = build_image(&spec(Which::Bascule, InitramfsInit::SameAsRoot))
+        .context("building the Bascule benchmark image")?;
+    let mut busybox_spec = spec(
+        Which::Busybox,
+        InitramfsInit::BusyboxScript(INITRAMFS_INIT.into()),
+    );
+    busybox_spec.extra_root_files = busybox_root_files(&busybox_spec.busybox)?;
+    let busybox_img = build_image(&busybox_spec).context("building the busybox benchmark image")?;
+
+    let mut fig = Figures {
+        bascule: Vec::new(),
+        busybox: Vec::new(),
+        kernel_version: bascule_img.kernel_version.clone(),
+        qemu_args: String::new(),
+        services: services.len(),
+    };
+    for i in 0..boots {
+        for (which, img) in [
+            (Which::Bascule, &bascule_img),
+            (Which::Busybox, &busybox_img),
+        ] {
+            let (b, args) = boot_once(which, img, scratch.path())
+                .with_context(|| format!("{} boot {}", which.name(), i + 1))?;
+            println!(
+                "boot {}/{boots} {}: hand-over {:.0} ms after kernel start, ready {:.0} ms later (wall {:.1} s); PID 1 {} Rss {} kB",
+                i + 1,
+                which.name(),
+                b.stamps[0],
+                b.to_ready_ms(),
+                b.wall_s,
+                b.comm,
+                b.rss_kb
+            );
+            fig.qemu_args = args;
+            match which {
+                Which::Bascule => fig.bascule.push(b),
+                Which::Busybox => fig.busybox.push(b),
+            }
+        }
+    }
+    Ok(fig)
+}
+
+fn boot_once(which: Which, img: &BuiltImage, scratch: &Path) -> Result<(Boot, String)> {
+    let (mut g, args) = Guest::start(img, scratch)?;
+    let t = Instant::now();
+    let (stamps, modules, wall_s) = match which {
+        Which::Bascule => {
+            g.wait(BOOT_TIMEOUT, "\"all services ready\" on the console", |g| {
+                g.line_with("bascule-init: all services ready", 0)
+            })?;
+            let wall_s = t.elapsed().as_secs_f64();
+            let events = g.timeline()?;
+            if let Some(t0) = events.iter().find(|e| e.name == BASCULE_EVENTS[0]) {
+                let line: Vec<String> = events
+                    .iter()
+                    .filter(|e| e.at_us >= t0.at_us)
+                    // The other services start without a readiness check.
+                    .filter(|e| !e.name.starts_with("service ") || e.name.contains("httpd"))
+                    .map(|e| format!("+{:.0} {}", (e.at_us - t0.at_us) as f64 / 1e3, e.name))
+                    .collect();
+                println!(
+                    "  Bascule timeline (ms after hand-over): {}",
+                    line.join(", ")
+                );
+            }
+            let mut stamps = [0f64; 6];
+            for (i, name) in BASCULE_EVENTS.iter().enumerate() {
+                let e = events
+                    .iter()
+                    .find(|e| e.name.starts_with(name))
+                    .ok_or_else(|| anyhow!("no {name:?} in the boot timeline {events:?}"))?;
+                stamps[i] = e.at_us as f64 / 1e3;
+            }
+            // "modules loaded (N)"
+            let modules = events
+                .iter()
+                .find(|e| e.name.starts_with("modules loaded"))
+                .and_then(|e| e.name.split(['(', ')']).nth(1)?.parse().ok())
+                .unwrap_or(0);
+            (stamps, modules, wall_s)
+        }
+        Which::Busybox => {
+            let line = g.wait(BOOT_TIMEOUT, "the reference's ready marker", |g| {
+                g.line_with(&format!("{BUSYBOX_MARKER} "), 0)
+            })?;
+            let wall_s = t.elapsed().as_secs_f64();
+            let nums: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .map(|w| w.parse::<f64>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow!("cannot parse {line:?}: {e}"))?;
+            if nums.len() != 7 {
+                bail!("unexpected marker line {line:?}");
+            }
+            let mut stamps = [0f64; 6];
+            for (s, v) in stamps.iter_mut().zip(&nums) {
+                *s = v * 1e3;
+            }
+            (stamps, nums[6] as u32, wall_s)
+        }
+    };
+    // Let the first round of health checks and restarts pass.
+    std::thread::sleep(SETTLE);
+    let (comm, rss_kb, anon_kb) = g.pid1_memory()?;
+    let want = match which {
+        Which::Bascule => "bascule-init",
+        Which::Busybox => "init",
+    };
+    if comm != want {
+        bail!("PID 1 is {comm:?}, not {want:?}");
+    }
+    drop(g);
+    Ok((
+        Boot {
+            stamps,
+            modules,
+            wall_s,
+            comm,
+            rss_kb,
+            anon_kb,
+        },
+        args,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}

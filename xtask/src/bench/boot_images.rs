@@ -1,0 +1,196 @@
+//! What the two benchmark images hold beyond the stock image: the
+//! services both run, and the busybox reference's /init, sysinit, inittab
+//! and readiness poller.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use bascule_rootfs::squashfs::{RootFile, EXAMPLE_SERVICES};
+
+use super::boot::{PROBE_MS, SLEEP_SERVICES};
+
+/// The example services (httpd probed every [`PROBE_MS`]) plus the sleeps.
+pub fn bench_services() -> Result<Vec<(String, String)>> {
+    let mut v = Vec::new();
+    for (name, text) in EXAMPLE_SERVICES {
+        let mut text = text.to_string();
+        if *name == "httpd.toml" {
+            let probe = "[readiness]\ntcp = 8080\n";
+            if !text.contains(probe) {
+                bail!("httpd.toml no longer has {probe:?}: update the benchmark");
+            }
+            text = text.replace(probe, &format!("{probe}interval_ms = {PROBE_MS}\n"));
+        }
+        v.push((name.to_string(), text));
+    }
+    for i in 1..=SLEEP_SERVICES {
+        v.push((
+            format!("sleep-{i:02}.toml"),
+            format!(
+                "exec = [\"/bin/busybox\", \"sleep\", \"{}\"]\nclass = \"workload\"\nrestart = \"always\"\n",
+                sleep_arg(i)
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+/// Distinct arguments: busybox init merges identical respawn lines.
+fn sleep_arg(i: usize) -> u32 {
+    100_000 + i as u32
+}
+
+/// The reference's initramfs /init: bascule-init's first stage in busybox sh.
+pub const INITRAMFS_INIT: &str = r#"#!/bin/busybox sh
+# cargo xtask bench reference: bascule-init's initramfs stage in busybox sh.
+bb=/bin/busybox
+$bb mount -t proc -o nosuid,nodev,noexec proc /proc
+read t0 _ < /proc/uptime
+$bb mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
+$bb mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
+$bb mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+n=0
+while read -r ko params; do
+  case "$ko" in ''|'#'*) continue ;; esac
+  $bb insmod "$ko" $params 2>/dev/null && n=$((n + 1))
+done < /etc/bascule/modules.load
+read t1 _ < /proc/uptime
+find_part() {
+  for u in /sys/class/block/*/uevent; do
+    name=; part=
+    while IFS='=' read -r k v; do
+      case "$k" in DEVNAME) name=$v ;; PARTNAME) part=$v ;; esac
+    done < "$u"
+    if [ "$part" = "$1" ]; then found=/dev/$name; return 0; fi
+  done
+  return 1
+}
+slot=A
+read -r cmdline < /proc/cmdline
+for w in $cmdline; do case "$w" in bascule.slot=*) slot=${w#bascule.slot=} ;; esac; done
+tries=0
+until find_part "SLOT-$slot"; do
+  tries=$((tries + 1))
+  if [ $tries -gt 1500 ]; then echo "bench init: no SLOT-$slot"; exec $bb sh; fi
+  $bb usleep 10000
+done
+$bb mount -t squashfs -o ro "$found" /newroot || exec $bb sh
+read t2 _ < /proc/uptime
+for d in dev proc sys run; do $bb mount --move /$d /newroot/$d; done
+echo "$t0 $t1 $t2 $n" > /newroot/run/bench-initramfs
+exec $bb switch_root /newroot /sbin/init
+"#;
+
+/// busybox init's sysinit: what bascule-init does between its start in
+/// the slot and starting services.
+const SYSINIT: &str = r#"#!/bin/sh
+read t3 _ < /proc/uptime
+mkdir -p /dev/pts /dev/shm
+mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=000 devpts /dev/pts
+mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
+mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
+hostname bascule
+ip link set lo up
+find_part() {
+  for u in /sys/class/block/*/uevent; do
+    name=; part=
+    while IFS='=' read -r k v; do
+      case "$k" in DEVNAME) name=$v ;; PARTNAME) part=$v ;; esac
+    done < "$u"
+    if [ "$part" = "$1" ]; then found=/dev/$name; return 0; fi
+  done
+  return 1
+}
+# As bascule-init: e2fsck -p before mounting ext4, when the image has e2fsck.
+check_mount() {
+  find_part "$1" || return 1
+  if [ "$3" = ext4 ] && [ -x /sbin/e2fsck ]; then /sbin/e2fsck -p "$found" </dev/null; fi
+  mount -t "$3" -o noatime "$found" "$2"
+}
+check_mount STATE /system/state ext4
+check_mount EPHEMERAL /var ext4
+check_mount ESP /boot vfat
+read t4 _ < /proc/uptime
+echo "$t3 $t4" > /run/bench-sysinit
+"#;
+
+/// The busybox heartbeat service: the loop of heartbeat.toml.
+const HEARTBEAT: &str = "#!/bin/sh\nwhile true; do date > /run/heartbeat; sleep 1; done\n";
+
+/// Marker of the reference's all-ready line.
+pub const BUSYBOX_MARKER: &str = "BENCH-BOOT";
+
+fn ready_script() -> String {
+    format!(
+        r#"#!/bin/sh
+until nc 127.0.0.1 8080 </dev/null >/dev/null 2>&1; do usleep {us}; done
+read t5 _ < /proc/uptime
+read t0 t1 t2 n < /run/bench-initramfs
+read t3 t4 < /run/bench-sysinit
+echo "{BUSYBOX_MARKER} $t0 $t1 $t2 $t3 $t4 $t5 $n"
+"#,
+        us = PROBE_MS * 1000
+    )
+}
+
+fn inittab() -> String {
+    let mut s = String::from(
+        "# cargo xtask bench reference: the Bascule image's services under busybox init.\n\
+         ::sysinit:/etc/bench/sysinit\n\
+         ::once:/etc/bench/ready\n\
+         ttyS0::respawn:-/bin/sh\n\
+         ::respawn:/etc/bench/heartbeat\n",
+    );
+    for i in 1..=SLEEP_SERVICES {
+        s.push_str(&format!("::respawn:/bin/busybox sleep {}\n", sleep_arg(i)));
+    }
+    // Last: once it listens, every other service has been started.
+    s.push_str("::respawn:/bin/busybox httpd -f -p 8080 -h /srv/www\n");
+    s
+}
+
+/// /sbin/init = busybox (so /proc/1/comm is "init"), its inittab and scripts.
+pub fn busybox_root_files(busybox: &Path) -> Result<Vec<RootFile>> {
+    let file = |path: &str, contents: Vec<u8>, mode| RootFile {
+        path: path.into(),
+        contents,
+        mode,
+    };
+    Ok(vec![
+        file(
+            "/sbin/init",
+            std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?,
+            0o755,
+        ),
+        file("/etc/inittab", inittab().into_bytes(), 0o644),
+        file("/etc/bench/sysinit", SYSINIT.into(), 0o755),
+        file("/etc/bench/ready", ready_script().into_bytes(), 0o755),
+        file("/etc/bench/heartbeat", HEARTBEAT.into(), 0o755),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_match_between_images() {
+        let svc = bench_services().unwrap();
+        assert_eq!(svc.len(), EXAMPLE_SERVICES.len() + SLEEP_SERVICES);
+        let httpd = &svc.iter().find(|(n, _)| n == "httpd.toml").unwrap().1;
+        assert!(
+            httpd.contains(&format!("interval_ms = {PROBE_MS}")),
+            "{httpd}"
+        );
+        let tab = inittab();
+        for i in 1..=SLEEP_SERVICES {
+            let arg = sleep_arg(i).to_string();
+            assert!(tab.contains(&format!("sleep {arg}\n")));
+            assert!(svc.iter().any(|(_, t)| t.contains(&format!("\"{arg}\""))));
+        }
+        assert_eq!(tab.matches("::respawn:").count(), 2 + SLEEP_SERVICES + 1);
+        assert!(tab.trim_end().ends_with("httpd -f -p 8080 -h /srv/www"));
+        assert!(ready_script().contains(&format!("usleep {}", PROBE_MS * 1000)));
+    }
+}
