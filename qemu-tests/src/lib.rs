@@ -138,7 +138,7 @@ impl Machine {
             log: serial_log.clone(),
         };
         config.api_socket = Some(api.clone());
-        let mut m = Machine {
+        Machine {
             combo,
             dir,
             vm: None,
@@ -146,9 +146,20 @@ impl Machine {
             console,
             serial_log,
             config,
-        };
-        m.start();
-        m
+        }
+    }
+
+    /// Overwrites the start of a partition of the (stopped) machine's disk.
+    pub fn overwrite_partition(&self, label: &str, bytes: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let idx = bascule_rootfs::layout::index_of(label)
+            .unwrap_or_else(|| panic!("no partition {label}"));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.config.disk)
+            .expect("open disk");
+        f.write_all_at(bytes, bascule_rootfs::layout::partition_offset(idx))
+            .expect("write disk");
     }
 
     /// (Re)starts QEMU on the same disk.
@@ -240,23 +251,38 @@ impl Machine {
     }
 
     /// Types a command into the console shell and waits for `marker` in
-    /// the serial log (the command should echo it).
+    /// the serial log (the command should echo it on a line of its own).
+    /// The command is typed again if the shell lost it: busybox's line
+    /// editor asks the terminal for the cursor position (ESC [6n) after each
+    /// prompt and can swallow input that arrives while it waits for the
+    /// answer. Commands must therefore be safe to run twice.
     pub fn console_run(&self, command: &str, marker: &str) {
         let before = self.serial().len();
         let mut s =
             UnixStream::connect(&self.console).unwrap_or_else(|e| panic!("console socket: {e}"));
-        s.write_all(format!("{command}\n").as_bytes())
-            .expect("type into the console");
-        let seen = self.wait_for(Duration::from_secs(30), || {
-            let log = self.serial();
-            log.get(before..)
-                .is_some_and(|new| new.lines().any(|l| l.trim() == marker))
-                .then_some(())
-        });
-        drop(s);
-        seen.unwrap_or_else(|| {
-            panic!("no {marker:?} after typing {command:?}\n{}", self.context())
-        });
+        // Keep reading what the guest prints (the log file has it too):
+        // unread output on the socket would stall the guest's console.
+        s.set_nonblocking(true)
+            .expect("non-blocking console socket");
+        let mut sink = [0u8; 4096];
+        for _attempt in 0..3 {
+            s.write_all(format!("{command}\n").as_bytes())
+                .expect("type into the console");
+            let seen = self.wait_for(Duration::from_secs(10), || {
+                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+                let log = self.serial();
+                log.get(before..)
+                    .is_some_and(|new| new.lines().any(|l| l.trim() == marker))
+                    .then_some(())
+            });
+            if seen.is_some() {
+                return;
+            }
+        }
+        panic!(
+            "no {marker:?} after typing {command:?} three times\n{}",
+            self.context()
+        );
     }
 
     /// Runs the real `bascule` CLI against the VM's API socket.

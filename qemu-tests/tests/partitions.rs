@@ -15,14 +15,26 @@ fn blank_ephemeral_is_formatted_corrupt_state_is_reported_and_the_watchdog_is_fe
     let services = m.wait_ready();
     assert!(services.iter().any(|s| s.name == "httpd"));
     let log = m.serial();
-    assert!(log.contains("partition EPHEMERAL: blank, creating an ext4 filesystem"), "{log}");
-    assert!(log.contains("partition STATE:") && log.contains("refusing to format it"), "{log}");
+    assert!(
+        log.contains("partition EPHEMERAL: blank, creating an ext4 filesystem"),
+        "{log}"
+    );
+    assert!(
+        log.contains("partition STATE:") && log.contains("refusing to format it"),
+        "{log}"
+    );
     m.console_run("grep -q ' /var ext4 ' /proc/mounts && test -f /var/log/bascule/httpd.log && echo var-is-fresh-ext4", "var-is-fresh-ext4");
-    m.console_run("grep -q ' /system/state ' /proc/mounts || echo state-not-mounted", "state-not-mounted");
+    m.console_run(
+        "grep -q ' /system/state ' /proc/mounts || echo state-not-mounted",
+        "state-not-mounted",
+    );
 
     // The watchdog is armed with a 15 s timeout: still the same boot well after it.
     assert!(log.contains("hardware watchdog armed (15s)"), "{log}");
     // Ready at about 10 s of uptime; 20 s more passes the timeout twice over.
     std::thread::sleep(Duration::from_secs(20));
-    m.console_run("test $(cut -d. -f1 /proc/uptime) -ge 25 && echo no-reset-since-boot", "no-reset-since-boot");
+    m.console_run(
+        "test $(cut -d. -f1 /proc/uptime) -ge 25 && echo no-reset-since-boot",
+        "no-reset-since-boot",
+    );
 }

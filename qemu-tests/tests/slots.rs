@@ -8,7 +8,12 @@ use bascule_rootfs::layout;
 
 fn json(m: &Machine, args: &[&str]) -> serde_json::Value {
     let out = m.cli(args);
-    assert!(out.status.success(), "bascule {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bascule {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bascule {args:?}: {e}"))
 }
 
@@ -22,13 +27,29 @@ fn booted(m: &Machine) -> String {
 /// Reboots through the API and waits until the machine is back and ready.
 fn reboot(m: &Machine) {
     let out = m.cli(&["reboot"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(m.wait_for(BOOT_TIMEOUT, || m.services().is_err().then_some(())).is_some(), "the machine did not go down");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        m.wait_for(BOOT_TIMEOUT, || m.services().is_err().then_some(()))
+            .is_some(),
+        "the machine did not go down"
+    );
     m.wait_ready();
 }
 
 fn slot_state(status: &serde_json::Value, slot: &str) -> String {
-    status["slots"].as_array().unwrap().iter().find(|s| s["slot"] == slot).unwrap()["state"].as_str().unwrap().to_owned()
+    status["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slot"] == slot)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 fn slots(combo: Combo) {
@@ -48,7 +69,10 @@ fn slots(combo: Combo) {
     assert_eq!(booted(&m), "B");
     let s = json(&m, &["--json", "boot", "status"]);
     assert_eq!(s["default"], "A", "boot-once leaves the default alone");
-    assert_eq!(s["pending_try"], "-", "the try was confirmed once every service was ready");
+    assert_eq!(
+        s["pending_try"], "-",
+        "the try was confirmed once every service was ready"
+    );
     assert_eq!(slot_state(&s, "B"), "good");
     reboot(&m);
     assert_eq!(booted(&m), "A");
@@ -75,14 +99,28 @@ fn slots(combo: Combo) {
     m.console_run(&format!("dd if=/dev/zero of=/dev/vda{slot_b} bs=1M count=4 2>/dev/null; sync; echo slot-b-destroyed"), "slot-b-destroyed");
     reboot(&m);
     assert_eq!(booted(&m), "A", "the loader fell back to A");
-    assert!(m.serial().contains("this boot was the try of slot B: rebooting"), "B's initramfs gave up and rebooted");
+    assert!(
+        m.serial()
+            .contains("this boot was the try of slot B: rebooting"),
+        "B's initramfs gave up and rebooted"
+    );
     let s = json(&m, &["--json", "boot", "status"]);
     assert_eq!(slot_state(&s, "B"), "bad");
     assert_eq!(s["pending_try"], "-");
-    assert!(s["last_failure"]["reason"].as_str().unwrap().contains("slot A booted instead"), "{s}");
+    assert!(
+        s["last_failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("slot A booted instead"),
+        "{s}"
+    );
     let out = m.cli(&["boot", "once", "B"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("marked bad"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("marked bad"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     reboot(&m);
     assert_eq!(booted(&m), "A", "a failed try is not retried");
 }
