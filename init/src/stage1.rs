@@ -142,6 +142,9 @@ fn switch_root() -> Stage1Error {
             log!("cannot move {dir} into the new root: {e}");
         }
     }
+    // The initramfs lives in RAM until its files are deleted: free it
+    // (the init binary and the kernel modules) before leaving it behind.
+    free_initramfs();
     if let Err(e) = rustix::process::chdir(NEWROOT) {
         return step("chdir")(e);
     }
@@ -166,4 +169,28 @@ fn switch_root() -> Stage1Error {
         step: "exec the slot's init",
         err,
     }
+}
+
+/// Deletes the initramfs's own files (what `switch_root` does), staying on
+/// its filesystem: mount points, the new root included, are not entered.
+fn free_initramfs() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata("/") else { return };
+    fn remove_tree(dir: &Path, dev: u64) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let path = e.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            if meta.dev() != dev {
+                continue;
+            }
+            if meta.is_dir() {
+                remove_tree(&path, dev);
+                let _ = std::fs::remove_dir(&path);
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    remove_tree(Path::new("/"), root.dev());
 }
