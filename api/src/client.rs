@@ -59,7 +59,12 @@ fn first_id() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         ^ (u64::from(std::process::id()) << 40);
-    let _ = NEXT.compare_exchange(0, seed.max(1) & (u64::MAX >> 1), Ordering::Relaxed, Ordering::Relaxed);
+    let _ = NEXT.compare_exchange(
+        0,
+        seed.max(1) & (u64::MAX >> 1),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
     NEXT.fetch_add(1 << 20, Ordering::Relaxed)
 }
 
@@ -154,12 +159,16 @@ impl Client {
     fn send_or_explain(&mut self, call: pb::request::Call) -> Result<u64, ClientError> {
         match self.send(call) {
             Err(ClientError::Io(e))
-                if matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) =>
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
             {
                 match self.recv(Some(self.timeout)) {
-                    Ok(pb::Response { result: Some(pb::response::Result::Error(err)), .. }) => {
-                        Err(ClientError::Server(err))
-                    }
+                    Ok(pb::Response {
+                        result: Some(pb::response::Result::Error(err)),
+                        ..
+                    }) => Err(ClientError::Server(err)),
                     _ => Err(ClientError::Io(e)),
                 }
             }

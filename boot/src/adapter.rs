@@ -52,6 +52,9 @@ pub struct LoaderState {
     /// A try that started (the loader consumed the boot-once) and has been
     /// neither confirmed nor found failed.
     pub trying: Option<Slot>,
+    /// The entry the loader says it booted (systemd-boot's
+    /// `LoaderEntrySelected`); GRUB does not tell.
+    pub selected: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +161,7 @@ impl BootLoader for Grub {
             default: v.saved_entry.map_or_else(|| self.baked_default(), Ok)?,
             once: v.next_entry,
             trying: v.trying,
+            selected: None,
         })
     }
 
@@ -292,10 +296,12 @@ impl<F: ImmutableFlag> BootLoader for SdBoot<F> {
             self.entry(*s)
                 .is_ok_and(|(_, n)| n.counter.is_some_and(|c| c.done_or_zero() > 0))
         });
+        let selected = self.vars.read_string(LoaderVar::EntrySelected)?;
         Ok(LoaderState {
             default,
             once,
             trying,
+            selected,
         })
     }
 
@@ -378,7 +384,8 @@ mod tests {
             LoaderState {
                 default: Slot::A,
                 once: None,
-                trying: None
+                trying: None,
+                selected: None,
             }
         );
         g.set_once(Slot::B).unwrap();
@@ -393,7 +400,8 @@ mod tests {
             LoaderState {
                 default: Slot::A,
                 once: None,
-                trying: Some(Slot::B)
+                trying: Some(Slot::B),
+                selected: None,
             }
         );
         assert_eq!(model_boot(Some(&after), Slot::A, true).slot, Slot::A);
@@ -465,7 +473,8 @@ mod tests {
             LoaderState {
                 default: Slot::A,
                 once: None,
-                trying: None
+                trying: None,
+                selected: None,
             }
         );
         sd.set_once(Slot::B).unwrap();

@@ -46,6 +46,7 @@ struct StatusJson {
     default: &'static str,
     once: &'static str,
     pending_try: &'static str,
+    loader_entry: String,
     slots: Vec<SlotJson>,
     last_failure: Option<FailureJson>,
 }
@@ -57,6 +58,7 @@ fn to_json(s: &pb::BootStatus) -> StatusJson {
         default: slot_name(s.default),
         once: slot_name(s.once),
         pending_try: slot_name(s.pending_try),
+        loader_entry: s.loader_entry.clone(),
         slots: s
             .slots
             .iter()
@@ -85,6 +87,9 @@ pub fn render(s: &pb::BootStatus) -> String {
         slot_name(s.once),
         slot_name(s.pending_try)
     );
+    if !s.loader_entry.is_empty() {
+        out.push_str(&format!("loader entry booted: {}\n", s.loader_entry));
+    }
     out.push_str(&format!("{:<6}{:<20}{}\n", "SLOT", "VERSION", "STATE"));
     for x in &s.slots {
         let v = if x.version.is_empty() {

@@ -206,6 +206,14 @@ impl Slots {
             Some(LoaderKind::SdBoot) => Box::new(adapter::SdBoot::new(esp, EfiVarStore::system())),
             None => return Err(SlotsError::NoLoader(esp.to_owned())),
         };
+        if let Ok(Some(entry)) = loader.state().map(|s| s.selected) {
+            let stem = bascule_boot::bls::entry_stem(booted);
+            if !entry.starts_with(&stem) {
+                notes.push(format!(
+                    "the loader reports entry {entry} but the kernel command line says slot {booted}: trusting the command line"
+                ));
+            }
+        }
         let ops = at_boot(&mut record, booted, own_version, now_secs);
         let mut slots = Slots {
             booted,
@@ -281,6 +289,10 @@ impl Slots {
                     }
                 })
                 .collect(),
+            loader_entry: state
+                .as_ref()
+                .and_then(|s| s.selected.clone())
+                .unwrap_or_default(),
             last_failure: f.map(|f| pb::SlotFailure {
                 slot: to_pb_slot(f.slot().slot()),
                 version: f.version.clone(),

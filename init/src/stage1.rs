@@ -175,12 +175,18 @@ fn switch_root() -> Stage1Error {
 /// its filesystem: mount points, the new root included, are not entered.
 fn free_initramfs() {
     use std::os::unix::fs::MetadataExt;
-    let Ok(root) = std::fs::symlink_metadata("/") else { return };
+    let Ok(root) = std::fs::symlink_metadata("/") else {
+        return;
+    };
     fn remove_tree(dir: &Path, dev: u64) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let path = e.path();
-            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
             if meta.dev() != dev {
                 continue;
             }

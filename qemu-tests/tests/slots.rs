@@ -68,6 +68,12 @@ fn slots(combo: Combo) {
     reboot(&m);
     assert_eq!(booted(&m), "B");
     let s = json(&m, &["--json", "boot", "status"]);
+    if combo == Combo::SdBootUefi {
+        assert_eq!(
+            s["loader_entry"], "bascule-b+1.conf",
+            "LoaderEntrySelected names the counted entry it booted"
+        );
+    }
     assert_eq!(s["default"], "A", "boot-once leaves the default alone");
     assert_eq!(
         s["pending_try"], "-",
