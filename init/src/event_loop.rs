@@ -266,6 +266,7 @@ impl<C: Clock> Init<C> {
                 .as_ref()
                 .filter(|s| s.phase != ShutdownPhase::Halted)
                 .map(|s| s.deadline),
+            self.watchdog.as_ref().map(|(_, next)| *next),
         ]
         .into_iter()
         .flatten()
@@ -286,7 +287,6 @@ impl<C: Clock> Init<C> {
                 TOKEN_TIMER => {
                     self.timer.acknowledge();
                     let now = self.now();
-                    self.feed_watchdog(now);
                     self.sup.on_timer(now, &mut self.launcher);
                 }
                 TOKEN_LISTENER => self.accept(),
@@ -298,6 +298,9 @@ impl<C: Clock> Init<C> {
                 },
             }
         }
+        // Whatever woke the loop, it is turning: that is what the watchdog checks.
+        let now = self.now();
+        self.feed_watchdog(now);
         self.after_events()
     }
 

@@ -370,6 +370,9 @@ fn validate(name: &str, path: &Path, raw: RawSpec) -> Result<ServiceSpec, SpecEr
     let health = match raw.health {
         None => None,
         Some(h) => {
+            if h.interval_ms == Some(0) {
+                return Err(invalid("health", "interval_ms must be above 0".into()));
+            }
             let probe = one_probe(h.exec, h.tcp, h.path)
                 .map_err(|m| invalid("health", m))?
                 .ok_or_else(|| invalid("health", "needs one of exec, tcp or path".into()))?;
@@ -481,6 +484,9 @@ fn parse_readiness(
                 (false, Some(p)) => Readiness::Probe(p),
                 (false, None) => Readiness::None,
             };
+            if t.interval_ms == Some(0) {
+                return Err(invalid("readiness", "interval_ms must be above 0".into()));
+            }
             spec.interval = ms(t.interval_ms, spec.interval);
             spec.timeout = ms(t.timeout_ms, spec.timeout);
         }
@@ -606,6 +612,8 @@ grace_ms = 2000
         assert!(e.to_string().contains("itself"), "{e}");
         let e = parse("exec = [\"x\"]\nrestart = \"sometimes\"").unwrap_err();
         assert!(e.to_string().contains("sometimes"), "{e}");
+        let e = parse("exec = [\"x\"]\n[health]\ntcp = 1\ninterval_ms = 0").unwrap_err();
+        assert!(e.to_string().contains("interval_ms"), "{e}");
         let e = parse("exec = [\"x\"]\nreadiness = \"soon\"").unwrap_err();
         assert!(e.to_string().contains("soon"), "{e}");
     }

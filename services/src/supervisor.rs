@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Shortest wait before retrying a start that failed to spawn at all.
+const SPAWN_RETRY_MIN: Duration = Duration::from_millis(100);
 
 use bascule_api::pb;
 
@@ -376,7 +379,9 @@ impl Supervisor {
                         s.reason.clear();
                         changed = true;
                     }
-                    State::Starting | State::Running if !s.want_up && self.shutting_down => {
+                    State::Starting | State::Running
+                        if !s.want_up && self.shutting_down && s.stopping.is_none() =>
+                    {
                         // Reverse order: wait until everything that depends
                         // on this service has no process left.
                         let dependents_active = self
@@ -436,12 +441,18 @@ impl Supervisor {
                 s.pid = None;
                 s.started_at = None;
                 let reason = format!("cannot start {}: {e}", s.spec.exec[0]);
-                Self::after_failure(s, reason, now, l, events);
+                // Never retried inside this call: a spawn that keeps failing
+                // with a zero backoff would otherwise recurse without end.
+                Self::after_failure(s, reason, SPAWN_RETRY_MIN, now, l, events);
             }
         }
     }
 
     fn mark_ready(s: &mut Service, now: Instant, events: &mut Vec<Event>) {
+        // A probe that succeeds after a stop began changes nothing.
+        if s.state != State::Starting {
+            return;
+        }
         s.state = State::Running;
         s.ready = if s.spec.readiness.kind == Readiness::None {
             ReadyState::NotChecked
@@ -480,9 +491,11 @@ impl Supervisor {
             return;
         };
         if let Some(st) = &mut s.stopping {
-            // Already stopping: a stronger wish (down) wins over a restart.
-            if then == AfterStop::Down {
-                st.then = AfterStop::Down;
+            // Already stopping: the operator's latest wish wins (stop, or a
+            // restart after a stop); a failure never overrides a stop.
+            if then == AfterStop::Down || (st.then == AfterStop::Down && then == AfterStop::Restart)
+            {
+                st.then = then;
             }
             return;
         }
@@ -536,6 +549,13 @@ impl Supervisor {
         }
         if let Some(stopping) = s.stopping.take() {
             match stopping.then {
+                // A start asked for while it was stopping: up again.
+                AfterStop::Down if s.want_up => {
+                    s.state = State::Waiting;
+                    events.push(Event::Stopped {
+                        name: s.spec.name.clone(),
+                    });
+                }
                 AfterStop::Down => {
                     s.state = State::Stopped;
                     events.push(Event::Stopped {
@@ -546,7 +566,9 @@ impl Supervisor {
                     s.restarts += 1;
                     s.state = State::Waiting;
                 }
-                AfterStop::Failure(reason) => Self::after_failure(s, reason, now, l, events),
+                AfterStop::Failure(reason) => {
+                    Self::after_failure(s, reason, Duration::ZERO, now, l, events)
+                }
             }
             return;
         }
@@ -581,13 +603,14 @@ impl Supervisor {
             }
             return;
         }
-        Self::schedule_restart(s, exit.to_string(), now, l, events);
+        Self::schedule_restart(s, exit.to_string(), Duration::ZERO, now, l, events);
     }
 
     /// A failed start, readiness or health: restart if the policy allows.
     fn after_failure(
         s: &mut Service,
         reason: String,
+        min_delay: Duration,
         now: Instant,
         l: &mut dyn Launcher,
         events: &mut Vec<Event>,
@@ -601,12 +624,13 @@ impl Supervisor {
             });
             return;
         }
-        Self::schedule_restart(s, reason, now, l, events);
+        Self::schedule_restart(s, reason, min_delay, now, l, events);
     }
 
     fn schedule_restart(
         s: &mut Service,
         reason: String,
+        min_delay: Duration,
         now: Instant,
         l: &mut dyn Launcher,
         events: &mut Vec<Event>,
@@ -624,6 +648,7 @@ impl Supervisor {
                 });
             }
             RestartDecision::After(delay) => {
+                let delay = delay.max(min_delay);
                 s.consecutive += 1;
                 s.restarts += 1;
                 s.reason = reason;

@@ -404,3 +404,72 @@ fn cordon_holds_back_workloads_only() {
         .to_string()
         .contains("cordoned"));
 }
+
+#[test]
+fn a_probe_passing_after_the_stop_began_changes_nothing() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[(
+        "p",
+        "exec=[\"x\"]\n[readiness]\nexec=[\"probe\"]\ninterval_ms=10",
+    )]);
+    s.start_all(t0, &mut l);
+    let main = l.last_pid();
+    s.on_timer(t0 + ms(10), &mut l);
+    let probe = l.last_pid();
+    assert_ne!(probe, main);
+    // Shutdown while the probe runs; the probe then succeeds.
+    s.stop_all(t0 + ms(11), &mut l);
+    assert_eq!(state(&s, "p"), State::Stopping);
+    s.on_exit(probe, Exit::Code(0), t0 + ms(12), &mut l);
+    assert_eq!(
+        state(&s, "p"),
+        State::Stopping,
+        "still stopping, and the call returned"
+    );
+    s.on_exit(main, Exit::Signal(15), t0 + ms(13), &mut l);
+    assert!(s.all_down());
+}
+
+#[test]
+fn a_spawn_that_keeps_failing_is_retried_later_not_recursively() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    l.fail_spawn.insert("typo".into());
+    let mut s = sup(&[(
+        "typo",
+        "exec=[\"/no/such\"]\nrestart=\"always\"\n[backoff]\ninitial_ms=0\nlimit=0",
+    )]);
+    s.start_all(t0, &mut l);
+    assert_eq!(state(&s, "typo"), State::Backoff);
+    assert_eq!(s.next_deadline(), Some(t0 + SPAWN_RETRY_MIN));
+    s.on_timer(t0 + SPAWN_RETRY_MIN, &mut l);
+    assert_eq!(state(&s, "typo"), State::Backoff);
+    assert_eq!(s.status("typo", t0).unwrap().restarts, 2);
+}
+
+#[test]
+fn start_or_restart_during_a_stop_brings_the_service_back() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("a", "exec=[\"x\"]"), ("b", "exec=[\"x\"]")]);
+    s.start_all(t0, &mut l);
+    let (a, b) = (101, 102);
+    s.stop("a", t0, &mut l).unwrap();
+    s.start("a", t0, &mut l).unwrap();
+    s.on_exit(a, Exit::Signal(15), t0 + ms(1), &mut l);
+    assert_eq!(
+        state(&s, "a"),
+        State::Running,
+        "the start after the stop wins"
+    );
+    s.stop("b", t0, &mut l).unwrap();
+    s.restart("b", t0, &mut l).unwrap();
+    s.on_exit(b, Exit::Signal(15), t0 + ms(1), &mut l);
+    assert_eq!(
+        state(&s, "b"),
+        State::Running,
+        "the restart after the stop wins"
+    );
+    assert_eq!(l.spawned(ProcessKind::Main).len(), 4);
+}
