@@ -378,8 +378,19 @@ impl<C: Clock> Init<C> {
         {
             match conn.read_some() {
                 Ok(ReadOutcome::Open) => {}
-                Ok(ReadOutcome::Closed) | Err(_) => {
-                    // The client went away: answer nothing more.
+                Ok(ReadOutcome::Closed) => {
+                    // Half-closed: answer what it sent, then close.
+                    self.process_frames(tok);
+                    if let Some(conn) = self.conns.get_mut(&tok) {
+                        conn.closing = true;
+                        conn.follows.clear();
+                    }
+                    self.waiters.retain(|w| w.conn != tok);
+                    self.service_conn(tok);
+                    return;
+                }
+                Err(_) => {
+                    // The connection broke: answer nothing more.
                     self.drop_conn(tok);
                     return;
                 }
@@ -602,9 +613,11 @@ impl<C: Clock> Init<C> {
         match ev {
             Event::Started { name, pid } => log!("service {name}: started, pid {pid}"),
             Event::Ready { name } => {
-                if !self.all_ready_recorded {
-                    self.timeline
-                        .push((format!("service {name} ready"), clock::boottime_us()));
+                // The first readiness of each service only: a crash loop
+                // must not grow the timeline.
+                let label = format!("service {name} ready");
+                if !self.all_ready_recorded && !self.timeline.iter().any(|(n, _)| *n == label) {
+                    self.timeline.push((label, clock::boottime_us()));
                 }
                 log!("service {name}: ready");
             }
@@ -664,6 +677,7 @@ impl<C: Clock> Init<C> {
                 match self.cfg.mode {
                     Mode::Supervise => {
                         self.flush_all_conns();
+                        self.close_log_files();
                         if let Some(cg) = &self.launcher.cgroups {
                             cg.remove_all();
                         }
@@ -693,6 +707,8 @@ impl<C: Clock> Init<C> {
                 }
                 reap::reap_all();
                 self.flush_all_conns();
+                // PID 1's own open log files would keep /var busy.
+                self.close_log_files();
                 crate::pid1::final_shutdown(action);
                 // Only reached when reboot(2) failed.
                 if let Some(s) = self.shutdown.as_mut() {
@@ -701,6 +717,12 @@ impl<C: Clock> Init<C> {
                 None
             }
             ShutdownPhase::Halted => None,
+        }
+    }
+
+    fn close_log_files(&mut self) {
+        for ring in self.logs.values_mut() {
+            ring.detach_file();
         }
     }
 

@@ -50,10 +50,34 @@ impl RealLauncher {
 
     /// One datagram socket per service: the sender is known by the socket,
     /// so no credential matching is needed.
-    fn notify_socket(&mut self, name: &str) -> Result<PathBuf, String> {
-        if let Some(p) = self.notify_sockets.get(name) {
-            return Ok(p.clone());
+    fn notify_socket(
+        &mut self,
+        name: &str,
+        owner: Option<&creds::Creds>,
+    ) -> Result<PathBuf, String> {
+        let path = match self.notify_sockets.get(name) {
+            Some(p) => p.clone(),
+            None => self.bind_notify_socket(name)?,
+        };
+        // A service running as another user must be able to send to it.
+        if let Some(c) = owner {
+            rustix::fs::chown(
+                &path,
+                Some(rustix::fs::Uid::from_raw(c.uid)),
+                Some(rustix::fs::Gid::from_raw(c.gid)),
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot give notify socket {} to uid {}: {e}",
+                    path.display(),
+                    c.uid
+                )
+            })?;
         }
+        Ok(path)
+    }
+
+    fn bind_notify_socket(&mut self, name: &str) -> Result<PathBuf, String> {
         std::fs::create_dir_all(&self.notify_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.notify_dir.display()))?;
         let path = self.notify_dir.join(format!("{name}.sock"));
@@ -84,7 +108,7 @@ impl Launcher for RealLauncher {
             .collect();
         let main = kind == ProcessKind::Main;
         if main && spec.readiness.kind == Readiness::Notify {
-            let path = self.notify_socket(&spec.name)?;
+            let path = self.notify_socket(&spec.name, creds.as_ref())?;
             env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
         }
         let cgroup_procs = match &self.cgroups {

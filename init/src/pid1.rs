@@ -18,6 +18,11 @@ pub fn early_setup() {
         }
     }
     open_console();
+    // Ctrl-alt-del becomes SIGINT to PID 1 (a clean reboot), not an
+    // immediate reboot by the kernel.
+    if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::CadOff) {
+        log!("cannot route ctrl-alt-del to PID 1: {e}");
+    }
     // systemd-boot's variables, on UEFI machines only.
     if Path::new("/sys/firmware/efi").is_dir() {
         let vars = "/sys/firmware/efi/efivars";
@@ -66,11 +71,12 @@ pub fn open_console() {
 }
 
 /// The slot named on the kernel command line (`bascule.slot=A`).
+/// Parsed as the boot crate does everywhere (quotes, `--`, duplicates).
 pub fn booted_slot(cmdline: &str) -> Option<String> {
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("bascule.slot="))
-        .map(str::to_owned)
+    bascule_boot::Slot::from_cmdline(cmdline)
+        .ok()
+        .flatten()
+        .map(|s| s.as_str().to_owned())
 }
 
 /// sync, unmount, reboot(2). Returns only if the kernel refused.

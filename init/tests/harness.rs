@@ -39,6 +39,12 @@ impl Sup {
     /// Starts a supervisor over `services` (name, TOML text).
     pub fn start(services: &[(&str, &str)]) -> Sup {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Services running as other users reach their notify sockets in here.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod tempdir");
         let cfg = dir.path().join("services");
         std::fs::create_dir(&cfg).unwrap();
         for (name, text) in services {

@@ -88,8 +88,12 @@ fn notify_readiness_uses_the_sd_notify_protocol() {
         "exec = [\"python3\", \"{}\"]\nreadiness = \"notify\"\n",
         script.display()
     );
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The same daemon as an unprivileged user: the socket must be its to use.
+    let as_nobody = format!("{svc}user = \"65534\"\ngroup = \"65534\"\n");
     let sup = Sup::start(&[
         ("d", &svc),
+        ("dn", &as_nobody),
         (
             "after",
             "exec = [\"sleep\", \"1000\"]\ndepends_on = [\"d\"]\n",
@@ -102,6 +106,7 @@ fn notify_readiness_uses_the_sd_notify_protocol() {
     assert_eq!(st.readiness, pb::Readiness::Ready as i32);
     assert_eq!(st.reason, "serving");
     sup.wait_state("after", pb::ServiceState::Running);
+    sup.wait_state("dn", pb::ServiceState::Running);
 }
 
 #[test]

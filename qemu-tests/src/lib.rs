@@ -349,6 +349,16 @@ pub fn ext4_clean(disk: &Path, label: &str) -> Result<(), String> {
     if !state.contains("clean") {
         return Err(format!("{label}: {state:?}"));
     }
+    // A journaled ext4 says "clean" even while mounted: the journal flag
+    // tells whether it was unmounted.
+    if text
+        .lines()
+        .any(|l| l.starts_with("Filesystem features:") && l.contains("needs_recovery"))
+    {
+        return Err(format!(
+            "{label}: the journal needs recovery: it was not unmounted cleanly"
+        ));
+    }
     let fsck = Command::new("e2fsck")
         .arg("-fn")
         .arg(tmp.path())

@@ -158,6 +158,11 @@ impl LogRing {
         Ok(())
     }
 
+    /// Stops writing the file (closing it), e.g. before unmounting its filesystem.
+    pub fn detach_file(&mut self) {
+        self.file = None;
+    }
+
     /// Adds what one read returned. Returns false when nothing complete
     /// was added (only a partial line).
     pub fn push(&mut self, stream: Stream, timestamp_us: u64, data: &[u8]) -> bool {
