@@ -336,6 +336,12 @@ impl<F: ImmutableFlag> BootLoader for SdBoot<F> {
                 .map_err(|e| file_err(&path, e))?;
             atomic_write(&path, out.as_bytes()).map_err(|e| file_err(&path, e))?;
         }
+        // A counted entry (a failed or pending try) would still be passed
+        // over: the operator vouches for the new default, so bless it.
+        let (path, name) = self.entry(slot)?;
+        if name.counter.is_some() {
+            self.rename(&path, &name.blessed())?;
+        }
         // The default stays a pattern matching both slots, so a slot with
         // no tries left is passed over: never a single entry's name.
         if self.vars.read_string(LoaderVar::EntryDefault)?.is_some() {

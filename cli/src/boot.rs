@@ -186,6 +186,7 @@ mod tests {
                 reason: "it fell back".into(),
                 at_unix_secs: 1,
             }),
+            loader_entry: "bascule-b+0-1.conf".into(),
         };
         let t = render(&s);
         assert!(t.contains("booted A  default A  once -"), "{t}");

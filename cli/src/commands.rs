@@ -123,11 +123,34 @@ fn service(ctx: &Ctx, name: &str, action: Action) -> Result<(), Failure> {
         )));
     };
     if ctx.json {
-        print_json(&output::ServiceJson::from(&status))
+        print_json(&output::ServiceJson::from(&status))?;
     } else if action == Action::Status {
-        print(&output::service_details(&status))
+        print(&output::service_details(&status))?;
     } else {
-        print(&output::service_summary(&status))
+        print(&output::service_summary(&status))?;
+    }
+    // Scripts rely on the exit code: the service must have ended up where
+    // it was asked to go.
+    let state = pb::ServiceState::try_from(status.state).unwrap_or(pb::ServiceState::Unspecified);
+    let reached = match action {
+        Action::Status => true,
+        Action::Start | Action::Restart => {
+            matches!(state, pb::ServiceState::Running | pb::ServiceState::Exited)
+        }
+        Action::Stop => !matches!(
+            state,
+            pb::ServiceState::Running | pb::ServiceState::Starting | pb::ServiceState::Stopping
+        ),
+    };
+    if reached {
+        Ok(())
+    } else {
+        let why = if status.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", status.reason)
+        };
+        Err(Failure::failed(format!("{what} is {}{why}", state.label())))
     }
 }
 

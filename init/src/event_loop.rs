@@ -600,8 +600,15 @@ impl<C: Clock> Init<C> {
                 .push(("all services ready".into(), clock::boottime_us()));
             log!("all services ready");
             if let Ok(slots) = &mut self.slots {
-                for note in slots.all_ready() {
-                    log!("{note}");
+                if self.sup.all_up() {
+                    for note in slots.all_ready() {
+                        log!("{note}");
+                    }
+                } else if slots.record.pending_slot() == Some(slots.booted) {
+                    log!(
+                        "slot {} is not confirmed: a service failed or was rejected; its try stays pending and fails at the next boot",
+                        slots.booted
+                    );
                 }
             }
         }

@@ -27,8 +27,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = if is_pid1 { Mode::Pid1 } else { Mode::Supervise };
     if is_pid1 && stage1::is_initramfs() {
-        // Returns only on failure; then PID 1 stays up with a shell.
-        stage1::fail(stage1::run());
+        // Returns only on failure: then fall back to the good slot, or
+        // keep PID 1 up with a shell.
+        match catch_unwind(stage1::run) {
+            Ok(err) => stage1::fail(err),
+            Err(_) => pid1::fall_back_or_emergency(),
+        }
     }
     let result = catch_unwind(AssertUnwindSafe(|| setup::run(mode, &args)));
     match (mode, result) {
@@ -40,8 +44,8 @@ fn main() {
         (Mode::Supervise, Err(_)) => std::process::exit(70),
         (Mode::Pid1, Ok(Err(e))) => {
             log!("fatal: {e}");
-            pid1::emergency()
+            pid1::fall_back_or_emergency()
         }
-        (Mode::Pid1, _) => pid1::emergency(),
+        (Mode::Pid1, _) => pid1::fall_back_or_emergency(),
     }
 }

@@ -95,6 +95,24 @@ pub fn final_shutdown(action: PowerAction) {
     );
 }
 
+/// PID 1 cannot go on. When this boot is the try of a slot (META names
+/// it), reboot so the loader falls back to the good slot; otherwise there
+/// is nothing to fall back to, and a shell on the console is better.
+pub fn fall_back_or_emergency() -> ! {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let booted = booted_slot(&cmdline);
+    let trying = crate::slots::read_record().and_then(|r| r.pending_slot());
+    if let (Some(b), Some(t)) = (booted.as_deref(), trying) {
+        if b == t.as_str() {
+            log!("this boot was the try of slot {t}: rebooting so the loader falls back");
+            power::sync();
+            let err = power::execute(PowerAction::Reboot);
+            log!("reboot failed: {err}");
+        }
+    }
+    emergency()
+}
+
 /// Last resort when the event loop cannot even be built: a shell on the
 /// console, restarted whenever it exits, and every orphan reaped. Never returns.
 pub fn emergency() -> ! {

@@ -310,14 +310,10 @@ impl Slots {
         force: bool,
     ) -> Result<pb::BootStatus, (pb::ErrorCode, String)> {
         check_bootable(&self.record, slot, force).map_err(|m| (pb::ErrorCode::Unavailable, m))?;
-        let failed = |e: adapter::AdapterError| (pb::ErrorCode::Failed, e.to_string());
+        let before = self.record.clone();
         match action {
-            pb::BootAction::Once => {
-                self.loader.set_once(slot).map_err(failed)?;
-                record_once(&mut self.record, slot);
-            }
+            pb::BootAction::Once => record_once(&mut self.record, slot),
             pb::BootAction::SetDefault => {
-                self.loader.set_default(slot).map_err(failed)?;
                 record_default(&mut self.record, slot);
                 if self.record.slot_info(slot).state() == SlotState::Bad {
                     // Forced: the operator vouches for it.
@@ -331,8 +327,25 @@ impl Slots {
                 ))
             }
         }
-        self.save()
-            .map_err(|e| (pb::ErrorCode::Failed, e.to_string()))?;
+        // META first: a try the loader will boot must be on record, or its
+        // failure could never be noticed.
+        if let Err(e) = self.save() {
+            self.record = before;
+            return Err((pb::ErrorCode::Failed, e.to_string()));
+        }
+        let loader = match action {
+            pb::BootAction::Once => self.loader.set_once(slot),
+            _ => self.loader.set_default(slot),
+        };
+        if let Err(e) = loader {
+            self.record = before;
+            let undo = self
+                .save()
+                .err()
+                .map(|u| format!("; restoring META also failed: {u}"))
+                .unwrap_or_default();
+            return Err((pb::ErrorCode::Failed, format!("{e}{undo}")));
+        }
         Ok(self.status())
     }
 }

@@ -54,20 +54,7 @@ pub enum Stage1Error {
 /// otherwise there is nothing to fall back to, and a shell is better.
 pub fn fail(err: Stage1Error) -> ! {
     log!("initramfs: {err}");
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let booted = crate::pid1::booted_slot(&cmdline);
-    let trying = crate::slots::read_record().and_then(|r| r.pending_slot());
-    if let (Some(b), Some(t)) = (booted.as_deref(), trying) {
-        if b == t.as_str() {
-            log!(
-                "initramfs: this boot was the try of slot {t}: rebooting so the loader falls back"
-            );
-            crate::sys::power::sync();
-            let err = crate::sys::power::execute(crate::sys::power::PowerAction::Reboot);
-            log!("reboot failed: {err}");
-        }
-    }
-    crate::pid1::emergency()
+    crate::pid1::fall_back_or_emergency()
 }
 
 /// Runs the initramfs stage; on success it never returns (exec of the

@@ -152,6 +152,17 @@ impl Supervisor {
         })
     }
 
+    /// True when every service is up: running and ready, or finished with
+    /// success; none failed and no file was rejected. A slot being tried
+    /// passes only then.
+    pub fn all_up(&self) -> bool {
+        self.rejected.is_empty()
+            && self.services.values().all(|s| {
+                s.state == State::Running && !matches!(s.ready, ReadyState::Pending { .. })
+                    || s.state == State::Exited
+            })
+    }
+
     /// True when no process of any service is alive.
     pub fn all_down(&self) -> bool {
         self.services.values().all(|s| !s.state.is_active())

@@ -473,3 +473,22 @@ fn start_or_restart_during_a_stop_brings_the_service_back() {
     );
     assert_eq!(l.spawned(ProcessKind::Main).len(), 4);
 }
+
+#[test]
+fn all_up_needs_every_service_running_while_all_ready_only_settled() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[
+        ("ok", "exec=[\"x\"]"),
+        ("dies", "exec=[\"x\"]\nrestart=\"never\""),
+    ]);
+    s.start_all(t0, &mut l);
+    assert!(s.all_up());
+    let pid = s.service("dies").unwrap().pid.unwrap();
+    s.on_exit(pid, Exit::Code(1), t0, &mut l);
+    assert!(s.all_ready(), "the boot has settled");
+    assert!(
+        !s.all_up(),
+        "but a slot with a failed service does not pass its try"
+    );
+}
