@@ -115,8 +115,13 @@ impl Client {
     /// Others are stale: replies to requests a previous client of the same
     /// transport left behind (a virtio-serial port outlives its host clients).
     fn recv_for(&mut self, id: u64, wait: Option<Duration>) -> Result<pb::Response, ClientError> {
+        let deadline = wait.map(|w| std::time::Instant::now() + w);
         loop {
-            let resp = self.recv(wait)?;
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(ClientError::Timeout(wait.unwrap_or(self.timeout)));
+            }
+            let resp = self.recv(left)?;
             if resp.id == id || resp.id == 0 {
                 return Ok(resp);
             }
@@ -187,12 +192,23 @@ impl Client {
         Ok(id)
     }
 
+    /// One response frame, within `wait` in all (not per read: a server
+    /// trickling bytes cannot stretch it).
     fn recv(&mut self, wait: Option<Duration>) -> Result<pb::Response, ClientError> {
-        self.stream.set_read_timeout(wait)?;
+        let deadline = wait.map(|w| std::time::Instant::now() + w);
         let mut buf = [0u8; 64 * 1024];
         loop {
             if let Some(payload) = self.decoder.next_frame()? {
                 return Ok(frame::decode(&payload, "Response")?);
+            }
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(ClientError::Timeout(wait.unwrap_or(self.timeout)));
+                }
+                self.stream.set_read_timeout(Some(left))?;
+            } else {
+                self.stream.set_read_timeout(None)?;
             }
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err(ClientError::Closed),

@@ -47,6 +47,9 @@ pub fn decode<M: Message + Default>(payload: &[u8], what: &'static str) -> Resul
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    /// Start of the unconsumed bytes: frames are taken without moving the
+    /// rest, which is compacted once per push (no quadratic copying).
+    start: usize,
 }
 
 impl FrameDecoder {
@@ -55,22 +58,27 @@ impl FrameDecoder {
     }
 
     pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
     /// Bytes received but not yet part of a complete frame.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next complete payload, `None` when more bytes are needed.
     /// A length above [`MAX_FRAME_LEN`] is an error as soon as the header is in.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        if self.buf.len() < HEADER_LEN {
+        let buf = &self.buf[self.start..];
+        if buf.len() < HEADER_LEN {
             return Ok(None);
         }
         let mut header = [0u8; HEADER_LEN];
-        header.copy_from_slice(&self.buf[..HEADER_LEN]);
+        header.copy_from_slice(&buf[..HEADER_LEN]);
         let len = u32::from_be_bytes(header) as usize;
         if len > MAX_FRAME_LEN {
             return Err(FrameError::TooLarge {
@@ -78,11 +86,11 @@ impl FrameDecoder {
                 max: MAX_FRAME_LEN,
             });
         }
-        if self.buf.len() < HEADER_LEN + len {
+        if buf.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let payload = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
-        self.buf.drain(..HEADER_LEN + len);
+        let payload = buf[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.start += HEADER_LEN + len;
         Ok(Some(payload))
     }
 }

@@ -265,7 +265,7 @@ impl<C: Clock> Init<C> {
                 chunks.push(Vec::new());
                 size = 0;
             }
-            size += line.text.len() + 16;
+            size += line.text.len() + bascule_services::logs::LINE_OVERHEAD;
             if let Some(c) = chunks.last_mut() {
                 c.push(line);
             }

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 
 use bascule_api::pb;
 
+/// Bytes a line costs in a reply beyond its text (timestamp, stream, tags):
+/// an upper bound used to keep replies under the frame limit.
+pub const LINE_OVERHEAD: usize = 16;
+
 /// Longest line kept whole; longer output is split.
 pub const MAX_LINE: usize = 16 * 1024;
 
@@ -258,10 +262,12 @@ impl LogRing {
         let start = cursor.max(first);
         let mut next = start;
         for e in self.entries.iter().filter(|e| e.seq >= start) {
-            if size > 0 && size + e.bytes.len() > max_bytes {
+            let lines = e.bytes.iter().filter(|b| **b == b'\n').count();
+            let encoded = e.bytes.len() + lines * LINE_OVERHEAD;
+            if size > 0 && size + encoded > max_bytes {
                 break;
             }
-            size += e.bytes.len();
+            size += encoded;
             out.extend(e.bytes.split_inclusive(|b| *b == b'\n').map(|l| line(e, l)));
             next = e.seq + 1;
         }
