@@ -53,6 +53,8 @@ const PIPE_READS_PER_TURN: usize = 16;
 const SHUTDOWN_SERVICES_DEADLINE: Duration = Duration::from_secs(90);
 /// Between SIGTERM and SIGKILL for processes outside any service.
 const SHUTDOWN_KILL_GRACE: Duration = Duration::from_secs(3);
+/// Control clients served at once; more get an error and are closed.
+const MAX_CONNECTIONS: usize = 256;
 /// A start/stop request gets its reply within this time, settled or not.
 const CONTROL_WAIT: Duration = bascule_api::client::CONTROL_SETTLE;
 
@@ -124,6 +126,7 @@ pub struct Init<C: Clock> {
     /// The port's fd is in the epoll set (only while the host is attached).
     port_registered: bool,
     watchdog: Option<(Watchdog, Instant)>,
+    listener_paused: bool,
     /// Boot slots, or why they are not managed here.
     pub(crate) slots: Result<crate::slots::Slots, String>,
 }
@@ -174,6 +177,7 @@ impl<C: Clock> Init<C> {
             shutdown: None,
             port_registered: false,
             watchdog: None,
+            listener_paused: false,
             slots: Err(
                 "boot slots are managed only by PID 1 of a machine booted from a Bascule disk"
                     .into(),
@@ -331,10 +335,27 @@ impl<C: Clock> Init<C> {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    log!("accept on {}: {e}", self.cfg.socket.display());
+                    // Out of fds (EMFILE/ENFILE): the listener would stay
+                    // readable and spin the loop. Stop watching it until a
+                    // connection closes.
+                    log!(
+                        "accept on {}: {e}; not accepting until a client leaves",
+                        self.cfg.socket.display()
+                    );
+                    self.pause_listener();
                     return;
                 }
             };
+            if self.conns.len() >= MAX_CONNECTIONS {
+                let mut conn = Conn::new(OwnedFd::from(stream));
+                conn.send(&error_response(
+                    0,
+                    pb::ErrorCode::Unavailable,
+                    format!("too many control clients ({MAX_CONNECTIONS}); try again later"),
+                ));
+                let _ = conn.flush();
+                continue;
+            }
             if let Err(e) = stream.set_nonblocking(true) {
                 log!("control connection setup failed: {e}");
                 continue;
@@ -490,6 +511,24 @@ impl<C: Clock> Init<C> {
             let _ = self.epoll.delete(&conn.stream);
         }
         self.waiters.retain(|w| w.conn != tok);
+        self.resume_listener();
+    }
+
+    fn pause_listener(&mut self) {
+        if !self.listener_paused && self.epoll.delete(&self.listener).is_ok() {
+            self.listener_paused = true;
+        }
+    }
+
+    fn resume_listener(&mut self) {
+        if self.listener_paused
+            && self
+                .epoll
+                .add(&self.listener, TOKEN_LISTENER, Interest::IN)
+                .is_ok()
+        {
+            self.listener_paused = false;
+        }
     }
 
     fn on_pipe(&mut self, tok: u64) {

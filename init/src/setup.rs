@@ -162,6 +162,7 @@ pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
         timeline.push(("partitions mounted".to_owned(), clock::boottime_us()));
     }
     let cfg = parse_args(mode, args)?;
+    raise_fd_limit();
     if mode == Mode::Supervise {
         // Orphans of our services are re-parented to us, so we reap them.
         if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
@@ -251,6 +252,19 @@ fn open_slots() -> Result<crate::slots::Slots, String> {
         Err(e) => {
             log!("boot slots unavailable: {e}");
             Err(format!("boot slots unavailable: {e}"))
+        }
+    }
+}
+
+/// Every client connection, pipe and notify socket is an fd: use the hard
+/// limit, not the default soft 1024. (Services get the raised limit too.)
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            log!("cannot raise the open-file limit: {e}");
         }
     }
 }
