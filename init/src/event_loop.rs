@@ -49,10 +49,6 @@ pub struct Config {
 const LOG_RING_BYTES: usize = 1 << 20;
 /// Reads per pipe per wake-up, so one chatty service cannot starve the rest.
 const PIPE_READS_PER_TURN: usize = 16;
-/// Bound on waiting for services to stop at shutdown.
-const SHUTDOWN_SERVICES_DEADLINE: Duration = Duration::from_secs(90);
-/// Between SIGTERM and SIGKILL for processes outside any service.
-const SHUTDOWN_KILL_GRACE: Duration = Duration::from_secs(3);
 /// Control clients served at once; more get an error and are closed.
 const MAX_CONNECTIONS: usize = 256;
 /// A start/stop request gets its reply within this time, settled or not.
@@ -91,42 +87,28 @@ pub struct Waiter {
     pub deadline: Instant,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ShutdownPhase {
-    StoppingServices,
-    KillingRest,
-    /// reboot(2) failed: keep serving so the machine stays manageable.
-    Halted,
-}
-
-struct Shutdown {
-    action: PowerAction,
-    phase: ShutdownPhase,
-    deadline: Instant,
-}
-
 pub struct Init<C: Clock> {
     pub(crate) cfg: Config,
-    clock: C,
-    epoll: Epoll,
-    signals: Signals,
-    timer: Timer,
-    listener: UnixListener,
+    pub(crate) clock: C,
+    pub(crate) epoll: Epoll,
+    pub(crate) signals: Signals,
+    pub(crate) timer: Timer,
+    pub(crate) listener: UnixListener,
     pub(crate) sup: Supervisor,
     pub(crate) launcher: RealLauncher,
     pub(crate) logs: BTreeMap<String, LogRing>,
     pipes: HashMap<u64, Pipe>,
-    notify: HashMap<u64, (String, UnixDatagram)>,
+    pub(crate) notify: HashMap<u64, (String, UnixDatagram)>,
     pub(crate) conns: HashMap<u64, Conn>,
-    next_id: u64,
+    pub(crate) next_id: u64,
     pub(crate) waiters: Vec<Waiter>,
     pub(crate) timeline: Vec<(String, u64)>,
-    all_ready_recorded: bool,
-    shutdown: Option<Shutdown>,
+    pub(crate) all_ready_recorded: bool,
+    pub(crate) shutdown: Option<crate::shutdown::Shutdown>,
     /// The port's fd is in the epoll set (only while the host is attached).
-    port_registered: bool,
-    watchdog: Option<(Watchdog, Instant)>,
-    listener_paused: bool,
+    pub(crate) port_registered: bool,
+    pub(crate) watchdog: Option<(Watchdog, Instant)>,
+    pub(crate) listener_paused: bool,
     /// Boot slots, or why they are not managed here.
     pub(crate) slots: Result<crate::slots::Slots, String>,
 }
@@ -268,7 +250,7 @@ impl<C: Clock> Init<C> {
             self.waiters.iter().map(|w| w.deadline).min(),
             self.shutdown
                 .as_ref()
-                .filter(|s| s.phase != ShutdownPhase::Halted)
+                .filter(|s| s.phase != crate::shutdown::ShutdownPhase::Halted)
                 .map(|s| s.deadline),
             self.watchdog.as_ref().map(|(_, next)| *next),
         ]
@@ -674,107 +656,6 @@ impl<C: Clock> Init<C> {
             Event::Failed { name, reason } => log!("service {name}: failed: {reason}"),
             Event::Stopped { name } => log!("service {name}: stopped"),
             Event::Unhealthy { name } => log!("service {name}: unhealthy"),
-        }
-    }
-
-    pub(crate) fn begin_shutdown(&mut self, action: PowerAction) {
-        if let Some(s) = &mut self.shutdown {
-            // A power-off request wins over a reboot in progress.
-            if action == PowerAction::Poweroff {
-                s.action = action;
-            }
-            return;
-        }
-        log!("{}: stopping services", action.label());
-        let now = self.now();
-        self.timeline.push((
-            format!("{} requested", action.label()),
-            clock::boottime_us(),
-        ));
-        self.shutdown = Some(Shutdown {
-            action,
-            phase: ShutdownPhase::StoppingServices,
-            deadline: now + SHUTDOWN_SERVICES_DEADLINE,
-        });
-        self.sup.stop_all(now, &mut self.launcher);
-    }
-
-    fn advance_shutdown(&mut self) -> Option<PowerAction> {
-        let now = self.now();
-        let s = self.shutdown.as_mut()?;
-        match s.phase {
-            ShutdownPhase::StoppingServices => {
-                if !self.sup.all_down() && now < s.deadline {
-                    return None;
-                }
-                if !self.sup.all_down() {
-                    log!(
-                        "services still running after {SHUTDOWN_SERVICES_DEADLINE:?}: killing them"
-                    );
-                }
-                for name in self.sup.names().cloned().collect::<Vec<_>>() {
-                    if let Some(svc) = self.sup.service(&name) {
-                        let spec = svc.spec.clone();
-                        let pid = svc.pid;
-                        bascule_services::Launcher::kill_all(&mut self.launcher, &spec, pid);
-                    }
-                }
-                let action = s.action;
-                match self.cfg.mode {
-                    Mode::Supervise => {
-                        self.flush_all_conns();
-                        self.close_log_files();
-                        if let Some(cg) = &self.launcher.cgroups {
-                            cg.remove_all();
-                        }
-                        let _ = std::fs::remove_file(&self.cfg.socket);
-                        return Some(action);
-                    }
-                    Mode::Pid1 => {
-                        log!("sending SIGTERM to all remaining processes");
-                        crate::sys::power::signal_all(libc::SIGTERM);
-                        s.phase = ShutdownPhase::KillingRest;
-                        s.deadline = now + SHUTDOWN_KILL_GRACE;
-                    }
-                }
-                None
-            }
-            ShutdownPhase::KillingRest => {
-                if reap::has_children() && now < s.deadline {
-                    return None;
-                }
-                let action = s.action;
-                crate::sys::power::signal_all(libc::SIGKILL);
-                if action == PowerAction::Poweroff {
-                    // Powering off on purpose: do not let the watchdog turn it into a reset.
-                    if let Some((wd, _)) = self.watchdog.take() {
-                        wd.disarm();
-                    }
-                }
-                reap::reap_all();
-                self.flush_all_conns();
-                // PID 1's own open log files would keep /var busy.
-                self.close_log_files();
-                crate::pid1::final_shutdown(action);
-                // Only reached when reboot(2) failed.
-                if let Some(s) = self.shutdown.as_mut() {
-                    s.phase = ShutdownPhase::Halted;
-                }
-                None
-            }
-            ShutdownPhase::Halted => None,
-        }
-    }
-
-    fn close_log_files(&mut self) {
-        for ring in self.logs.values_mut() {
-            ring.detach_file();
-        }
-    }
-
-    fn flush_all_conns(&mut self) {
-        for conn in self.conns.values_mut() {
-            let _ = conn.flush();
         }
     }
 

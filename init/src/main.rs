@@ -13,6 +13,7 @@ mod logging;
 mod machine;
 mod pid1;
 mod setup;
+mod shutdown;
 mod slots;
 mod stage1;
 mod sys;

@@ -402,10 +402,19 @@ fn write_meta(path: &Path, spec: &ImageSpec) -> Result<()> {
     use bascule_boot::meta::{self, MetaLayout};
     use bascule_boot::meta_record::{MetaRecord, SlotId, SlotInfo, SlotState};
     let mut record = MetaRecord::fresh(spec.default_slot, "");
-    for (slot, build) in [(Slot::A, Some(&spec.slot_a)), (Slot::B, spec.slot_b.as_ref())] {
+    for (slot, build) in [
+        (Slot::A, Some(&spec.slot_a)),
+        (Slot::B, spec.slot_b.as_ref()),
+    ] {
         *record.slot_info_mut(slot) = match build {
-            Some(b) => SlotInfo { version: b.version.clone(), state: SlotState::Good as i32 },
-            None => SlotInfo { version: String::new(), state: SlotState::Empty as i32 },
+            Some(b) => SlotInfo {
+                version: b.version.clone(),
+                state: SlotState::Good as i32,
+            },
+            None => SlotInfo {
+                version: String::new(),
+                state: SlotState::Empty as i32,
+            },
         };
     }
     record.active_slot = SlotId::from(spec.default_slot) as i32;
@@ -418,7 +427,11 @@ fn write_meta(path: &Path, spec: &ImageSpec) -> Result<()> {
         .io("creating", path)?;
     file.set_len(MetaLayout::DEFAULT.min_partition_size())
         .io("sizing", path)?;
-    meta::write_meta(&file, &MetaLayout::DEFAULT, &record)
-        .map_err(|e| Error::Invalid(format!("writing the META record to {}: {e}", path.display())))?;
+    meta::write_meta(&file, &MetaLayout::DEFAULT, &record).map_err(|e| {
+        Error::Invalid(format!(
+            "writing the META record to {}: {e}",
+            path.display()
+        ))
+    })?;
     Ok(())
 }

@@ -10,6 +10,7 @@ pub mod signal;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
+mod transitions;
 
 pub use graph::{load_dir, Catalog, Rejected};
 pub use signal::Signal;

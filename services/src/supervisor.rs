@@ -5,18 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// Shortest wait before retrying a start that failed to spawn at all.
-const SPAWN_RETRY_MIN: Duration = Duration::from_millis(100);
+use std::time::Instant;
 
 use bascule_api::pb;
 
-use crate::backoff::{self, RestartDecision};
 use crate::graph::{self, Catalog, Rejected};
 use crate::signal::Signal;
-use crate::spec::{Class, Probe, Readiness, RestartPolicy, ServiceSpec};
+use crate::spec::{Class, Readiness, ServiceSpec};
 use crate::state::{AfterStop, Check, Exit, ReadyState, Service, State, StopPhase, Stopping};
+use crate::transitions;
 
 /// What kind of process a spawn is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,7 +246,7 @@ impl Supervisor {
     ) -> Result<(), ControlError> {
         let s = lookup(&mut self.services, &self.rejected, name)?;
         s.want_up = false;
-        Self::begin_stop(s, AfterStop::Down, now, l, &mut self.events);
+        transitions::begin_stop(s, AfterStop::Down, now, l, &mut self.events);
         self.advance(now, l);
         Ok(())
     }
@@ -264,7 +261,7 @@ impl Supervisor {
         if s.state.is_active() {
             s.want_up = true;
             s.consecutive = 0;
-            Self::begin_stop(s, AfterStop::Restart, now, l, &mut self.events);
+            transitions::begin_stop(s, AfterStop::Restart, now, l, &mut self.events);
             self.advance(now, l);
             Ok(())
         } else {
@@ -289,9 +286,9 @@ impl Supervisor {
         };
         if let Some(s) = self.services.get_mut(&name) {
             if s.pid == Some(pid) {
-                Self::main_exited(s, exit, now, l, &mut self.events);
+                transitions::main_exited(s, exit, now, l, &mut self.events);
             } else {
-                Self::check_exited(s, pid, exit, now, l, &mut self.events);
+                transitions::check_exited(s, pid, exit, now, l, &mut self.events);
             }
         }
         self.advance(now, l);
@@ -308,7 +305,7 @@ impl Supervisor {
                 && s.state == State::Starting
                 && s.spec.readiness.kind == Readiness::Notify
             {
-                Self::mark_ready(s, now, &mut self.events);
+                transitions::mark_ready(s, now, &mut self.events);
             } else if let Some(status) = line.strip_prefix("STATUS=") {
                 s.reason = status.to_owned();
             }
@@ -323,7 +320,7 @@ impl Supervisor {
             let Some(s) = self.services.get_mut(&name) else {
                 continue;
             };
-            Self::service_timers(s, now, l, &mut self.events);
+            transitions::service_timers(s, now, l, &mut self.events);
         }
         self.advance(now, l);
     }
@@ -377,7 +374,7 @@ impl Supervisor {
                         } else if cordoned {
                             s.reason = "cordoned".into();
                         } else {
-                            Self::spawn_main(s, now, l, &mut self.events);
+                            transitions::spawn_main(s, now, l, &mut self.events);
                             changed = true;
                         }
                     }
@@ -403,7 +400,7 @@ impl Supervisor {
                             let Some(s) = self.services.get_mut(&name) else {
                                 continue;
                             };
-                            Self::begin_stop(s, AfterStop::Down, now, l, &mut self.events);
+                            transitions::begin_stop(s, AfterStop::Down, now, l, &mut self.events);
                             changed = true;
                         }
                     }
@@ -412,470 +409,6 @@ impl Supervisor {
             }
             if !changed {
                 break;
-            }
-        }
-    }
-
-    fn spawn_main(s: &mut Service, now: Instant, l: &mut dyn Launcher, events: &mut Vec<Event>) {
-        s.generation += 1;
-        s.backoff_until = None;
-        match l.spawn(&s.spec, ProcessKind::Main, &s.spec.exec) {
-            Ok(pid) => {
-                s.pid = Some(pid);
-                s.started_at = Some(now);
-                s.state = State::Starting;
-                s.reason.clear();
-                s.health.status = if s.spec.health.is_some() {
-                    pb::Health::Unknown
-                } else {
-                    pb::Health::None
-                };
-                s.health.consecutive_failures = 0;
-                s.health.check = None;
-                s.health.next_at = None;
-                events.push(Event::Started {
-                    name: s.spec.name.clone(),
-                    pid,
-                });
-                match &s.spec.readiness.kind {
-                    Readiness::None => Self::mark_ready(s, now, events),
-                    _ => {
-                        s.ready = ReadyState::Pending {
-                            next_probe: now + s.spec.readiness.interval,
-                            deadline: now + s.spec.readiness.timeout,
-                            check: None,
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                s.pid = None;
-                s.started_at = None;
-                let reason = format!("cannot start {}: {e}", s.spec.exec[0]);
-                // Never retried inside this call: a spawn that keeps failing
-                // with a zero backoff would otherwise recurse without end.
-                Self::after_failure(s, reason, SPAWN_RETRY_MIN, now, l, events);
-            }
-        }
-    }
-
-    fn mark_ready(s: &mut Service, now: Instant, events: &mut Vec<Event>) {
-        // A probe that succeeds after a stop began changes nothing.
-        if s.state != State::Starting {
-            return;
-        }
-        s.state = State::Running;
-        s.ready = if s.spec.readiness.kind == Readiness::None {
-            ReadyState::NotChecked
-        } else {
-            ReadyState::Ready
-        };
-        if let Some(h) = &s.spec.health {
-            s.health.next_at = Some(now + h.interval);
-        }
-        events.push(Event::Ready {
-            name: s.spec.name.clone(),
-        });
-    }
-
-    fn begin_stop(
-        s: &mut Service,
-        then: AfterStop,
-        now: Instant,
-        l: &mut dyn Launcher,
-        events: &mut Vec<Event>,
-    ) {
-        let Some(pid) = s.pid else {
-            if matches!(s.state, State::Waiting | State::Backoff) {
-                s.state = if then == AfterStop::Down {
-                    State::Stopped
-                } else {
-                    State::Waiting
-                };
-                s.backoff_until = None;
-                if then == AfterStop::Down {
-                    events.push(Event::Stopped {
-                        name: s.spec.name.clone(),
-                    });
-                }
-            }
-            return;
-        };
-        if let Some(st) = &mut s.stopping {
-            // Already stopping: the operator's latest wish wins (stop, or a
-            // restart after a stop); a failure never overrides a stop.
-            if then == AfterStop::Down || (st.then == AfterStop::Down && then == AfterStop::Restart)
-            {
-                st.then = then;
-            }
-            return;
-        }
-        s.state = State::Stopping;
-        let grace = s.spec.stop.grace;
-        let phase = match s.spec.stop.pre.clone() {
-            Some(argv) => match l.spawn(&s.spec, ProcessKind::PreStop, &argv) {
-                Ok(hook) => StopPhase::PreStop { pid: hook },
-                Err(e) => {
-                    s.reason = format!("pre-stop command failed to start: {e}");
-                    l.signal(pid, s.spec.stop.signal);
-                    StopPhase::Signaled
-                }
-            },
-            None => {
-                l.signal(pid, s.spec.stop.signal);
-                StopPhase::Signaled
-            }
-        };
-        s.stopping = Some(Stopping {
-            phase,
-            deadline: Some(now + grace),
-            then,
-        });
-    }
-
-    fn main_exited(
-        s: &mut Service,
-        exit: Exit,
-        now: Instant,
-        l: &mut dyn Launcher,
-        events: &mut Vec<Event>,
-    ) {
-        let main = s.pid.take();
-        // Whatever the main process left behind goes with it.
-        l.kill_all(&s.spec, main);
-        let ran = s
-            .started_at
-            .take()
-            .map(|t| now.saturating_duration_since(t));
-        s.last_exit = Some(exit);
-        s.ready = ReadyState::NotChecked;
-        s.health.check = None;
-        s.health.next_at = None;
-        events.push(Event::Exited {
-            name: s.spec.name.clone(),
-            exit,
-        });
-        if ran.is_some_and(|d| d >= s.spec.backoff.reset_after) {
-            s.consecutive = 0;
-        }
-        if let Some(stopping) = s.stopping.take() {
-            match stopping.then {
-                // A start asked for while it was stopping: up again.
-                AfterStop::Down if s.want_up => {
-                    s.state = State::Waiting;
-                    events.push(Event::Stopped {
-                        name: s.spec.name.clone(),
-                    });
-                }
-                AfterStop::Down => {
-                    s.state = State::Stopped;
-                    events.push(Event::Stopped {
-                        name: s.spec.name.clone(),
-                    });
-                }
-                AfterStop::Restart => {
-                    s.restarts += 1;
-                    s.state = State::Waiting;
-                }
-                AfterStop::Failure(reason) => {
-                    Self::after_failure(s, reason, Duration::ZERO, now, l, events)
-                }
-            }
-            return;
-        }
-        if !s.want_up {
-            s.state = State::Stopped;
-            events.push(Event::Stopped {
-                name: s.spec.name.clone(),
-            });
-            return;
-        }
-        let restart = match s.spec.restart {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => !exit.success(),
-            RestartPolicy::Never => false,
-        };
-        if !restart {
-            s.state = if exit.success() {
-                State::Exited
-            } else {
-                State::Failed
-            };
-            s.reason = if exit.success() {
-                String::new()
-            } else {
-                format!("{exit}; restart = {:?} does not restart it", s.spec.restart)
-            };
-            if !exit.success() {
-                events.push(Event::Failed {
-                    name: s.spec.name.clone(),
-                    reason: s.reason.clone(),
-                });
-            }
-            return;
-        }
-        Self::schedule_restart(s, exit.to_string(), Duration::ZERO, now, l, events);
-    }
-
-    /// A failed start, readiness or health: restart if the policy allows.
-    fn after_failure(
-        s: &mut Service,
-        reason: String,
-        min_delay: Duration,
-        now: Instant,
-        l: &mut dyn Launcher,
-        events: &mut Vec<Event>,
-    ) {
-        if !s.want_up || s.spec.restart == RestartPolicy::Never {
-            s.state = State::Failed;
-            s.reason = reason.clone();
-            events.push(Event::Failed {
-                name: s.spec.name.clone(),
-                reason,
-            });
-            return;
-        }
-        Self::schedule_restart(s, reason, min_delay, now, l, events);
-    }
-
-    fn schedule_restart(
-        s: &mut Service,
-        reason: String,
-        min_delay: Duration,
-        now: Instant,
-        l: &mut dyn Launcher,
-        events: &mut Vec<Event>,
-    ) {
-        match backoff::decide(&s.spec.backoff, s.consecutive) {
-            RestartDecision::GiveUp => {
-                s.state = State::Failed;
-                s.reason = format!(
-                    "{reason}; gave up after {} consecutive restarts",
-                    s.consecutive
-                );
-                events.push(Event::Failed {
-                    name: s.spec.name.clone(),
-                    reason: s.reason.clone(),
-                });
-            }
-            RestartDecision::After(delay) => {
-                let delay = delay.max(min_delay);
-                s.consecutive += 1;
-                s.restarts += 1;
-                s.reason = reason;
-                events.push(Event::Restarting {
-                    name: s.spec.name.clone(),
-                    delay_ms: delay.as_millis() as u64,
-                });
-                if delay.is_zero() {
-                    Self::spawn_main(s, now, l, events);
-                } else {
-                    s.state = State::Backoff;
-                    s.backoff_until = Some(now + delay);
-                }
-            }
-        }
-    }
-
-    fn check_exited(
-        s: &mut Service,
-        pid: u32,
-        exit: Exit,
-        now: Instant,
-        l: &mut dyn Launcher,
-        events: &mut Vec<Event>,
-    ) {
-        if let Some(Stopping {
-            phase: StopPhase::PreStop { pid: hook },
-            ..
-        }) = &s.stopping
-        {
-            if *hook == pid {
-                if let (Some(main), Some(st)) = (s.pid, s.stopping.as_mut()) {
-                    l.signal(main, s.spec.stop.signal);
-                    st.phase = StopPhase::Signaled;
-                    st.deadline = Some(now + s.spec.stop.grace);
-                }
-                return;
-            }
-        }
-        if let ReadyState::Pending {
-            check, next_probe, ..
-        } = &mut s.ready
-        {
-            if check.is_some_and(|c| c.pid == pid) {
-                *check = None;
-                if exit.success() {
-                    Self::mark_ready(s, now, events);
-                } else {
-                    *next_probe = now + s.spec.readiness.interval;
-                }
-                return;
-            }
-        }
-        if s.health.check.is_some_and(|c| c.pid == pid) {
-            s.health.check = None;
-            Self::health_result(s, exit.success(), now, l, events);
-        }
-    }
-
-    fn health_result(
-        s: &mut Service,
-        ok: bool,
-        now: Instant,
-        l: &mut dyn Launcher,
-        events: &mut Vec<Event>,
-    ) {
-        let Some(spec) = s.spec.health.clone() else {
-            return;
-        };
-        s.health.next_at = Some(now + spec.interval);
-        if ok {
-            s.health.consecutive_failures = 0;
-            s.health.status = pb::Health::Healthy;
-            return;
-        }
-        s.health.consecutive_failures += 1;
-        if s.health.consecutive_failures >= spec.failures
-            && s.health.status != pb::Health::Unhealthy
-        {
-            s.health.status = pb::Health::Unhealthy;
-            events.push(Event::Unhealthy {
-                name: s.spec.name.clone(),
-            });
-            if s.spec.restart != RestartPolicy::Never {
-                let reason = format!(
-                    "health check failed {} times in a row",
-                    s.health.consecutive_failures
-                );
-                Self::begin_stop(s, AfterStop::Failure(reason), now, l, events);
-            }
-        }
-    }
-
-    /// Runs a probe. Returns Some(result) for synchronous probes, None when
-    /// an exec probe was started (its exit brings the result).
-    fn run_probe(
-        s: &Service,
-        probe: &Probe,
-        kind: ProcessKind,
-        l: &mut dyn Launcher,
-    ) -> Result<Option<bool>, u32> {
-        match probe {
-            Probe::Tcp(port) => Ok(Some(l.probe_tcp(*port))),
-            Probe::Path(p) => Ok(Some(l.probe_path(p))),
-            Probe::Exec(argv) => match l.spawn(&s.spec, kind, argv) {
-                Ok(pid) => Err(pid),
-                Err(_) => Ok(Some(false)),
-            },
-        }
-    }
-
-    fn service_timers(
-        s: &mut Service,
-        now: Instant,
-        l: &mut dyn Launcher,
-        events: &mut Vec<Event>,
-    ) {
-        // Stop deadlines.
-        if let Some(st) = &mut s.stopping {
-            if st.deadline.is_some_and(|d| now >= d) {
-                match st.phase {
-                    StopPhase::PreStop { .. } => {
-                        if let Some(main) = s.pid {
-                            l.signal(main, s.spec.stop.signal);
-                        }
-                        st.phase = StopPhase::Signaled;
-                        st.deadline = Some(now + s.spec.stop.grace);
-                    }
-                    StopPhase::Signaled | StopPhase::Killed => {
-                        l.kill_all(&s.spec, s.pid);
-                        st.phase = StopPhase::Killed;
-                        st.deadline = None;
-                    }
-                }
-            }
-            return;
-        }
-        // Backoff over.
-        if s.state == State::Backoff && s.backoff_until.is_some_and(|t| now >= t) {
-            s.state = State::Waiting;
-            s.backoff_until = None;
-            return;
-        }
-        // Readiness.
-        if s.state == State::Starting {
-            let probe = match &s.spec.readiness.kind {
-                Readiness::Probe(p) => Some(p.clone()),
-                _ => None,
-            };
-            if let ReadyState::Pending {
-                next_probe,
-                deadline,
-                check,
-            } = s.ready.clone()
-            {
-                if now >= deadline {
-                    if let Some(c) = check {
-                        l.signal(c.pid, Signal::KILL);
-                    }
-                    s.ready = ReadyState::Failed;
-                    let reason = format!(
-                        "not ready within {} ms",
-                        s.spec.readiness.timeout.as_millis()
-                    );
-                    Self::begin_stop(s, AfterStop::Failure(reason), now, l, events);
-                    return;
-                }
-                if let (Some(p), None) = (probe, check) {
-                    if now >= next_probe {
-                        match Self::run_probe(s, &p, ProcessKind::Readiness, l) {
-                            Ok(Some(true)) => Self::mark_ready(s, now, events),
-                            Ok(_) => {
-                                s.ready = ReadyState::Pending {
-                                    next_probe: now + s.spec.readiness.interval,
-                                    deadline,
-                                    check: None,
-                                }
-                            }
-                            Err(pid) => {
-                                s.ready = ReadyState::Pending {
-                                    next_probe,
-                                    deadline,
-                                    check: Some(Check { pid, deadline }),
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            return;
-        }
-        // Health.
-        if s.state == State::Running {
-            let Some(h) = s.spec.health.clone() else {
-                return;
-            };
-            if let Some(c) = s.health.check {
-                if now >= c.deadline {
-                    l.signal(c.pid, Signal::KILL);
-                    s.health.check = None;
-                    Self::health_result(s, false, now, l, events);
-                }
-                return;
-            }
-            if s.health.next_at.is_some_and(|t| now >= t) {
-                match Self::run_probe(s, &h.probe, ProcessKind::Health, l) {
-                    Ok(Some(ok)) => Self::health_result(s, ok, now, l, events),
-                    Ok(None) => {}
-                    Err(pid) => {
-                        s.health.check = Some(Check {
-                            pid,
-                            deadline: now + h.timeout,
-                        });
-                        s.health.next_at = None;
-                    }
-                }
             }
         }
     }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::graph;
 use crate::spec;
+use crate::transitions::SPAWN_RETRY_MIN;
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -58,10 +58,11 @@ fn check(ret: libc::c_long) -> io::Result<()> {
 impl ChildSteps {
     /// Runs in the child between fork and exec.
     fn run(&self) -> io::Result<()> {
-        // SAFETY: only async-signal-safe calls (raw syscalls, sigprocmask,
-        // signal) on memory owned by `self` or on this stack frame, which the
-        // child's copy of the address space keeps alive until exec; no
-        // allocation, no locks. An all-zero sigset_t is the empty set.
+        // Only async-signal-safe calls (raw syscalls, sigprocmask, signal)
+        // on memory owned by `self` or on this stack frame, which the child's
+        // copy of the address space keeps alive until exec.
+        // SAFETY: as above: no allocation, no locks; an all-zero sigset_t is
+        // the empty set.
         unsafe {
             if let Some(fd) = self.cgroup_fd {
                 let pid0 = b"0";
