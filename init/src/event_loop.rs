@@ -545,10 +545,8 @@ impl<C: Clock> Init<C> {
         if eof {
             if let Some(p) = self.pipes.remove(&tok) {
                 let _ = self.epoll.delete(&p.fd);
-            }
-            if !self.pipes.values().any(|p| p.service == service) {
                 if let Some(r) = self.logs.get_mut(&service) {
-                    r.flush_partial(clock::wall_us());
+                    r.flush_stream(p.stream, clock::wall_us());
                     got = true;
                 }
             }

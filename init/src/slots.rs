@@ -88,6 +88,13 @@ pub fn check_bootable(rec: &MetaRecord, slot: Slot, force: bool) -> Result<(), S
 }
 
 pub fn record_once(rec: &mut MetaRecord, slot: Slot) {
+    // A try of the other slot that never booted is replaced: that slot
+    // goes back to good (it was good, or it could not have been tried).
+    if let Some(other) = rec.pending_slot().filter(|s| *s != slot) {
+        if rec.slot_info(other).state() == SlotState::Trying {
+            rec.slot_info_mut(other).state = SlotState::Good as i32;
+        }
+    }
     let info = rec.slot_info(slot);
     let attempts = rec
         .pending_try
@@ -416,6 +423,15 @@ mod tests {
         let again = r.clone();
         record_default(&mut r, Slot::B);
         assert_eq!(r, again);
+    }
+
+    #[test]
+    fn a_replaced_try_leaves_its_slot_good() {
+        let mut r = two_good();
+        record_once(&mut r, Slot::B);
+        record_once(&mut r, Slot::A);
+        assert_eq!(r.slot_info(Slot::B).state(), SlotState::Good);
+        assert_eq!(r.pending_slot(), Some(Slot::A));
     }
 
     #[test]

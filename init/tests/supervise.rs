@@ -406,14 +406,14 @@ fn user_environment_and_capabilities_are_applied() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let work = dir.path().display().to_string();
-    let show = "echo uid=$(id -u) gid=$(id -g) dir=$(pwd) greeting=$GREETING; grep -E '^Cap(Eff|Bnd|Amb)' /proc/self/status; exec sleep 1000";
+    let show = "echo uid=$(id -u) gid=$(id -g) dir=$(pwd) greeting=$GREETING; grep -E '^Cap(Eff|Bnd|Amb)' /proc/self/status; echo nofile=$(ulimit -n); exec sleep 1000";
     let nobody = format!(
         "exec = [\"/bin/sh\", \"-c\", \"{show}\"]\nuser = \"65534\"\ngroup = \"65534\"\nworking_dir = \"{work}\"\nenv = {{ GREETING = \"hi there\" }}\ncapabilities = [\"CAP_NET_BIND_SERVICE\"]\n"
     );
     let bare_root = format!("exec = [\"/bin/sh\", \"-c\", \"{show}\"]\ncapabilities = []\n");
     let sup = Sup::start(&[("nobody", &nobody), ("bareroot", &bare_root)]);
     sup.wait_until(Duration::from_secs(5), "both logged", || {
-        sup.log_text("nobody").len() >= 4 && sup.log_text("bareroot").len() >= 4
+        sup.log_text("nobody").len() >= 5 && sup.log_text("bareroot").len() >= 5
     });
     let n = sup.log_text("nobody");
     assert_eq!(
@@ -424,6 +424,11 @@ fn user_environment_and_capabilities_are_applied() {
     assert!(n.contains(&"CapEff:\t0000000000000400".to_owned()), "{n:?}");
     assert!(n.contains(&"CapBnd:\t0000000000000400".to_owned()), "{n:?}");
     assert!(n.contains(&"CapAmb:\t0000000000000400".to_owned()), "{n:?}");
+    // The supervisor raised its own fd limit; services get the usual soft one.
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX);
+    assert!(n.contains(&format!("nofile={}", hard.min(1024))), "{n:?}");
     let r = sup.log_text("bareroot");
     assert!(r[0].starts_with("uid=0 "), "{r:?}");
     assert!(

@@ -197,12 +197,18 @@ impl LogRing {
     /// Flushes partial lines (the service exited).
     pub fn flush_partial(&mut self, timestamp_us: u64) {
         for stream in [Stream::Stdout, Stream::Stderr] {
-            let p = &mut self.partial[stream.index()];
-            if !p.is_empty() {
-                let mut line = std::mem::take(p);
-                line.push(b'\n');
-                self.store(stream, timestamp_us, line);
-            }
+            self.flush_stream(stream, timestamp_us);
+        }
+    }
+
+    /// Flushes one stream's unfinished line (its pipe reached EOF), so a
+    /// restarted process's output is not glued onto it.
+    pub fn flush_stream(&mut self, stream: Stream, timestamp_us: u64) {
+        let p = &mut self.partial[stream.index()];
+        if !p.is_empty() {
+            let mut line = std::mem::take(p);
+            line.push(b'\n');
+            self.store(stream, timestamp_us, line);
         }
     }
 

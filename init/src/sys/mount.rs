@@ -93,8 +93,8 @@ pub fn mount_api(m: &ApiMount) -> io::Result<()> {
 }
 
 /// Mount points from /proc/self/mountinfo, deepest (latest) first.
-pub fn mount_points_deepest_first(mountinfo: &str) -> Vec<String> {
-    let mut points: Vec<String> = mountinfo
+pub fn mount_points_deepest_first(mountinfo: &str) -> Vec<std::path::PathBuf> {
+    let mut points: Vec<std::path::PathBuf> = mountinfo
         .lines()
         .filter_map(|l| l.split_whitespace().nth(4).map(unescape))
         .collect();
@@ -103,24 +103,26 @@ pub fn mount_points_deepest_first(mountinfo: &str) -> Vec<String> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+fn unescape(s: &str) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let mut out: Vec<u8> = Vec::with_capacity(s.len());
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
-            && i + 3 < b.len() + 0
+            && i + 3 < b.len()
             && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v as char);
+            out.push(v);
             i += 4;
         } else {
-            out.push(b[i] as char);
+            out.push(b[i]);
             i += 1;
         }
     }
-    out
+    // Bytes, not chars: mount points need not be UTF-8.
+    std::path::PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Unmounts everything but the API filesystems the kernel needs to the
@@ -131,12 +133,18 @@ pub fn unmount_all() -> Vec<String> {
         return vec!["cannot read /proc/self/mountinfo".into()];
     };
     for point in mount_points_deepest_first(&mi) {
-        if matches!(point.as_str(), "/" | "/proc" | "/sys" | "/dev") {
+        if ["/", "/proc", "/sys", "/dev"]
+            .iter()
+            .any(|p| point == Path::new(p))
+        {
             continue;
         }
-        if unmount(Path::new(&point), UnmountFlags::empty()).is_err() {
-            if let Err(e) = mount_remount(Path::new(&point), MountFlags::RDONLY, "") {
-                failures.push(format!("{point}: busy and cannot be made read-only: {e}"));
+        if unmount(&point, UnmountFlags::empty()).is_err() {
+            if let Err(e) = mount_remount(&point, MountFlags::RDONLY, "") {
+                failures.push(format!(
+                    "{}: busy and cannot be made read-only: {e}",
+                    point.display()
+                ));
             }
         }
     }
@@ -156,9 +164,16 @@ mod tests {
     #[test]
     fn order_and_escapes() {
         let mi = "1 0 0:1 / / rw - ext4 /dev/vda rw\n2 1 0:2 / /var rw - ext4 /dev/vdb rw\n3 2 0:3 / /var/my\\040dir rw - tmpfs t rw\n";
+        let want: Vec<std::path::PathBuf> = ["/var/my dir", "/var", "/"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(mount_points_deepest_first(mi), want);
+        // Not UTF-8: \377 is the byte 0xff.
+        let odd = mount_points_deepest_first("1 0 0:1 / /mnt/\\377x rw - ext4 d rw\n");
         assert_eq!(
-            mount_points_deepest_first(mi),
-            vec!["/var/my dir", "/var", "/"]
+            std::os::unix::ffi::OsStrExt::as_bytes(odd[0].as_os_str()),
+            b"/mnt/\xffx"
         );
     }
 }

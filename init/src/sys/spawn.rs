@@ -42,6 +42,9 @@ pub struct Spawned {
 /// Everything the child needs, owned, so the closure touches no allocator.
 struct ChildSteps {
     cgroup_fd: Option<i32>,
+    /// PID 1 raised its own open-file limit; services get the usual soft
+    /// limit back (select(2)-based programs break above 1024).
+    nofile: Option<libc::rlimit>,
     creds: Option<(u32, u32, Vec<u32>)>,
     keep_caps: Option<u64>,
     cap_last: u32,
@@ -78,6 +81,9 @@ impl ChildSteps {
                 return Err(io::Error::other("cannot reset the signal mask"));
             }
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            if let Some(lim) = &self.nofile {
+                libc::setrlimit(libc::RLIMIT_NOFILE, lim);
+            }
             // Own session and process group: the fallback kill target where
             // there is no cgroup, and no controlling terminal inherited.
             check(libc::setsid() as libc::c_long)?;
@@ -181,6 +187,7 @@ pub fn spawn(plan: SpawnPlan) -> io::Result<Spawned> {
     };
     let steps = ChildSteps {
         cgroup_fd: plan.cgroup_procs.as_ref().map(|f| f.as_raw_fd()),
+        nofile: service_nofile(),
         creds: plan.creds.map(|c| (c.uid, c.gid, c.groups)),
         keep_caps: plan.keep_caps,
         cap_last: plan.cap_last,
@@ -200,6 +207,22 @@ pub fn spawn(plan: SpawnPlan) -> io::Result<Spawned> {
     })
     // `child` is dropped without waiting: the event loop reaps every pid.
 }
+
+/// The open-file limit services start with: soft 1024 (or less if the
+/// hard limit is lower), the hard limit unchanged.
+fn service_nofile() -> Option<libc::rlimit> {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let hard = lim.maximum.unwrap_or(u64::MAX);
+    let soft = lim.current.unwrap_or(u64::MAX);
+    (soft > SERVICE_NOFILE_SOFT).then(|| libc::rlimit {
+        rlim_cur: SERVICE_NOFILE_SOFT.min(hard) as libc::rlim_t,
+        rlim_max: lim
+            .maximum
+            .map_or(libc::RLIM_INFINITY, |h| h as libc::rlim_t),
+    })
+}
+
+const SERVICE_NOFILE_SOFT: u64 = 1024;
 
 /// The highest capability number of the running kernel.
 pub fn cap_last() -> u32 {
