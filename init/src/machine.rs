@@ -76,7 +76,7 @@ pub fn mount_partitions() -> Vec<&'static str> {
 }
 
 fn mount_one(t: &Target) -> Result<(), String> {
-    let dev = blockdev::find_by_label(Path::new("/sys/class/block"), t.label)
+    let dev = blockdev::find_on_boot_disk(t.label)
         .ok_or_else(|| "not found on any disk (no GPT partition with this label)".to_owned())?;
     if t.fstype == "ext4" {
         let mut head = vec![0u8; 64 * 1024];

@@ -155,7 +155,7 @@ pub fn from_pb_slot(v: i32) -> Option<Slot> {
 
 /// Reads META from its partition (for the initramfs stage, read-only).
 pub fn read_record() -> Option<MetaRecord> {
-    let dev = blockdev::find_by_label(Path::new("/sys/class/block"), layout::LABEL_META)?;
+    let dev = blockdev::find_on_boot_disk(layout::LABEL_META)?;
     let f = File::open(dev).ok()?;
     match meta::read_meta(&f, &MetaLayout::DEFAULT).ok()? {
         MetaState::Record(r) => Some(r.record),
@@ -172,7 +172,7 @@ impl Slots {
         esp: &Path,
         now_secs: u64,
     ) -> Result<(Slots, Vec<String>), SlotsError> {
-        let meta_path = blockdev::find_by_label(Path::new("/sys/class/block"), layout::LABEL_META)
+        let meta_path = blockdev::find_on_boot_disk(layout::LABEL_META)
             .ok_or(SlotsError::NoPartition(layout::LABEL_META))?;
         let meta_err = |message: String| SlotsError::Meta {
             path: meta_path.clone(),

@@ -91,7 +91,7 @@ pub fn run() -> Stage1Error {
         "B" => layout::LABEL_SLOT_B.to_owned(),
         other => return Stage1Error::NoSlot(format!("bascule.slot={other} (expected A or B)")),
     };
-    let find = || blockdev::find_by_label(Path::new("/sys/class/block"), &label);
+    let find = || blockdev::find_by_label(Path::new("/sys/class/block"), &label, None);
     let dev = match &uevents {
         Ok(u) => u.wait_for(DEVICE_WAIT, find),
         Err(()) => find(),
@@ -110,6 +110,14 @@ pub fn run() -> Stage1Error {
     timeline.push((format!("root mounted ({label})"), clock::boottime_us()));
     timeline.push(("switch_root".to_owned(), clock::boottime_us()));
     let _ = std::fs::create_dir_all("/run/bascule");
+    // Every later lookup (META, STATE, EPHEMERAL, ESP) stays on this disk.
+    let part_name = dev
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(disk) = blockdev::disk_of(&Path::new("/sys/class/block").join(&part_name)) {
+        let _ = std::fs::write(blockdev::BOOT_DISK_FILE, disk);
+    }
     let text: String = timeline.iter().map(|(n, t)| format!("{t} {n}\n")).collect();
     let _ = std::fs::write(TIMELINE_FILE, text);
     switch_root()

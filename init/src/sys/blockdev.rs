@@ -9,19 +9,47 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::net::{bind, netlink, socket_with, AddressFamily, SocketFlags, SocketType};
 
+/// Where PID 1 records the disk it booted from, for every later lookup.
+pub const BOOT_DISK_FILE: &str = "/run/bascule/boot-disk";
+
 /// The /dev node of the partition whose GPT name is `label`, from
-/// `/sys/class/block/*/uevent` (`PARTNAME=` and `DEVNAME=` lines).
-pub fn find_by_label(sys_class_block: &Path, label: &str) -> Option<PathBuf> {
+/// `/sys/class/block/*/uevent` (`PARTNAME=` and `DEVNAME=` lines). With
+/// `disk`, only partitions of that disk count: a second disk carrying the
+/// same labels (upgrade media, another image) must not supply META or /var.
+pub fn find_by_label(sys_class_block: &Path, label: &str, disk: Option<&str>) -> Option<PathBuf> {
     let entries = std::fs::read_dir(sys_class_block).ok()?;
     for e in entries.flatten() {
         let Ok(uevent) = std::fs::read_to_string(e.path().join("uevent")) else {
             continue;
         };
         if let Some(dev) = devname_for_label(&uevent, label) {
+            if disk.is_some_and(|d| disk_of(&e.path()).as_deref() != Some(d)) {
+                continue;
+            }
             return Some(PathBuf::from("/dev").join(dev));
         }
     }
     None
+}
+
+/// The disk a partition's sysfs entry belongs to: its parent directory in
+/// /sys/devices (`.../block/vda/vda4` gives `vda`).
+pub fn disk_of(partition_sysfs: &Path) -> Option<String> {
+    let real = std::fs::canonicalize(partition_sysfs).ok()?;
+    Some(real.parent()?.file_name()?.to_string_lossy().into_owned())
+}
+
+/// The boot disk recorded by the initramfs stage, if any.
+pub fn boot_disk() -> Option<String> {
+    std::fs::read_to_string(BOOT_DISK_FILE)
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// A partition of the boot disk (of any disk while it is not known).
+pub fn find_on_boot_disk(label: &str) -> Option<PathBuf> {
+    find_by_label(Path::new("/sys/class/block"), label, boot_disk().as_deref())
 }
 
 fn devname_for_label(uevent: &str, label: &str) -> Option<String> {
@@ -89,6 +117,35 @@ impl Uevents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookups_can_be_limited_to_one_disk() {
+        // A fake /sys: class/block entries are symlinks into devices/.
+        let root = tempfile::tempdir().unwrap();
+        let class = root.path().join("class");
+        std::fs::create_dir(&class).unwrap();
+        for (disk, part) in [("vda", "vda6"), ("vdb", "vdb6")] {
+            let dir = root.path().join("devices").join(disk).join(part);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(
+                dir.join("uevent"),
+                format!("DEVNAME={part}\nPARTNAME=STATE\n"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(&dir, class.join(part)).unwrap();
+        }
+        assert_eq!(
+            find_by_label(&class, "STATE", Some("vdb")),
+            Some(PathBuf::from("/dev/vdb6"))
+        );
+        assert_eq!(
+            find_by_label(&class, "STATE", Some("vda")),
+            Some(PathBuf::from("/dev/vda6"))
+        );
+        assert_eq!(find_by_label(&class, "STATE", Some("vdc")), None);
+        assert!(find_by_label(&class, "STATE", None).is_some());
+        assert_eq!(disk_of(&class.join("vdb6")).as_deref(), Some("vdb"));
+    }
 
     #[test]
     fn matches_partname() {
