@@ -120,25 +120,19 @@ pub fn request(cmd: &BootCommand) -> (&'static str, Call) {
         SlotArg::A => pb::Slot::A as i32,
         SlotArg::B => pb::Slot::B as i32,
     };
-    match cmd {
-        BootCommand::Status => ("boot status", Call::BootStatus(pb::BootStatusRequest {})),
-        BootCommand::Once { slot: s, force } => (
-            "boot once",
-            Call::BootControl(pb::BootControlRequest {
-                action: pb::BootAction::Once as i32,
-                slot: slot(s),
-                force: *force,
-            }),
-        ),
-        BootCommand::SetDefault { slot: s, force } => (
-            "boot set-default",
-            Call::BootControl(pb::BootControlRequest {
-                action: pb::BootAction::SetDefault as i32,
-                slot: slot(s),
-                force: *force,
-            }),
-        ),
-    }
+    let (what, action, s, force) = match cmd {
+        BootCommand::Status => return ("boot status", Call::BootStatus(pb::BootStatusRequest {})),
+        BootCommand::Once { slot, force } => ("boot once", pb::BootAction::Once, slot, force),
+        BootCommand::SetDefault { slot, force } => {
+            ("boot set-default", pb::BootAction::SetDefault, slot, force)
+        }
+    };
+    let req = pb::BootControlRequest {
+        action: action as i32,
+        slot: slot(s),
+        force: *force,
+    };
+    (what, Call::BootControl(req))
 }
 
 pub fn output(reply: Reply, what: &str, json: bool) -> Result<String, Failure> {

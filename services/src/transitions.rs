@@ -198,25 +198,26 @@ pub(crate) fn main_exited(
         RestartPolicy::Never => false,
     };
     if !restart {
-        s.state = if exit.success() {
-            State::Exited
+        if exit.success() {
+            s.state = State::Exited;
+            s.reason.clear();
         } else {
-            State::Failed
-        };
-        s.reason = if exit.success() {
-            String::new()
-        } else {
-            format!("{exit}; restart = {:?} does not restart it", s.spec.restart)
-        };
-        if !exit.success() {
-            events.push(Event::Failed {
-                name: s.spec.name.clone(),
-                reason: s.reason.clone(),
-            });
+            let reason = format!("{exit}; restart = {:?} does not restart it", s.spec.restart);
+            give_up(s, reason, events);
         }
         return;
     }
     schedule_restart(s, exit.to_string(), Duration::ZERO, now, l, events);
+}
+
+/// The service stays down as failed, with the reason shown to operators.
+fn give_up(s: &mut Service, reason: String, events: &mut Vec<Event>) {
+    s.state = State::Failed;
+    s.reason = reason.clone();
+    events.push(Event::Failed {
+        name: s.spec.name.clone(),
+        reason,
+    });
 }
 
 /// A failed start, readiness or health: restart if the policy allows.
@@ -229,12 +230,7 @@ pub(crate) fn after_failure(
     events: &mut Vec<Event>,
 ) {
     if !s.want_up || s.spec.restart == RestartPolicy::Never {
-        s.state = State::Failed;
-        s.reason = reason.clone();
-        events.push(Event::Failed {
-            name: s.spec.name.clone(),
-            reason,
-        });
+        give_up(s, reason, events);
         return;
     }
     schedule_restart(s, reason, min_delay, now, l, events);
@@ -250,15 +246,11 @@ pub(crate) fn schedule_restart(
 ) {
     match backoff::decide(&s.spec.backoff, s.consecutive) {
         RestartDecision::GiveUp => {
-            s.state = State::Failed;
-            s.reason = format!(
+            let reason = format!(
                 "{reason}; gave up after {} consecutive restarts",
                 s.consecutive
             );
-            events.push(Event::Failed {
-                name: s.spec.name.clone(),
-                reason: s.reason.clone(),
-            });
+            give_up(s, reason, events);
         }
         RestartDecision::After(delay) => {
             let delay = delay.max(min_delay);

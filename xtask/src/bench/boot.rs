@@ -34,7 +34,7 @@ use bascule_rootfs::{
 };
 
 use super::boot_guest::Guest;
-use super::boot_images::{bench_services, busybox_root_files, BUSYBOX_MARKER, INITRAMFS_INIT};
+use super::boot_images::{bench_services, busybox_root_files, initramfs_init, BUSYBOX_MARKER};
 
 pub const DEFAULT_BOOTS: usize = 3;
 /// `busybox sleep` services added to the example services in both images.
@@ -187,7 +187,7 @@ pub fn run(boots: usize) -> Result<Figures> {
         .context("building the Bascule benchmark image")?;
     let mut busybox_spec = spec(
         Which::Busybox,
-        InitramfsInit::BusyboxScript(INITRAMFS_INIT.into()),
+        InitramfsInit::BusyboxScript(initramfs_init()),
     );
     busybox_spec.extra_root_files = busybox_root_files(&busybox_spec.busybox)?;
     let busybox_img = build_image(&busybox_spec).context("building the busybox benchmark image")?;

@@ -41,7 +41,7 @@ fn sleep_arg(i: usize) -> u32 {
 }
 
 /// The reference's initramfs /init: bascule-init's first stage in busybox sh.
-pub const INITRAMFS_INIT: &str = r#"#!/bin/busybox sh
+const INITRAMFS_INIT_TEMPLATE: &str = r#"#!/bin/busybox sh
 # cargo xtask bench reference: bascule-init's initramfs stage in busybox sh.
 bb=/bin/busybox
 $bb mount -t proc -o nosuid,nodev,noexec proc /proc
@@ -55,16 +55,7 @@ while read -r ko params; do
   $bb insmod "$ko" $params 2>/dev/null && n=$((n + 1))
 done < /etc/bascule/modules.load
 read t1 _ < /proc/uptime
-find_part() {
-  for u in /sys/class/block/*/uevent; do
-    name=; part=
-    while IFS='=' read -r k v; do
-      case "$k" in DEVNAME) name=$v ;; PARTNAME) part=$v ;; esac
-    done < "$u"
-    if [ "$part" = "$1" ]; then found=/dev/$name; return 0; fi
-  done
-  return 1
-}
+@FIND_PART@
 slot=A
 read -r cmdline < /proc/cmdline
 for w in $cmdline; do case "$w" in bascule.slot=*) slot=${w#bascule.slot=} ;; esac; done
@@ -83,7 +74,7 @@ exec $bb switch_root /newroot /sbin/init
 
 /// busybox init's sysinit: what bascule-init does between its start in
 /// the slot and starting services.
-const SYSINIT: &str = r#"#!/bin/sh
+const SYSINIT_TEMPLATE: &str = r#"#!/bin/sh
 read t3 _ < /proc/uptime
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=000 devpts /dev/pts
@@ -92,16 +83,7 @@ mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
 mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
 hostname bascule
 ip link set lo up
-find_part() {
-  for u in /sys/class/block/*/uevent; do
-    name=; part=
-    while IFS='=' read -r k v; do
-      case "$k" in DEVNAME) name=$v ;; PARTNAME) part=$v ;; esac
-    done < "$u"
-    if [ "$part" = "$1" ]; then found=/dev/$name; return 0; fi
-  done
-  return 1
-}
+@FIND_PART@
 # As bascule-init: e2fsck -p before mounting ext4, when the image has e2fsck.
 check_mount() {
   find_part "$1" || return 1
@@ -164,7 +146,7 @@ pub fn busybox_root_files(busybox: &Path) -> Result<Vec<RootFile>> {
             0o755,
         ),
         file("/etc/inittab", inittab().into_bytes(), 0o644),
-        file("/etc/bench/sysinit", SYSINIT.into(), 0o755),
+        file("/etc/bench/sysinit", sysinit().into_bytes(), 0o755),
         file("/etc/bench/ready", ready_script().into_bytes(), 0o755),
         file("/etc/bench/heartbeat", HEARTBEAT.into(), 0o755),
     ])
@@ -193,4 +175,26 @@ mod tests {
         assert!(tab.trim_end().ends_with("httpd -f -p 8080 -h /srv/www"));
         assert!(ready_script().contains(&format!("usleep {}", PROBE_MS * 1000)));
     }
+}
+
+/// Both reference scripts find partitions by GPT label, as bascule-init does.
+const FIND_PART: &str = r#"find_part() {
+  for u in /sys/class/block/*/uevent; do
+    name=; part=
+    while IFS='=' read -r k v; do
+      case "$k" in DEVNAME) name=$v ;; PARTNAME) part=$v ;; esac
+    done < "$u"
+    if [ "$part" = "$1" ]; then found=/dev/$name; return 0; fi
+  done
+  return 1
+}"#;
+
+/// The reference initramfs /init (busybox).
+pub fn initramfs_init() -> String {
+    INITRAMFS_INIT_TEMPLATE.replace("@FIND_PART@", FIND_PART)
+}
+
+/// busybox init's sysinit script.
+fn sysinit() -> String {
+    SYSINIT_TEMPLATE.replace("@FIND_PART@", FIND_PART)
 }
