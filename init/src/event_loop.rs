@@ -16,13 +16,13 @@ use bascule_services::{Event, Supervisor};
 use crate::conn::{self, Conn, ReadOutcome};
 use crate::launcher::RealLauncher;
 use crate::log;
-use crate::sys::clock::{self, Clock};
-use crate::sys::epoll::{Epoll, Interest};
-use crate::sys::power::PowerAction;
-use crate::sys::reap;
-use crate::sys::signals::{SignalEvent, Signals};
-use crate::sys::timer::Timer;
-use crate::sys::watchdog::Watchdog;
+use bascule_sys::clock::{self, Clock};
+use bascule_sys::epoll::{Epoll, Interest};
+use bascule_sys::power::PowerAction;
+use bascule_sys::reap;
+use bascule_sys::signals::{SignalEvent, Signals};
+use bascule_sys::timer::Timer;
+use bascule_sys::watchdog::Watchdog;
 
 /// How PID 1 runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,7 +191,7 @@ impl<C: Clock> Init<C> {
     /// Opens the API's virtio-serial port, if configured.
     fn with_port(mut self) -> Self {
         if let Some(path) = self.cfg.api_port.clone() {
-            match crate::sys::vport::open_port(&path) {
+            match bascule_sys::vport::open_port(&path) {
                 Ok(fd) => {
                     self.conns.insert(TOKEN_PORT, Conn::new(fd));
                     self.port_check();
@@ -209,7 +209,7 @@ impl<C: Clock> Init<C> {
         let Some(conn) = self.conns.get_mut(&TOKEN_PORT) else {
             return;
         };
-        let connected = crate::sys::vport::host_connected(&conn.stream);
+        let connected = bascule_sys::vport::host_connected(&conn.stream);
         if connected && !self.port_registered {
             conn.reset();
             if self
@@ -304,7 +304,11 @@ impl<C: Clock> Init<C> {
 
     fn reap(&mut self) {
         let now = self.now();
-        for (pid, exit) in reap::reap_all() {
+        for (pid, status) in reap::reap_all() {
+            let exit = match status {
+                reap::WaitStatus::Exited(code) => bascule_services::Exit::Code(code),
+                reap::WaitStatus::Killed(sig) => bascule_services::Exit::Signal(sig),
+            };
             if !self.sup.on_exit(pid, exit, now, &mut self.launcher) {
                 // An orphan re-parented to us: reaping it is all there is to do.
             }

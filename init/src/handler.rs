@@ -7,8 +7,8 @@ use bascule_api::pb::response::Result as Reply;
 use bascule_services::ControlError;
 
 use crate::event_loop::{error_response, Init, Mode, WaitFor, Waiter};
-use crate::sys::clock::Clock;
-use crate::sys::power::PowerAction;
+use bascule_sys::clock::Clock;
+use bascule_sys::power::PowerAction;
 
 /// Longest reply chunk of log lines.
 const LOG_CHUNK_BYTES: usize = 256 * 1024;

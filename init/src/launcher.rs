@@ -14,9 +14,9 @@ use bascule_services::spec::Readiness;
 use bascule_services::{Launcher, ProcessKind, ServiceSpec, Signal};
 
 use crate::log;
-use crate::sys::cgroup::CgroupRoot;
-use crate::sys::creds;
-use crate::sys::spawn::{self, Output, SpawnPlan};
+use bascule_sys::cgroup::CgroupRoot;
+use bascule_sys::creds;
+use bascule_sys::spawn::{self, Output, SpawnPlan};
 
 /// Bound on a TCP probe's connect; loopback answers at once.
 const TCP_PROBE_TIMEOUT: Duration = Duration::from_millis(250);

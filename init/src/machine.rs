@@ -11,7 +11,7 @@ use bascule_boot::layout;
 use rustix::mount::{mount, MountFlags};
 
 use crate::log;
-use crate::sys::blockdev;
+use bascule_sys::blockdev;
 
 /// What a partition's first bytes say about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,8 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::log;
-use crate::sys::mount::{self, API_MOUNTS};
-use crate::sys::power::{self, PowerAction};
+use bascule_sys::mount::{self, API_MOUNTS};
+use bascule_sys::power::{self, PowerAction};
 
 /// Mounts the API filesystems, opens the console, sets the hostname.
 /// Every failure is logged and skipped: a half-set-up machine with a shell
@@ -46,7 +46,7 @@ pub fn early_setup() {
     if let Err(e) = rustix::system::sethostname(hostname.as_bytes()) {
         log!("cannot set hostname {hostname:?}: {e}");
     }
-    if let Err(e) = crate::sys::net::loopback_up() {
+    if let Err(e) = bascule_sys::net::loopback_up() {
         log!("cannot bring the loopback interface up: {e}; services on 127.0.0.1 will be unreachable");
     }
     let _ = std::fs::create_dir_all("/run/bascule");

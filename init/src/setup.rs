@@ -12,9 +12,9 @@ use bascule_services::{load_dir, Supervisor};
 use crate::event_loop::{Config, Init, Mode};
 use crate::launcher::RealLauncher;
 use crate::log;
-use crate::sys::cgroup::CgroupRoot;
-use crate::sys::clock::{self, SystemClock};
-use crate::sys::watchdog::Watchdog;
+use bascule_sys::cgroup::CgroupRoot;
+use bascule_sys::clock::{self, SystemClock};
+use bascule_sys::watchdog::Watchdog;
 
 /// The machine resets this long after PID 1's loop stops turning.
 const WATCHDOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -54,7 +54,7 @@ fn parse_args(mode: Mode, args: &[String]) -> Result<Config, SetupError> {
             api_group: None,
             booted_slot: crate::event_loop::read_trimmed("/proc/cmdline")
                 .and_then(|c| crate::pid1::booted_slot(&c)),
-            api_port: crate::sys::vport::find(Path::new("/sys/class/virtio-ports"), API_PORT_NAME),
+            api_port: bascule_sys::vport::find(Path::new("/sys/class/virtio-ports"), API_PORT_NAME),
         },
         Mode::Supervise => Config {
             mode,

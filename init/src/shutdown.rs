@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::event_loop::{Init, Mode};
 use crate::log;
-use crate::sys::clock::{self, Clock};
-use crate::sys::power::PowerAction;
-use crate::sys::reap;
+use bascule_sys::clock::{self, Clock};
+use bascule_sys::power::PowerAction;
+use bascule_sys::reap;
 
 /// Bound on waiting for services to stop at shutdown.
 const SHUTDOWN_SERVICES_DEADLINE: Duration = Duration::from_secs(90);
@@ -85,7 +85,7 @@ impl<C: Clock> Init<C> {
                     }
                     Mode::Pid1 => {
                         log!("sending SIGTERM to all remaining processes");
-                        crate::sys::power::signal_all(libc::SIGTERM);
+                        bascule_sys::power::signal_all(libc::SIGTERM);
                         s.phase = ShutdownPhase::KillingRest;
                         s.deadline = now + SHUTDOWN_KILL_GRACE;
                     }
@@ -97,7 +97,7 @@ impl<C: Clock> Init<C> {
                     return None;
                 }
                 let action = s.action;
-                crate::sys::power::signal_all(libc::SIGKILL);
+                bascule_sys::power::signal_all(libc::SIGKILL);
                 if action == PowerAction::Poweroff {
                     // Powering off on purpose: do not let the watchdog turn it into a reset.
                     if let Some((wd, _)) = self.watchdog.take() {

@@ -13,7 +13,7 @@ use bascule_boot::meta::{self, MetaLayout, MetaState};
 use bascule_boot::meta_record::{Failure, MetaRecord, PendingTry, SlotId, SlotState};
 use bascule_boot::{layout, Slot};
 
-use crate::sys::blockdev;
+use bascule_sys::blockdev;
 
 /// What the loader must be told after a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

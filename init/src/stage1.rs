@@ -9,10 +9,10 @@ use bascule_boot::layout;
 use rustix::mount::{mount, mount_move, MountFlags};
 
 use crate::log;
-use crate::sys::blockdev::{self, Uevents};
-use crate::sys::clock;
-use crate::sys::modules;
-use crate::sys::mount::{mount_api, API_MOUNTS};
+use bascule_sys::blockdev::{self, Uevents};
+use bascule_sys::clock;
+use bascule_sys::modules;
+use bascule_sys::mount::{mount_api, API_MOUNTS};
 
 /// Written by this stage, read by the next (it survives in the moved /run).
 pub const TIMELINE_FILE: &str = "/run/bascule/boot-timeline";

@@ -3,18 +3,25 @@
 
 use rustix::process::{wait, WaitOptions};
 
-use bascule_services::Exit;
+/// How a child ended, as wait(2) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStatus {
+    /// It called exit with this status.
+    Exited(i32),
+    /// This signal killed it.
+    Killed(i32),
+}
 
 /// Collects every child that has exited, without blocking.
-pub fn reap_all() -> Vec<(u32, Exit)> {
+pub fn reap_all() -> Vec<(u32, WaitStatus)> {
     let mut out = Vec::new();
     loop {
         match wait(WaitOptions::NOHANG) {
             Ok(Some((pid, status))) => {
                 let exit = if let Some(code) = status.exit_status() {
-                    Exit::Code(code)
+                    WaitStatus::Exited(code)
                 } else if let Some(sig) = status.terminating_signal() {
-                    Exit::Signal(sig)
+                    WaitStatus::Killed(sig)
                 } else {
                     continue;
                 };
