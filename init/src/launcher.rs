@@ -21,6 +21,43 @@ use bascule_sys::spawn::{self, Output, SpawnPlan};
 /// Bound on a TCP probe's connect; loopback answers at once.
 const TCP_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Fds of processes started since the event loop last looked.
+#[derive(Default)]
+pub struct NewFds {
+    /// Output pipes, read by the log capture.
+    pub pipes: Vec<(String, Stream, OwnedFd)>,
+    /// Notify sockets created for services.
+    pub notify: Vec<(String, UnixDatagram)>,
+}
+
+/// What the event loop needs of a launcher beyond the supervisor's
+/// [`Launcher`]: the fds it created, and cleaning up its cgroups.
+pub trait ServiceLauncher {
+    fn launcher(&mut self) -> &mut dyn Launcher;
+    fn take_new_fds(&mut self) -> NewFds;
+    /// Removes every service cgroup (supervise mode, at exit).
+    fn remove_cgroups(&mut self);
+}
+
+impl ServiceLauncher for RealLauncher {
+    fn launcher(&mut self) -> &mut dyn Launcher {
+        self
+    }
+
+    fn take_new_fds(&mut self) -> NewFds {
+        NewFds {
+            pipes: std::mem::take(&mut self.new_pipes),
+            notify: std::mem::take(&mut self.new_notify),
+        }
+    }
+
+    fn remove_cgroups(&mut self) {
+        if let Some(cg) = &self.cgroups {
+            cg.remove_all();
+        }
+    }
+}
+
 pub struct RealLauncher {
     pub cgroups: Option<CgroupRoot>,
     /// Directory of the per-service NOTIFY_SOCKET sockets.

@@ -5,22 +5,30 @@
 //! in one event is caught and the loop goes on, and if the loop cannot be
 //! built at all the console gets an emergency shell.
 
+mod config;
 mod conn;
+mod control;
+mod effects;
 mod event_loop;
-mod handler;
 mod launcher;
+mod logcapture;
 mod logging;
 mod machine;
+mod notify;
 mod pid1;
+mod requests;
 mod setup;
 mod shutdown;
+mod slot_keeper;
 mod slots;
 mod stage1;
-
+mod timeline;
+mod tokens;
+mod waiters;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::event_loop::Mode;
+use crate::config::Mode;
 
 fn main() {
     logging::install_panic_hook();
@@ -37,7 +45,7 @@ fn main() {
     }
     let result = catch_unwind(AssertUnwindSafe(|| setup::run(mode, &args)));
     match (mode, result) {
-        (Mode::Supervise, Ok(Ok(()))) => std::process::exit(0),
+        (Mode::Supervise, Ok(Ok(_))) => std::process::exit(0),
         (Mode::Supervise, Ok(Err(e))) => {
             log!("error: {e}");
             std::process::exit(e.exit_code());

@@ -1,7 +1,6 @@
 //! What only the OS init does: early mounts, console, hostname, the final
 //! steps of a shutdown, and the emergency shell when nothing else works.
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::log;
@@ -40,7 +39,7 @@ pub fn early_setup() {
             }
         }
     }
-    let hostname = crate::event_loop::read_trimmed("/etc/hostname")
+    let hostname = crate::config::read_trimmed("/etc/hostname")
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "bascule".into());
     if let Err(e) = rustix::system::sethostname(hostname.as_bytes()) {
@@ -61,38 +60,16 @@ pub fn open_console() {
     else {
         return;
     };
-    for target in 0..=2 {
-        // SAFETY: dup2 on a valid open fd onto the standard descriptors; no
-        // Rust object owns fds 0-2 in a way that this invalidates.
-        unsafe {
-            libc::dup2(console.as_raw_fd(), target);
-        }
-    }
+    // Failures leave the old descriptors, which is all there is to do.
+    let _ = rustix::stdio::dup2_stdin(&console);
+    let _ = rustix::stdio::dup2_stdout(&console);
+    let _ = rustix::stdio::dup2_stderr(&console);
 }
 
 /// The slot named on the kernel command line (`bascule.slot=A`).
 /// Parsed as the boot crate does everywhere (quotes, `--`, duplicates).
-pub fn booted_slot(cmdline: &str) -> Option<String> {
-    bascule_boot::Slot::from_cmdline(cmdline)
-        .ok()
-        .flatten()
-        .map(|s| s.as_str().to_owned())
-}
-
-/// sync, unmount, reboot(2). Returns only if the kernel refused.
-pub fn final_shutdown(action: PowerAction) {
-    log!("syncing and unmounting");
-    power::sync();
-    for failure in mount::unmount_all() {
-        log!("{failure}");
-    }
-    power::sync();
-    log!("{}", action.label());
-    let err = power::execute(action);
-    log!(
-        "{} failed: {err}; the machine stays up, the console shell and API still work",
-        action.label()
-    );
+pub fn booted_slot(cmdline: &str) -> Option<bascule_boot::Slot> {
+    bascule_boot::Slot::from_cmdline(cmdline).ok().flatten()
 }
 
 /// PID 1 cannot go on. When this boot is the try of a slot (META names
@@ -102,8 +79,8 @@ pub fn fall_back_or_emergency() -> ! {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let booted = booted_slot(&cmdline);
     let trying = crate::slots::read_record().and_then(|r| r.pending_slot());
-    if let (Some(b), Some(t)) = (booted.as_deref(), trying) {
-        if b == t.as_str() {
+    if let (Some(b), Some(t)) = (booted, trying) {
+        if b == t {
             log!("this boot was the try of slot {t}: rebooting so the loader falls back");
             power::sync();
             let err = power::execute(PowerAction::Reboot);
@@ -117,6 +94,10 @@ pub fn fall_back_or_emergency() -> ! {
 /// console, restarted whenever it exits, and every orphan reaped. Never returns.
 pub fn emergency() -> ! {
     log!("entering emergency mode: shell on the console");
+    // The event loop is gone: nothing reads the signalfd any more, and a
+    // child of `Command` would inherit the blocked mask (a shell that
+    // cannot be interrupted, services started from it that ignore SIGTERM).
+    unblock_all_signals();
     loop {
         let shell = ["/bin/sh", "/bin/busybox"]
             .into_iter()
@@ -142,5 +123,45 @@ pub fn emergency() -> ! {
                 }
             }
         }
+    }
+}
+
+/// Unblocks every signal in the calling thread.
+pub fn unblock_all_signals() {
+    if let Err(e) = nix::sys::signal::SigSet::all().thread_unblock() {
+        log!("cannot unblock signals: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn children_after_unblocking_get_an_empty_mask() {
+        let mut term = nix::sys::signal::SigSet::empty();
+        term.add(nix::sys::signal::Signal::SIGTERM);
+        term.thread_block().unwrap();
+        let blocked = |out: std::process::Output| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("SigBlk:").map(|v| v.trim().to_owned()))
+                .unwrap()
+        };
+        let before = std::process::Command::new("cat")
+            .arg("/proc/self/status")
+            .output()
+            .unwrap();
+        assert_eq!(
+            blocked(before),
+            "0000000000004000",
+            "Command keeps the mask"
+        );
+        unblock_all_signals();
+        let after = std::process::Command::new("cat")
+            .arg("/proc/self/status")
+            .output()
+            .unwrap();
+        assert_eq!(blocked(after), "0000000000000000");
     }
 }

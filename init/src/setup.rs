@@ -8,13 +8,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use bascule_services::{load_dir, Supervisor};
+use bascule_sys::cgroup::CgroupRoot;
+use bascule_sys::clock::SystemClock;
+use bascule_sys::watchdog::Watchdog;
 
-use crate::event_loop::{Config, Init, Mode};
+use crate::config::{self, Config, Invocation, Mode, UsageError};
+use crate::effects::SystemEffects;
+use crate::event_loop::{Init, Parts};
 use crate::launcher::RealLauncher;
 use crate::log;
-use bascule_sys::cgroup::CgroupRoot;
-use bascule_sys::clock::{self, SystemClock};
-use bascule_sys::watchdog::Watchdog;
+use crate::slot_keeper::SlotKeeper;
+use crate::timeline::{Timeline, TIMELINE_FILE};
 
 /// The machine resets this long after PID 1's loop stops turning.
 const WATCHDOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -24,8 +28,8 @@ pub const API_PORT_NAME: &str = "org.bascule.api";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("{0}\nusage: bascule-init --supervise --config DIR --socket PATH [--log-dir DIR] [--run-dir DIR] [--api-group GID]")]
-    Usage(String),
+    #[error("{0}\n{usage}", usage = config::USAGE)]
+    Usage(#[from] UsageError),
     #[error("cannot read the service directory {path}: {message}")]
     Config { path: PathBuf, message: String },
     #[error("control socket {path}: {message}")]
@@ -41,80 +45,6 @@ impl SetupError {
             _ => 1,
         }
     }
-}
-
-fn parse_args(mode: Mode, args: &[String]) -> Result<Config, SetupError> {
-    let mut cfg = match mode {
-        Mode::Pid1 => Config {
-            mode,
-            config_dir: PathBuf::from("/etc/bascule/services"),
-            socket: PathBuf::from(bascule_api::DEFAULT_SOCKET),
-            run_dir: PathBuf::from("/run/bascule"),
-            log_dir: Some(PathBuf::from("/var/log/bascule")),
-            api_group: None,
-            booted_slot: crate::event_loop::read_trimmed("/proc/cmdline")
-                .and_then(|c| crate::pid1::booted_slot(&c)),
-            api_port: bascule_sys::vport::find(Path::new("/sys/class/virtio-ports"), API_PORT_NAME),
-        },
-        Mode::Supervise => Config {
-            mode,
-            config_dir: PathBuf::new(),
-            socket: PathBuf::new(),
-            run_dir: PathBuf::new(),
-            log_dir: None,
-            api_group: None,
-            booted_slot: None,
-            api_port: None,
-        },
-    };
-    let mut supervise = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| SetupError::Usage(format!("{name} needs a value")))
-        };
-        match a.as_str() {
-            "--supervise" => supervise = true,
-            "--config" => cfg.config_dir = value("--config")?.into(),
-            "--socket" => cfg.socket = value("--socket")?.into(),
-            "--log-dir" => cfg.log_dir = Some(value("--log-dir")?.into()),
-            "--run-dir" => cfg.run_dir = value("--run-dir")?.into(),
-            "--api-group" => {
-                let v = value("--api-group")?;
-                cfg.api_group = Some(v.parse().map_err(|_| {
-                    SetupError::Usage(format!("--api-group takes a numeric group id, not {v:?}"))
-                })?);
-            }
-            "--version" => {
-                println!("bascule-init {}", bascule_api::VERSION);
-                return Err(SetupError::Usage(String::new())).or_else(|_| {
-                    std::process::exit(0);
-                });
-            }
-            // The kernel passes unknown command-line words to init: ignore them as PID 1.
-            other if mode == Mode::Pid1 => log!("ignoring argument {other:?}"),
-            other => return Err(SetupError::Usage(format!("unknown argument {other:?}"))),
-        }
-    }
-    if mode == Mode::Supervise {
-        if !supervise {
-            return Err(SetupError::Usage(
-                "not running as PID 1: pass --supervise to supervise services on this host".into(),
-            ));
-        }
-        if cfg.config_dir.as_os_str().is_empty() || cfg.socket.as_os_str().is_empty() {
-            return Err(SetupError::Usage(
-                "--supervise needs --config DIR and --socket PATH".into(),
-            ));
-        }
-        if cfg.run_dir.as_os_str().is_empty() {
-            let parent = cfg.socket.parent().unwrap_or(Path::new("."));
-            cfg.run_dir = parent.join("bascule-run");
-        }
-    }
-    Ok(cfg)
 }
 
 /// Binds the control socket: 0600 for root only, or 0660 owned by the
@@ -146,22 +76,41 @@ fn bind_socket(path: &Path, group: Option<u32>) -> Result<UnixListener, SetupErr
     Ok(listener)
 }
 
-pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
-    let mut timeline = vec![("kernel start".to_owned(), 0)];
-    // Events of the initramfs stage, handed over in the moved /run.
-    if let Ok(text) = std::fs::read_to_string(crate::stage1::TIMELINE_FILE) {
-        timeline.extend(text.lines().filter_map(|l| {
-            let (t, name) = l.split_once(' ')?;
-            Some((name.to_owned(), t.parse().ok()?))
-        }));
-    }
-    timeline.push(("init start".to_owned(), clock::boottime_us()));
+/// What `run` ended with, in supervise mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    ShutDown,
+    PrintedVersion,
+}
+
+pub fn run(mode: Mode, args: &[String]) -> Result<Finished, SetupError> {
+    let handed_over = std::fs::read_to_string(TIMELINE_FILE).ok();
+    let mut timeline = Timeline::from_boot(handed_over.as_deref());
+    timeline.mark("init start");
     if mode == Mode::Pid1 {
         crate::pid1::early_setup();
         crate::machine::mount_partitions();
-        timeline.push(("partitions mounted".to_owned(), clock::boottime_us()));
+        timeline.mark("partitions mounted");
     }
-    let cfg = parse_args(mode, args)?;
+    let defaults = match mode {
+        Mode::Pid1 => config::defaults(
+            mode,
+            config::read_trimmed("/proc/cmdline").and_then(|c| crate::pid1::booted_slot(&c)),
+            bascule_sys::vport::find(Path::new("/sys/class/virtio-ports"), API_PORT_NAME),
+        ),
+        Mode::Supervise => config::defaults(mode, None, None),
+    };
+    let (invocation, notes) = config::parse(defaults, args)?;
+    for n in notes {
+        log!("{n}");
+    }
+    let cfg = match invocation {
+        Invocation::Run(cfg) => cfg,
+        Invocation::PrintVersion => {
+            println!("bascule-init {}", bascule_api::VERSION);
+            return Ok(Finished::PrintedVersion);
+        }
+    };
     raise_fd_limit();
     if mode == Mode::Supervise {
         // Orphans of our services are re-parented to us, so we reap them.
@@ -169,6 +118,23 @@ pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
             log!("cannot become a child subreaper: {e}; orphans go to the system init");
         }
     }
+    let mut init = build(cfg, timeline)?;
+    // A panic while starting the services must not leave PID 1 without its loop.
+    if catch_unwind(AssertUnwindSafe(|| init.start())).is_err() {
+        log!("starting the services panicked; the event loop runs anyway");
+    }
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| init.turn())) {
+            Ok(Some(_action)) => return Ok(Finished::ShutDown),
+            Ok(None) => {}
+            // The panic hook has logged it; the loop goes on.
+            Err(_) => {}
+        }
+    }
+}
+
+fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
+    let mode = cfg.mode;
     let catalog = load_dir(&cfg.config_dir).map_err(|e| SetupError::Config {
         path: cfg.config_dir.clone(),
         message: e.to_string(),
@@ -200,30 +166,40 @@ pub fn run(mode: Mode, args: &[String]) -> Result<(), SetupError> {
     let cfg = Config { log_dir, ..cfg };
     let listener = bind_socket(&cfg.socket, cfg.api_group)?;
     let launcher = RealLauncher::new(cgroups, cfg.run_dir.join("notify"));
-    let sup = Supervisor::new(catalog);
-    let mut init =
-        Init::new(cfg, SystemClock, sup, launcher, listener, timeline).map_err(SetupError::Loop)?;
-    if mode == Mode::Pid1 {
-        let dev = ["/dev/watchdog0", "/dev/watchdog"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists());
-        match dev.map(|d| (d, Watchdog::open(d, WATCHDOG_TIMEOUT))) {
-            Some((_, Ok(wd))) => init.set_watchdog(wd),
-            Some((d, Err(e))) => log!("cannot arm the watchdog {}: {e}", d.display()),
-            None => log!("no hardware watchdog: a hung PID 1 will not reset the machine"),
+    let (watchdog, keeper) = match mode {
+        Mode::Pid1 => (open_watchdog(), SlotKeeper::new(open_slots())),
+        Mode::Supervise => (None, SlotKeeper::unmanaged()),
+    };
+    Init::new(Parts {
+        cfg,
+        clock: Box::new(SystemClock),
+        effects: Box::new(SystemEffects::new(watchdog)),
+        launcher: Box::new(launcher),
+        sup: Supervisor::new(catalog),
+        listener,
+        timeline,
+        keeper,
+    })
+    .map_err(SetupError::Loop)
+}
+
+fn open_watchdog() -> Option<Watchdog> {
+    let dev = ["/dev/watchdog0", "/dev/watchdog"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.exists());
+    match dev.map(|d| (d, Watchdog::open(d, WATCHDOG_TIMEOUT))) {
+        Some((_, Ok(wd))) => {
+            log!("hardware watchdog armed ({:?})", WATCHDOG_TIMEOUT);
+            Some(wd)
         }
-    }
-    if mode == Mode::Pid1 {
-        init.slots = open_slots();
-    }
-    init.start();
-    loop {
-        match catch_unwind(AssertUnwindSafe(|| init.turn())) {
-            Ok(Some(_action)) => return Ok(()),
-            Ok(None) => {}
-            // The panic hook has logged it; the loop goes on.
-            Err(_) => {}
+        Some((d, Err(e))) => {
+            log!("cannot arm the watchdog {}: {e}", d.display());
+            None
+        }
+        None => {
+            log!("no hardware watchdog: a hung PID 1 will not reset the machine");
+            None
         }
     }
 }
@@ -235,8 +211,7 @@ fn open_slots() -> Result<crate::slots::Slots, String> {
     let booted = bascule_boot::Slot::from_cmdline(&cmdline)
         .map_err(|e| format!("kernel command line: {e}"))?
         .ok_or("no bascule.slot= on the kernel command line: not booted from a Bascule disk")?;
-    let version =
-        crate::event_loop::read_trimmed(bascule_boot::layout::VERSION_FILE).unwrap_or_default();
+    let version = config::read_trimmed(bascule_boot::layout::VERSION_FILE).unwrap_or_default();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

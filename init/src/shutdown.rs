@@ -1,133 +1,255 @@
-//! Shutdown, reboot and power-off: services stop in reverse dependency order
-//! with their grace periods; then (as PID 1) SIGTERM and SIGKILL for what is
-//! left, sync, unmount, reboot(2). Each phase has a deadline on the loop's timer.
+//! The shutdown sequence as a pure phase machine: given the time and what
+//! is still running, it says which steps to take next. The event loop
+//! carries the steps out through its effects, so the order (stop services,
+//! SIGTERM, SIGKILL, sync, unmount, reboot) is unit-tested here.
 
 use std::time::{Duration, Instant};
 
-use crate::event_loop::{Init, Mode};
-use crate::log;
-use bascule_sys::clock::{self, Clock};
 use bascule_sys::power::PowerAction;
-use bascule_sys::reap;
+
+use crate::config::Mode;
+use crate::effects::KillSignal;
 
 /// Bound on waiting for services to stop at shutdown.
-const SHUTDOWN_SERVICES_DEADLINE: Duration = Duration::from_secs(90);
+pub const SERVICES_DEADLINE: Duration = Duration::from_secs(90);
 /// Between SIGTERM and SIGKILL for processes outside any service.
-const SHUTDOWN_KILL_GRACE: Duration = Duration::from_secs(3);
+pub const KILL_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ShutdownPhase {
+pub enum Phase {
+    /// Services stop in reverse dependency order, each with its grace.
     StoppingServices,
+    /// PID 1 only: what is left got SIGTERM and has until the deadline.
     KillingRest,
+    /// The final steps were handed out.
+    Finished,
     /// reboot(2) failed: keep serving so the machine stays manageable.
     Halted,
 }
 
-pub(crate) struct Shutdown {
-    pub(crate) action: PowerAction,
-    pub(crate) phase: ShutdownPhase,
-    pub(crate) deadline: Instant,
+/// One thing to do, in the order given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    StopServices,
+    /// SIGKILL every service's cgroup or process group.
+    KillServices,
+    SignalAll(KillSignal),
+    Reap,
+    DisarmWatchdog,
+    FlushClients,
+    /// PID 1's own open log files would keep /var busy.
+    CloseLogFiles,
+    /// Supervise mode: the services' cgroups and the socket file go.
+    RemoveCgroups,
+    RemoveSocket,
+    Sync,
+    UnmountAll,
+    /// reboot(2); the loop reports back with [`Shutdown::power_failed`].
+    Power(PowerAction),
+    /// Supervise mode: the process ends.
+    Exit(PowerAction),
 }
 
-impl<C: Clock> Init<C> {
-    pub(crate) fn begin_shutdown(&mut self, action: PowerAction) {
-        if let Some(s) = &mut self.shutdown {
-            // A power-off request wins over a reboot in progress.
-            if action == PowerAction::Poweroff {
-                s.action = action;
-            }
-            return;
-        }
-        log!("{}: stopping services", action.label());
-        let now = self.now();
-        self.timeline.push((
-            format!("{} requested", action.label()),
-            clock::boottime_us(),
-        ));
-        self.shutdown = Some(Shutdown {
+/// What the machine looks like now, as the phase machine needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub services_down: bool,
+    pub children_left: bool,
+}
+
+#[derive(Debug)]
+pub struct Shutdown {
+    mode: Mode,
+    action: PowerAction,
+    phase: Phase,
+    deadline: Instant,
+}
+
+impl Shutdown {
+    pub fn begin(mode: Mode, action: PowerAction, now: Instant) -> (Shutdown, Vec<Step>) {
+        let s = Shutdown {
+            mode,
             action,
-            phase: ShutdownPhase::StoppingServices,
-            deadline: now + SHUTDOWN_SERVICES_DEADLINE,
-        });
-        self.sup.stop_all(now, &mut self.launcher);
+            phase: Phase::StoppingServices,
+            deadline: now + SERVICES_DEADLINE,
+        };
+        (s, vec![Step::StopServices])
     }
 
-    pub(crate) fn advance_shutdown(&mut self) -> Option<PowerAction> {
-        let now = self.now();
-        let s = self.shutdown.as_mut()?;
-        match s.phase {
-            ShutdownPhase::StoppingServices => {
-                if !self.sup.all_down() && now < s.deadline {
-                    return None;
+    /// A second request while shutting down: a power-off wins over a reboot.
+    pub fn request(&mut self, action: PowerAction) {
+        if action == PowerAction::Poweroff {
+            self.action = action;
+        }
+    }
+
+    #[cfg(test)]
+    pub fn action(&self) -> PowerAction {
+        self.action
+    }
+
+    #[cfg(test)]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// When the loop must wake up for this sequence, if ever.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::StoppingServices | Phase::KillingRest => Some(self.deadline),
+            Phase::Finished | Phase::Halted => None,
+        }
+    }
+
+    /// The steps due now; empty while waiting.
+    pub fn advance(&mut self, now: Instant, p: Progress) -> Vec<Step> {
+        match self.phase {
+            Phase::StoppingServices => {
+                if !p.services_down && now < self.deadline {
+                    return Vec::new();
                 }
-                if !self.sup.all_down() {
-                    log!(
-                        "services still running after {SHUTDOWN_SERVICES_DEADLINE:?}: killing them"
-                    );
-                }
-                for name in self.sup.names().cloned().collect::<Vec<_>>() {
-                    if let Some(svc) = self.sup.service(&name) {
-                        let spec = svc.spec.clone();
-                        let pid = svc.pid;
-                        bascule_services::Launcher::kill_all(&mut self.launcher, &spec, pid);
-                    }
-                }
-                let action = s.action;
-                match self.cfg.mode {
+                let mut steps = vec![Step::KillServices];
+                match self.mode {
                     Mode::Supervise => {
-                        self.flush_all_conns();
-                        self.close_log_files();
-                        if let Some(cg) = &self.launcher.cgroups {
-                            cg.remove_all();
-                        }
-                        let _ = std::fs::remove_file(&self.cfg.socket);
-                        return Some(action);
+                        steps.extend([
+                            Step::FlushClients,
+                            Step::CloseLogFiles,
+                            Step::RemoveCgroups,
+                            Step::RemoveSocket,
+                            Step::Exit(self.action),
+                        ]);
+                        self.phase = Phase::Finished;
                     }
                     Mode::Pid1 => {
-                        log!("sending SIGTERM to all remaining processes");
-                        bascule_sys::power::signal_all(libc::SIGTERM);
-                        s.phase = ShutdownPhase::KillingRest;
-                        s.deadline = now + SHUTDOWN_KILL_GRACE;
+                        steps.push(Step::SignalAll(KillSignal::Term));
+                        self.phase = Phase::KillingRest;
+                        self.deadline = now + KILL_GRACE;
                     }
                 }
-                None
+                steps
             }
-            ShutdownPhase::KillingRest => {
-                if reap::has_children() && now < s.deadline {
-                    return None;
+            Phase::KillingRest => {
+                if p.children_left && now < self.deadline {
+                    return Vec::new();
                 }
-                let action = s.action;
-                bascule_sys::power::signal_all(libc::SIGKILL);
-                if action == PowerAction::Poweroff {
-                    // Powering off on purpose: do not let the watchdog turn it into a reset.
-                    if let Some((wd, _)) = self.watchdog.take() {
-                        wd.disarm();
-                    }
+                let mut steps = vec![Step::SignalAll(KillSignal::Kill)];
+                if self.action == PowerAction::Poweroff {
+                    steps.push(Step::DisarmWatchdog);
                 }
-                reap::reap_all();
-                self.flush_all_conns();
-                // PID 1's own open log files would keep /var busy.
-                self.close_log_files();
-                crate::pid1::final_shutdown(action);
-                // Only reached when reboot(2) failed.
-                if let Some(s) = self.shutdown.as_mut() {
-                    s.phase = ShutdownPhase::Halted;
-                }
-                None
+                steps.extend([
+                    Step::Reap,
+                    Step::FlushClients,
+                    Step::CloseLogFiles,
+                    Step::Sync,
+                    Step::UnmountAll,
+                    Step::Sync,
+                    Step::Power(self.action),
+                ]);
+                self.phase = Phase::Finished;
+                steps
             }
-            ShutdownPhase::Halted => None,
+            Phase::Finished | Phase::Halted => Vec::new(),
         }
     }
 
-    pub(crate) fn close_log_files(&mut self) {
-        for ring in self.logs.values_mut() {
-            ring.detach_file();
-        }
+    pub fn power_failed(&mut self) {
+        self.phase = Phase::Halted;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUSY: Progress = Progress {
+        services_down: false,
+        children_left: true,
+    };
+    const DOWN: Progress = Progress {
+        services_down: true,
+        children_left: true,
+    };
+
+    #[test]
+    fn pid1_stops_services_then_terms_then_kills_then_syncs_unmounts_and_reboots() {
+        let t0 = Instant::now();
+        let (mut s, steps) = Shutdown::begin(Mode::Pid1, PowerAction::Reboot, t0);
+        assert_eq!(steps, vec![Step::StopServices]);
+        assert_eq!(s.advance(t0, BUSY), vec![], "services still stopping");
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(
+            s.advance(t1, DOWN),
+            vec![Step::KillServices, Step::SignalAll(KillSignal::Term)]
+        );
+        assert_eq!(s.deadline(), Some(t1 + KILL_GRACE));
+        assert_eq!(s.advance(t1, DOWN), vec![], "the rest has its grace");
+        let steps = s.advance(t1 + KILL_GRACE, DOWN);
+        assert_eq!(
+            steps,
+            vec![
+                Step::SignalAll(KillSignal::Kill),
+                Step::Reap,
+                Step::FlushClients,
+                Step::CloseLogFiles,
+                Step::Sync,
+                Step::UnmountAll,
+                Step::Sync,
+                Step::Power(PowerAction::Reboot),
+            ]
+        );
+        assert_eq!(s.deadline(), None);
+        s.power_failed();
+        assert_eq!(s.phase(), Phase::Halted);
+        assert_eq!(s.advance(t1 + KILL_GRACE * 10, DOWN), vec![]);
     }
 
-    pub(crate) fn flush_all_conns(&mut self) {
-        for conn in self.conns.values_mut() {
-            let _ = conn.flush();
-        }
+    #[test]
+    fn the_kill_grace_ends_early_when_nothing_is_left() {
+        let t0 = Instant::now();
+        let (mut s, _) = Shutdown::begin(Mode::Pid1, PowerAction::Reboot, t0);
+        s.advance(t0, DOWN);
+        let gone = Progress {
+            services_down: true,
+            children_left: false,
+        };
+        assert_eq!(s.advance(t0, gone)[0], Step::SignalAll(KillSignal::Kill));
+    }
+
+    #[test]
+    fn services_that_never_stop_are_killed_at_the_deadline() {
+        let t0 = Instant::now();
+        let (mut s, _) = Shutdown::begin(Mode::Pid1, PowerAction::Reboot, t0);
+        assert_eq!(
+            s.advance(t0 + SERVICES_DEADLINE - Duration::from_millis(1), BUSY),
+            vec![]
+        );
+        assert_eq!(
+            s.advance(t0 + SERVICES_DEADLINE, BUSY)[0],
+            Step::KillServices
+        );
+    }
+
+    #[test]
+    fn a_poweroff_wins_and_disarms_the_watchdog() {
+        let t0 = Instant::now();
+        let (mut s, _) = Shutdown::begin(Mode::Pid1, PowerAction::Reboot, t0);
+        s.request(PowerAction::Poweroff);
+        s.request(PowerAction::Reboot);
+        assert_eq!(s.action(), PowerAction::Poweroff);
+        s.advance(t0, DOWN);
+        let steps = s.advance(t0 + KILL_GRACE, DOWN);
+        assert_eq!(steps[1], Step::DisarmWatchdog);
+        assert_eq!(steps.last(), Some(&Step::Power(PowerAction::Poweroff)));
+    }
+
+    #[test]
+    fn supervise_mode_cleans_up_and_exits_without_signalling_the_host() {
+        let t0 = Instant::now();
+        let (mut s, _) = Shutdown::begin(Mode::Supervise, PowerAction::Poweroff, t0);
+        let steps = s.advance(t0, DOWN);
+        assert!(!steps
+            .iter()
+            .any(|s| matches!(s, Step::SignalAll(_) | Step::Power(_))));
+        assert_eq!(steps.last(), Some(&Step::Exit(PowerAction::Poweroff)));
     }
 }

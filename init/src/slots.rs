@@ -129,10 +129,31 @@ pub enum SlotsError {
     Loader(#[from] adapter::AdapterError),
 }
 
+/// Where the META record is kept: the META partition, or a fake in tests.
+pub trait RecordStore {
+    fn save(&mut self, record: &MetaRecord) -> Result<(), SlotsError>;
+}
+
+/// META on its partition: two CRC'd copies, written in turn.
+pub struct MetaPartition {
+    path: PathBuf,
+    file: File,
+}
+
+impl RecordStore for MetaPartition {
+    fn save(&mut self, record: &MetaRecord) -> Result<(), SlotsError> {
+        meta::write_meta(&self.file, &MetaLayout::DEFAULT, record)
+            .map(|_| ())
+            .map_err(|e| SlotsError::Meta {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })
+    }
+}
+
 pub struct Slots {
     pub booted: Slot,
-    meta_path: PathBuf,
-    meta: File,
+    store: Box<dyn RecordStore>,
     loader: Box<dyn BootLoader>,
     pub record: MetaRecord,
 }
@@ -222,13 +243,11 @@ impl Slots {
             }
         }
         let ops = at_boot(&mut record, booted, own_version, now_secs);
-        let mut slots = Slots {
-            booted,
-            meta_path,
-            meta,
-            loader,
-            record,
-        };
+        let store = Box::new(MetaPartition {
+            path: meta_path,
+            file: meta,
+        });
+        let mut slots = Slots::with_parts(booted, record, store, loader);
         if let Some(f) = &slots.record.last_failure {
             if ops.iter().any(|o| matches!(o, LoaderOp::MarkBad(_))) {
                 notes.push(f.reason.clone());
@@ -237,6 +256,21 @@ impl Slots {
         notes.extend(slots.apply(ops));
         slots.save()?;
         Ok((slots, notes))
+    }
+
+    /// Slots over a record already settled for this boot.
+    pub fn with_parts(
+        booted: Slot,
+        record: MetaRecord,
+        store: Box<dyn RecordStore>,
+        loader: Box<dyn BootLoader>,
+    ) -> Slots {
+        Slots {
+            booted,
+            store,
+            loader,
+            record,
+        }
     }
 
     fn apply(&mut self, ops: Vec<LoaderOp>) -> Vec<String> {
@@ -253,13 +287,8 @@ impl Slots {
         errors
     }
 
-    fn save(&self) -> Result<(), SlotsError> {
-        meta::write_meta(&self.meta, &MetaLayout::DEFAULT, &self.record)
-            .map(|_| ())
-            .map_err(|e| SlotsError::Meta {
-                path: self.meta_path.clone(),
-                message: e.to_string(),
-            })
+    fn save(&mut self) -> Result<(), SlotsError> {
+        self.store.save(&self.record)
     }
 
     /// All services are ready: a try of this slot has passed.

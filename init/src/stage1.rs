@@ -14,8 +14,7 @@ use bascule_sys::clock;
 use bascule_sys::modules;
 use bascule_sys::mount::{mount_api, API_MOUNTS};
 
-/// Written by this stage, read by the next (it survives in the moved /run).
-pub const TIMELINE_FILE: &str = "/run/bascule/boot-timeline";
+pub use crate::timeline::TIMELINE_FILE;
 const MODULES_LIST: &str = layout::INITRAMFS_MODULES_LOAD;
 const NEWROOT: &str = layout::INITRAMFS_NEWROOT;
 /// Bound on waiting for the slot's partition to appear.

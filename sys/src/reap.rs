@@ -35,6 +35,36 @@ pub fn reap_all() -> Vec<(u32, WaitStatus)> {
 }
 
 /// True while this process has children (exited or not) left to reap.
+/// Looks without reaping (WNOWAIT), so no exit status is lost.
 pub fn has_children() -> bool {
-    !matches!(wait(WaitOptions::NOHANG), Err(rustix::io::Errno::CHILD))
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+    let opts = WaitIdOptions::NOHANG
+        | WaitIdOptions::NOWAIT
+        | WaitIdOptions::EXITED
+        | WaitIdOptions::STOPPED
+        | WaitIdOptions::CONTINUED;
+    !matches!(waitid(WaitId::All, opts), Err(rustix::io::Errno::CHILD))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn looking_for_children_does_not_reap_them() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Wait until it has exited, without reaping it.
+        let path = format!("/proc/{pid}/stat");
+        while !std::fs::read_to_string(&path).unwrap().contains(") Z ") {
+            std::thread::yield_now();
+        }
+        assert!(has_children());
+        assert!(has_children(), "asking twice still finds the zombie");
+        // Only this child: other tests of this process have their own.
+        assert!(
+            child.wait().unwrap().success(),
+            "its status was kept for the parent"
+        );
+    }
 }

@@ -1,19 +1,22 @@
-//! Answers control requests. Replies that depend on a service settling
-//! (start, stop, restart) are parked as waiters and sent when it has.
+//! What each control request means: the calls of the API answered from
+//! PID 1's parts. Replies that depend on a service settling (start, stop,
+//! restart) are parked as waiters and sent when it has.
 
 use bascule_api::pb;
 use bascule_api::pb::request::Call;
 use bascule_api::pb::response::Result as Reply;
 use bascule_services::ControlError;
 
-use crate::event_loop::{error_response, Init, Mode, WaitFor, Waiter};
-use bascule_sys::clock::Clock;
 use bascule_sys::power::PowerAction;
+
+use crate::control::error_response;
+use crate::event_loop::Init;
+use crate::waiters::{Outcome, WaitFor, Waiter, CONTROL_WAIT};
 
 /// Longest reply chunk of log lines.
 const LOG_CHUNK_BYTES: usize = 256 * 1024;
 
-impl<C: Clock> Init<C> {
+impl Init {
     pub(crate) fn handle_request(&mut self, tok: u64, req: pb::Request) {
         let id = req.id;
         let reply = match req.call {
@@ -27,12 +30,12 @@ impl<C: Clock> Init<C> {
             Some(Call::Version(_)) => Ok(Reply::Version(pb::VersionReply {
                 version: bascule_api::VERSION.to_owned(),
                 git_commit: option_env!("BASCULE_GIT_COMMIT").unwrap_or("").to_owned(),
-                mode: match self.cfg.mode {
-                    Mode::Pid1 => "pid1",
-                    Mode::Supervise => "supervise",
-                }
-                .to_owned(),
-                booted_slot: self.cfg.booted_slot.clone().unwrap_or_default(),
+                mode: self.cfg.mode.label().to_owned(),
+                booted_slot: self
+                    .cfg
+                    .booted_slot
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
             })),
             Some(Call::ServiceList(l)) => self.list(&l.names),
             Some(Call::ServiceControl(c)) => return self.control(tok, id, c),
@@ -56,6 +59,7 @@ impl<C: Clock> Init<C> {
             Some(Call::BootTime(_)) => Ok(Reply::BootTime(pb::BootTimeline {
                 events: self
                     .timeline
+                    .events()
                     .iter()
                     .map(|(name, at)| pb::BootEvent {
                         name: name.clone(),
@@ -63,15 +67,15 @@ impl<C: Clock> Init<C> {
                     })
                     .collect(),
             })),
-            Some(Call::BootStatus(_)) => match &self.slots {
+            Some(Call::BootStatus(_)) => match self.keeper.slots() {
                 Ok(slots) => Ok(Reply::BootStatus(slots.status())),
-                Err(why) => Err((pb::ErrorCode::Unavailable, why.clone())),
+                Err(why) => Err((pb::ErrorCode::Unavailable, why.to_owned())),
             },
             Some(Call::BootControl(b)) => {
                 let action =
                     pb::BootAction::try_from(b.action).unwrap_or(pb::BootAction::Unspecified);
-                match (&mut self.slots, crate::slots::from_pb_slot(b.slot)) {
-                    (Err(why), _) => Err((pb::ErrorCode::Unavailable, why.clone())),
+                match (self.keeper.slots_mut(), crate::slots::from_pb_slot(b.slot)) {
+                    (Err(why), _) => Err((pb::ErrorCode::Unavailable, why.to_owned())),
                     (Ok(_), None) => Err((
                         pb::ErrorCode::InvalidRequest,
                         format!("boot request {id}: name slot A or B"),
@@ -90,7 +94,7 @@ impl<C: Clock> Init<C> {
                 }
             }
             Some(Call::Cancel(c)) => {
-                if let Some(conn) = self.conns.get_mut(&tok) {
+                if let Some(conn) = self.control.conn_mut(tok) {
                     let before = conn.follows.len();
                     conn.follows.retain(|f| f.request_id != c.request_id);
                     if conn.follows.len() != before {
@@ -116,14 +120,7 @@ impl<C: Clock> Init<C> {
             },
             Err((code, msg)) => error_response(id, code, msg),
         };
-        if let Some(conn) = self.conns.get_mut(&tok) {
-            if !conn.send(&resp) {
-                crate::log!("dropping a control client that does not read its replies");
-                self.drop_conn(tok);
-                return;
-            }
-        }
-        self.service_conn(tok);
+        self.control.reply(&self.epoll, tok, &resp);
     }
 
     fn list(&self, names: &[String]) -> Result<Reply, (pb::ErrorCode, String)> {
@@ -157,7 +154,7 @@ impl<C: Clock> Init<C> {
             }
             Ok(pb::ServiceAction::Start) => {
                 self.sup
-                    .start(&name, now, &mut self.launcher)
+                    .start(&name, now, self.launcher.launcher())
                     .map(|_| WaitFor::Up {
                         // Already running: wait only for readiness of the current process.
                         after_generation: if was_active {
@@ -167,16 +164,15 @@ impl<C: Clock> Init<C> {
                         },
                     })
             }
-            Ok(pb::ServiceAction::Restart) => {
-                self.sup
-                    .restart(&name, now, &mut self.launcher)
-                    .map(|_| WaitFor::Up {
-                        after_generation: generation,
-                    })
-            }
+            Ok(pb::ServiceAction::Restart) => self
+                .sup
+                .restart(&name, now, self.launcher.launcher())
+                .map(|_| WaitFor::Up {
+                    after_generation: generation,
+                }),
             Ok(pb::ServiceAction::Stop) => self
                 .sup
-                .stop(&name, now, &mut self.launcher)
+                .stop(&name, now, self.launcher.launcher())
                 .map(|_| WaitFor::Down),
             _ => {
                 return self.reply(
@@ -190,13 +186,15 @@ impl<C: Clock> Init<C> {
             }
         };
         match outcome {
-            Ok(wait) => self.waiters.push(Waiter {
-                conn: tok,
-                request_id: id,
-                service: name,
-                wait,
-                deadline: now + crate::event_loop::control_wait(),
-            }),
+            Ok(wait) => self.waiters.push(
+                &name,
+                Waiter {
+                    conn: tok,
+                    request_id: id,
+                    wait,
+                    deadline: now + CONTROL_WAIT,
+                },
+            ),
             Err(e) => self.reply(tok, id, Err(control_error(e))),
         }
         self.resolve_waiters();
@@ -205,44 +203,29 @@ impl<C: Clock> Init<C> {
     /// Answers every waiter whose service has settled or whose time is up.
     pub(crate) fn resolve_waiters(&mut self) {
         let now = self.now();
-        let mut done = Vec::new();
-        let mut i = 0;
-        while i < self.waiters.len() {
-            let w = &self.waiters[i];
-            let settled = match w.wait {
-                WaitFor::Up { after_generation } => {
-                    self.sup.settled_up(&w.service, after_generation)
-                }
-                WaitFor::Down => self.sup.settled_down(&w.service),
-            };
-            if settled || now >= w.deadline {
-                done.push((self.waiters.remove(i), settled));
-            } else {
-                i += 1;
-            }
-        }
-        for (w, settled) in done {
-            let reply = if settled {
-                self.sup
-                    .status(&w.service, now)
+        let sup = &self.sup;
+        let done = self.waiters.resolve(now, |service, wait| match wait {
+            WaitFor::Up { after_generation } => sup.settled_up(service, after_generation),
+            WaitFor::Down => sup.settled_down(service),
+        });
+        for (service, w, outcome) in done {
+            let reply = match outcome {
+                Outcome::Settled => self
+                    .sup
+                    .status(&service, now)
                     .map(|s| Reply::ServiceControl(pb::ServiceControlReply { status: Some(s) }))
-                    .map_err(control_error)
-            } else {
-                Err((
+                    .map_err(control_error),
+                Outcome::TimedOut => Err((
                     pb::ErrorCode::Timeout,
-                    format!(
-                        "service {} did not settle within {:?}",
-                        w.service,
-                        crate::event_loop::control_wait()
-                    ),
-                ))
+                    format!("service {service} did not settle within {CONTROL_WAIT:?}"),
+                )),
             };
             self.reply(w.conn, w.request_id, reply);
         }
     }
 
     fn logs(&mut self, tok: u64, id: u64, l: pb::LogsRequest) {
-        let Some(ring) = self.logs.get(&l.name) else {
+        let Some(ring) = self.logs.ring(&l.name) else {
             let reason = self
                 .sup
                 .rejected()
@@ -274,7 +257,7 @@ impl<C: Clock> Init<C> {
             chunks.push(Vec::new());
         }
         let n = chunks.len();
-        let Some(conn) = self.conns.get_mut(&tok) else {
+        let Some(conn) = self.control.conn_mut(tok) else {
             return;
         };
         for (i, lines) in chunks.into_iter().enumerate() {
@@ -293,7 +276,7 @@ impl<C: Clock> Init<C> {
                 dropped: 0,
             });
         }
-        self.service_conn(tok);
+        self.control.service(&self.epoll, tok);
     }
 }
 

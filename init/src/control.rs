@@ -1,0 +1,378 @@
+//! The control server: the Unix socket (with peer-credential checks and a
+//! cap on clients), the virtio-serial port, and each connection's framing
+//! and back-pressure. It decodes requests and queues replies; what a
+//! request means is `requests`' business.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use bascule_api::pb;
+use bascule_services::logs::LogRing;
+use bascule_sys::epoll::{Epoll, Interest};
+
+use crate::conn::{self, Conn, Follow, ReadOutcome};
+use crate::log;
+use crate::tokens::{Ids, Source};
+
+/// Control clients served at once; more get an error and are closed.
+pub const MAX_CONNECTIONS: usize = 256;
+/// The virtio-serial port's connection id (never given to a socket client).
+pub const PORT_CONN: u64 = 0;
+/// Longest chunk of log lines in one follow frame.
+const FOLLOW_CHUNK_BYTES: usize = 256 * 1024;
+
+/// What a readable connection brought.
+#[derive(Debug, Default)]
+pub struct Incoming {
+    pub requests: Vec<pb::Request>,
+    /// A bad frame ended the input: answered after the requests before it.
+    pub refusal: Option<(pb::ErrorCode, String)>,
+    /// The peer shut down its sending side: answer these, then close.
+    pub half_closed: bool,
+}
+
+pub struct ControlServer {
+    listener: UnixListener,
+    socket: PathBuf,
+    api_group: Option<u32>,
+    conns: HashMap<u64, Conn>,
+    /// The port's fd is in the epoll set (only while the host is attached).
+    port_registered: bool,
+    listener_paused: bool,
+    /// Connections closed since the loop last asked (their waiters go).
+    dropped: Vec<u64>,
+}
+
+pub fn error_response(id: u64, code: pb::ErrorCode, message: impl Into<String>) -> pb::Response {
+    pb::Response {
+        id,
+        more: false,
+        result: Some(pb::response::Result::Error(pb::Error::new(code, message))),
+    }
+}
+
+impl ControlServer {
+    pub fn new(
+        epoll: &Epoll,
+        listener: UnixListener,
+        socket: PathBuf,
+        api_group: Option<u32>,
+        port: Option<&Path>,
+    ) -> io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        epoll.add(&listener, Source::Listener.token(), Interest::IN)?;
+        let mut server = ControlServer {
+            listener,
+            socket,
+            api_group,
+            conns: HashMap::new(),
+            port_registered: false,
+            listener_paused: false,
+            dropped: Vec::new(),
+        };
+        if let Some(path) = port {
+            match bascule_sys::vport::open_port(path) {
+                Ok(fd) => {
+                    server.conns.insert(PORT_CONN, Conn::new(fd));
+                    server.port_check(epoll);
+                    log!("serving the API on {}", path.display());
+                }
+                Err(e) => log!("cannot open the API port {}: {e}", path.display()),
+            }
+        }
+        Ok(server)
+    }
+
+    /// Watches the port while a host client is attached, and only then:
+    /// a detached port reports HUP without end.
+    pub fn port_check(&mut self, epoll: &Epoll) {
+        let Some(conn) = self.conns.get_mut(&PORT_CONN) else {
+            return;
+        };
+        let connected = bascule_sys::vport::host_connected(&conn.stream);
+        let tok = Source::Conn(PORT_CONN).token();
+        if connected && !self.port_registered {
+            conn.reset();
+            if epoll
+                .add(&conn.stream, tok, Interest::IN | Interest::RDHUP)
+                .is_ok()
+            {
+                self.port_registered = true;
+            }
+        } else if !connected && self.port_registered {
+            let _ = epoll.delete(&conn.stream);
+            conn.reset();
+            self.port_registered = false;
+            self.dropped.push(PORT_CONN);
+        }
+    }
+
+    pub fn accept(&mut self, epoll: &Epoll, ids: &mut Ids) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // Out of fds (EMFILE/ENFILE): the listener would stay
+                    // readable and spin the loop. Stop watching it until a
+                    // connection closes.
+                    log!(
+                        "accept on {}: {e}; not accepting until a client leaves",
+                        self.socket.display()
+                    );
+                    if !self.listener_paused && epoll.delete(&self.listener).is_ok() {
+                        self.listener_paused = true;
+                    }
+                    return;
+                }
+            };
+            if self.conns.len() >= MAX_CONNECTIONS {
+                let mut conn = Conn::new(OwnedFd::from(stream));
+                conn.send(&error_response(
+                    0,
+                    pb::ErrorCode::Unavailable,
+                    format!("too many control clients ({MAX_CONNECTIONS}); try again later"),
+                ));
+                let _ = conn.flush();
+                continue;
+            }
+            if let Err(e) = stream.set_nonblocking(true) {
+                log!("control connection setup failed: {e}");
+                continue;
+            }
+            let verdict = match rustix::net::sockopt::socket_peercred(&stream) {
+                Ok(cred) => conn::authorize(
+                    cred.uid.as_raw(),
+                    cred.gid.as_raw(),
+                    cred.pid.as_raw_nonzero().get() as u32,
+                    self.api_group,
+                ),
+                Err(e) => Err(format!("cannot read the peer's credentials: {e}")),
+            };
+            let mut conn = Conn::new(OwnedFd::from(stream));
+            if let Err(msg) = verdict {
+                log!("refused a control client: {msg}");
+                conn.send(&error_response(0, pb::ErrorCode::PermissionDenied, msg));
+                conn.closing = true;
+            }
+            let id = ids.next();
+            if let Err(e) = epoll.add(
+                &conn.stream,
+                Source::Conn(id).token(),
+                Interest::IN | Interest::RDHUP,
+            ) {
+                log!("cannot watch a control connection: {e}");
+                continue;
+            }
+            self.conns.insert(id, conn);
+            self.service(epoll, id);
+        }
+    }
+
+    /// Reads a connection and decodes its complete requests. A malformed
+    /// frame is answered and closes the connection.
+    pub fn on_readable(&mut self, epoll: &Epoll, id: u64, flags: Interest) -> Incoming {
+        let mut incoming = Incoming::default();
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return incoming;
+        };
+        if flags.intersects(Interest::IN | Interest::RDHUP | Interest::HUP | Interest::ERR)
+            && !conn.closing
+        {
+            match conn.read_some() {
+                Ok(ReadOutcome::Open) => {}
+                Ok(ReadOutcome::Closed) => incoming.half_closed = true,
+                Err(_) => {
+                    // The connection broke: answer nothing more.
+                    self.drop_conn(epoll, id);
+                    return incoming;
+                }
+            }
+            let (requests, refusal) = decode_all(conn);
+            incoming.requests = requests;
+            incoming.refusal = refusal;
+        } else if flags.intersects(Interest::HUP | Interest::ERR) {
+            self.drop_conn(epoll, id);
+        }
+        incoming
+    }
+
+    /// After the requests of [`Self::on_readable`] were answered: sends the
+    /// refusal of a bad frame, closes a half-closed connection once its
+    /// replies are out, and flushes.
+    pub fn settle(&mut self, epoll: &Epoll, id: u64, incoming: Incoming) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if let Some((code, what)) = incoming.refusal {
+                log!("closing a control connection: {what}");
+                conn.send(&error_response(
+                    0,
+                    code,
+                    format!("{what}; closing the connection"),
+                ));
+                conn.closing = true;
+            }
+            if incoming.half_closed {
+                conn.closing = true;
+                conn.follows.clear();
+                self.dropped.push(id);
+            }
+        }
+        self.service(epoll, id);
+    }
+
+    /// Queues one reply; a client that does not read its replies is dropped.
+    pub fn reply(&mut self, epoll: &Epoll, id: u64, resp: &pb::Response) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if !conn.send(resp) {
+                log!("dropping a control client that does not read its replies");
+                self.drop_conn(epoll, id);
+                return;
+            }
+        }
+        self.service(epoll, id);
+    }
+
+    pub fn conn_mut(&mut self, id: u64) -> Option<&mut Conn> {
+        self.conns.get_mut(&id)
+    }
+
+    /// Flushes a connection's output and sets its epoll interest; closes it
+    /// when it is done or hopelessly behind.
+    pub fn service(&mut self, epoll: &Epoll, id: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.flush().is_err() || (conn.closing && conn.pending_output() == 0) {
+            self.drop_conn(epoll, id);
+            return;
+        }
+        let want_write = conn.pending_output() > 0;
+        if want_write != conn.want_write {
+            conn.want_write = want_write;
+            let interest = if want_write {
+                Interest::IN | Interest::OUT | Interest::RDHUP
+            } else {
+                Interest::IN | Interest::RDHUP
+            };
+            let _ = epoll.modify(&conn.stream, Source::Conn(id).token(), interest);
+        }
+    }
+
+    fn drop_conn(&mut self, epoll: &Epoll, id: u64) {
+        self.dropped.push(id);
+        if id == PORT_CONN {
+            // The port stays open: forget the session, wait for the next host client.
+            if let Some(conn) = self.conns.get_mut(&PORT_CONN) {
+                if self.port_registered {
+                    let _ = epoll.delete(&conn.stream);
+                }
+                conn.reset();
+            }
+            self.port_registered = false;
+            self.port_check(epoll);
+            return;
+        }
+        if let Some(conn) = self.conns.remove(&id) {
+            let _ = epoll.delete(&conn.stream);
+        }
+        if self.listener_paused
+            && epoll
+                .add(&self.listener, Source::Listener.token(), Interest::IN)
+                .is_ok()
+        {
+            self.listener_paused = false;
+        }
+    }
+
+    /// Connections closed since the last call.
+    pub fn take_dropped(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Sends new log lines of `service` to every client following it.
+    pub fn push_follows(&mut self, epoll: &Epoll, service: &str, ring: &LogRing) {
+        let ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.follows.iter().any(|f| f.service == service))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let backlogged = conn.pending_output() > conn::FOLLOW_BACKPRESSURE;
+            let mut frames = Vec::new();
+            for f in conn.follows.iter_mut().filter(|f| f.service == service) {
+                if let Some(frame) = follow_frame(f, ring, backlogged) {
+                    frames.push(frame);
+                }
+            }
+            for fr in frames {
+                conn.send(&fr);
+            }
+            self.service(epoll, id);
+        }
+    }
+
+    pub fn flush_all(&mut self) {
+        for conn in self.conns.values_mut() {
+            let _ = conn.flush();
+        }
+    }
+
+    pub fn remove_socket(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The next frame of one follow, or None when there is nothing to send.
+fn follow_frame(f: &mut Follow, ring: &LogRing, backlogged: bool) -> Option<pb::Response> {
+    let (lines, next, lost) = ring.since(f.cursor, FOLLOW_CHUNK_BYTES);
+    f.dropped += lost;
+    f.cursor = next;
+    if backlogged {
+        // The client is not reading: skip ahead rather than buffer without bound.
+        f.dropped += lines.len() as u64;
+        return None;
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let frame = pb::Response {
+        id: f.request_id,
+        more: true,
+        result: Some(pb::response::Result::Log(pb::LogChunk {
+            lines,
+            dropped: f.dropped,
+        })),
+    };
+    f.dropped = 0;
+    Some(frame)
+}
+
+/// Every complete request in the connection's input, and the refusal of
+/// the bad frame that ended it, if one did.
+fn decode_all(conn: &mut Conn) -> (Vec<pb::Request>, Option<(pb::ErrorCode, String)>) {
+    let mut out = Vec::new();
+    loop {
+        let payload = match conn.decoder.next_frame() {
+            Ok(Some(p)) => p,
+            Ok(None) => return (out, None),
+            Err(e) => {
+                let code = match e {
+                    bascule_api::FrameError::TooLarge { .. } => pb::ErrorCode::FrameTooLarge,
+                    _ => pb::ErrorCode::Malformed,
+                };
+                return (out, Some((code, e.to_string())));
+            }
+        };
+        match bascule_api::frame::decode::<pb::Request>(&payload, "bascule.v1.Request") {
+            Ok(req) => out.push(req),
+            Err(e) => return (out, Some((pb::ErrorCode::Malformed, e.to_string()))),
+        }
+    }
+}

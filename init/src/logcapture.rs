@@ -1,0 +1,134 @@
+//! Service output: each service's stdout and stderr pipes, read without
+//! blocking into its log ring (and rotated file).
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use bascule_services::logs::{LogRing, RotationPolicy, Stream};
+use bascule_sys::clock;
+use bascule_sys::epoll::{Epoll, Interest};
+
+use crate::log;
+use crate::tokens::{Ids, Source};
+
+/// Bytes kept in memory per service.
+const LOG_RING_BYTES: usize = 1 << 20;
+/// Reads per pipe per wake-up, so one chatty service cannot starve the rest.
+const PIPE_READS_PER_TURN: usize = 16;
+
+struct Pipe {
+    service: String,
+    stream: Stream,
+    fd: OwnedFd,
+}
+
+pub struct LogCapture {
+    rings: BTreeMap<String, LogRing>,
+    pipes: HashMap<u64, Pipe>,
+    buf: Vec<u8>,
+}
+
+impl LogCapture {
+    /// A ring for every service, with a file under `log_dir` when given.
+    pub fn new<'a>(services: impl Iterator<Item = &'a String>, log_dir: Option<&Path>) -> Self {
+        let mut rings = BTreeMap::new();
+        for name in services {
+            let mut ring = LogRing::new(LOG_RING_BYTES);
+            if let Some(dir) = log_dir {
+                if let Err(e) = ring.attach_file(dir, name, RotationPolicy::default()) {
+                    log!("service {name}: {e}; keeping its output in memory only");
+                }
+            }
+            rings.insert(name.clone(), ring);
+        }
+        LogCapture {
+            rings,
+            pipes: HashMap::new(),
+            buf: vec![0u8; 64 * 1024],
+        }
+    }
+
+    pub fn ring(&self, service: &str) -> Option<&LogRing> {
+        self.rings.get(service)
+    }
+
+    pub fn watch(
+        &mut self,
+        epoll: &Epoll,
+        ids: &mut Ids,
+        service: String,
+        stream: Stream,
+        fd: OwnedFd,
+    ) {
+        if let Err(e) = rustix::fs::fcntl_setfl(&fd, rustix::fs::OFlags::NONBLOCK) {
+            log!("service {service}: cannot make its output pipe non-blocking: {e}");
+            return;
+        }
+        let id = ids.next();
+        if let Err(e) = epoll.add(fd.as_fd(), Source::Pipe(id).token(), Interest::IN) {
+            log!("service {service}: cannot capture output: {e}");
+            return;
+        }
+        self.pipes.insert(
+            id,
+            Pipe {
+                service,
+                stream,
+                fd,
+            },
+        );
+    }
+
+    /// Reads what pipe `id` holds; returns the service when it got new lines.
+    pub fn on_readable(&mut self, epoll: &Epoll, id: u64) -> Option<String> {
+        let pipe = self.pipes.get_mut(&id)?;
+        let mut eof = false;
+        let mut got = false;
+        let mut ring = self.rings.get_mut(&pipe.service);
+        for _ in 0..PIPE_READS_PER_TURN {
+            match rustix::io::read(&pipe.fd, &mut self.buf) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    if let Some(r) = ring.as_deref_mut() {
+                        got |= r.push(pipe.stream, clock::wall_us(), &self.buf[..n]);
+                    }
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        let service = pipe.service.clone();
+        if eof {
+            if let Some(p) = self.pipes.remove(&id) {
+                let _ = epoll.delete(&p.fd);
+                if let Some(r) = self.rings.get_mut(&service) {
+                    r.flush_stream(p.stream, clock::wall_us());
+                    got = true;
+                }
+            }
+        }
+        if let Some(err) = self
+            .rings
+            .get_mut(&service)
+            .and_then(|r| r.file_error.take())
+        {
+            log!("service {service}: {err}; keeping its output in memory only");
+        }
+        got.then_some(service)
+    }
+
+    /// Closes every log file (they would keep /var busy at unmount).
+    pub fn close_files(&mut self) {
+        for ring in self.rings.values_mut() {
+            ring.detach_file();
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! epoll tokens: the kind of source in the top 16 bits, an id below.
+
+/// The kinds of fd the event loop watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Signals,
+    Timer,
+    Listener,
+    /// A control connection (socket client or the virtio-serial port).
+    Conn(u64),
+    /// A service's stdout or stderr.
+    Pipe(u64),
+    Notify(u64),
+    /// A TCP probe's connecting socket.
+    Probe(u64),
+}
+
+const SHIFT: u32 = 48;
+const KIND_CONN: u64 = 4;
+const KIND_PIPE: u64 = 5;
+const KIND_NOTIFY: u64 = 6;
+const KIND_PROBE: u64 = 7;
+
+impl Source {
+    pub fn token(self) -> u64 {
+        match self {
+            Source::Signals => 1,
+            Source::Timer => 2,
+            Source::Listener => 3,
+            Source::Conn(id) => (KIND_CONN << SHIFT) | id,
+            Source::Pipe(id) => (KIND_PIPE << SHIFT) | id,
+            Source::Notify(id) => (KIND_NOTIFY << SHIFT) | id,
+            Source::Probe(id) => (KIND_PROBE << SHIFT) | id,
+        }
+    }
+
+    pub fn from_token(t: u64) -> Option<Source> {
+        let id = t & ((1 << SHIFT) - 1);
+        Some(match (t >> SHIFT, t) {
+            (0, 1) => Source::Signals,
+            (0, 2) => Source::Timer,
+            (0, 3) => Source::Listener,
+            (KIND_CONN, _) => Source::Conn(id),
+            (KIND_PIPE, _) => Source::Pipe(id),
+            (KIND_NOTIFY, _) => Source::Notify(id),
+            (KIND_PROBE, _) => Source::Probe(id),
+            _ => return None,
+        })
+    }
+}
+
+/// Hands out ids; 0 is kept for the virtio-serial port's connection.
+#[derive(Debug)]
+pub struct Ids(u64);
+
+impl Ids {
+    pub fn new() -> Self {
+        Ids(1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let id = self.0;
+        self.0 += 1;
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        for s in [
+            Source::Signals,
+            Source::Timer,
+            Source::Listener,
+            Source::Conn(0),
+            Source::Conn(7),
+            Source::Pipe(9),
+            Source::Notify(1 << 40),
+            Source::Probe(3),
+        ] {
+            assert_eq!(Source::from_token(s.token()), Some(s));
+        }
+        assert_eq!(Source::from_token(99), None);
+    }
+}
