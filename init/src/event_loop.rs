@@ -695,7 +695,7 @@ impl<C: Clock> Init<C> {
                     id: f.request_id,
                     more: true,
                     result: Some(pb::response::Result::Log(pb::LogChunk {
-                        lines,
+                        lines: crate::wire::log_lines(lines),
                         dropped: f.dropped,
                     })),
                 });

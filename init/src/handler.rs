@@ -7,6 +7,7 @@ use bascule_api::pb::response::Result as Reply;
 use bascule_services::ControlError;
 
 use crate::event_loop::{error_response, Init, Mode, WaitFor, Waiter};
+use crate::wire;
 use bascule_sys::clock::Clock;
 use bascule_sys::power::PowerAction;
 
@@ -64,24 +65,33 @@ impl<C: Clock> Init<C> {
                     .collect(),
             })),
             Some(Call::BootStatus(_)) => match &self.slots {
-                Ok(slots) => Ok(Reply::BootStatus(slots.status())),
+                Ok(slots) => Ok(Reply::BootStatus(wire::boot_status(&slots.status()))),
                 Err(why) => Err((pb::ErrorCode::Unavailable, why.clone())),
             },
             Some(Call::BootControl(b)) => {
-                let action =
-                    pb::BootAction::try_from(b.action).unwrap_or(pb::BootAction::Unspecified);
-                match (&mut self.slots, crate::slots::from_pb_slot(b.slot)) {
-                    (Err(why), _) => Err((pb::ErrorCode::Unavailable, why.clone())),
-                    (Ok(_), None) => Err((
+                match (
+                    &mut self.slots,
+                    wire::slot_from_pb(b.slot),
+                    wire::boot_request(b.action),
+                ) {
+                    (Err(why), _, _) => Err((pb::ErrorCode::Unavailable, why.clone())),
+                    (Ok(_), None, _) => Err((
                         pb::ErrorCode::InvalidRequest,
                         format!("boot request {id}: name slot A or B"),
                     )),
-                    (Ok(slots), Some(slot)) => {
-                        let r = slots.control(action, slot, b.force).map(Reply::BootStatus);
+                    (Ok(_), _, None) => Err((
+                        pb::ErrorCode::InvalidRequest,
+                        format!("boot request {id}: name an action: once or set-default"),
+                    )),
+                    (Ok(slots), Some(slot), Some(action)) => {
+                        let r = slots
+                            .control(action, slot, b.force)
+                            .map(|s| Reply::BootStatus(wire::boot_status(&s)))
+                            .map_err(|e| wire::boot_control_error(&e));
                         if r.is_ok() {
                             crate::log!(
                                 "boot: {} slot {slot}{}",
-                                action.as_str_name(),
+                                action.label(),
                                 if b.force { " (forced)" } else { "" }
                             );
                         }
@@ -129,12 +139,14 @@ impl<C: Clock> Init<C> {
     fn list(&self, names: &[String]) -> Result<Reply, (pb::ErrorCode, String)> {
         let all = self.sup.list(self.now());
         if names.is_empty() {
-            return Ok(Reply::ServiceList(pb::ServiceListReply { services: all }));
+            return Ok(Reply::ServiceList(pb::ServiceListReply {
+                services: all.iter().map(wire::service_status).collect(),
+            }));
         }
         let mut out = Vec::new();
         for n in names {
             match all.iter().find(|s| &s.name == n) {
-                Some(s) => out.push(s.clone()),
+                Some(s) => out.push(wire::service_status(s)),
                 None => return Err((pb::ErrorCode::NotFound, format!("no service named {n:?}"))),
             }
         }
@@ -150,7 +162,7 @@ impl<C: Clock> Init<C> {
             Ok(pb::ServiceAction::Status) => {
                 let r = self.sup.status(&name, now).map(|status| {
                     Reply::ServiceControl(pb::ServiceControlReply {
-                        status: Some(status),
+                        status: Some(wire::service_status(&status)),
                     })
                 });
                 return self.reply(tok, id, r.map_err(control_error));
@@ -225,7 +237,11 @@ impl<C: Clock> Init<C> {
             let reply = if settled {
                 self.sup
                     .status(&w.service, now)
-                    .map(|s| Reply::ServiceControl(pb::ServiceControlReply { status: Some(s) }))
+                    .map(|s| {
+                        Reply::ServiceControl(pb::ServiceControlReply {
+                            status: Some(wire::service_status(&s)),
+                        })
+                    })
                     .map_err(control_error)
             } else {
                 Err((
@@ -267,7 +283,7 @@ impl<C: Clock> Init<C> {
             }
             size += line.text.len() + bascule_services::logs::LINE_OVERHEAD;
             if let Some(c) = chunks.last_mut() {
-                c.push(line);
+                c.push(wire::log_line(line));
             }
         }
         if chunks.is_empty() {

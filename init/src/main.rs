@@ -16,7 +16,7 @@ mod setup;
 mod shutdown;
 mod slots;
 mod stage1;
-
+mod wire;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
