@@ -346,7 +346,7 @@ fn follow_frame(f: &mut Follow, ring: &LogRing, backlogged: bool) -> Option<pb::
         id: f.request_id,
         more: true,
         result: Some(pb::response::Result::Log(pb::LogChunk {
-            lines,
+            lines: crate::wire::log_lines(lines),
             dropped: f.dropped,
         })),
     };

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bascule_services::logs::Stream;
 use bascule_services::spec::Readiness;
-use bascule_services::{Launcher, ProcessKind, ServiceSpec, Signal};
+use bascule_services::{Launcher, ProcessKind, ServiceSpec, Signal, SpawnError};
 
 use crate::log;
 use bascule_sys::cgroup::CgroupRoot;
@@ -91,7 +91,7 @@ impl RealLauncher {
         &mut self,
         name: &str,
         owner: Option<&creds::Creds>,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, SpawnError> {
         let path = match self.notify_sockets.get(name) {
             Some(p) => p.clone(),
             None => self.bind_notify_socket(name)?,
@@ -103,26 +103,26 @@ impl RealLauncher {
                 Some(rustix::fs::Uid::from_raw(c.uid)),
                 Some(rustix::fs::Gid::from_raw(c.gid)),
             )
-            .map_err(|e| {
-                format!(
-                    "cannot give notify socket {} to uid {}: {e}",
-                    path.display(),
-                    c.uid
-                )
+            .map_err(|e| SpawnError::NotifySocket {
+                message: format!("cannot give it to uid {}: {e}", c.uid),
+                path: path.clone(),
             })?;
         }
         Ok(path)
     }
 
-    fn bind_notify_socket(&mut self, name: &str) -> Result<PathBuf, String> {
-        std::fs::create_dir_all(&self.notify_dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.notify_dir.display()))?;
+    fn bind_notify_socket(&mut self, name: &str) -> Result<PathBuf, SpawnError> {
         let path = self.notify_dir.join(format!("{name}.sock"));
+        let err = |message: String| SpawnError::NotifySocket {
+            path: path.clone(),
+            message,
+        };
+        std::fs::create_dir_all(&self.notify_dir)
+            .map_err(|e| err(format!("cannot create {}: {e}", self.notify_dir.display())))?;
         let _ = std::fs::remove_file(&path);
-        let sock = UnixDatagram::bind(&path)
-            .map_err(|e| format!("cannot bind notify socket {}: {e}", path.display()))?;
+        let sock = UnixDatagram::bind(&path).map_err(|e| err(format!("cannot bind it: {e}")))?;
         sock.set_nonblocking(true)
-            .map_err(|e| format!("notify socket {}: {e}", path.display()))?;
+            .map_err(|e| err(format!("cannot make it non-blocking: {e}")))?;
         self.new_notify.push((name.to_owned(), sock));
         self.notify_sockets.insert(name.to_owned(), path.clone());
         Ok(path)
@@ -135,9 +135,18 @@ impl Launcher for RealLauncher {
         spec: &ServiceSpec,
         kind: ProcessKind,
         argv: &[String],
-    ) -> Result<u32, String> {
+    ) -> Result<u32, SpawnError> {
         let creds = creds::resolve(spec.user.as_deref(), spec.group.as_deref(), &self.etc)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| match e {
+                creds::CredsError::NoUser(user) => SpawnError::UnknownUser {
+                    user,
+                    file: self.etc.join("passwd"),
+                },
+                creds::CredsError::NoGroup(group) => SpawnError::UnknownGroup {
+                    group,
+                    file: self.etc.join("group"),
+                },
+            })?;
         let mut env: Vec<(String, String)> = spec
             .env
             .iter()
@@ -149,11 +158,9 @@ impl Launcher for RealLauncher {
             env.push(("NOTIFY_SOCKET".into(), path.display().to_string()));
         }
         let cgroup_procs = match &self.cgroups {
-            Some(cg) => Some(cg.prepare(&spec.name).map_err(|e| {
-                format!(
-                    "cannot prepare cgroup {}: {e}",
-                    cg.service_dir(&spec.name).display()
-                )
+            Some(cg) => Some(cg.prepare(&spec.name).map_err(|e| SpawnError::Cgroup {
+                path: cg.service_dir(&spec.name),
+                message: e.to_string(),
             })?),
             None => None,
         };
@@ -170,7 +177,9 @@ impl Launcher for RealLauncher {
             cgroup_procs,
             output: if main { Output::Capture } else { Output::Null },
         };
-        let spawned = spawn::spawn(plan).map_err(|e| e.to_string())?;
+        let spawned = spawn::spawn(plan).map_err(|e| SpawnError::Exec {
+            message: e.to_string(),
+        })?;
         if let Some(fd) = spawned.stdout {
             self.new_pipes.push((spec.name.clone(), Stream::Stdout, fd));
         }

@@ -25,6 +25,7 @@ mod stage1;
 mod timeline;
 mod tokens;
 mod waiters;
+mod wire;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

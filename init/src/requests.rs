@@ -7,6 +7,7 @@ use bascule_api::pb::request::Call;
 use bascule_api::pb::response::Result as Reply;
 use bascule_services::ControlError;
 
+use crate::wire;
 use bascule_sys::power::PowerAction;
 
 use crate::control::error_response;
@@ -68,24 +69,33 @@ impl Init {
                     .collect(),
             })),
             Some(Call::BootStatus(_)) => match self.keeper.slots() {
-                Ok(slots) => Ok(Reply::BootStatus(slots.status())),
+                Ok(slots) => Ok(Reply::BootStatus(wire::boot_status(&slots.status()))),
                 Err(why) => Err((pb::ErrorCode::Unavailable, why.to_owned())),
             },
             Some(Call::BootControl(b)) => {
-                let action =
-                    pb::BootAction::try_from(b.action).unwrap_or(pb::BootAction::Unspecified);
-                match (self.keeper.slots_mut(), crate::slots::from_pb_slot(b.slot)) {
-                    (Err(why), _) => Err((pb::ErrorCode::Unavailable, why.to_owned())),
-                    (Ok(_), None) => Err((
+                match (
+                    self.keeper.slots_mut(),
+                    wire::slot_from_pb(b.slot),
+                    wire::boot_request(b.action),
+                ) {
+                    (Err(why), _, _) => Err((pb::ErrorCode::Unavailable, why.to_owned())),
+                    (Ok(_), None, _) => Err((
                         pb::ErrorCode::InvalidRequest,
                         format!("boot request {id}: name slot A or B"),
                     )),
-                    (Ok(slots), Some(slot)) => {
-                        let r = slots.control(action, slot, b.force).map(Reply::BootStatus);
+                    (Ok(_), _, None) => Err((
+                        pb::ErrorCode::InvalidRequest,
+                        format!("boot request {id}: name an action: once or set-default"),
+                    )),
+                    (Ok(slots), Some(slot), Some(action)) => {
+                        let r = slots
+                            .control(action, slot, b.force)
+                            .map(|s| Reply::BootStatus(wire::boot_status(&s)))
+                            .map_err(|e| wire::boot_control_error(&e));
                         if r.is_ok() {
                             crate::log!(
                                 "boot: {} slot {slot}{}",
-                                action.as_str_name(),
+                                action.label(),
                                 if b.force { " (forced)" } else { "" }
                             );
                         }
@@ -126,12 +136,14 @@ impl Init {
     fn list(&self, names: &[String]) -> Result<Reply, (pb::ErrorCode, String)> {
         let all = self.sup.list(self.now());
         if names.is_empty() {
-            return Ok(Reply::ServiceList(pb::ServiceListReply { services: all }));
+            return Ok(Reply::ServiceList(pb::ServiceListReply {
+                services: all.iter().map(wire::service_status).collect(),
+            }));
         }
         let mut out = Vec::new();
         for n in names {
             match all.iter().find(|s| &s.name == n) {
-                Some(s) => out.push(s.clone()),
+                Some(s) => out.push(wire::service_status(s)),
                 None => return Err((pb::ErrorCode::NotFound, format!("no service named {n:?}"))),
             }
         }
@@ -147,7 +159,7 @@ impl Init {
             Ok(pb::ServiceAction::Status) => {
                 let r = self.sup.status(&name, now).map(|status| {
                     Reply::ServiceControl(pb::ServiceControlReply {
-                        status: Some(status),
+                        status: Some(wire::service_status(&status)),
                     })
                 });
                 return self.reply(tok, id, r.map_err(control_error));
@@ -213,7 +225,11 @@ impl Init {
                 Outcome::Settled => self
                     .sup
                     .status(&service, now)
-                    .map(|s| Reply::ServiceControl(pb::ServiceControlReply { status: Some(s) }))
+                    .map(|s| {
+                        Reply::ServiceControl(pb::ServiceControlReply {
+                            status: Some(wire::service_status(&s)),
+                        })
+                    })
                     .map_err(control_error),
                 Outcome::TimedOut => Err((
                     pb::ErrorCode::Timeout,
@@ -250,7 +266,7 @@ impl Init {
             }
             size += line.text.len() + bascule_services::logs::LINE_OVERHEAD;
             if let Some(c) = chunks.last_mut() {
-                c.push(line);
+                c.push(wire::log_line(line));
             }
         }
         if chunks.is_empty() {

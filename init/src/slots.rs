@@ -6,7 +6,6 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use bascule_api::pb;
 use bascule_boot::adapter::{self, BootLoader, LoaderKind};
 use bascule_boot::efivar::EfiVarStore;
 use bascule_boot::meta::{self, MetaLayout, MetaState};
@@ -117,6 +116,65 @@ pub fn record_default(rec: &mut MetaRecord, slot: Slot) {
     }
 }
 
+/// The operator's boot request for a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootRequest {
+    /// Boot it at the next boot only: a try.
+    Once,
+    /// Boot it by default from now on.
+    SetDefault,
+}
+
+impl BootRequest {
+    pub fn label(self) -> &'static str {
+        match self {
+            BootRequest::Once => "once",
+            BootRequest::SetDefault => "set-default",
+        }
+    }
+}
+
+/// One slot as `Slots::status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotView {
+    pub slot: Slot,
+    pub version: String,
+    pub state: SlotState,
+}
+
+/// The slots, the record and the loader's view, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootStatus {
+    pub loader: &'static str,
+    /// From the kernel command line, never from the loader.
+    pub booted: Slot,
+    /// None where the loader's state could not be read.
+    pub default: Option<Slot>,
+    pub once: Option<Slot>,
+    pub pending_try: Option<Slot>,
+    pub slots: Vec<SlotView>,
+    pub loader_entry: Option<String>,
+    pub last_failure: Option<Failure>,
+}
+
+/// Why a boot request was not carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum BootControlError {
+    /// The slot's state forbids it unless forced; nothing changed.
+    #[error("{0}")]
+    NotBootable(String),
+    /// META could not be written; nothing changed.
+    #[error(transparent)]
+    Record(SlotsError),
+    /// The loader refused; META was restored, unless `undo` says otherwise.
+    #[error("{error}{}", undo.as_ref().map(|u| format!("; restoring META also failed: {u}")).unwrap_or_default())]
+    Loader {
+        error: adapter::AdapterError,
+        // Boxed: the rare double failure should not size every result.
+        undo: Option<Box<SlotsError>>,
+    },
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SlotsError {
     #[error("partition {0} not found")]
@@ -156,22 +214,6 @@ pub struct Slots {
     store: Box<dyn RecordStore>,
     loader: Box<dyn BootLoader>,
     pub record: MetaRecord,
-}
-
-fn to_pb_slot(s: Option<Slot>) -> i32 {
-    match s {
-        None => pb::Slot::Unspecified as i32,
-        Some(Slot::A) => pb::Slot::A as i32,
-        Some(Slot::B) => pb::Slot::B as i32,
-    }
-}
-
-pub fn from_pb_slot(v: i32) -> Option<Slot> {
-    match pb::Slot::try_from(v) {
-        Ok(pb::Slot::A) => Some(Slot::A),
-        Ok(pb::Slot::B) => Some(Slot::B),
-        _ => None,
-    }
 }
 
 /// Reads META from its partition (for the initramfs stage, read-only).
@@ -305,82 +347,63 @@ impl Slots {
         notes
     }
 
-    pub fn status(&self) -> pb::BootStatus {
+    pub fn status(&self) -> BootStatus {
         let state = self.loader.state().ok();
-        let f = self.record.last_failure.as_ref();
-        pb::BootStatus {
-            loader: self.loader.kind().label().to_owned(),
-            booted: to_pb_slot(Some(self.booted)),
-            default: to_pb_slot(state.as_ref().map(|s| s.default)),
-            once: to_pb_slot(state.as_ref().and_then(|s| s.once)),
-            pending_try: to_pb_slot(self.record.pending_slot()),
+        BootStatus {
+            loader: self.loader.kind().label(),
+            booted: self.booted,
+            default: state.as_ref().map(|s| s.default),
+            once: state.as_ref().and_then(|s| s.once),
+            pending_try: self.record.pending_slot(),
             slots: Slot::ALL
                 .into_iter()
                 .map(|s| {
                     let info = self.record.slot_info(s);
-                    pb::SlotStatus {
-                        slot: to_pb_slot(Some(s)),
+                    SlotView {
+                        slot: s,
                         version: info.version.clone(),
-                        state: info.state,
+                        state: info.state(),
                     }
                 })
                 .collect(),
-            loader_entry: state
-                .as_ref()
-                .and_then(|s| s.selected.clone())
-                .unwrap_or_default(),
-            last_failure: f.map(|f| pb::SlotFailure {
-                slot: to_pb_slot(f.slot().slot()),
-                version: f.version.clone(),
-                reason: f.reason.clone(),
-                at_unix_secs: f.at_unix_secs,
-            }),
+            loader_entry: state.and_then(|s| s.selected),
+            last_failure: self.record.last_failure.clone(),
         }
     }
 
     /// The operator's boot-once or set-default.
     pub fn control(
         &mut self,
-        action: pb::BootAction,
+        action: BootRequest,
         slot: Slot,
         force: bool,
-    ) -> Result<pb::BootStatus, (pb::ErrorCode, String)> {
-        check_bootable(&self.record, slot, force).map_err(|m| (pb::ErrorCode::Unavailable, m))?;
+    ) -> Result<BootStatus, BootControlError> {
+        check_bootable(&self.record, slot, force).map_err(BootControlError::NotBootable)?;
         let before = self.record.clone();
         match action {
-            pb::BootAction::Once => record_once(&mut self.record, slot),
-            pb::BootAction::SetDefault => {
+            BootRequest::Once => record_once(&mut self.record, slot),
+            BootRequest::SetDefault => {
                 record_default(&mut self.record, slot);
                 if self.record.slot_info(slot).state() == SlotState::Bad {
                     // Forced: the operator vouches for it.
                     self.record.slot_info_mut(slot).state = SlotState::Good as i32;
                 }
             }
-            pb::BootAction::Unspecified => {
-                return Err((
-                    pb::ErrorCode::InvalidRequest,
-                    "boot control needs an action: once or set-default".into(),
-                ))
-            }
         }
         // META first: a try the loader will boot must be on record, or its
         // failure could never be noticed.
         if let Err(e) = self.save() {
             self.record = before;
-            return Err((pb::ErrorCode::Failed, e.to_string()));
+            return Err(BootControlError::Record(e));
         }
         let loader = match action {
-            pb::BootAction::Once => self.loader.set_once(slot),
-            _ => self.loader.set_default(slot),
+            BootRequest::Once => self.loader.set_once(slot),
+            BootRequest::SetDefault => self.loader.set_default(slot),
         };
-        if let Err(e) = loader {
+        if let Err(error) = loader {
             self.record = before;
-            let undo = self
-                .save()
-                .err()
-                .map(|u| format!("; restoring META also failed: {u}"))
-                .unwrap_or_default();
-            return Err((pb::ErrorCode::Failed, format!("{e}{undo}")));
+            let undo = self.save().err().map(Box::new);
+            return Err(BootControlError::Loader { error, undo });
         }
         Ok(self.status())
     }

@@ -4,16 +4,19 @@
 #![deny(unsafe_code)]
 
 pub mod backoff;
+pub mod effects;
 pub mod graph;
 pub mod logs;
 pub mod signal;
 pub mod spec;
 pub mod state;
+pub mod status;
 pub mod supervisor;
 mod transitions;
 
+pub use effects::{Event, Launcher, ProcessKind, SpawnError};
 pub use graph::{load_dir, Catalog, Rejected};
 pub use signal::Signal;
 pub use spec::{Class, ServiceSpec};
-pub use state::{Exit, State};
-pub use supervisor::{ControlError, Event, Launcher, ProcessKind, Supervisor};
+pub use status::{Exit, Health, ReadinessStatus, ServiceStatus, State};
+pub use supervisor::{ControlError, Supervisor};

@@ -10,8 +10,6 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use bascule_api::pb;
-
 /// Bytes a line costs in a reply beyond its text (timestamp, stream, tags):
 /// an upper bound used to keep replies under the frame limit.
 pub const LINE_OVERHEAD: usize = 16;
@@ -26,19 +24,25 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// Every stream, for exhaustive checks of mappings.
+    pub const ALL: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
     fn index(self) -> usize {
         match self {
             Stream::Stdout => 0,
             Stream::Stderr => 1,
         }
     }
+}
 
-    pub fn to_pb(self) -> pb::LogStream {
-        match self {
-            Stream::Stdout => pb::LogStream::Stdout,
-            Stream::Stderr => pb::LogStream::Stderr,
-        }
-    }
+/// One captured line, as read back from the ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Wall-clock capture time, microseconds since the Unix epoch.
+    pub timestamp_us: u64,
+    pub stream: Stream,
+    /// The line without its newline; not necessarily UTF-8.
+    pub text: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -240,8 +244,8 @@ impl LogRing {
     }
 
     /// The last `n` lines, and the cursor to follow from.
-    pub fn tail(&self, n: usize) -> (Vec<pb::LogLine>, u64) {
-        let mut out: Vec<pb::LogLine> = Vec::new();
+    pub fn tail(&self, n: usize) -> (Vec<LogLine>, u64) {
+        let mut out: Vec<LogLine> = Vec::new();
         for e in self.entries.iter().rev() {
             if out.len() >= n {
                 break;
@@ -260,7 +264,7 @@ impl LogRing {
 
     /// Lines from entries at or after `cursor`; returns the new cursor and
     /// how many entries were lost to ring eviction since the cursor.
-    pub fn since(&self, cursor: u64, max_bytes: usize) -> (Vec<pb::LogLine>, u64, u64) {
+    pub fn since(&self, cursor: u64, max_bytes: usize) -> (Vec<LogLine>, u64, u64) {
         let first = self.entries.front().map(|e| e.seq).unwrap_or(self.next_seq);
         let lost = first.saturating_sub(cursor);
         let mut out = Vec::new();
@@ -281,10 +285,10 @@ impl LogRing {
     }
 }
 
-fn line(e: &Entry, l: &[u8]) -> pb::LogLine {
-    pb::LogLine {
+fn line(e: &Entry, l: &[u8]) -> LogLine {
+    LogLine {
         timestamp_us: e.timestamp_us,
-        stream: e.stream.to_pb() as i32,
+        stream: e.stream,
         text: l.strip_suffix(b"\n").unwrap_or(l).to_vec(),
     }
 }
@@ -293,7 +297,7 @@ fn line(e: &Entry, l: &[u8]) -> pb::LogLine {
 mod tests {
     use super::*;
 
-    fn texts(lines: &[pb::LogLine]) -> Vec<String> {
+    fn texts(lines: &[LogLine]) -> Vec<String> {
         lines
             .iter()
             .map(|l| String::from_utf8_lossy(&l.text).into_owned())
@@ -308,7 +312,7 @@ mod tests {
         assert!(r.push(Stream::Stdout, 3, b"ld\n"));
         r.push(Stream::Stderr, 4, b"err\n");
         assert_eq!(texts(&r.tail(10).0), vec!["hello", "world", "err"]);
-        assert_eq!(r.tail(10).0[2].stream, pb::LogStream::Stderr as i32);
+        assert_eq!(r.tail(10).0[2].stream, Stream::Stderr);
         assert_eq!(texts(&r.tail(2).0), vec!["world", "err"]);
     }
 

@@ -1,65 +1,9 @@
-//! Per-service runtime state and its API view.
+//! Per-service runtime state and the status it shows.
 
 use std::time::{Duration, Instant};
 
-use bascule_api::pb;
-
 use crate::spec::{Readiness, ServiceSpec};
-
-/// Where a service is in its life. Mirrors `pb::ServiceState`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Stopped,
-    Waiting,
-    Starting,
-    Running,
-    Stopping,
-    Backoff,
-    Failed,
-    Exited,
-}
-
-impl State {
-    /// A process of the service may be alive.
-    pub fn is_active(self) -> bool {
-        matches!(self, State::Starting | State::Running | State::Stopping)
-    }
-
-    pub fn to_pb(self) -> pb::ServiceState {
-        match self {
-            State::Stopped => pb::ServiceState::Stopped,
-            State::Waiting => pb::ServiceState::Waiting,
-            State::Starting => pb::ServiceState::Starting,
-            State::Running => pb::ServiceState::Running,
-            State::Stopping => pb::ServiceState::Stopping,
-            State::Backoff => pb::ServiceState::Backoff,
-            State::Failed => pb::ServiceState::Failed,
-            State::Exited => pb::ServiceState::Exited,
-        }
-    }
-}
-
-/// How a process ended, decoded from its wait status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl Exit {
-    pub fn success(self) -> bool {
-        self == Exit::Code(0)
-    }
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Exit::Code(c) => write!(f, "exited with status {c}"),
-            Exit::Signal(s) => write!(f, "killed by {}", crate::signal::Signal::from_raw(*s)),
-        }
-    }
-}
+use crate::status::{Exit, Health, ReadinessStatus, ServiceStatus, State};
 
 /// What happens once a stop has finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +55,7 @@ pub enum ReadyState {
 
 #[derive(Debug, Clone)]
 pub struct HealthState {
-    pub status: pb::Health,
+    pub status: Health,
     pub next_at: Option<Instant>,
     pub check: Option<Check>,
     pub consecutive_failures: u32,
@@ -141,9 +85,9 @@ impl Service {
     pub fn new(spec: ServiceSpec) -> Self {
         let health = HealthState {
             status: if spec.health.is_some() {
-                pb::Health::Unknown
+                Health::Unknown
             } else {
-                pb::Health::None
+                Health::None
             },
             next_at: None,
             check: None,
@@ -167,31 +111,31 @@ impl Service {
         }
     }
 
-    pub fn readiness_pb(&self) -> pb::Readiness {
+    pub fn readiness(&self) -> ReadinessStatus {
         match (&self.ready, &self.spec.readiness.kind) {
-            (ReadyState::Failed, _) => pb::Readiness::Failed,
-            (_, Readiness::None) => pb::Readiness::None,
-            (ReadyState::Ready, _) => pb::Readiness::Ready,
-            (ReadyState::Pending { .. }, _) => pb::Readiness::Pending,
-            (ReadyState::NotChecked, _) => pb::Readiness::Pending,
+            (ReadyState::Failed, _) => ReadinessStatus::Failed,
+            (_, Readiness::None) => ReadinessStatus::None,
+            (ReadyState::Ready, _) => ReadinessStatus::Ready,
+            (ReadyState::Pending { .. }, _) => ReadinessStatus::Pending,
+            (ReadyState::NotChecked, _) => ReadinessStatus::Pending,
         }
     }
 
-    pub fn status(&self, now: Instant) -> pb::ServiceStatus {
+    pub fn status(&self, now: Instant) -> ServiceStatus {
         let uptime = match (self.pid, self.started_at) {
             (Some(_), Some(t)) => now.saturating_duration_since(t),
             _ => Duration::ZERO,
         };
-        pb::ServiceStatus {
+        ServiceStatus {
             name: self.spec.name.clone(),
-            state: self.state.to_pb() as i32,
-            pid: self.pid.unwrap_or(0),
+            state: self.state,
+            pid: self.pid,
             restarts: self.restarts,
-            uptime_ms: uptime.as_millis() as u64,
-            readiness: self.readiness_pb() as i32,
-            health: self.health.status as i32,
-            class: self.spec.class.label().to_owned(),
-            last_exit: self.last_exit.map(|e| e.to_string()).unwrap_or_default(),
+            uptime,
+            readiness: self.readiness(),
+            health: self.health.status,
+            class: Some(self.spec.class),
+            last_exit: self.last_exit,
             reason: self.reason.clone(),
             depends_on: self.spec.depends_on.clone(),
         }

@@ -4,56 +4,14 @@
 //! a recording fake; time is passed in as `now`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bascule_api::pb;
-
+use crate::effects::{Event, Launcher};
 use crate::graph::{self, Catalog, Rejected};
-use crate::signal::Signal;
-use crate::spec::{Class, Readiness, ServiceSpec};
-use crate::state::{AfterStop, Check, Exit, ReadyState, Service, State, StopPhase, Stopping};
+use crate::spec::{Class, Readiness};
+use crate::state::{AfterStop, Check, ReadyState, Service, StopPhase, Stopping};
+use crate::status::{Exit, Health, ReadinessStatus, ServiceStatus, State};
 use crate::transitions;
-
-/// What kind of process a spawn is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcessKind {
-    Main,
-    Readiness,
-    Health,
-    PreStop,
-}
-
-/// The side effects the supervisor needs, implemented with real syscalls in
-/// `bascule-init` and by a recording fake in tests.
-pub trait Launcher {
-    /// Starts `argv` for `spec`. Main processes get the service's
-    /// environment, user, capabilities, cgroup and captured output.
-    fn spawn(
-        &mut self,
-        spec: &ServiceSpec,
-        kind: ProcessKind,
-        argv: &[String],
-    ) -> Result<u32, String>;
-    fn signal(&mut self, pid: u32, signal: Signal);
-    /// SIGKILLs everything that belongs to the service (its cgroup, or the
-    /// main process group where there is no cgroup).
-    fn kill_all(&mut self, spec: &ServiceSpec, main_pid: Option<u32>);
-    fn probe_tcp(&mut self, port: u16) -> bool;
-    fn probe_path(&mut self, path: &Path) -> bool;
-}
-
-/// Something worth telling the operator or the boot timeline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Started { name: String, pid: u32 },
-    Ready { name: String },
-    Exited { name: String, exit: Exit },
-    Restarting { name: String, delay_ms: u64 },
-    Failed { name: String, reason: String },
-    Stopped { name: String },
-    Unhealthy { name: String },
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -113,25 +71,30 @@ impl Supervisor {
     }
 
     /// Every service's status in start order; rejected files last, as failed.
-    pub fn list(&self, now: Instant) -> Vec<pb::ServiceStatus> {
-        let mut out: Vec<pb::ServiceStatus> = self
+    pub fn list(&self, now: Instant) -> Vec<ServiceStatus> {
+        let mut out: Vec<ServiceStatus> = self
             .order
             .iter()
             .filter_map(|n| self.services.get(n))
             .map(|s| s.status(now))
             .collect();
-        out.extend(self.rejected.iter().map(|r| pb::ServiceStatus {
+        out.extend(self.rejected.iter().map(|r| ServiceStatus {
             name: r.name.clone(),
-            state: pb::ServiceState::Failed as i32,
+            state: State::Failed,
+            pid: None,
+            restarts: 0,
+            uptime: Duration::ZERO,
+            readiness: ReadinessStatus::Failed,
+            health: Health::None,
+            class: None,
+            last_exit: None,
             reason: r.reason.clone(),
-            readiness: pb::Readiness::Failed as i32,
-            health: pb::Health::None as i32,
-            ..Default::default()
+            depends_on: Vec::new(),
         }));
         out
     }
 
-    pub fn status(&self, name: &str, now: Instant) -> Result<pb::ServiceStatus, ControlError> {
+    pub fn status(&self, name: &str, now: Instant) -> Result<ServiceStatus, ControlError> {
         if let Some(s) = self.services.get(name) {
             return Ok(s.status(now));
         }
@@ -360,8 +323,8 @@ impl Supervisor {
                     State::Waiting if s.want_up => {
                         let blocked = s.spec.depends_on.iter().find(|d| {
                             self.services.get(*d).is_some_and(|dep| {
-                                !(dep.state == State::Running
-                                    && !matches!(dep.ready, ReadyState::Pending { .. }))
+                                dep.state != State::Running
+                                    || matches!(dep.ready, ReadyState::Pending { .. })
                             })
                         });
                         let blocked = blocked.cloned();

@@ -1,11 +1,13 @@
 //! Unit tests of the supervisor with a recording fake launcher.
 
 use super::*;
+use crate::effects::{ProcessKind, SpawnError};
 use crate::graph;
-use crate::spec;
+use crate::signal::Signal;
+use crate::spec::{self, ServiceSpec};
 use crate::transitions::SPAWN_RETRY_MIN;
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
@@ -28,9 +30,11 @@ impl Launcher for Fake {
         spec: &ServiceSpec,
         kind: ProcessKind,
         _argv: &[String],
-    ) -> Result<u32, String> {
+    ) -> Result<u32, SpawnError> {
         if self.fail_spawn.contains(&spec.name) {
-            return Err("No such file or directory".into());
+            return Err(SpawnError::Exec {
+                message: "No such file or directory".into(),
+            });
         }
         self.next_pid += 1;
         let pid = 100 + self.next_pid;
@@ -149,7 +153,10 @@ fn crash_restarts_with_exponential_backoff_then_gives_up() {
     let st = s.status("c", now).unwrap();
     assert_eq!(st.restarts, 3);
     assert!(st.reason.contains("gave up after 3"), "{}", st.reason);
-    assert_eq!(st.last_exit, "killed by signal 11");
+    assert_eq!(
+        st.last_exit.map(|e| e.to_string()).as_deref(),
+        Some("killed by signal 11")
+    );
 }
 
 #[test]
@@ -306,10 +313,7 @@ fn failing_health_check_restarts_the_service() {
     s.on_timer(t0 + ms(100), &mut l);
     let check = l.last_pid();
     s.on_exit(check, Exit::Code(0), t0 + ms(110), &mut l);
-    assert_eq!(
-        s.status("w", t0).unwrap().health,
-        pb::Health::Healthy as i32
-    );
+    assert_eq!(s.status("w", t0).unwrap().health, Health::Healthy);
     // Second fails by exit status, third by timeout.
     s.on_timer(t0 + ms(210), &mut l);
     s.on_exit(l.last_pid(), Exit::Code(1), t0 + ms(215), &mut l);
@@ -319,10 +323,7 @@ fn failing_health_check_restarts_the_service() {
     s.on_timer(t0 + ms(365), &mut l);
     assert!(l.calls.contains(&Call::Signal(hung, Signal::KILL)));
     assert_eq!(state(&s, "w"), State::Stopping);
-    assert_eq!(
-        s.status("w", t0).unwrap().health,
-        pb::Health::Unhealthy as i32
-    );
+    assert_eq!(s.status("w", t0).unwrap().health, Health::Unhealthy);
     s.on_exit(main, Exit::Signal(15), t0 + ms(370), &mut l);
     assert_eq!(state(&s, "w"), State::Backoff);
     assert!(s
@@ -366,7 +367,7 @@ fn spawn_failure_is_a_failure_with_the_reason() {
     let mut s = sup(&[("ghost", "exec=[\"/no/such\"]\nrestart=\"never\"")]);
     s.start_all(t0, &mut l);
     let st = s.status("ghost", t0).unwrap();
-    assert_eq!(st.state, pb::ServiceState::Failed as i32);
+    assert_eq!(st.state, State::Failed);
     assert!(
         st.reason.contains("/no/such") && st.reason.contains("No such file"),
         "{}",
@@ -385,7 +386,7 @@ fn rejected_and_unknown_services_are_refused_by_name() {
         s.start("zzz", t0, &mut l).unwrap_err(),
         ControlError::NotFound("zzz".into())
     );
-    assert_eq!(s.list(t0)[0].state, pb::ServiceState::Failed as i32);
+    assert_eq!(s.list(t0)[0].state, State::Failed);
 }
 
 #[test]

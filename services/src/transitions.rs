@@ -5,13 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use bascule_api::pb;
-
 use crate::backoff::{self, RestartDecision};
+use crate::effects::{Event, Launcher, ProcessKind};
 use crate::signal::Signal;
 use crate::spec::{Probe, Readiness, RestartPolicy};
-use crate::state::{AfterStop, Check, Exit, ReadyState, Service, State, StopPhase, Stopping};
-use crate::supervisor::{Event, Launcher, ProcessKind};
+use crate::state::{AfterStop, Check, ReadyState, Service, StopPhase, Stopping};
+use crate::status::{Exit, Health, State};
 
 /// Shortest wait before retrying a start that failed to spawn at all.
 pub(crate) const SPAWN_RETRY_MIN: Duration = Duration::from_millis(100);
@@ -31,9 +30,9 @@ pub(crate) fn spawn_main(
             s.state = State::Starting;
             s.reason.clear();
             s.health.status = if s.spec.health.is_some() {
-                pb::Health::Unknown
+                Health::Unknown
             } else {
-                pb::Health::None
+                Health::None
             };
             s.health.consecutive_failures = 0;
             s.health.check = None;
@@ -326,12 +325,12 @@ pub(crate) fn health_result(
     s.health.next_at = Some(now + spec.interval);
     if ok {
         s.health.consecutive_failures = 0;
-        s.health.status = pb::Health::Healthy;
+        s.health.status = Health::Healthy;
         return;
     }
     s.health.consecutive_failures += 1;
-    if s.health.consecutive_failures >= spec.failures && s.health.status != pb::Health::Unhealthy {
-        s.health.status = pb::Health::Unhealthy;
+    if s.health.consecutive_failures >= spec.failures && s.health.status != Health::Unhealthy {
+        s.health.status = Health::Unhealthy;
         events.push(Event::Unhealthy {
             name: s.spec.name.clone(),
         });
