@@ -117,6 +117,8 @@ pub mod fake {
         Power(PowerAction),
         FeedWatchdog,
         DisarmWatchdog,
+        /// What a fake launcher was asked to do, in the same journal.
+        Service(String),
     }
 
     #[derive(Default)]
@@ -134,8 +136,11 @@ pub mod fake {
         pub fn log(&self) -> Vec<Effect> {
             self.0.borrow().log.clone()
         }
-        fn push(&self, e: Effect) {
+        pub fn record(&self, e: Effect) {
             self.0.borrow_mut().log.push(e);
+        }
+        fn push(&self, e: Effect) {
+            self.record(e);
         }
     }
 

@@ -372,3 +372,7 @@ impl Init {
         self.shutdown.as_ref().map(Shutdown::phase)
     }
 }
+
+#[cfg(test)]
+#[path = "event_loop_tests.rs"]
+mod tests;

@@ -67,7 +67,10 @@ pub mod fake {
     use bascule_boot::meta_record::MetaRecord;
     use bascule_boot::Slot;
 
-    use crate::slots::{RecordStore, SlotsError};
+    use bascule_boot::meta_record::SlotState;
+
+    use super::SlotKeeper;
+    use crate::slots::{at_boot, record_once, RecordStore, Slots, SlotsError};
 
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub enum LoaderCall {
@@ -110,27 +113,6 @@ pub mod fake {
         }
     }
 
-    /// Every record saved, newest last.
-    #[derive(Clone, Default)]
-    pub struct FakeStore(pub Rc<RefCell<Vec<MetaRecord>>>);
-
-    impl RecordStore for FakeStore {
-        fn save(&mut self, record: &MetaRecord) -> Result<(), SlotsError> {
-            self.0.borrow_mut().push(record.clone());
-            Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use bascule_boot::meta_record::{MetaRecord, SlotState};
-    use bascule_boot::Slot;
-
-    use super::fake::{FakeLoader, FakeStore, LoaderCall};
-    use super::*;
-    use crate::slots::{at_boot, record_once};
-
     /// Slot B being tried, as PID 1 of B finds it at boot.
     pub fn trying_b() -> (SlotKeeper, FakeLoader, FakeStore) {
         let mut r = MetaRecord::fresh(Slot::A, "1.0");
@@ -147,6 +129,26 @@ mod tests {
         );
         (SlotKeeper::new(Ok(slots)), loader, store)
     }
+
+    /// Every record saved, newest last.
+    #[derive(Clone, Default)]
+    pub struct FakeStore(pub Rc<RefCell<Vec<MetaRecord>>>);
+
+    impl RecordStore for FakeStore {
+        fn save(&mut self, record: &MetaRecord) -> Result<(), SlotsError> {
+            self.0.borrow_mut().push(record.clone());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bascule_boot::meta_record::SlotState;
+    use bascule_boot::Slot;
+
+    use super::fake::{trying_b, LoaderCall};
+    use super::*;
 
     #[test]
     fn a_try_is_confirmed_when_all_services_are_up_and_not_before() {
