@@ -1,7 +1,6 @@
 //! What only the OS init does: early mounts, console, hostname, the final
 //! steps of a shutdown, and the emergency shell when nothing else works.
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::log;
@@ -61,13 +60,10 @@ pub fn open_console() {
     else {
         return;
     };
-    for target in 0..=2 {
-        // SAFETY: dup2 on a valid open fd onto the standard descriptors; no
-        // Rust object owns fds 0-2 in a way that this invalidates.
-        unsafe {
-            libc::dup2(console.as_raw_fd(), target);
-        }
-    }
+    // Failures leave that descriptor as it was: there is nowhere to report them.
+    let _ = rustix::stdio::dup2_stdin(&console);
+    let _ = rustix::stdio::dup2_stdout(&console);
+    let _ = rustix::stdio::dup2_stderr(&console);
 }
 
 /// The slot named on the kernel command line (`bascule.slot=A`).
