@@ -19,7 +19,6 @@ mod shutdown;
 mod slots;
 mod stage1;
 
-
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::event_loop::Mode;
