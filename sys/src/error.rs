@@ -13,22 +13,33 @@ use crate::spawn::SpawnStep;
 /// The system call (or library step) that failed, named as in its man page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
+    /// mount(2).
     Mount,
+    /// umount2(2).
     Umount2,
     /// mount(MS_REMOUNT | MS_RDONLY), the fallback for a busy filesystem.
     RemountReadOnly,
+    /// open(2).
     Open,
+    /// read(2).
     Read,
+    /// write(2).
     Write,
+    /// mkdir(2).
     Mkdir,
     /// An ioctl, with the request's name.
     Ioctl(&'static str),
     /// An fcntl, with the command's name.
     Fcntl(&'static str),
+    /// socket(2).
     Socket,
+    /// bind(2).
     Bind,
+    /// finit_module(2).
     FinitModule,
+    /// reboot(2).
     Reboot,
+    /// pipe2(2).
     Pipe,
 }
 
@@ -57,7 +68,9 @@ impl fmt::Display for Op {
 /// What a kexec_file_load call was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KexecOp {
+    /// Loading an image.
     Load,
+    /// KEXEC_FILE_UNLOAD.
     Unload,
 }
 
@@ -67,20 +80,31 @@ pub enum Error {
     /// A system call failed on `path` (or on nothing in particular).
     #[error("{op}{}: {errno}{}", target(path), hint(*op, *errno))]
     Os {
+        /// The call.
         op: Op,
+        /// The file, device or interface it was made on.
         path: Option<PathBuf>,
+        /// What the kernel answered.
         errno: Errno,
     },
     /// The kernel refused to load (or unload) a kexec image.
     #[error("kexec_file_load{} refused: {reason} ({errno})", match op { KexecOp::Load => "", KexecOp::Unload => " (unload)" })]
     Kexec {
+        /// Load or unload.
         op: KexecOp,
+        /// The errno's meaning for kexec.
         reason: KexecRefusal,
+        /// What the kernel answered.
         errno: Errno,
     },
     /// An argument cannot be passed to the kernel as a C string.
     #[error("{what} contains a NUL byte at offset {at}; the kernel would cut it there")]
-    NulByte { what: &'static str, at: usize },
+    NulByte {
+        /// Which argument.
+        what: &'static str,
+        /// Where the NUL is.
+        at: usize,
+    },
     /// reboot(2) came back although it succeeded.
     #[error("reboot(2) returned without rebooting; the machine stays up")]
     RebootReturned,
@@ -93,8 +117,11 @@ pub enum Error {
     /// A step between fork and exec failed in the child.
     #[error("cannot start {}: {step} failed in the child: {errno}", program.display())]
     Spawn {
+        /// The program that was to run.
         program: PathBuf,
+        /// The step that failed.
         step: SpawnStep,
+        /// What the kernel answered.
         errno: Errno,
     },
 }

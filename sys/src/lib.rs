@@ -3,6 +3,7 @@
 //! the invariants it relies on.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 #![warn(
     clippy::undocumented_unsafe_blocks,
     clippy::multiple_unsafe_ops_per_block

@@ -9,7 +9,9 @@ use crate::error::{Error, Op};
 /// How the machine goes down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PowerAction {
+    /// Restart the machine.
     Reboot,
+    /// Switch it off.
     Poweroff,
 }
 

@@ -64,18 +64,31 @@ pub struct Spawned {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum SpawnStep {
+    /// Writing to the group's cgroup.procs.
     JoinCgroup = 1,
+    /// Emptying the signal mask.
     SignalMask,
+    /// Setting every signal to SIG_DFL.
     SignalDefaults,
+    /// Lowering RLIMIT_NOFILE.
     NofileLimit,
+    /// Starting a session.
     Setsid,
+    /// PR_CAPBSET_DROP of unwanted capabilities.
     DropBoundingSet,
+    /// PR_SET_KEEPCAPS across the uid change.
     KeepCaps,
+    /// Supplementary groups.
     Setgroups,
+    /// Group id.
     Setresgid,
+    /// User id.
     Setresuid,
+    /// The kept capabilities.
     Capset,
+    /// PR_CAP_AMBIENT_RAISE of the kept capabilities.
     RaiseAmbient,
+    /// Entering the working directory.
     Chdir,
     /// fork itself, exec, or std's own stdio setup (no step byte came back).
     Exec,
