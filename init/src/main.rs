@@ -5,6 +5,8 @@
 //! in one event is caught and the loop goes on, and if the loop cannot be
 //! built at all the console gets an emergency shell.
 
+#![deny(unsafe_code)]
+
 mod config;
 mod conn;
 mod control;

@@ -102,7 +102,12 @@ pub fn emergency() -> ! {
         let shell = ["/bin/sh", "/bin/busybox"]
             .into_iter()
             .find(|p| Path::new(p).exists());
-        let child = shell.and_then(|sh| std::process::Command::new(sh).arg("-l").spawn().ok());
+        let child = shell.and_then(|sh| {
+            let mut cmd = std::process::Command::new(sh);
+            cmd.arg("-l");
+            // Default dispositions and an empty mask, whatever PID 1 had.
+            bascule_sys::spawn::clean_command(&mut cmd).spawn().ok()
+        });
         if child.is_none() {
             log!("no shell found; waiting for orphans only");
         }

@@ -78,7 +78,7 @@ pub fn run() -> Stage1Error {
         if f.error.raw_os_error() == Some(libc::ENODEV) && f.path.contains("efivarfs") {
             continue;
         }
-        log!("cannot load module {}: {}", f.path, f.error);
+        log!("cannot load module: {}", f.error);
     }
     timeline.push((format!("modules loaded ({loaded})"), clock::boottime_us()));
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();

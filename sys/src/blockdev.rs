@@ -1,13 +1,14 @@
 //! Finding partitions by GPT label through sysfs, waiting for the kernel's
 //! uevents (not polling) while block devices are still being probed.
 
-use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::net::{bind, netlink, socket_with, AddressFamily, SocketFlags, SocketType};
+
+use crate::error::{Error, Op};
 
 /// Where PID 1 records the disk it booted from, for every later lookup.
 pub const BOOT_DISK_FILE: &str = "/run/bascule/boot-disk";
@@ -75,14 +76,17 @@ pub struct Uevents {
 }
 
 impl Uevents {
-    pub fn open() -> io::Result<Self> {
+    /// Opens a NETLINK_KOBJECT_UEVENT socket on the kernel's multicast group.
+    pub fn open() -> Result<Self, Error> {
         let fd = socket_with(
             AddressFamily::NETLINK,
             SocketType::DGRAM,
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             Some(netlink::KOBJECT_UEVENT),
-        )?;
-        bind(&fd, &netlink::SocketAddrNetlink::new(0, 1))?;
+        )
+        .map_err(|e| Error::os_bare(Op::Socket, e))?;
+        bind(&fd, &netlink::SocketAddrNetlink::new(0, 1))
+            .map_err(|e| Error::os_bare(Op::Bind, e))?;
         Ok(Uevents { fd })
     }
 

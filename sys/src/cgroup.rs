@@ -6,17 +6,17 @@ use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
+
+use crate::error::{Context, Error, Op};
+use crate::mountinfo;
+
 /// Finds the cgroup2 mount point in a mountinfo text.
 pub fn find_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // Fields: id parent major:minor root mountpoint opts... - fstype source superopts
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        if fstype != "cgroup2" {
-            return None;
-        }
-        left.split_whitespace().nth(4).map(PathBuf::from)
-    })
+    mountinfo::parse(mountinfo)
+        .into_iter()
+        .find(|m| m.fstype == "cgroup2")
+        .map(|m| m.mount_point)
 }
 
 /// This process's own group in the v2 hierarchy (the `0::` line).
@@ -30,57 +30,58 @@ pub fn own_group(proc_self_cgroup: &str) -> Option<&str> {
 /// The directory under which service groups are created.
 #[derive(Debug, Clone)]
 pub struct CgroupRoot {
+    /// `<cgroup2 mount>/<own group>/<leaf>`.
     pub dir: PathBuf,
 }
 
+/// mkdir that finds an existing directory fine.
+fn ensure_dir(dir: &Path) -> Result<(), Error> {
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(Error::io(Op::Mkdir, dir, &e)),
+        _ => Ok(()),
+    }
+}
+
 impl CgroupRoot {
-    /// Creates `<cgroup2 mount>/<own group>/<leaf>`. None when cgroup2 is
+    /// Creates `<cgroup2 mount>/<own group>/<leaf>`. Fails when cgroup2 is
     /// not mounted or not writable (the caller logs it and uses process groups).
-    pub fn create(leaf: &str) -> io::Result<CgroupRoot> {
-        let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-        let mount = find_cgroup2_mount(&mountinfo).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::NotFound, "no cgroup2 hierarchy is mounted")
-        })?;
-        let own = fs::read_to_string("/proc/self/cgroup")?;
+    pub fn create(leaf: &str) -> Result<CgroupRoot, Error> {
+        let mount = mountinfo::read_own()?
+            .into_iter()
+            .find(|m| m.fstype == "cgroup2")
+            .map(|m| m.mount_point)
+            .ok_or(Error::NoCgroup2)?;
+        let own_path = Path::new("/proc/self/cgroup");
+        let own = fs::read_to_string(own_path).at(Op::Read, own_path)?;
         let own = own_group(&own).unwrap_or("").to_owned();
         let dir = mount.join(own).join(leaf);
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot create cgroup {}: {e}", dir.display()),
-                ))
-            }
-        }
+        ensure_dir(&dir)?;
         Ok(CgroupRoot { dir })
     }
 
+    /// The group of one service.
     pub fn service_dir(&self, service: &str) -> PathBuf {
         self.dir.join(service)
     }
 
     /// Creates the service's group and opens its `cgroup.procs` for the
     /// child to join between fork and exec.
-    pub fn prepare(&self, service: &str) -> io::Result<OwnedFd> {
+    pub fn prepare(&self, service: &str) -> Result<OwnedFd, Error> {
         let dir = self.service_dir(service);
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
+        ensure_dir(&dir)?;
+        let procs = dir.join("cgroup.procs");
         let f = OpenOptions::new()
             .write(true)
-            .open(dir.join("cgroup.procs"))?;
+            .open(&procs)
+            .at(Op::Open, &procs)?;
         Ok(OwnedFd::from(f))
     }
 
     /// SIGKILLs every process in the service's group.
-    pub fn kill(&self, service: &str) -> io::Result<()> {
+    pub fn kill(&self, service: &str) -> Result<(), Error> {
         match kill_group_dir(&self.service_dir(service)) {
             // Never started: nothing to kill.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.errno() == Some(Errno::NOENT) => Ok(()),
             other => other,
         }
     }
@@ -98,14 +99,17 @@ impl CgroupRoot {
     }
 }
 
-fn kill_group_dir(dir: &Path) -> io::Result<()> {
+fn kill_group_dir(dir: &Path) -> Result<(), Error> {
     // cgroup.kill (Linux 5.14+) kills the whole group atomically, new forks included.
-    match OpenOptions::new().write(true).open(dir.join("cgroup.kill")) {
-        Ok(mut f) => f.write_all(b"1"),
+    let kill = dir.join("cgroup.kill");
+    match OpenOptions::new().write(true).open(&kill) {
+        Ok(mut f) => f.write_all(b"1").at(Op::Write, &kill),
         Err(_) => {
-            let procs = fs::read_to_string(dir.join("cgroup.procs"))?;
+            let procs_path = dir.join("cgroup.procs");
+            let procs = fs::read_to_string(&procs_path).at(Op::Read, &procs_path)?;
             for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                 if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    // Already gone (ESRCH) is what we want anyway.
                     let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
                 }
             }

@@ -5,9 +5,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The source of "now" for the event loop, so tests can substitute time.
 pub trait Clock {
+    /// The current monotonic time.
     fn now(&self) -> Instant;
 }
 
+/// The real monotonic clock.
 pub struct SystemClock;
 
 impl Clock for SystemClock {

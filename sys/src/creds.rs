@@ -3,21 +3,30 @@
 
 use std::path::Path;
 
+/// A resolved identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Creds {
+    /// User id.
     pub uid: u32,
+    /// Primary group id.
     pub gid: u32,
+    /// Supplementary groups, the primary one first.
     pub groups: Vec<u32>,
 }
 
+/// A name that does not resolve.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CredsError {
+    /// No such user.
     #[error("user {0:?} is not in /etc/passwd")]
     NoUser(String),
+    /// No such group.
     #[error("group {0:?} is not in /etc/group")]
     NoGroup(String),
 }
 
+/// Resolves `user` and `group` (names or numbers) against `etc`'s
+/// passwd and group files; None when neither is given.
 pub fn resolve(
     user: Option<&str>,
     group: Option<&str>,

@@ -9,12 +9,14 @@ use rustix::event::Timespec;
 
 pub use rustix::event::epoll::EventFlags as Interest;
 
+/// An epoll instance and its event buffer.
 pub struct Epoll {
     fd: OwnedFd,
     buf: Vec<Event>,
 }
 
 impl Epoll {
+    /// Creates the epoll fd.
     pub fn new() -> io::Result<Self> {
         Ok(Epoll {
             fd: epoll::create(CreateFlags::CLOEXEC)?,
@@ -22,6 +24,7 @@ impl Epoll {
         })
     }
 
+    /// Registers `fd` under `token`.
     pub fn add(&self, fd: impl AsFd, token: u64, interest: EventFlags) -> io::Result<()> {
         Ok(epoll::add(
             &self.fd,
@@ -31,6 +34,7 @@ impl Epoll {
         )?)
     }
 
+    /// Changes what `fd` is watched for.
     pub fn modify(&self, fd: impl AsFd, token: u64, interest: EventFlags) -> io::Result<()> {
         Ok(epoll::modify(
             &self.fd,
@@ -40,6 +44,7 @@ impl Epoll {
         )?)
     }
 
+    /// Stops watching `fd`.
     pub fn delete(&self, fd: impl AsFd) -> io::Result<()> {
         Ok(epoll::delete(&self.fd, fd)?)
     }

@@ -1,19 +1,29 @@
 //! Mounting the API filesystems at boot and unmounting everything at shutdown.
 
-use std::io;
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
+use rustix::io::Errno;
 use rustix::mount::{mount, mount_remount, unmount, MountFlags, UnmountFlags};
+
+use crate::error::{Error, Op};
+use crate::mountinfo::{self, MountEntry};
 
 /// A filesystem PID 1 mounts before anything else.
 pub struct ApiMount {
+    /// The source argument of mount(2) (a name for virtual filesystems).
     pub source: &'static str,
+    /// Where it goes.
     pub target: &'static str,
+    /// Its filesystem type.
     pub fstype: &'static str,
+    /// mount(2) flags.
     pub flags: MountFlags,
+    /// Filesystem-specific options.
     pub data: &'static std::ffi::CStr,
 }
 
+/// The API filesystems, parents before children.
 pub const API_MOUNTS: &[ApiMount] = &[
     ApiMount {
         source: "proc",
@@ -81,99 +91,128 @@ pub const API_MOUNTS: &[ApiMount] = &[
 
 /// Mounts one API filesystem, creating its mount point. Already mounted
 /// (EBUSY) counts as success: the initramfs may have done it.
-pub fn mount_api(m: &ApiMount) -> io::Result<()> {
+pub fn mount_api(m: &ApiMount) -> Result<(), Error> {
     let _ = std::fs::create_dir_all(m.target);
     match mount(m.source, m.target, m.fstype, m.flags, Some(m.data)) {
-        Ok(()) | Err(rustix::io::Errno::BUSY) => Ok(()),
-        Err(e) => Err(io::Error::new(
-            io::Error::from(e).kind(),
-            format!("mount {} on {}: {e}", m.fstype, m.target),
-        )),
+        Ok(()) | Err(Errno::BUSY) => Ok(()),
+        Err(e) => Err(Error::os(Op::Mount, m.target, e)),
     }
 }
 
-/// Mount points from /proc/self/mountinfo, deepest (latest) first.
-pub fn mount_points_deepest_first(mountinfo: &str) -> Vec<std::path::PathBuf> {
-    let mut points: Vec<std::path::PathBuf> = mountinfo
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(unescape))
-        .collect();
-    points.reverse();
-    points
+/// Mount points from mountinfo text, deepest first: children before the
+/// mounts they sit on, and of mounts stacked on one point the top one first.
+pub fn mount_points_deepest_first(mountinfo: &str) -> Vec<PathBuf> {
+    deepest_first(mountinfo::parse(mountinfo))
+        .into_iter()
+        .map(|m| m.mount_point)
+        .collect()
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> std::path::PathBuf {
-    use std::os::unix::ffi::OsStringExt;
-    let mut out: Vec<u8> = Vec::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
+fn deepest_first(mut entries: Vec<MountEntry>) -> Vec<MountEntry> {
+    // Later lines are mounted later (on top); a stable sort by depth keeps
+    // that order among equals. Depth, not line order, puts a mount moved
+    // under a later one before it.
+    entries.reverse();
+    entries.sort_by_key(|m| std::cmp::Reverse(m.mount_point.components().count()));
+    entries
+}
+
+/// A mount that could not be unmounted, and why.
+#[derive(Debug)]
+pub struct UnmountFailure {
+    /// The mount point.
+    pub mount_point: PathBuf,
+    /// What failed (its message names the mount point too).
+    pub error: Error,
+}
+
+impl fmt::Display for UnmountFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
+/// Tries to unmount every mount at or under `root` that `keep` does not
+/// name, deepest first, pass after pass while a pass makes progress (a
+/// mount hidden under another appears once that one is gone). Returns the
+/// mounts of the last pass that stayed, with the umount2 errno of each.
+fn unmount_under(root: &Path, keep: &[&Path]) -> Result<Vec<(PathBuf, Errno)>, Error> {
+    // Every pass removes at least one mount, so the mount count bounds the
+    // passes; the fixed cap guards against mounts that come back.
+    let mut failed = Vec::new();
+    for _ in 0..64 {
+        let targets: Vec<MountEntry> = deepest_first(mountinfo::read_own()?)
+            .into_iter()
+            .filter(|m| m.mount_point.starts_with(root))
+            .filter(|m| !keep.contains(&m.mount_point.as_path()))
+            .collect();
+        failed.clear();
+        let mut progress = false;
+        for m in targets {
+            match unmount(&m.mount_point, UnmountFlags::NOFOLLOW) {
+                Ok(()) => progress = true,
+                Err(e) => failed.push((m.mount_point, e)),
+            }
+        }
+        if !progress {
+            break;
         }
     }
-    // Bytes, not chars: mount points need not be UTF-8.
-    std::path::PathBuf::from(std::ffi::OsString::from_vec(out))
+    Ok(failed)
+}
+
+/// Unmounts every mount at or under `root` (as mountinfo spells it: an
+/// absolute path without symlinks), deepest first. Each mount that stays
+/// is reported with its mount point and errno; a busy one has holders
+/// that [`crate::holders::scan`] can name.
+pub fn unmount_tree(root: &Path) -> Vec<UnmountFailure> {
+    match unmount_under(root, &[]) {
+        Ok(failed) => failed
+            .into_iter()
+            .map(|(mount_point, errno)| UnmountFailure {
+                error: Error::os(Op::Umount2, &mount_point, errno),
+                mount_point,
+            })
+            .collect(),
+        Err(error) => vec![UnmountFailure {
+            mount_point: root.to_owned(),
+            error,
+        }],
+    }
 }
 
 /// Unmounts everything but the API filesystems the kernel needs to the
 /// end; what stays busy is remounted read-only so the disk is clean.
-pub fn unmount_all() -> Vec<String> {
+pub fn unmount_all() -> Vec<UnmountFailure> {
+    let keep = ["/", "/proc", "/sys", "/dev"].map(Path::new);
+    let root = Path::new("/");
     let mut failures = Vec::new();
-    let Ok(mi) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return vec!["cannot read /proc/self/mountinfo".into()];
-    };
-    for point in mount_points_deepest_first(&mi) {
-        if ["/", "/proc", "/sys", "/dev"]
-            .iter()
-            .any(|p| point == Path::new(p))
-        {
-            continue;
-        }
-        if unmount(&point, UnmountFlags::empty()).is_err() {
-            if let Err(e) = mount_remount(&point, MountFlags::RDONLY, "") {
-                failures.push(format!(
-                    "{}: busy and cannot be made read-only: {e}",
-                    point.display()
-                ));
+    match unmount_under(root, &keep) {
+        Ok(failed) => {
+            for (point, _) in failed {
+                if let Err(e) = mount_remount(&point, MountFlags::RDONLY, "") {
+                    failures.push(UnmountFailure {
+                        error: Error::os(Op::RemountReadOnly, &point, e),
+                        mount_point: point,
+                    });
+                }
             }
         }
+        Err(error) => failures.push(UnmountFailure {
+            mount_point: root.to_owned(),
+            error,
+        }),
     }
-    if let Err(e) = mount_remount(Path::new("/"), MountFlags::RDONLY, "") {
+    match mount_remount(root, MountFlags::RDONLY, "") {
         // A read-only squashfs root answers EBUSY/EINVAL harmlessly.
-        if e != rustix::io::Errno::INVAL && e != rustix::io::Errno::BUSY {
-            failures.push(format!("/: cannot remount read-only: {e}"));
-        }
+        Ok(()) | Err(Errno::INVAL) | Err(Errno::BUSY) => {}
+        Err(e) => failures.push(UnmountFailure {
+            mount_point: root.to_owned(),
+            error: Error::os(Op::RemountReadOnly, root, e),
+        }),
     }
     failures
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn order_and_escapes() {
-        let mi = "1 0 0:1 / / rw - ext4 /dev/vda rw\n2 1 0:2 / /var rw - ext4 /dev/vdb rw\n3 2 0:3 / /var/my\\040dir rw - tmpfs t rw\n";
-        let want: Vec<std::path::PathBuf> = ["/var/my dir", "/var", "/"]
-            .iter()
-            .map(Into::into)
-            .collect();
-        assert_eq!(mount_points_deepest_first(mi), want);
-        // Not UTF-8: \377 is the byte 0xff.
-        let odd = mount_points_deepest_first("1 0 0:1 / /mnt/\\377x rw - ext4 d rw\n");
-        assert_eq!(
-            std::os::unix::ffi::OsStrExt::as_bytes(odd[0].as_os_str()),
-            b"/mnt/\xffx"
-        );
-    }
-}
+mod tests;

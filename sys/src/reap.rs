@@ -15,21 +15,16 @@ pub enum WaitStatus {
 /// Collects every child that has exited, without blocking.
 pub fn reap_all() -> Vec<(u32, WaitStatus)> {
     let mut out = Vec::new();
-    loop {
-        match wait(WaitOptions::NOHANG) {
-            Ok(Some((pid, status))) => {
-                let exit = if let Some(code) = status.exit_status() {
-                    WaitStatus::Exited(code)
-                } else if let Some(sig) = status.terminating_signal() {
-                    WaitStatus::Killed(sig)
-                } else {
-                    continue;
-                };
-                out.push((pid.as_raw_nonzero().get() as u32, exit));
-            }
-            // No more exited children (Ok(None)) or no children at all (ECHILD).
-            Ok(None) | Err(_) => break,
-        }
+    // Stops when no more children have exited (Ok(None)) or there are none (ECHILD).
+    while let Ok(Some((pid, status))) = wait(WaitOptions::NOHANG) {
+        let exit = if let Some(code) = status.exit_status() {
+            WaitStatus::Exited(code)
+        } else if let Some(sig) = status.terminating_signal() {
+            WaitStatus::Killed(sig)
+        } else {
+            continue;
+        };
+        out.push((pid.as_raw_nonzero().get() as u32, exit));
     }
     out
 }

@@ -10,8 +10,11 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 /// What a signal asks PID 1 to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignalEvent {
+    /// SIGCHLD: reap.
     ChildExited,
+    /// SIGTERM, SIGPWR, SIGUSR2.
     Poweroff,
+    /// SIGINT (ctrl-alt-del), SIGUSR1.
     Reboot,
     /// SIGIO: the virtio-serial port's host side connected or left.
     PortChanged,
@@ -19,6 +22,7 @@ pub enum SignalEvent {
     Other(i32),
 }
 
+/// The signalfd of the handled signals.
 pub struct Signals {
     fd: SignalFd,
 }
@@ -36,7 +40,9 @@ const HANDLED: [Signal; 7] = [
 impl Signals {
     /// Blocks the handled signals for this thread (and threads it creates)
     /// and opens a signalfd for them. Children get a clean mask from
-    /// `std::process::Command`, which resets it before exec.
+    /// `std::process::Command`, and from [`crate::spawn`] (services) and
+    /// [`crate::spawn::clean_command`] (anything else) a clean mask and
+    /// default dispositions.
     pub fn open() -> io::Result<Self> {
         let mut mask = SigSet::empty();
         for s in HANDLED {

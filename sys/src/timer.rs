@@ -9,12 +9,14 @@ use rustix::time::{
     Timespec,
 };
 
+/// A CLOCK_MONOTONIC timerfd and the deadline it is armed for.
 pub struct Timer {
     fd: OwnedFd,
     armed: Option<Instant>,
 }
 
 impl Timer {
+    /// Creates a disarmed timer.
     pub fn new() -> io::Result<Self> {
         let fd = timerfd_create(
             TimerfdClockId::Monotonic,

@@ -3,12 +3,13 @@
 //! chardev socket) has a client; the kernel sends SIGIO when that changes,
 //! so reconnection is event-driven too.
 
-use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::fs::{open, Mode, OFlags};
+use rustix::fs::{fcntl_getfl, fcntl_setfl, open, Mode, OFlags};
+
+use crate::error::{last_errno, Context, Error, Op};
 
 /// The /dev node of the virtio-serial port named `name`, from
 /// /sys/class/virtio-ports/*/name (there is no udev to make symlinks).
@@ -25,23 +26,26 @@ pub fn find(sys_class: &Path, name: &str) -> Option<PathBuf> {
 }
 
 /// Opens the port non-blocking, with SIGIO on host connect and disconnect.
-pub fn open_port(path: &Path) -> io::Result<OwnedFd> {
+pub fn open_port(path: &Path) -> Result<OwnedFd, Error> {
     let fd = open(
         path,
         OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
         Mode::empty(),
-    )?;
-    // SAFETY: fcntl on a valid fd we own; F_SETOWN takes an integer pid and
-    // F_SETFL an integer flag word, no pointers.
-    unsafe {
-        if libc::fcntl(fd.as_raw_fd(), libc::F_SETOWN, libc::getpid()) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_ASYNC) < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    )
+    .at(Op::Open, path)?;
+    // SAFETY: F_SETOWN takes an integer pid, no pointers, on an fd we own.
+    let rc = unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETOWN,
+            rustix::process::getpid().as_raw_nonzero().get(),
+        )
+    };
+    if rc < 0 {
+        return Err(Error::os(Op::Fcntl("F_SETOWN"), path, last_errno()));
     }
+    let flags = fcntl_getfl(&fd).at(Op::Fcntl("F_GETFL"), path)?;
+    fcntl_setfl(&fd, flags | OFlags::ASYNC).at(Op::Fcntl("F_SETFL"), path)?;
     Ok(fd)
 }
 
