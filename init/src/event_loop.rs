@@ -23,6 +23,7 @@ use crate::launcher::ServiceLauncher;
 use crate::log;
 use crate::logcapture::LogCapture;
 use crate::notify::NotifySockets;
+use crate::probes::Probes;
 use crate::shutdown::{Progress, Shutdown, Step};
 use crate::slot_keeper::{Settled, SlotKeeper};
 use crate::timeline::Timeline;
@@ -38,6 +39,7 @@ pub enum LoopEvent {
     Conn(u64, Interest),
     Pipe(u64),
     Notify(u64),
+    Probe(u64),
 }
 
 /// Everything PID 1 is made of; its effects on the machine go through
@@ -55,6 +57,7 @@ pub struct Init {
     pub(crate) control: ControlServer,
     pub(crate) logs: LogCapture,
     notify: NotifySockets,
+    probes: Probes,
     pub(crate) waiters: Waiters,
     pub(crate) timeline: Timeline,
     shutdown: Option<Shutdown>,
@@ -103,6 +106,7 @@ impl Init {
             control,
             logs,
             notify: NotifySockets::default(),
+            probes: Probes::default(),
             waiters: Waiters::default(),
             timeline: p.timeline,
             shutdown: None,
@@ -179,7 +183,8 @@ impl Init {
                 Some(Source::Conn(id)) => self.dispatch(LoopEvent::Conn(id, flags)),
                 Some(Source::Pipe(id)) => self.dispatch(LoopEvent::Pipe(id)),
                 Some(Source::Notify(id)) => self.dispatch(LoopEvent::Notify(id)),
-                Some(Source::Probe(_)) | None => {}
+                Some(Source::Probe(id)) => self.dispatch(LoopEvent::Probe(id)),
+                None => {}
             }
         }
         // Whatever woke the loop, it is turning: that is what the watchdog checks.
@@ -215,6 +220,13 @@ impl Init {
                     }
                 }
             }
+            LoopEvent::Probe(id) => {
+                if let Some(ok) = self.probes.on_ready(&self.epoll, id) {
+                    let now = self.now();
+                    self.sup
+                        .on_probe_result(id, ok, now, self.launcher.launcher());
+                }
+            }
             LoopEvent::Notify(id) => {
                 let now = self.now();
                 for (service, msg) in self.notify.read(id) {
@@ -247,6 +259,16 @@ impl Init {
         }
         for (service, sock) in fds.notify {
             self.notify.watch(&self.epoll, &mut self.ids, service, sock);
+        }
+        for (id, sock) in fds.probes {
+            if let Some(ok) = self.probes.watch(&self.epoll, id, sock) {
+                let now = self.now();
+                self.sup
+                    .on_probe_result(id, ok, now, self.launcher.launcher());
+            }
+        }
+        for id in fds.cancelled {
+            self.probes.cancel(&self.epoll, id);
         }
         for ev in self.sup.take_events() {
             self.report(ev);

@@ -71,9 +71,10 @@ impl Launcher for FakeLauncher {
         self.effects
             .record(Effect::Service(format!("kill {}", spec.name)));
     }
-    fn probe_tcp(&mut self, _port: u16) -> bool {
-        false
+    fn probe_tcp(&mut self, _port: u16) -> bascule_services::TcpProbe {
+        bascule_services::TcpProbe::Done(false)
     }
+    fn cancel_probe(&mut self, _id: u64) {}
     fn probe_path(&mut self, _path: &Path) -> bool {
         false
     }

@@ -3,23 +3,19 @@
 //! notify socket. New pipe and socket fds are queued for the event loop.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use bascule_services::logs::Stream;
 use bascule_services::spec::Readiness;
-use bascule_services::{Launcher, ProcessKind, ServiceSpec, Signal, SpawnError};
+use bascule_services::{Launcher, ProcessKind, ServiceSpec, Signal, SpawnError, TcpProbe};
 
 use crate::log;
 use bascule_sys::cgroup::CgroupRoot;
 use bascule_sys::creds;
 use bascule_sys::spawn::{self, Output, SpawnPlan};
-
-/// Bound on a TCP probe's connect; loopback answers at once.
-const TCP_PROBE_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Fds of processes started since the event loop last looked.
 #[derive(Default)]
@@ -28,6 +24,10 @@ pub struct NewFds {
     pub pipes: Vec<(String, Stream, OwnedFd)>,
     /// Notify sockets created for services.
     pub notify: Vec<(String, UnixDatagram)>,
+    /// TCP probes connecting, by probe id.
+    pub probes: Vec<(u64, OwnedFd)>,
+    /// Probes the supervisor gave up on.
+    pub cancelled: Vec<u64>,
 }
 
 /// What the event loop needs of a launcher beyond the supervisor's
@@ -48,6 +48,8 @@ impl ServiceLauncher for RealLauncher {
         NewFds {
             pipes: std::mem::take(&mut self.new_pipes),
             notify: std::mem::take(&mut self.new_notify),
+            probes: std::mem::take(&mut self.new_probes),
+            cancelled: std::mem::take(&mut self.cancelled_probes),
         }
     }
 
@@ -70,6 +72,9 @@ pub struct RealLauncher {
     pub new_pipes: Vec<(String, Stream, OwnedFd)>,
     /// Notify sockets created since the event loop last looked.
     pub new_notify: Vec<(String, UnixDatagram)>,
+    new_probes: Vec<(u64, OwnedFd)>,
+    cancelled_probes: Vec<u64>,
+    next_probe: u64,
 }
 
 impl RealLauncher {
@@ -82,6 +87,9 @@ impl RealLauncher {
             notify_sockets: BTreeMap::new(),
             new_pipes: Vec::new(),
             new_notify: Vec::new(),
+            new_probes: Vec::new(),
+            cancelled_probes: Vec::new(),
+            next_probe: 0,
         }
     }
 
@@ -219,9 +227,36 @@ impl Launcher for RealLauncher {
         }
     }
 
-    fn probe_tcp(&mut self, port: u16) -> bool {
+    /// A non-blocking connect: the loop watches the socket and reports the
+    /// result, so a port that does not answer never stalls PID 1.
+    fn probe_tcp(&mut self, port: u16) -> TcpProbe {
+        use rustix::net::{AddressFamily, SocketFlags, SocketType};
+        let sock = match rustix::net::socket_with(
+            AddressFamily::INET,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                log!("cannot create a socket for a TCP probe of port {port}: {e}");
+                return TcpProbe::Done(false);
+            }
+        };
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-        TcpStream::connect_timeout(&addr.into(), TCP_PROBE_TIMEOUT).is_ok()
+        match rustix::net::connect(&sock, &addr) {
+            Ok(()) => TcpProbe::Done(true),
+            Err(rustix::io::Errno::INPROGRESS) | Err(rustix::io::Errno::INTR) => {
+                self.next_probe += 1;
+                self.new_probes.push((self.next_probe, sock));
+                TcpProbe::Connecting(self.next_probe)
+            }
+            Err(_) => TcpProbe::Done(false),
+        }
+    }
+
+    fn cancel_probe(&mut self, id: u64) {
+        self.cancelled_probes.push(id);
     }
 
     fn probe_path(&mut self, path: &Path) -> bool {

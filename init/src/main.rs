@@ -18,6 +18,7 @@ mod logging;
 mod machine;
 mod notify;
 mod pid1;
+mod probes;
 mod requests;
 mod setup;
 mod shutdown;

@@ -49,8 +49,21 @@ pub trait Launcher {
     /// SIGKILLs everything that belongs to the service (its cgroup, or the
     /// main process group where there is no cgroup).
     fn kill_all(&mut self, spec: &ServiceSpec, main_pid: Option<u32>);
-    fn probe_tcp(&mut self, port: u16) -> bool;
+    /// Starts a connect to 127.0.0.1:`port`. Its result comes back through
+    /// [`crate::Supervisor::on_probe_result`] unless it was known at once.
+    fn probe_tcp(&mut self, port: u16) -> TcpProbe;
+    /// Abandons a connect that took too long.
+    fn cancel_probe(&mut self, id: u64);
     fn probe_path(&mut self, path: &Path) -> bool;
+}
+
+/// How a TCP probe started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpProbe {
+    /// The result was known at once (connected, or refused).
+    Done(bool),
+    /// Connecting; the result arrives later under this id.
+    Connecting(u64),
 }
 
 /// Something worth telling the operator or the boot timeline.

@@ -14,7 +14,7 @@ pub mod status;
 pub mod supervisor;
 mod transitions;
 
-pub use effects::{Event, Launcher, ProcessKind, SpawnError};
+pub use effects::{Event, Launcher, ProcessKind, SpawnError, TcpProbe};
 pub use graph::{load_dir, Catalog, Rejected};
 pub use signal::Signal;
 pub use spec::{Class, ServiceSpec};

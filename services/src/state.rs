@@ -33,10 +33,19 @@ pub struct Stopping {
     pub then: AfterStop,
 }
 
-/// A probe in flight (exec probes run as child processes).
+/// What a probe in flight is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckId {
+    /// An exec probe: its process's exit.
+    Process(u32),
+    /// A TCP probe: its connect, by the launcher's id.
+    Connect(u64),
+}
+
+/// A probe in flight.
 #[derive(Debug, Clone, Copy)]
 pub struct Check {
-    pub pid: u32,
+    pub id: CheckId,
     pub deadline: Instant,
 }
 

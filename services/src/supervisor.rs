@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::effects::{Event, Launcher};
 use crate::graph::{self, Catalog, Rejected};
 use crate::spec::{Class, Readiness};
-use crate::state::{AfterStop, Check, ReadyState, Service, StopPhase, Stopping};
+use crate::state::{AfterStop, Check, CheckId, ReadyState, Service, StopPhase, Stopping};
 use crate::status::{Exit, Health, ReadinessStatus, ServiceStatus, State};
 use crate::transitions;
 
@@ -258,6 +258,28 @@ impl Supervisor {
         true
     }
 
+    /// A TCP probe's connect finished (`ok`: it connected). Returns false
+    /// when no probe waits for it any more (it was abandoned).
+    pub fn on_probe_result(
+        &mut self,
+        id: u64,
+        ok: bool,
+        now: Instant,
+        l: &mut dyn Launcher,
+    ) -> bool {
+        let check = CheckId::Connect(id);
+        let waits = |c: &Option<Check>| c.is_some_and(|c| c.id == check);
+        let Some(s) = self.services.values_mut().find(|s| {
+            matches!(&s.ready, ReadyState::Pending { check, .. } if waits(check))
+                || waits(&s.health.check)
+        }) else {
+            return false;
+        };
+        transitions::check_finished(s, check, ok, now, l, &mut self.events);
+        self.advance(now, l);
+        true
+    }
+
     /// A datagram from the service's NOTIFY_SOCKET (sd_notify protocol).
     pub fn on_notify(&mut self, name: &str, message: &str, now: Instant, l: &mut dyn Launcher) {
         let Some(s) = self.services.get_mut(name) else {
@@ -301,7 +323,7 @@ impl Supervisor {
 
     fn owner_of(&self, pid: u32) -> Option<String> {
         self.services.values().find_map(|s| {
-            let check_pid = |c: &Option<Check>| c.is_some_and(|c| c.pid == pid);
+            let check_pid = |c: &Option<Check>| c.is_some_and(|c| c.id == CheckId::Process(pid));
             let owns = s.pid == Some(pid)
                 || matches!(&s.ready, ReadyState::Pending { check, .. } if check_pid(check))
                 || check_pid(&s.health.check)

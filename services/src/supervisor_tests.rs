@@ -1,7 +1,7 @@
 //! Unit tests of the supervisor with a recording fake launcher.
 
 use super::*;
-use crate::effects::{ProcessKind, SpawnError};
+use crate::effects::{ProcessKind, SpawnError, TcpProbe};
 use crate::graph;
 use crate::signal::Signal;
 use crate::spec::{self, ServiceSpec};
@@ -14,6 +14,7 @@ enum Call {
     Spawn(String, ProcessKind, u32),
     Signal(u32, Signal),
     KillAll(String),
+    CancelProbe(u64),
 }
 
 #[derive(Default)]
@@ -21,6 +22,9 @@ struct Fake {
     calls: Vec<Call>,
     next_pid: u32,
     open_ports: BTreeSet<u16>,
+    /// Ports whose connects stay in flight (a SYN nobody answers).
+    slow_ports: BTreeSet<u16>,
+    next_probe: u64,
     fail_spawn: BTreeSet<String>,
 }
 
@@ -47,8 +51,15 @@ impl Launcher for Fake {
     fn kill_all(&mut self, spec: &ServiceSpec, _main: Option<u32>) {
         self.calls.push(Call::KillAll(spec.name.clone()));
     }
-    fn probe_tcp(&mut self, port: u16) -> bool {
-        self.open_ports.contains(&port)
+    fn probe_tcp(&mut self, port: u16) -> TcpProbe {
+        if self.slow_ports.contains(&port) {
+            self.next_probe += 1;
+            return TcpProbe::Connecting(self.next_probe);
+        }
+        TcpProbe::Done(self.open_ports.contains(&port))
+    }
+    fn cancel_probe(&mut self, id: u64) {
+        self.calls.push(Call::CancelProbe(id));
     }
     fn probe_path(&mut self, _path: &Path) -> bool {
         false
@@ -493,4 +504,52 @@ fn all_up_needs_every_service_running_while_all_ready_only_settled() {
         !s.all_up(),
         "but a slot with a failed service does not pass its try"
     );
+}
+
+#[test]
+fn tcp_probes_in_flight_finish_later_or_are_abandoned() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    l.slow_ports.insert(9000);
+    let mut s = sup(&[(
+        "net",
+        "exec=[\"n\"]\n[readiness]\ntcp = 9000\ninterval_ms = 50\ntimeout_ms = 5000",
+    )]);
+    s.start_all(t0, &mut l);
+    s.on_timer(t0 + ms(50), &mut l);
+    // Connect 1 in flight: bounded by the connect timeout, not the readiness one.
+    assert_eq!(
+        s.next_deadline(),
+        Some(t0 + ms(50) + crate::transitions::TCP_CONNECT_TIMEOUT)
+    );
+    s.on_timer(
+        t0 + ms(50) + crate::transitions::TCP_CONNECT_TIMEOUT,
+        &mut l,
+    );
+    assert!(l.calls.contains(&Call::CancelProbe(1)));
+    assert!(
+        !s.on_probe_result(1, true, t0 + ms(400), &mut l),
+        "abandoned"
+    );
+    assert_eq!(state(&s, "net"), State::Starting);
+    // Connect 2 succeeds when its result arrives.
+    s.on_timer(t0 + ms(400), &mut l);
+    assert!(s.on_probe_result(2, true, t0 + ms(410), &mut l));
+    assert!(s.all_ready());
+}
+
+#[test]
+fn a_refused_tcp_probe_is_retried_at_the_interval() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    l.slow_ports.insert(9000);
+    let mut s = sup(&[(
+        "net",
+        "exec=[\"n\"]\n[readiness]\ntcp = 9000\ninterval_ms = 50",
+    )]);
+    s.start_all(t0, &mut l);
+    s.on_timer(t0 + ms(50), &mut l);
+    assert!(s.on_probe_result(1, false, t0 + ms(51), &mut l));
+    assert_eq!(s.next_deadline().map(|d| d >= t0 + ms(101)), Some(true));
+    assert_eq!(state(&s, "net"), State::Starting);
 }

@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use crate::backoff::{self, RestartDecision};
-use crate::effects::{Event, Launcher, ProcessKind};
+use crate::effects::{Event, Launcher, ProcessKind, TcpProbe};
 use crate::signal::Signal;
 use crate::spec::{Probe, Readiness, RestartPolicy};
-use crate::state::{AfterStop, Check, ReadyState, Service, StopPhase, Stopping};
+use crate::state::{AfterStop, Check, CheckId, ReadyState, Service, StopPhase, Stopping};
 use crate::status::{Exit, Health, State};
 
 /// Shortest wait before retrying a start that failed to spawn at all.
@@ -292,13 +292,25 @@ pub(crate) fn check_exited(
             return;
         }
     }
+    check_finished(s, CheckId::Process(pid), exit.success(), now, l, events);
+}
+
+/// A readiness or health probe in flight has its result.
+pub(crate) fn check_finished(
+    s: &mut Service,
+    id: CheckId,
+    ok: bool,
+    now: Instant,
+    l: &mut dyn Launcher,
+    events: &mut Vec<Event>,
+) {
     if let ReadyState::Pending {
         check, next_probe, ..
     } = &mut s.ready
     {
-        if check.is_some_and(|c| c.pid == pid) {
+        if check.is_some_and(|c| c.id == id) {
             *check = None;
-            if exit.success() {
+            if ok {
                 mark_ready(s, now, events);
             } else {
                 *next_probe = now + s.spec.readiness.interval;
@@ -306,9 +318,17 @@ pub(crate) fn check_exited(
             return;
         }
     }
-    if s.health.check.is_some_and(|c| c.pid == pid) {
+    if s.health.check.is_some_and(|c| c.id == id) {
         s.health.check = None;
-        health_result(s, exit.success(), now, l, events);
+        health_result(s, ok, now, l, events);
+    }
+}
+
+/// Ends a probe in flight that ran out of time.
+fn abandon(c: Check, l: &mut dyn Launcher) {
+    match c.id {
+        CheckId::Process(pid) => l.signal(pid, Signal::KILL),
+        CheckId::Connect(id) => l.cancel_probe(id),
     }
 }
 
@@ -344,20 +364,26 @@ pub(crate) fn health_result(
     }
 }
 
-/// Runs a probe. Returns Some(result) for synchronous probes, None when
-/// an exec probe was started (its exit brings the result).
+/// Bound on one TCP probe's connect; loopback answers at once.
+pub const TCP_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Runs a probe. Returns Ok(result) when it is known at once, Err with
+/// what to wait for when the result comes later (an exit or a connect).
 pub(crate) fn run_probe(
     s: &Service,
     probe: &Probe,
     kind: ProcessKind,
     l: &mut dyn Launcher,
-) -> Result<Option<bool>, u32> {
+) -> Result<bool, CheckId> {
     match probe {
-        Probe::Tcp(port) => Ok(Some(l.probe_tcp(*port))),
-        Probe::Path(p) => Ok(Some(l.probe_path(p))),
+        Probe::Tcp(port) => match l.probe_tcp(*port) {
+            TcpProbe::Done(ok) => Ok(ok),
+            TcpProbe::Connecting(id) => Err(CheckId::Connect(id)),
+        },
+        Probe::Path(p) => Ok(l.probe_path(p)),
         Probe::Exec(argv) => match l.spawn(&s.spec, kind, argv) {
-            Ok(pid) => Err(pid),
-            Err(_) => Ok(Some(false)),
+            Ok(pid) => Err(CheckId::Process(pid)),
+            Err(_) => Ok(false),
         },
     }
 }
@@ -408,7 +434,7 @@ pub(crate) fn service_timers(
         {
             if now >= deadline {
                 if let Some(c) = check {
-                    l.signal(c.pid, Signal::KILL);
+                    abandon(c, l);
                 }
                 s.ready = ReadyState::Failed;
                 let reason = format!(
@@ -418,22 +444,41 @@ pub(crate) fn service_timers(
                 begin_stop(s, AfterStop::Failure(reason), now, l, events);
                 return;
             }
+            // A connect that hangs counts as a failed probe; the next one follows.
+            if let Some(c) = check.filter(|c| now >= c.deadline) {
+                if matches!(c.id, CheckId::Connect(_)) {
+                    abandon(c, l);
+                    s.ready = ReadyState::Pending {
+                        next_probe: now + s.spec.readiness.interval,
+                        deadline,
+                        check: None,
+                    };
+                    return;
+                }
+            }
             if let (Some(p), None) = (probe, check) {
                 if now >= next_probe {
                     match run_probe(s, &p, ProcessKind::Readiness, l) {
-                        Ok(Some(true)) => mark_ready(s, now, events),
-                        Ok(_) => {
+                        Ok(true) => mark_ready(s, now, events),
+                        Ok(false) => {
                             s.ready = ReadyState::Pending {
                                 next_probe: now + s.spec.readiness.interval,
                                 deadline,
                                 check: None,
                             }
                         }
-                        Err(pid) => {
+                        Err(id) => {
+                            let check_deadline = match id {
+                                CheckId::Connect(_) => deadline.min(now + TCP_CONNECT_TIMEOUT),
+                                CheckId::Process(_) => deadline,
+                            };
                             s.ready = ReadyState::Pending {
                                 next_probe,
                                 deadline,
-                                check: Some(Check { pid, deadline }),
+                                check: Some(Check {
+                                    id,
+                                    deadline: check_deadline,
+                                }),
                             }
                         }
                     }
@@ -449,7 +494,7 @@ pub(crate) fn service_timers(
         };
         if let Some(c) = s.health.check {
             if now >= c.deadline {
-                l.signal(c.pid, Signal::KILL);
+                abandon(c, l);
                 s.health.check = None;
                 health_result(s, false, now, l, events);
             }
@@ -457,12 +502,15 @@ pub(crate) fn service_timers(
         }
         if s.health.next_at.is_some_and(|t| now >= t) {
             match run_probe(s, &h.probe, ProcessKind::Health, l) {
-                Ok(Some(ok)) => health_result(s, ok, now, l, events),
-                Ok(None) => {}
-                Err(pid) => {
+                Ok(ok) => health_result(s, ok, now, l, events),
+                Err(id) => {
+                    let timeout = match id {
+                        CheckId::Connect(_) => h.timeout.min(TCP_CONNECT_TIMEOUT),
+                        CheckId::Process(_) => h.timeout,
+                    };
                     s.health.check = Some(Check {
-                        pid,
-                        deadline: now + h.timeout,
+                        id,
+                        deadline: now + timeout,
                     });
                     s.health.next_at = None;
                 }
