@@ -234,19 +234,31 @@ struct VersionJson<'a> {
     git_commit: &'a str,
     mode: &'a str,
     booted_slot: &'a str,
+    image_version: &'a str,
 }
 
 fn version(ctx: &Ctx) -> Result<(), Failure> {
     let Reply::Version(v) = ctx.call("version", Call::Version(pb::VersionRequest {}))? else {
         return Err(unexpected("version"));
     };
+    let mode = match pb::RunMode::try_from(v.mode) {
+        Ok(pb::RunMode::Pid1) => "pid1",
+        Ok(pb::RunMode::Supervise) => "supervise",
+        _ => "",
+    };
+    let slot = match pb::Slot::try_from(v.booted_slot) {
+        Ok(pb::Slot::A) => "A",
+        Ok(pb::Slot::B) => "B",
+        _ => "",
+    };
     if ctx.json {
         return print_json(&VersionJson {
             client_version: VERSION,
             version: &v.version,
             git_commit: &v.git_commit,
-            mode: &v.mode,
-            booted_slot: &v.booted_slot,
+            mode,
+            booted_slot: slot,
+            image_version: &v.image_version,
         });
     }
     let server = if v.git_commit.is_empty() {
@@ -255,9 +267,10 @@ fn version(ctx: &Ctx) -> Result<(), Failure> {
         format!("{} ({})", v.version, v.git_commit)
     };
     print(&format!(
-        "client: {VERSION}\nserver: {server}\nmode:   {}\nslot:   {}\n",
-        output::or_dash(&v.mode),
-        output::or_dash(&v.booted_slot)
+        "client: {VERSION}\nserver: {server}\nmode:   {}\nimage:  {}\nslot:   {}\n",
+        output::or_dash(mode),
+        output::or_dash(&v.image_version),
+        output::or_dash(slot)
     ))
 }
 

@@ -137,8 +137,9 @@ fn standard_server() -> FakeServer {
             Some(Call::Version(_)) => Reply::Version(pb::VersionReply {
                 version: "9.9.9".into(),
                 git_commit: "abc123".into(),
-                mode: "supervise".into(),
-                booted_slot: "B".into(),
+                mode: pb::RunMode::Supervise as i32,
+                booted_slot: pb::Slot::B as i32,
+                image_version: "2.0.0".into(),
             }),
             Some(Call::Power(_)) => Reply::Error(pb::Error::new(
                 pb::ErrorCode::PermissionDenied,

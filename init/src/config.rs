@@ -15,15 +15,6 @@ pub enum Mode {
     Supervise,
 }
 
-impl Mode {
-    pub fn label(self) -> &'static str {
-        match self {
-            Mode::Pid1 => "pid1",
-            Mode::Supervise => "supervise",
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub mode: Mode,
@@ -33,6 +24,8 @@ pub struct Config {
     pub log_dir: Option<PathBuf>,
     pub api_group: Option<u32>,
     pub booted_slot: Option<Slot>,
+    /// The running image's version, when booted from a slot.
+    pub image_version: Option<String>,
     /// The virtio-serial port serving the API too (PID 1 in a VM).
     pub api_port: Option<PathBuf>,
 }
@@ -61,8 +54,22 @@ pub enum UsageError {
 
 pub const USAGE: &str = "usage: bascule-init --supervise --config DIR --socket PATH [--log-dir DIR] [--run-dir DIR] [--api-group GID]";
 
+/// What PID 1 learns of the machine before reading its arguments.
+#[derive(Debug, Clone, Default)]
+pub struct Machine {
+    /// From the kernel command line (`bascule.slot=`), parsed once.
+    pub booted_slot: Option<Slot>,
+    pub image_version: Option<String>,
+    pub api_port: Option<PathBuf>,
+}
+
 /// The defaults of each mode; PID 1's come from the machine it runs on.
-pub fn defaults(mode: Mode, booted_slot: Option<Slot>, api_port: Option<PathBuf>) -> Config {
+pub fn defaults(mode: Mode, machine: Machine) -> Config {
+    let Machine {
+        booted_slot,
+        image_version,
+        api_port,
+    } = machine;
     match mode {
         Mode::Pid1 => Config {
             mode,
@@ -72,6 +79,7 @@ pub fn defaults(mode: Mode, booted_slot: Option<Slot>, api_port: Option<PathBuf>
             log_dir: Some(PathBuf::from("/var/log/bascule")),
             api_group: None,
             booted_slot,
+            image_version,
             api_port,
         },
         Mode::Supervise => Config {
@@ -82,6 +90,7 @@ pub fn defaults(mode: Mode, booted_slot: Option<Slot>, api_port: Option<PathBuf>
             log_dir: None,
             api_group: None,
             booted_slot: None,
+            image_version: None,
             api_port: None,
         },
     }
@@ -149,7 +158,11 @@ mod tests {
 
     #[test]
     fn pid1_never_stops_on_a_word_it_does_not_know() {
-        let cfg = defaults(Mode::Pid1, Some(Slot::A), None);
+        let machine = Machine {
+            booted_slot: Some(Slot::A),
+            ..Machine::default()
+        };
+        let cfg = defaults(Mode::Pid1, machine);
         let (inv, notes) = parse(cfg, &args(&["--version", "quiet", "splash"])).unwrap();
         let Invocation::Run(cfg) = inv else {
             panic!("PID 1 must run whatever its arguments");
@@ -161,7 +174,7 @@ mod tests {
 
     #[test]
     fn supervise_mode_checks_its_arguments() {
-        let d = || defaults(Mode::Supervise, None, None);
+        let d = || defaults(Mode::Supervise, Machine::default());
         assert!(matches!(
             parse(d(), &args(&["--version"])).unwrap().0,
             Invocation::PrintVersion

@@ -108,7 +108,11 @@ fn rig(mode: Mode, services: &[(&str, &str)], keeper: SlotKeeper, fail: &[&str])
             spec::parse_str(name, Path::new(&format!("/t/{name}.toml")), text).unwrap()
         })
         .collect();
-    let mut cfg = config::defaults(mode, Some(Slot::B), None);
+    let machine = config::Machine {
+        booted_slot: Some(Slot::B),
+        ..config::Machine::default()
+    };
+    let mut cfg = config::defaults(mode, machine);
     cfg.socket = dir.path().join("api.sock");
     cfg.run_dir = dir.path().join("run");
     cfg.log_dir = None;

@@ -31,12 +31,9 @@ impl Init {
             Some(Call::Version(_)) => Ok(Reply::Version(pb::VersionReply {
                 version: bascule_api::VERSION.to_owned(),
                 git_commit: option_env!("BASCULE_GIT_COMMIT").unwrap_or("").to_owned(),
-                mode: self.cfg.mode.label().to_owned(),
-                booted_slot: self
-                    .cfg
-                    .booted_slot
-                    .map(|s| s.as_str().to_owned())
-                    .unwrap_or_default(),
+                mode: wire::run_mode(self.cfg.mode) as i32,
+                booted_slot: wire::slot(self.cfg.booted_slot) as i32,
+                image_version: self.cfg.image_version.clone().unwrap_or_default(),
             })),
             Some(Call::ServiceList(l)) => self.list(&l.names),
             Some(Call::ServiceControl(c)) => return self.control(tok, id, c),

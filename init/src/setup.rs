@@ -92,14 +92,16 @@ pub fn run(mode: Mode, args: &[String]) -> Result<Finished, SetupError> {
         crate::machine::mount_partitions();
         timeline.mark("partitions mounted");
     }
-    let defaults = match mode {
-        Mode::Pid1 => config::defaults(
-            mode,
-            config::read_trimmed("/proc/cmdline").and_then(|c| crate::pid1::booted_slot(&c)),
-            bascule_sys::vport::find(Path::new("/sys/class/virtio-ports"), API_PORT_NAME),
-        ),
-        Mode::Supervise => config::defaults(mode, None, None),
+    let machine = match mode {
+        Mode::Pid1 => config::Machine {
+            booted_slot: config::read_trimmed("/proc/cmdline")
+                .and_then(|c| crate::pid1::booted_slot(&c)),
+            image_version: config::read_trimmed(bascule_boot::layout::VERSION_FILE),
+            api_port: bascule_sys::vport::find(Path::new("/sys/class/virtio-ports"), API_PORT_NAME),
+        },
+        Mode::Supervise => config::Machine::default(),
     };
+    let defaults = config::defaults(mode, machine);
     let (invocation, notes) = config::parse(defaults, args)?;
     for n in notes {
         log!("{n}");
@@ -167,7 +169,10 @@ fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
     let listener = bind_socket(&cfg.socket, cfg.api_group)?;
     let launcher = RealLauncher::new(cgroups, cfg.run_dir.join("notify"));
     let (watchdog, keeper) = match mode {
-        Mode::Pid1 => (open_watchdog(), SlotKeeper::new(open_slots())),
+        Mode::Pid1 => (
+            open_watchdog(),
+            SlotKeeper::new(open_slots(cfg.booted_slot, cfg.image_version.as_deref())),
+        ),
         Mode::Supervise => (None, SlotKeeper::unmanaged()),
     };
     Init::new(Parts {
@@ -206,18 +211,20 @@ fn open_watchdog() -> Option<Watchdog> {
 
 /// Opens the boot slots of a booted machine; the error says why they are
 /// not managed (and is what the boot API answers).
-fn open_slots() -> Result<crate::slots::Slots, String> {
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let booted = bascule_boot::Slot::from_cmdline(&cmdline)
-        .map_err(|e| format!("kernel command line: {e}"))?
-        .ok_or("no bascule.slot= on the kernel command line: not booted from a Bascule disk")?;
-    let version = config::read_trimmed(bascule_boot::layout::VERSION_FILE).unwrap_or_default();
+fn open_slots(
+    booted: Option<bascule_boot::Slot>,
+    version: Option<&str>,
+) -> Result<crate::slots::Slots, String> {
+    let booted = booted.ok_or(
+        "no valid bascule.slot= on the kernel command line: not booted from a Bascule disk",
+    )?;
+    let version = version.unwrap_or_default();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let esp = Path::new(bascule_boot::layout::MOUNT_ESP);
-    match crate::slots::Slots::open(booted, &version, esp, now) {
+    match crate::slots::Slots::open(booted, version, esp, now) {
         Ok((slots, notes)) => {
             for n in notes {
                 log!("boot slots: {n}");

@@ -78,6 +78,13 @@ pub fn log_lines(lines: Vec<LogLine>) -> Vec<pb::LogLine> {
     lines.into_iter().map(log_line).collect()
 }
 
+pub fn run_mode(m: crate::config::Mode) -> pb::RunMode {
+    match m {
+        crate::config::Mode::Pid1 => pb::RunMode::Pid1,
+        crate::config::Mode::Supervise => pb::RunMode::Supervise,
+    }
+}
+
 pub fn slot(s: Option<Slot>) -> pb::Slot {
     match s {
         None => pb::Slot::Unspecified,

@@ -32,8 +32,12 @@ fn lifecycle(combo: Combo) {
     let Ok(Reply::Version(v)) = m.call(Call::Version(pb::VersionRequest {})) else {
         panic!("version")
     };
-    assert_eq!(v.mode, "pid1");
-    assert_eq!(v.booted_slot, "A");
+    assert_eq!(v.mode, pb::RunMode::Pid1 as i32);
+    assert_eq!(v.booted_slot, pb::Slot::A as i32);
+    assert!(
+        !v.image_version.is_empty(),
+        "the image's version is reported"
+    );
     m.console_run(
         "echo pid1-is-$(cat /proc/1/comm)-$(basename $(readlink /proc/1/exe))",
         "pid1-is-bascule-init-bascule-init",

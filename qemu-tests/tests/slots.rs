@@ -19,7 +19,11 @@ fn json(m: &Machine, args: &[&str]) -> serde_json::Value {
 
 fn booted(m: &Machine) -> String {
     match m.call(Call::Version(pb::VersionRequest {})) {
-        Ok(Reply::Version(v)) => v.booted_slot,
+        Ok(Reply::Version(v)) => match pb::Slot::try_from(v.booted_slot) {
+            Ok(pb::Slot::A) => "A".into(),
+            Ok(pb::Slot::B) => "B".into(),
+            other => panic!("booted slot {other:?}"),
+        },
         other => panic!("version: {other:?}"),
     }
 }
