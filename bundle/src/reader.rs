@@ -31,11 +31,27 @@ struct Current {
     hasher: Sha256,
 }
 
+/// Whose signature a reader accepts.
+#[derive(Clone, Copy, Debug)]
+pub enum Trust<'a> {
+    /// Only these keys: what installing needs.
+    Keys(&'a [VerifyingKey]),
+    /// The key the bundle names itself, so a tool can show a bundle and
+    /// check it is intact without knowing the signer. It proves nothing
+    /// about who made the bundle: never install on this basis.
+    EmbeddedKeyForInspection,
+}
+
 impl<R: Read> BundleReader<R> {
     /// Reads and checks the header, verifies the signature against
     /// `trusted`, and decodes the manifest. Nothing of the manifest is
     /// interpreted before its signature verifies.
-    pub fn open(mut inner: R, trusted: &[VerifyingKey]) -> Result<BundleReader<R>, BundleError> {
+    pub fn open(inner: R, trusted: &[VerifyingKey]) -> Result<BundleReader<R>, BundleError> {
+        Self::open_with(inner, Trust::Keys(trusted))
+    }
+
+    /// [`BundleReader::open`] with the choice of [`Trust`].
+    pub fn open_with(mut inner: R, trust: Trust<'_>) -> Result<BundleReader<R>, BundleError> {
         let mut head = [0u8; HEADER_LEN as usize];
         read_part(&mut inner, &mut head, Part::Header)?;
         let header = Header::decode(&head)?;
@@ -47,7 +63,7 @@ impl<R: Read> BundleReader<R> {
         }
         let mut block = [0u8; SIGNATURE_BLOCK_LEN as usize];
         read_part(&mut inner, &mut block, Part::Signature)?;
-        let signer = verify(&manifest_bytes, &block, trusted)?;
+        let signer = verify(&manifest_bytes, &block, trust)?;
         let data_start = header.data_start();
         let manifest = Manifest::decode(&manifest_bytes, data_start)?;
         let pos = HEADER_LEN + u64::from(header.manifest_len) + u64::from(SIGNATURE_BLOCK_LEN);
@@ -222,24 +238,23 @@ impl<R: Read> Read for PayloadReader<'_, R> {
 fn verify(
     manifest: &[u8],
     block: &[u8; 96],
-    trusted: &[VerifyingKey],
+    trust: Trust<'_>,
 ) -> Result<VerifyingKey, BundleError> {
     let mut pk = [0u8; 32];
     pk.copy_from_slice(&block[..32]);
     let mut sig = [0u8; 64];
     sig.copy_from_slice(&block[32..]);
+    // Not even a key: it cannot verify anything, so call it what it is.
+    let embedded = VerifyingKey::from_bytes(&pk).map_err(|_| {
+        BundleError::Header("the signer's public key is not a valid Ed25519 key".into())
+    })?;
+    let trusted = match trust {
+        Trust::Keys(keys) => keys,
+        Trust::EmbeddedKeyForInspection => std::slice::from_ref(&embedded),
+    };
     let claimed = trusted.iter().find(|k| k.as_bytes() == &pk);
     let Some(key) = claimed else {
-        let signer = match VerifyingKey::from_bytes(&pk) {
-            Ok(k) => Fingerprint::of(&k),
-            // Not even a key: it cannot verify anything, so call it what
-            // it is.
-            Err(_) => {
-                return Err(BundleError::Header(
-                    "the signer's public key is not a valid Ed25519 key".into(),
-                ))
-            }
-        };
+        let signer = Fingerprint::of(&embedded);
         let trusted = if trusted.is_empty() {
             "none".to_string()
         } else {

@@ -382,3 +382,17 @@ fn writer_refuses_bad_input() {
     let e = w.write(&mut Vec::new(), &key(1)).expect_err("missing file");
     assert!(e.to_string().contains("/nonexistent/vmlinuz"), "{e}");
 }
+
+#[test]
+fn inspection_trusts_the_embedded_key_but_still_checks_it() {
+    let b = build(&[], &key(5));
+    let r = BundleReader::open_with(stream(&b.bytes), crate::Trust::EmbeddedKeyForInspection)
+        .expect("intact bundle by an unknown key");
+    assert_eq!(r.signer(), &key(5).verifying_key());
+    let mut bad = b.bytes.clone();
+    bad[HEADER_LEN as usize + 3] ^= 1;
+    let e = BundleReader::open_with(stream(&bad), crate::Trust::EmbeddedKeyForInspection)
+        .err()
+        .expect("altered manifest");
+    assert!(matches!(e, BundleError::BadSignature { .. }), "{e}");
+}
