@@ -100,7 +100,7 @@ pub enum BundleError {
         allowed: String,
     },
 
-    #[error("version {0:?} must be 1 to 64 letters, digits or . _ + - ~")]
+    #[error("version {0:?} must be non-empty and use only A-Z a-z 0-9 . _ + ~ : -")]
     BadVersion(String),
 
     #[error("{action} payload file {}: {source}", path.display())]

@@ -21,10 +21,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Where an image keeps the public keys it trusts (the same path as
-/// `bascule_boot::layout::TRUSTED_KEYS_DIR`; this crate depends on nothing
-/// of the project's).
-pub const TRUSTED_KEYS_DIR: &str = "/etc/bascule/trusted-keys";
+/// Where an image keeps the public keys it trusts.
+pub const TRUSTED_KEYS_DIR: &str = bascule_boot::layout::TRUSTED_KEYS_DIR;
 pub const PUBLIC_TAG: &str = "bascule-ed25519";
 pub const PRIVATE_TAG: &str = "bascule-ed25519-private";
 /// The extension of public key files in a trusted-keys directory.

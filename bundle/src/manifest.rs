@@ -223,16 +223,8 @@ impl Manifest {
     }
 }
 
-/// Image versions end up on kernel command lines and in file names: one
-/// plain word of letters, digits and `. _ + - ~`, at most 64 bytes.
+/// Image versions end up on kernel command lines and in file names: the
+/// same rule as the boot entries' (`bascule_boot::slot::check_version`).
 pub fn check_version(v: &str) -> Result<(), BundleError> {
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._+-~".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(BundleError::BadVersion(v.to_string()))
-    }
+    bascule_boot::slot::check_version(v).map_err(|_| BundleError::BadVersion(v.to_string()))
 }

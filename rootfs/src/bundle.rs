@@ -246,11 +246,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_image_and_the_reader_agree_on_the_trusted_keys_dir() {
-        assert_eq!(keys::TRUSTED_KEYS_DIR, crate::layout::TRUSTED_KEYS_DIR);
-    }
-
-    #[test]
     fn dev_keys_are_made_once_and_kept() {
         let ws = tempfile::tempdir().expect("tempdir");
         let first = dev_keys(ws.path()).expect("generate");
