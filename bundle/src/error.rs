@@ -15,6 +15,8 @@ pub enum Part {
     /// The zero bytes before this payload.
     PaddingBefore(PayloadKind),
     Payload(PayloadKind),
+    /// After the last payload.
+    End,
 }
 
 impl fmt::Display for Part {
@@ -25,6 +27,7 @@ impl fmt::Display for Part {
             Part::Signature => f.write_str("signature"),
             Part::PaddingBefore(k) => write!(f, "padding before the {k} payload"),
             Part::Payload(k) => write!(f, "{k} payload"),
+            Part::End => f.write_str("end"),
         }
     }
 }
@@ -80,6 +83,12 @@ pub enum BundleError {
         got: String,
         expected: String,
     },
+
+    #[error("the bundle goes on after its last payload (byte {at}): it is corrupt or not what the manifest describes")]
+    TrailingData { at: u64 },
+
+    #[error("the bundle already failed a check: open it again")]
+    AlreadyFailed,
 
     #[error("the {0} is not zero: the bundle is corrupt")]
     Padding(Part),

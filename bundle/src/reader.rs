@@ -22,6 +22,15 @@ pub struct BundleReader<R: Read> {
     /// Index of the next payload to hand out.
     next: usize,
     current: Option<Current>,
+    health: Health,
+}
+
+/// A check that failed stays failed: nothing after a bad byte is handed
+/// out, even if the caller carries on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Health {
+    Good,
+    Failed,
 }
 
 /// The payload being read.
@@ -74,6 +83,7 @@ impl<R: Read> BundleReader<R> {
             pos,
             next: 0,
             current: None,
+            health: Health::Good,
         })
     }
 
@@ -90,6 +100,42 @@ impl<R: Read> BundleReader<R> {
     /// its end is read through (and checked) when the next one is asked
     /// for.
     pub fn next_payload(&mut self) -> Result<Option<PayloadReader<'_, R>>, BundleError> {
+        self.check_health()?;
+        match self.advance() {
+            Ok(Some(info)) => Ok(Some(PayloadReader { bundle: self, info })),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.health = Health::Failed;
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads through every remaining payload (checking each) and makes sure
+    /// nothing follows the last: a longer stream is not this bundle.
+    /// Returns the stream.
+    pub fn finish(mut self) -> Result<R, BundleError> {
+        while self.next_payload()?.is_some() {}
+        let mut one = [0u8; 1];
+        match read_some(&mut self.inner, &mut one) {
+            Ok(0) => Ok(self.inner),
+            Ok(_) => Err(BundleError::TrailingData { at: self.pos }),
+            Err(source) => Err(BundleError::Read {
+                part: Part::End,
+                source,
+            }),
+        }
+    }
+
+    fn check_health(&self) -> Result<(), BundleError> {
+        match self.health {
+            Health::Good => Ok(()),
+            Health::Failed => Err(BundleError::AlreadyFailed),
+        }
+    }
+
+    /// Finishes the current payload and moves to the start of the next.
+    fn advance(&mut self) -> Result<Option<PayloadInfo>, BundleError> {
         let mut buf = [0u8; 8192];
         while self.current.is_some() {
             if self.read_checked(&mut buf)? == 0 {
@@ -117,12 +163,21 @@ impl<R: Read> BundleReader<R> {
             info: info.clone(),
             hasher: Sha256::new(),
         });
-        Ok(Some(PayloadReader { bundle: self, info }))
+        Ok(Some(info))
     }
 
     /// Reads from the current payload, checking length and digest; `Ok(0)`
     /// once it is complete and good.
     fn read_checked(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
+        self.check_health()?;
+        let r = self.read_payload(buf);
+        if r.is_err() {
+            self.health = Health::Failed;
+        }
+        r
+    }
+
+    fn read_payload(&mut self, buf: &mut [u8]) -> Result<usize, BundleError> {
         let Some(cur) = self.current.as_mut() else {
             return Ok(0);
         };

@@ -396,3 +396,34 @@ fn inspection_trusts_the_embedded_key_but_still_checks_it() {
         .expect("altered manifest");
     assert!(matches!(e, BundleError::BadSignature { .. }), "{e}");
 }
+
+#[test]
+fn a_failed_bundle_stays_failed() {
+    let b = build(&[], &key(1));
+    let p = &b.manifest.payloads[0];
+    let mut bad = b.bytes.clone();
+    bad[p.offset as usize + 1] ^= 1;
+    let mut r = BundleReader::open(stream(&bad), &trusted()).expect("open");
+    let e = r.next_payload().expect("next").expect("rootfs").verify();
+    assert!(matches!(e, Err(BundleError::PayloadDigest { .. })), "{e:?}");
+    // The kernel after it is intact, but comes from a bundle that is not.
+    assert!(matches!(
+        r.next_payload().err(),
+        Some(BundleError::AlreadyFailed)
+    ));
+}
+
+#[test]
+fn finish_checks_every_payload_and_the_end() {
+    let b = build(&[], &key(1));
+    let r = BundleReader::open(stream(&b.bytes), &trusted()).expect("open");
+    r.finish().expect("complete bundle");
+    let mut longer = b.bytes.clone();
+    longer.extend_from_slice(b"more");
+    let r = BundleReader::open(stream(&longer), &trusted()).expect("open");
+    let e = r.finish().err().expect("trailing bytes");
+    assert!(
+        matches!(e, BundleError::TrailingData { at } if at == b.bytes.len() as u64),
+        "{e}"
+    );
+}

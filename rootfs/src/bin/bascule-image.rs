@@ -210,6 +210,7 @@ fn inspect(file: &Path, key: Option<&Path>) -> Result<()> {
             hex(&info.sha256)
         );
     }
+    r.finish().with_context(bad)?;
     println!("verdict:       OK");
     Ok(())
 }
