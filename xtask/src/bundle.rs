@@ -68,6 +68,8 @@ pub fn run(a: &BundleArgs) -> Result<()> {
     };
     let manifest = bundle::write_bundle(&spec, &key, &a.out)
         .with_context(|| format!("writing {}", a.out.display()))?;
+    // The payloads are in the bundle now.
+    let _ = std::fs::remove_dir_all(root.join("build/bundle-work"));
     println!(
         "bundle: {} (version {}, {} bytes, signed by {} from {})",
         a.out.display(),

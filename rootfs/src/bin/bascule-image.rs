@@ -158,6 +158,10 @@ fn write_bundle(a: &BundleArgs) -> Result<()> {
     };
     let manifest = bundle::write_bundle(&spec, &key, &a.out)
         .with_context(|| format!("writing the bundle {}", a.out.display()))?;
+    if a.overlay.is_some() {
+        // The built payloads are in the bundle now.
+        let _ = fs::remove_dir_all(a.workspace.join("build").join("bundle-work"));
+    }
     println!(
         "bundle {}: version {}, {} bytes, signed by {}",
         a.out.display(),
