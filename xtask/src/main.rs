@@ -1,3 +1,4 @@
+#![deny(unsafe_code)]
 //! Developer tasks: `cargo xtask run | test | bench | image | bundle | deps`.
 //! Every task installs the Debian packages it needs first (see `deps`).
 

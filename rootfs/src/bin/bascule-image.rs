@@ -1,3 +1,4 @@
+#![deny(unsafe_code)]
 //! `bascule-image`: keys and signed upgrade bundles for people who build
 //! their own images (see docs/bundle.md).
 //!
