@@ -84,6 +84,12 @@ pub fn image(combo: Combo) -> BuiltImage {
         &bascule_rootfs::image::default_cache_dir(&root),
     );
     spec.slot_b = Some(slot("2.0.0"));
+    // The same development key `cargo xtask image` trusts, so bundles from
+    // `cargo xtask bundle` install on these images too.
+    let dev_key = bascule_rootfs::bundle::dev_keys(&root)
+        .and_then(|pair| pair.load_public())
+        .unwrap_or_else(|e| panic!("the development bundle key: {e}"));
+    spec.trusted_keys = vec![dev_key];
     let img = bascule_rootfs::build_image(&spec)
         .unwrap_or_else(|e| panic!("building the {} image: {e}", combo.name()));
     built.push((combo, img.clone()));

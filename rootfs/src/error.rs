@@ -83,6 +83,12 @@ pub enum Error {
         source: bascule_boot::bls::BlsError,
     },
 
+    #[error("upgrade bundle: {0}")]
+    Bundle(#[from] bascule_bundle::BundleError),
+
+    #[error(transparent)]
+    Key(#[from] bascule_bundle::keys::KeyError),
+
     #[error("{0}")]
     Invalid(String),
 }

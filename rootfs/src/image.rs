@@ -137,6 +137,9 @@ pub struct ImageSpec {
     pub services: Vec<(String, String)>,
     /// More files for every slot's root (e.g. a benchmark's inittab).
     pub extra_root_files: Vec<squashfs::RootFile>,
+    /// Public keys every slot trusts for upgrade bundles (default none:
+    /// such an image refuses every bundle).
+    pub trusted_keys: Vec<bascule_bundle::VerifyingKey>,
 }
 
 impl ImageSpec {
@@ -162,6 +165,7 @@ impl ImageSpec {
                 .map(|(n, t)| (n.to_string(), t.to_string()))
                 .collect(),
             extra_root_files: Vec::new(),
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -316,7 +320,7 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
 }
 
 /// One slot's initramfs and squashfs, under `work/slot-X/`.
-fn build_slot(
+pub(crate) fn build_slot(
     spec: &ImageSpec,
     slot: Slot,
     build: &SlotBuild,
@@ -367,6 +371,7 @@ fn build_slot(
         version: &build.version,
         services: &services,
         extra_files: &spec.extra_root_files,
+        trusted_keys: &spec.trusted_keys,
     };
     squashfs::build(&rootfs, &dir.join("staging"), &root)?;
     Ok((initrd, root))

@@ -6,8 +6,9 @@
 //!
 //! Entry points: [`image::build_image`] (everything), [`cargo::build_static_binaries`]
 //! (the init and the CLI, as static binaries), [`qemu::QemuConfig`] (how to
-//! boot it). The partition layout itself lives in [`layout`] (re-exported
-//! from `bascule-boot`), shared with the running init.
+//! boot it), [`bundle`] (a slot as a signed upgrade bundle). The partition
+//! layout itself lives in [`layout`] (re-exported from `bascule-boot`),
+//! shared with the running init.
 //!
 //! [`gpt`] depends on nothing but `std`, `thiserror` and `crc32fast`, so the
 //! init and the sequencer can use its reader to verify and search a disk.
@@ -15,6 +16,7 @@
 pub use bascule_boot::layout;
 pub use bascule_boot::Slot;
 
+pub mod bundle;
 pub mod cargo;
 pub mod cmd;
 pub mod cpio;

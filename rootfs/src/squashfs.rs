@@ -112,6 +112,9 @@ pub struct RootfsSpec<'a> {
     pub services: &'a [(&'a str, &'a str)],
     /// More files, written last (they may replace ours).
     pub extra_files: &'a [RootFile],
+    /// Public keys the slot trusts for upgrade bundles, written to
+    /// [`layout::TRUSTED_KEYS_DIR`] as `<fingerprint>.pub`.
+    pub trusted_keys: &'a [bascule_bundle::VerifyingKey],
 }
 
 /// A file to add to a slot's root filesystem.
@@ -216,6 +219,17 @@ fn stage(spec: &RootfsSpec, root: &Path) -> Result<()> {
     let keys = at(layout::TRUSTED_KEYS_DIR);
     mkdir(&keys)?;
     write(&keys.join("README"), TRUSTED_KEYS_README.as_bytes(), 0o644)?;
+    // --- trusted bundle keys (see docs/bundle.md) ---
+    for key in spec.trusted_keys {
+        let name = format!(
+            "{}.{}",
+            bascule_bundle::keys::Fingerprint::of(key),
+            bascule_bundle::keys::PUBLIC_EXT
+        );
+        let text = bascule_bundle::keys::public_key_text(key);
+        write(&keys.join(name), text.as_bytes(), 0o644)?;
+    }
+    // --- end trusted bundle keys ---
     write(&at("/etc/profile"), PROFILE.as_bytes(), 0o644)?;
     let index = format!(
         "<!doctype html>\n<title>Bascule</title>\n<p>Bascule {}</p>\n",
@@ -290,6 +304,7 @@ mod tests {
         let fake = dir.path().join("fake-bin");
         fs::write(&fake, b"\x7fELF").expect("fake");
         let busybox = Path::new(HOST_BUSYBOX);
+        let dev_key = bascule_bundle::SigningKey::from_bytes(&[4; 32]).verifying_key();
         let spec = RootfsSpec {
             init: &fake,
             cli: &fake,
@@ -303,6 +318,7 @@ mod tests {
                 contents: b"x".to_vec(),
                 mode: 0o600,
             }],
+            trusted_keys: &[dev_key],
         };
         let root = dir.path().join("root");
         stage(&spec, &root).expect("stage");
@@ -360,6 +376,14 @@ mod tests {
         );
         assert!(root.join("etc/bascule/services/httpd.toml").is_file());
         assert!(root.join("etc/bascule/trusted-keys/README").is_file());
+        // The image's trusted keys load back as exactly the ones given.
+        let trusted =
+            bascule_bundle::keys::load_trusted_dir(&root.join("etc/bascule/trusted-keys"))
+                .expect("trusted keys");
+        assert_eq!(
+            trusted.iter().map(|k| k.key).collect::<Vec<_>>(),
+            vec![dev_key]
+        );
         assert!(root.join("system/state").is_dir());
         assert!(root.join("srv/www/index.html").is_file());
         assert_eq!(

@@ -312,29 +312,26 @@ fn log_throughput(init: &Path) -> Result<(f64, f64)> {
     Ok((mbs, rmbs))
 }
 
-const USAGE: &str = "usage: cargo xtask bench [--boots N] [--boot-only]";
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Boots per image.
+    #[arg(long, value_name = "N", default_value_t = boot::DEFAULT_BOOTS,
+          value_parser = positive)]
+    boots: usize,
+    /// Only the boot figures, printed; docs/benchmarks.md left as it is.
+    #[arg(long)]
+    boot_only: bool,
+}
 
-pub fn run(args: &[String]) -> Result<()> {
-    let mut boots = boot::DEFAULT_BOOTS;
-    let mut boot_only = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--boots" => {
-                boots = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .filter(|n| *n > 0)
-                    .with_context(|| format!("--boots needs a positive number\n{USAGE}"))?
-            }
-            "--boot-only" => boot_only = true,
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
-            }
-            other => bail!("unknown option {other}\n{USAGE}"),
-        }
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{s:?} is not a positive number")),
     }
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let (boots, boot_only) = (args.boots, args.boot_only);
     if boot_only {
         let fig = boot::run(boots)?;
         println!("{}", boot_report::report(&fig));

@@ -3,13 +3,20 @@
 //! ```text
 //! cargo xtask image [--bootloader grub|sd-boot] [--firmware bios|uefi]
 //!                   [--version V] [--slot-b-version V2] [--default-slot A|B]
-//!                   [--out DIR]
+//!                   [--trusted-key PUB ...] [--key KEY] [--out DIR]
 //! ```
 //! Defaults: grub, bios, version "dev", slot B empty, out build/image.
 //! Writes DIR/disk.img, and for UEFI DIR/OVMF_VARS_4M.fd (a fresh copy of
 //! the empty variable store to boot it with).
+//!
+//! Every slot trusts, for upgrade bundles, the public keys given with
+//! `--trusted-key` and the public half of `--key`; with neither, the
+//! development key pair build/keys/bundle.{key,pub} (generated on first
+//! use), which `cargo xtask bundle` signs with by default.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use bascule_bundle::keys;
+use bascule_bundle::VerifyingKey;
 use bascule_rootfs::{
     build_image, Bootloader, BuiltImage, Firmware, ImageSpec, InitramfsInit, Slot, SlotBuild,
 };
@@ -17,98 +24,97 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Options shared by `image` and `run`.
-pub struct ImageArgs {
+#[derive(clap::Args, Clone, Debug)]
+pub struct ImageOptions {
+    /// grub or sd-boot.
+    #[arg(long, default_value = "grub", value_parser = parse_bootloader)]
     pub bootloader: Bootloader,
-    pub firmware: Firmware,
+    /// bios or uefi; default bios (uefi for sd-boot, which needs it).
+    #[arg(long, value_parser = parse_firmware)]
+    pub firmware: Option<Firmware>,
+    /// Image version of slot A.
+    #[arg(long, value_name = "V", default_value = "dev", value_parser = checked_version)]
     pub version: String,
+    /// Also fill slot B, with this version (default: B empty).
+    #[arg(long, value_name = "V2", value_parser = checked_version)]
     pub slot_b_version: Option<String>,
+    /// Slot the loader boots by default.
+    #[arg(long, value_name = "A|B", default_value = "A", value_parser = parse_slot)]
     pub default_slot: Slot,
-    pub out: PathBuf,
+    /// A public key the image trusts for upgrade bundles (repeatable).
+    #[arg(long, value_name = "PUB")]
+    pub trusted_key: Vec<PathBuf>,
+    /// A private key whose public half the image trusts.
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<PathBuf>,
 }
 
-pub const USAGE: &str = "\
-usage: cargo xtask image [options]     (cargo xtask run takes the same, but no --out)
-  --bootloader grub|sd-boot   default grub
-  --firmware bios|uefi        default bios (uefi for sd-boot, which needs it)
-  --version V                 image version of slot A, default dev
-  --slot-b-version V2         also fill slot B, with version V2 (default: B empty)
-  --default-slot A|B          slot the loader boots by default, default A
-  --out DIR                   default build/image; writes DIR/disk.img (+ OVMF_VARS_4M.fd for uefi)";
+#[derive(clap::Args, Debug)]
+pub struct ImageCmdArgs {
+    #[command(flatten)]
+    pub image: ImageOptions,
+    /// Receives disk.img (+ OVMF_VARS_4M.fd for uefi); default build/image.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
 
-impl ImageArgs {
-    /// Parses `--key value` / `--key=value` options over the given defaults.
-    pub fn parse(args: &[String], default_out: PathBuf) -> Result<ImageArgs> {
-        let mut a = ImageArgs {
-            bootloader: Bootloader::Grub,
-            firmware: Firmware::Bios,
-            version: "dev".to_string(),
-            slot_b_version: None,
-            default_slot: Slot::A,
-            out: default_out,
+impl ImageOptions {
+    /// systemd-boot only exists on UEFI: imply it rather than make the
+    /// user spell it out, but refuse an explicit contradiction.
+    pub fn firmware(&self) -> Result<Firmware> {
+        let firmware = match (self.bootloader, self.firmware) {
+            (_, Some(f)) => f,
+            (Bootloader::SdBoot, None) => Firmware::Uefi,
+            (Bootloader::Grub, None) => Firmware::Bios,
         };
-        let mut firmware_given = false;
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            let (key, inline) = match arg.split_once('=') {
-                Some((k, v)) => (k, Some(v.to_string())),
-                None => (arg.as_str(), None),
-            };
-            if matches!(key, "-h" | "--help") {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let value = match inline {
-                Some(v) => v,
-                None => it
-                    .next()
-                    .cloned()
-                    .with_context(|| format!("{key} needs a value\n{USAGE}"))?,
-            };
-            match key {
-                "--bootloader" => a.bootloader = value.parse()?,
-                "--firmware" => {
-                    a.firmware = value.parse()?;
-                    firmware_given = true;
-                }
-                "--version" => a.version = checked_version(&value)?,
-                "--slot-b-version" => a.slot_b_version = Some(checked_version(&value)?),
-                "--default-slot" => {
-                    a.default_slot = value
-                        .parse()
-                        .map_err(|e| anyhow::anyhow!("--default-slot: {e}"))?
-                }
-                "--out" => a.out = PathBuf::from(value),
-                other => bail!("unknown option {other}\n{USAGE}"),
-            }
-        }
-        // systemd-boot only exists on UEFI: imply it rather than make the
-        // user spell it out, but refuse an explicit contradiction.
-        if a.bootloader == Bootloader::SdBoot && !firmware_given {
-            a.firmware = Firmware::Uefi;
-        }
-        bascule_rootfs::image::check_combination(a.bootloader, a.firmware)?;
-        Ok(a)
+        bascule_rootfs::image::check_combination(self.bootloader, firmware)?;
+        Ok(firmware)
     }
+
+    /// The keys the image trusts: those given, else the development key.
+    pub fn trusted_keys(&self, root: &Path) -> Result<Vec<VerifyingKey>> {
+        let mut out = Vec::new();
+        for p in &self.trusted_key {
+            out.push(keys::load_public_key(p)?);
+        }
+        if let Some(k) = &self.key {
+            out.push(keys::load_signing_key(k)?.verifying_key());
+        }
+        if out.is_empty() {
+            out.push(bascule_rootfs::bundle::dev_keys(root)?.load_public()?);
+        }
+        out.dedup();
+        Ok(out)
+    }
+}
+
+fn parse_bootloader(s: &str) -> Result<Bootloader, String> {
+    s.parse().map_err(|e: bascule_rootfs::Error| e.to_string())
+}
+
+fn parse_firmware(s: &str) -> Result<Firmware, String> {
+    s.parse().map_err(|e: bascule_rootfs::Error| e.to_string())
+}
+
+fn parse_slot(s: &str) -> Result<Slot, String> {
+    s.parse::<Slot>().map_err(|e| e.to_string())
 }
 
 /// Versions end up on the kernel command line and in file contents:
-/// keep them to one plain word.
-fn checked_version(v: &str) -> Result<String> {
-    if v.is_empty()
-        || !v
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._+-~".contains(c))
-    {
-        bail!("version {v:?} must be non-empty and use only letters, digits and . _ + - ~");
-    }
-    Ok(v.to_string())
+/// one plain word, as bundles require.
+pub fn checked_version(v: &str) -> Result<String, String> {
+    bascule_bundle::check_version(v)
+        .map(|()| v.to_string())
+        .map_err(|e| e.to_string())
 }
 
-pub fn run(args: &[String]) -> Result<()> {
+pub fn run(a: &ImageCmdArgs) -> Result<()> {
     let root = crate::workspace_root();
-    let a = ImageArgs::parse(args, root.join("build/image"))?;
+    let out = a.out.clone().unwrap_or_else(|| root.join("build/image"));
+    // Bad combinations fail before anything is installed or built.
+    a.image.firmware()?;
     crate::deps::ensure(crate::deps::ALL)?;
-    let image = build(&root, &a)?;
+    let image = build(&root, &a.image, &out)?;
     println!("disk image: {}", image.disk.display());
     if let Some(vars) = &image.ovmf_vars {
         println!("OVMF variable store: {}", vars.display());
@@ -117,7 +123,9 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// Builds the binaries and the image.
-pub fn build(root: &Path, a: &ImageArgs) -> Result<BuiltImage> {
+pub fn build(root: &Path, a: &ImageOptions, out: &Path) -> Result<BuiltImage> {
+    let firmware = a.firmware()?;
+    let trusted_keys = a.trusted_keys(root)?;
     let t0 = Instant::now();
     let bins = bascule_rootfs::cargo::build_static_binaries(root)?;
     let slot = |version: &str| SlotBuild {
@@ -128,26 +136,27 @@ pub fn build(root: &Path, a: &ImageArgs) -> Result<BuiltImage> {
     };
     let mut spec = ImageSpec::new(
         a.bootloader,
-        a.firmware,
+        firmware,
         slot(&a.version),
-        &a.out,
+        out,
         &bascule_rootfs::image::default_cache_dir(root),
     );
     spec.slot_b = a.slot_b_version.as_deref().map(slot);
     spec.default_slot = a.default_slot;
+    spec.trusted_keys = trusted_keys;
     let t1 = Instant::now();
     let image = build_image(&spec).with_context(|| {
         format!(
             "building the {}+{} image in {}",
             a.bootloader,
-            a.firmware,
-            a.out.display()
+            firmware,
+            out.display()
         )
     })?;
     eprintln!(
         "xtask: {}+{} image (kernel {}) built in {:.1}s (binaries {:.1}s)",
         a.bootloader,
-        a.firmware,
+        firmware,
         image.kernel_version,
         t1.elapsed().as_secs_f64(),
         (t1 - t0).as_secs_f64()

@@ -8,16 +8,26 @@
 
 use anyhow::{bail, Context, Result};
 use bascule_rootfs::qemu::{self, Serial};
+use std::path::PathBuf;
 
-pub fn run(args: &[String]) -> Result<()> {
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub image: crate::image::ImageOptions,
+    /// Refused with the reason: run always builds into build/run.
+    #[arg(long, hide = true)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
     let root = crate::workspace_root();
     let dir = root.join("build/run");
-    if args.iter().any(|a| a == "--out" || a.starts_with("--out=")) {
+    if args.out.is_some() {
         bail!("cargo xtask run always builds into {}", dir.display());
     }
-    let a = crate::image::ImageArgs::parse(args, dir.clone())?;
+    args.image.firmware()?;
     crate::deps::ensure(crate::deps::ALL)?;
-    let image = crate::image::build(&root, &a)?;
+    let image = crate::image::build(&root, &args.image, &dir)?;
 
     let api = dir.join("api.sock");
     let mut config = image.qemu_config();

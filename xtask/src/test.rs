@@ -12,18 +12,45 @@ use crate::{cmd, deps};
 /// Packages whose tests boot QEMU.
 const VM_PACKAGES: &[&str] = &["bascule-rootfs", "bascule-qemu-tests"];
 
-pub fn run(args: &[String]) -> Result<()> {
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Passed to both `cargo test` runs (e.g. `--release`, or a test name).
+    #[arg(allow_hyphen_values = true)]
+    pub cargo_args: Vec<String>,
+    /// After `--`: passed to the test binaries (e.g. `--nocapture`).
+    #[arg(last = true)]
+    pub test_args: Vec<String>,
+}
+
+impl TestArgs {
+    /// `(for cargo, for the test binaries)`. clap keeps a `--` that
+    /// follows other arguments inside `cargo_args` and strips a leading
+    /// one into `test_args`; both mean the same split.
+    pub fn split(&self) -> (Vec<&str>, Vec<&str>) {
+        let mut it = self.cargo_args.iter().map(String::as_str);
+        let cargo: Vec<&str> = it.by_ref().take_while(|a| *a != "--").collect();
+        let mut harness: Vec<&str> = it.collect();
+        harness.extend(self.test_args.iter().map(String::as_str));
+        (cargo, harness)
+    }
+}
+
+pub fn run(args: &TestArgs) -> Result<()> {
     deps::ensure(deps::ALL)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Host tests run other packages' binaries (the CLI next to bascule-init).
     cmd(&cargo, &["build", "--workspace", "--bins"])?;
-    let extra: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (extra, harness) = args.split();
 
     let mut host = vec!["test", "--workspace", "--no-fail-fast"];
     for p in VM_PACKAGES {
         host.extend(["--exclude", p]);
     }
     host.extend(&extra);
+    if !harness.is_empty() {
+        host.push("--");
+        host.extend(&harness);
+    }
     let host_result = cmd(&cargo, &host);
 
     let mut vm = vec!["test", "--no-fail-fast"];
@@ -32,6 +59,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     vm.extend(&extra);
     vm.extend(["--", "--test-threads=1"]);
+    vm.extend(&harness);
     let vm_result = cmd(&cargo, &vm);
     host_result.and(vm_result)
 }

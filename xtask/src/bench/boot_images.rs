@@ -152,6 +152,28 @@ pub fn busybox_root_files(busybox: &Path) -> Result<Vec<RootFile>> {
     ])
 }
 
+/// Both reference scripts find partitions by GPT label, as bascule-init does.
+const FIND_PART: &str = r#"find_part() {
+  for u in /sys/class/block/*/uevent; do
+    name=; part=
+    while IFS='=' read -r k v; do
+      case "$k" in DEVNAME) name=$v ;; PARTNAME) part=$v ;; esac
+    done < "$u"
+    if [ "$part" = "$1" ]; then found=/dev/$name; return 0; fi
+  done
+  return 1
+}"#;
+
+/// The reference initramfs /init (busybox).
+pub fn initramfs_init() -> String {
+    INITRAMFS_INIT_TEMPLATE.replace("@FIND_PART@", FIND_PART)
+}
+
+/// busybox init's sysinit script.
+fn sysinit() -> String {
+    SYSINIT_TEMPLATE.replace("@FIND_PART@", FIND_PART)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,26 +197,4 @@ mod tests {
         assert!(tab.trim_end().ends_with("httpd -f -p 8080 -h /srv/www"));
         assert!(ready_script().contains(&format!("usleep {}", PROBE_MS * 1000)));
     }
-}
-
-/// Both reference scripts find partitions by GPT label, as bascule-init does.
-const FIND_PART: &str = r#"find_part() {
-  for u in /sys/class/block/*/uevent; do
-    name=; part=
-    while IFS='=' read -r k v; do
-      case "$k" in DEVNAME) name=$v ;; PARTNAME) part=$v ;; esac
-    done < "$u"
-    if [ "$part" = "$1" ]; then found=/dev/$name; return 0; fi
-  done
-  return 1
-}"#;
-
-/// The reference initramfs /init (busybox).
-pub fn initramfs_init() -> String {
-    INITRAMFS_INIT_TEMPLATE.replace("@FIND_PART@", FIND_PART)
-}
-
-/// busybox init's sysinit script.
-fn sysinit() -> String {
-    SYSINIT_TEMPLATE.replace("@FIND_PART@", FIND_PART)
 }
