@@ -140,6 +140,7 @@ fn standard_server() -> FakeServer {
                 mode: pb::RunMode::Supervise as i32,
                 booted_slot: pb::Slot::B as i32,
                 image_version: "2.0.0".into(),
+                boot_id: "0b8c5a4e-boot".into(),
             }),
             Some(Call::Power(_)) => Reply::Error(pb::Error::new(
                 pb::ErrorCode::PermissionDenied,

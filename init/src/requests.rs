@@ -34,6 +34,8 @@ impl Init {
                 mode: wire::run_mode(self.cfg.mode) as i32,
                 booted_slot: wire::slot(self.cfg.booted_slot) as i32,
                 image_version: self.cfg.image_version.clone().unwrap_or_default(),
+                boot_id: crate::config::read_trimmed("/proc/sys/kernel/random/boot_id")
+                    .unwrap_or_default(),
             })),
             Some(Call::ServiceList(l)) => self.list(&l.names),
             Some(Call::ServiceControl(c)) => return self.control(tok, id, c),
@@ -100,6 +102,13 @@ impl Init {
                     }
                 }
             }
+            Some(Call::Upgrade(_))
+            | Some(Call::UpgradeData(_))
+            | Some(Call::UpgradeStatus(_))
+            | Some(Call::Rollback(_)) => Err((
+                pb::ErrorCode::Unavailable,
+                "upgrades are not available in this build".to_owned(),
+            )),
             Some(Call::Cancel(c)) => {
                 if let Some(conn) = self.control.conn_mut(tok) {
                     let before = conn.follows.len();
