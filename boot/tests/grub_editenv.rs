@@ -1,5 +1,6 @@
 //! Compatibility of grubenv with the real `grub-editenv`, both directions.
-//! Skipped (with a printed reason) when grub-editenv is not installed.
+//! Fails, naming the Debian package, when grub-editenv is not installed
+//! (`cargo xtask deps` installs it): a missing tool must not look like a pass.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,13 +9,11 @@ use bascule_boot::grubenv::{read_env_file, write_env_file, GrubEnv, WriteOutcome
 
 const TOOL: &str = "/usr/bin/grub-editenv";
 
-fn tool_available() -> bool {
-    if Path::new(TOOL).exists() {
-        true
-    } else {
-        eprintln!("SKIPPED: {TOOL} not installed (Debian package grub-common)");
-        false
-    }
+fn require_tool() {
+    assert!(
+        Path::new(TOOL).exists(),
+        "{TOOL} is not installed: apt-get install grub-common (or run `cargo xtask deps`)"
+    );
 }
 
 fn editenv(file: &Path, args: &[&str]) -> String {
@@ -53,9 +52,7 @@ fn listing(vars: &[(&str, &str)]) -> String {
 
 #[test]
 fn bascule_file_listed_by_grub_editenv() {
-    if !tool_available() {
-        return;
-    }
+    require_tool();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("grubenv");
     let mut env = GrubEnv::new();
@@ -68,9 +65,7 @@ fn bascule_file_listed_by_grub_editenv() {
 
 #[test]
 fn grub_editenv_file_read_by_bascule() {
-    if !tool_available() {
-        return;
-    }
+    require_tool();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("grubenv");
     editenv(&p, &["create"]);
@@ -93,9 +88,7 @@ fn grub_editenv_file_read_by_bascule() {
 
 #[test]
 fn grub_editenv_edits_of_a_bascule_file_are_byte_identical_to_bascule_output() {
-    if !tool_available() {
-        return;
-    }
+    require_tool();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("grubenv");
     write_env_file(&p, &GrubEnv::new()).unwrap();
@@ -133,9 +126,7 @@ fn grub_editenv_edits_of_a_bascule_file_are_byte_identical_to_bascule_output() {
 
 #[test]
 fn full_block_agrees_with_grub_editenv() {
-    if !tool_available() {
-        return;
-    }
+    require_tool();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("grubenv");
     // Exactly 1024 bytes, no padding left.
