@@ -16,82 +16,14 @@ use crate::modules::{self, ModuleDb};
 use crate::squashfs::{self, RootfsSpec};
 use crate::Slot;
 use crate::{grub, qemu};
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+
+// Kept reachable here: callers name them as `image::…`.
+pub use crate::platform::{check_combination, Bootloader, Firmware};
 
 /// systemd-boot's EFI binary (package systemd-boot-efi).
 pub const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bootloader {
-    Grub,
-    SdBoot,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Firmware {
-    /// SeaBIOS, QEMU's default.
-    Bios,
-    /// OVMF.
-    Uefi,
-}
-
-impl FromStr for Bootloader {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Bootloader> {
-        match s {
-            "grub" => Ok(Bootloader::Grub),
-            "sd-boot" | "systemd-boot" => Ok(Bootloader::SdBoot),
-            _ => Err(Error::Invalid(format!(
-                "unknown bootloader {s:?}: expected grub or sd-boot"
-            ))),
-        }
-    }
-}
-
-impl FromStr for Firmware {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Firmware> {
-        match s {
-            "bios" => Ok(Firmware::Bios),
-            "uefi" => Ok(Firmware::Uefi),
-            _ => Err(Error::Invalid(format!(
-                "unknown firmware {s:?}: expected bios or uefi"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Bootloader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Bootloader::Grub => "grub",
-            Bootloader::SdBoot => "sd-boot",
-        })
-    }
-}
-
-impl fmt::Display for Firmware {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Firmware::Bios => "bios",
-            Firmware::Uefi => "uefi",
-        })
-    }
-}
-
-/// Rejects combinations that cannot boot.
-pub fn check_combination(bootloader: Bootloader, firmware: Firmware) -> Result<()> {
-    if bootloader == Bootloader::SdBoot && firmware == Firmware::Bios {
-        return Err(Error::Invalid(
-            "systemd-boot is a UEFI application and cannot boot on BIOS: use --firmware uefi, or --bootloader grub"
-                .into(),
-        ));
-    }
-    Ok(())
-}
 
 /// What the initramfs runs as /init.
 #[derive(Clone, Debug, Default)]
@@ -370,29 +302,6 @@ fn build_slot(
     };
     squashfs::build(&rootfs, &dir.join("staging"), &root)?;
     Ok((initrd, root))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_and_checks_combinations() {
-        assert_eq!(
-            "sd-boot".parse::<Bootloader>().ok(),
-            Some(Bootloader::SdBoot)
-        );
-        assert_eq!("uefi".parse::<Firmware>().ok(), Some(Firmware::Uefi));
-        assert!("lilo".parse::<Bootloader>().is_err());
-        assert!(check_combination(Bootloader::SdBoot, Firmware::Bios).is_err());
-        for (b, f) in [
-            (Bootloader::Grub, Firmware::Bios),
-            (Bootloader::Grub, Firmware::Uefi),
-            (Bootloader::SdBoot, Firmware::Uefi),
-        ] {
-            check_combination(b, f).expect("supported");
-        }
-    }
 }
 
 /// The META record of a new disk: each built slot good with its version,
