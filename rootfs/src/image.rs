@@ -153,14 +153,11 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
         let Some(build) = build else { continue };
         let (initrd, root) = build_slot(spec, slot, build, &kernel, &mods, &work)?;
         esp_files.push(EspFile::from_path(
-            layout::slot_layout(slot).esp_kernel,
+            slot.layout().esp_kernel,
             &kernel.vmlinuz,
         ));
-        esp_files.push(EspFile::from_path(
-            layout::slot_layout(slot).esp_initrd,
-            &initrd,
-        ));
-        parts.push((layout::slot_layout(slot).partition_label, root));
+        esp_files.push(EspFile::from_path(slot.layout().esp_initrd, &initrd));
+        parts.push((slot.layout().partition_label, root));
         entries.push(BootEntry {
             slot,
             version: build.version.clone(),
