@@ -313,13 +313,15 @@ impl Machine {
         line[PREFIX.len()..].parse().unwrap_or_default()
     }
 
-    /// Waits until a line equal to `marker` appears in the serial log after
-    /// byte `from` (an offset taken from [`Machine::serial`] earlier).
+    /// Waits until a line ending in `marker` appears in the serial log after
+    /// byte `from` (an offset taken from [`Machine::serial`] earlier). Ends
+    /// in, because a background job's output follows the shell's prompt;
+    /// the command that prints it must therefore not contain it literally.
     pub fn wait_console_marker(&self, from: usize, marker: &str, limit: Duration) {
         let seen = self.wait_for(limit, || {
             self.serial()
                 .get(from..)
-                .is_some_and(|new| new.lines().any(|l| l.trim() == marker))
+                .is_some_and(|new| new.lines().any(|l| l.trim_end().ends_with(marker)))
                 .then_some(())
         });
         assert!(

@@ -45,10 +45,11 @@ fn blank_ephemeral_is_formatted_corrupt_state_is_reported_and_the_watchdog_is_fe
     let marker = format!("uptime-past-{target}");
     let from = m.serial().len();
     // The guest waits on its own clock, in the background so the console
-    // stays free; a watchdog reset would kill the loop with the kernel.
+    // stays free; a watchdog reset would kill the loop with the kernel. The
+    // quotes keep the marker out of the echoed command line.
     m.console_run(
         &format!(
-            "(while [ $(cut -d. -f1 /proc/uptime) -lt {target} ]; do sleep 1; done; echo {marker}) & echo waiting-for-{target}"
+            "(while [ $(cut -d. -f1 /proc/uptime) -lt {target} ]; do sleep 1; done; echo uptime-\"\"past-{target}) & echo waiting-for-{target}"
         ),
         &format!("waiting-for-{target}"),
     );
