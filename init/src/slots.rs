@@ -123,7 +123,11 @@ pub enum SlotsError {
     NoPartition(&'static str),
     #[error("META {path}: {message}")]
     Meta { path: PathBuf, message: String },
-    #[error("no bootloader configuration on the ESP at {0} (neither grub/grub.cfg nor loader/loader.conf)")]
+    #[error(
+        "no bootloader configuration on the ESP at {0} (neither {grub} nor {sd})",
+        grub = layout::ESP_GRUB_CFG,
+        sd = layout::ESP_LOADER_CONF
+    )]
     NoLoader(PathBuf),
     #[error(transparent)]
     Loader(#[from] adapter::AdapterError),
