@@ -12,10 +12,11 @@ use crate::bootcount::{BootCounter, EntryFileName};
 use crate::efivar::{EfiVarError, EfiVarStore, ImmutableFlag, LoaderVar};
 use crate::grubcfg::GrubSlotVars;
 use crate::grubenv::{self, GrubEnvError};
+use crate::layout;
 use crate::Slot;
 
 /// Where GRUB's files sit on the ESP.
-pub const GRUB_DIR: &str = "grub";
+pub const GRUB_DIR: &str = layout::esp_relative(layout::ESP_GRUB_DIR);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoaderKind {
@@ -35,7 +36,7 @@ impl LoaderKind {
     pub fn detect(esp: &Path) -> Option<LoaderKind> {
         if esp.join(bls::LOADER_CONF_PATH).exists() {
             Some(LoaderKind::SdBoot)
-        } else if esp.join(GRUB_DIR).join("grub.cfg").exists() {
+        } else if layout::on_esp(esp, layout::ESP_GRUB_CFG).exists() {
             Some(LoaderKind::Grub)
         } else {
             None
@@ -94,22 +95,22 @@ fn file_err(path: &Path, message: impl std::fmt::Display) -> AdapterError {
 
 /// GRUB: grubenv (rewritten in place) and the default baked into grub.cfg.
 pub struct Grub {
-    dir: PathBuf,
+    esp: PathBuf,
 }
 
 impl Grub {
     pub fn new(esp: &Path) -> Self {
         Grub {
-            dir: esp.join(GRUB_DIR),
+            esp: esp.to_path_buf(),
         }
     }
 
     fn env_path(&self) -> PathBuf {
-        self.dir.join("grubenv")
+        layout::on_esp(&self.esp, layout::ESP_GRUBENV)
     }
 
     fn cfg_path(&self) -> PathBuf {
-        self.dir.join("grub.cfg")
+        layout::on_esp(&self.esp, layout::ESP_GRUB_CFG)
     }
 
     /// The known-good default grub.cfg boots without a usable grubenv.
@@ -373,7 +374,7 @@ mod tests {
         let esp = tempfile::tempdir().unwrap();
         std::fs::create_dir(esp.path().join(GRUB_DIR)).unwrap();
         std::fs::write(
-            esp.path().join("grub/grub.cfg"),
+            layout::on_esp(esp.path(), layout::ESP_GRUB_CFG),
             generate(&GrubCfgInputs::new(Slot::A)).unwrap(),
         )
         .unwrap();
@@ -395,12 +396,12 @@ mod tests {
             }
         );
         g.set_once(Slot::B).unwrap();
-        let env = grubenv::read_env_file(&esp.path().join("grub/grubenv")).unwrap();
+        let env = grubenv::read_env_file(&layout::on_esp(esp.path(), layout::ESP_GRUBENV)).unwrap();
         let boot = model_boot(Some(&env), Slot::A, true);
         assert_eq!(boot.slot, Slot::B, "GRUB's script boots the once slot");
         // GRUB's save_env leaves the try recorded; the next boot is A again.
         let after = boot.env_after.unwrap();
-        grubenv::write_env_file(&esp.path().join("grub/grubenv"), &after).unwrap();
+        grubenv::write_env_file(&layout::on_esp(esp.path(), layout::ESP_GRUBENV), &after).unwrap();
         assert_eq!(
             g.state().unwrap(),
             LoaderState {
@@ -415,7 +416,8 @@ mod tests {
         assert_eq!(g.state().unwrap().trying, None);
 
         g.set_default(Slot::B).unwrap();
-        let cfg = std::fs::read_to_string(esp.path().join("grub/grub.cfg")).unwrap();
+        let cfg =
+            std::fs::read_to_string(layout::on_esp(esp.path(), layout::ESP_GRUB_CFG)).unwrap();
         assert_eq!(
             baked_default_of(&cfg),
             Some(Slot::B),
@@ -423,7 +425,7 @@ mod tests {
         );
         assert_eq!(g.state().unwrap().default, Slot::B);
         // Zeroed grubenv: GRUB boots the baked default.
-        std::fs::write(esp.path().join("grub/grubenv"), [0u8; 1024]).unwrap();
+        std::fs::write(layout::on_esp(esp.path(), layout::ESP_GRUBENV), [0u8; 1024]).unwrap();
         assert_eq!(g.state().unwrap().default, Slot::B);
     }
 
@@ -499,8 +501,8 @@ mod tests {
         // What systemd-boot does when it boots the entry.
         sd.vars.delete(LoaderVar::EntryOneShot).unwrap();
         std::fs::rename(
-            esp.path().join("loader/entries/bascule-b+1.conf"),
-            esp.path().join("loader/entries/bascule-b+0-1.conf"),
+            esp.path().join(ENTRIES_DIR).join("bascule-b+1.conf"),
+            esp.path().join(ENTRIES_DIR).join("bascule-b+0-1.conf"),
         )
         .unwrap();
         assert_eq!(sd.state().unwrap().trying, Some(Slot::B));
@@ -525,9 +527,11 @@ mod tests {
         sd.set_default(Slot::B).unwrap();
         assert_eq!(sd.state().unwrap().default, Slot::B);
         assert_eq!(sd.vars.read_string(LoaderVar::EntryDefault).unwrap(), None);
-        let b = std::fs::read_to_string(esp.path().join("loader/entries/bascule-b.conf")).unwrap();
+        let b =
+            std::fs::read_to_string(esp.path().join(ENTRIES_DIR).join("bascule-b.conf")).unwrap();
         assert!(b.contains(&format!("sort-key {SORT_KEY_DEFAULT}")), "{b}");
-        let a = std::fs::read_to_string(esp.path().join("loader/entries/bascule-a.conf")).unwrap();
+        let a =
+            std::fs::read_to_string(esp.path().join(ENTRIES_DIR).join("bascule-a.conf")).unwrap();
         assert!(a.contains(&format!("sort-key {SORT_KEY_STANDBY}")), "{a}");
     }
 

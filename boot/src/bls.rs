@@ -21,12 +21,13 @@ use std::fmt::Write as _;
 
 use crate::bootcount::{EntryFileName, EntryNameError, EntrySuffix};
 use crate::grubcfg::check_file_name;
+use crate::layout;
 use crate::slot::{entry_cmdline, BootFiles, Slot, SlotError};
 
 /// Where entries live on the ESP.
-pub const ENTRIES_DIR: &str = "loader/entries";
+pub const ENTRIES_DIR: &str = layout::esp_relative(layout::ESP_LOADER_ENTRIES);
 /// loader.conf's path on the ESP.
-pub const LOADER_CONF_PATH: &str = "loader/loader.conf";
+pub const LOADER_CONF_PATH: &str = layout::esp_relative(layout::ESP_LOADER_CONF);
 /// The default pattern: matches both slots' entry ids.
 pub const DEFAULT_PATTERN: &str = "bascule-*";
 /// `sort-key` of the default slot's entry: sorts first.

@@ -5,13 +5,55 @@
 //! The image builder (`bascule-rootfs`) lays disks out from these constants;
 //! the running init finds its partitions by these labels (and may check the
 //! type GUIDs), and the upgrade sequencer checks target sizes against them.
-//! Plain data and tiny pure helpers only: no I/O, no dependencies.
+//! Plain data and tiny pure helpers only: no I/O, no dependencies (a leaf:
+//! it imports no other module of the crate, so every module may import it).
+//! Each path on the ESP is spelled here once; the builder, the bootloader
+//! adapters and the init all take it from here.
 //!
 //! Partition order is part of the contract: GRUB's prefix is compiled into its
 //! core image as `(hd0,gptN)/grub`, with N = [`ESP_PARTITION_NUMBER`].
 
-use crate::slot::Slot;
 use std::fmt;
+use std::path::{Path, PathBuf};
+
+// `concat!` joins only literals, so the pieces the ESP paths share are
+// macros: each piece is written once and the paths are derived from it.
+macro_rules! esp_slots_dir {
+    () => {
+        "/bascule"
+    };
+}
+macro_rules! kernel_name {
+    () => {
+        "vmlinuz"
+    };
+}
+macro_rules! initrd_name {
+    () => {
+        "initrd.img"
+    };
+}
+macro_rules! grub_dir {
+    () => {
+        "/grub"
+    };
+}
+macro_rules! loader_dir {
+    () => {
+        "/loader"
+    };
+}
+macro_rules! slot_layout_for {
+    ($name:literal, $label:expr) => {
+        SlotLayout {
+            name: $name,
+            partition_label: $label,
+            esp_dir: concat!(esp_slots_dir!(), "/", $name),
+            esp_kernel: concat!(esp_slots_dir!(), "/", $name, "/", kernel_name!()),
+            esp_initrd: concat!(esp_slots_dir!(), "/", $name, "/", initrd_name!()),
+        }
+    };
+}
 
 /// Logical sector size the images are written with (and QEMU's virtio-blk
 /// default).
@@ -271,15 +313,15 @@ pub fn spec(label: &str) -> Option<&'static PartitionSpec> {
 }
 
 /// Kernel command-line key naming the running slot: `bascule.slot=A`.
-/// (Parsing the command line is `crate::slot::Slot::from_cmdline`'s job.)
+/// (Parsing the command line is `Slot::from_cmdline`'s job.)
 pub const CMDLINE_SLOT_KEY: &str = "bascule.slot";
 /// Kernel command-line key carrying the image version of the entry, so a
 /// booted machine (and a test) can tell which build a loader entry started.
 pub const CMDLINE_VERSION_KEY: &str = "bascule.version";
 
 /// Where one A/B slot lives: its partition and its ESP files. The slot
-/// *type* (and the command-line parser) is [`Slot`]; this is only its data,
-/// reached with [`slot_layout`].
+/// *type* (and the command-line parser) is `Slot`; this is only its data,
+/// reached with `Slot::layout`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SlotLayout {
     /// "A" or "B": the `bascule.slot=` value and the ESP directory name.
@@ -295,36 +337,15 @@ pub struct SlotLayout {
     pub esp_initrd: &'static str,
 }
 
-pub const SLOT_A: SlotLayout = SlotLayout {
-    name: "A",
-    partition_label: LABEL_SLOT_A,
-    esp_dir: "/bascule/A",
-    esp_kernel: "/bascule/A/vmlinuz",
-    esp_initrd: "/bascule/A/initrd.img",
-};
-
-pub const SLOT_B: SlotLayout = SlotLayout {
-    name: "B",
-    partition_label: LABEL_SLOT_B,
-    esp_dir: "/bascule/B",
-    esp_kernel: "/bascule/B/vmlinuz",
-    esp_initrd: "/bascule/B/initrd.img",
-};
+pub const SLOT_A: SlotLayout = slot_layout_for!("A", LABEL_SLOT_A);
+pub const SLOT_B: SlotLayout = slot_layout_for!("B", LABEL_SLOT_B);
 
 /// Both slots, A first.
 pub const SLOTS: [SlotLayout; 2] = [SLOT_A, SLOT_B];
 
 /// File names inside a slot's ESP directory.
-pub const ESP_KERNEL_NAME: &str = "vmlinuz";
-pub const ESP_INITRD_NAME: &str = "initrd.img";
-
-/// Where `slot` lives.
-pub const fn slot_layout(slot: Slot) -> &'static SlotLayout {
-    match slot {
-        Slot::A => &SLOT_A,
-        Slot::B => &SLOT_B,
-    }
-}
+pub const ESP_KERNEL_NAME: &str = kernel_name!();
+pub const ESP_INITRD_NAME: &str = initrd_name!();
 
 impl SlotLayout {
     /// The other slot.
@@ -349,14 +370,27 @@ pub const MOUNT_EPHEMERAL: &str = "/var";
 pub const MOUNT_ESP: &str = "/boot";
 
 /// GRUB's directory on the ESP (holds grub.cfg and grubenv).
-pub const ESP_GRUB_DIR: &str = "/grub";
-pub const ESP_GRUB_CFG: &str = "/grub/grub.cfg";
-pub const ESP_GRUBENV: &str = "/grub/grubenv";
+pub const ESP_GRUB_DIR: &str = grub_dir!();
+pub const ESP_GRUB_CFG: &str = concat!(grub_dir!(), "/grub.cfg");
+pub const ESP_GRUBENV: &str = concat!(grub_dir!(), "/grubenv");
 /// The removable-media loader path UEFI firmware boots with an empty
 /// variable store.
 pub const ESP_EFI_BOOT: &str = "/EFI/BOOT/BOOTX64.EFI";
-pub const ESP_LOADER_CONF: &str = "/loader/loader.conf";
-pub const ESP_LOADER_ENTRIES: &str = "/loader/entries";
+pub const ESP_LOADER_CONF: &str = concat!(loader_dir!(), "/loader.conf");
+pub const ESP_LOADER_ENTRIES: &str = concat!(loader_dir!(), "/entries");
+
+/// An ESP path without its leading `/`, as joined onto a directory.
+pub const fn esp_relative(path: &'static str) -> &'static str {
+    match path.as_bytes() {
+        [b'/', ..] => path.split_at(1).1,
+        _ => path,
+    }
+}
+
+/// Where an ESP path is when the ESP is mounted (or copied) at `esp`.
+pub fn on_esp(esp: &Path, path: &str) -> PathBuf {
+    esp.join(path.trim_start_matches('/'))
+}
 
 /// Inside the initramfs: the list of kernel modules to load, one absolute
 /// `.ko` path per line in load order (dependencies first), optionally
@@ -430,12 +464,17 @@ mod tests {
             );
             assert_eq!(slot.other().other(), slot);
         }
-        for slot in Slot::ALL {
-            let l = slot_layout(slot);
-            assert_eq!(l.name, slot.as_str());
-            assert_eq!(l.esp_dir, slot.esp_dir());
-            assert_eq!(l.other(), slot_layout(slot.other()));
-        }
         assert_eq!(SLOT_A.other().partition_label, "SLOT-B");
+        assert_eq!(SLOT_B.esp_initrd, "/bascule/B/initrd.img");
+    }
+
+    #[test]
+    fn esp_paths_join_under_a_mount_point() {
+        assert_eq!(esp_relative(ESP_LOADER_ENTRIES), "loader/entries");
+        assert_eq!(esp_relative("grub"), "grub");
+        assert_eq!(
+            on_esp(Path::new("/boot"), ESP_GRUBENV),
+            Path::new("/boot/grub/grubenv")
+        );
     }
 }

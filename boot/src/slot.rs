@@ -6,14 +6,15 @@
 //! command line says what *did* boot (Talos issue #14002 is what happens when
 //! the two are confused).
 
+use crate::layout::{self, SlotLayout};
 use std::fmt;
 use std::str::FromStr;
 
 /// The kernel command-line parameter naming the booted slot.
-pub const CMDLINE_PARAM: &str = "bascule.slot";
+pub const CMDLINE_PARAM: &str = layout::CMDLINE_SLOT_KEY;
 /// The kernel command-line parameter carrying the entry's image version, so
 /// a booted machine (and a test) can tell which build an entry started.
-pub const VERSION_PARAM: &str = "bascule.version";
+pub const VERSION_PARAM: &str = layout::CMDLINE_VERSION_KEY;
 
 /// One of the two A/B slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,12 +110,17 @@ impl Slot {
         }
     }
 
+    /// Where the slot lives: its partition and its ESP files.
+    pub const fn layout(self) -> &'static SlotLayout {
+        match self {
+            Slot::A => &layout::SLOT_A,
+            Slot::B => &layout::SLOT_B,
+        }
+    }
+
     /// The slot's directory on the ESP, `/bascule/A` or `/bascule/B`.
     pub fn esp_dir(self) -> &'static str {
-        match self {
-            Slot::A => "/bascule/A",
-            Slot::B => "/bascule/B",
-        }
+        self.layout().esp_dir
     }
 
     /// The absolute ESP path of `file` in this slot's directory.
@@ -211,8 +217,8 @@ pub struct BootFiles {
 impl Default for BootFiles {
     fn default() -> Self {
         BootFiles {
-            kernel: "vmlinuz".to_string(),
-            initrd: "initrd.img".to_string(),
+            kernel: layout::ESP_KERNEL_NAME.to_string(),
+            initrd: layout::ESP_INITRD_NAME.to_string(),
         }
     }
 }
@@ -313,9 +319,14 @@ mod tests {
     }
 
     #[test]
-    fn parameter_names_match_the_layout_contract() {
-        assert_eq!(CMDLINE_PARAM, crate::layout::CMDLINE_SLOT_KEY);
-        assert_eq!(VERSION_PARAM, crate::layout::CMDLINE_VERSION_KEY);
+    fn each_slot_has_its_own_layout() {
+        for slot in Slot::ALL {
+            let l = slot.layout();
+            assert_eq!(l.name, slot.as_str());
+            assert_eq!(l.other(), slot.other().layout());
+            assert_eq!(slot.esp_path(layout::ESP_KERNEL_NAME), l.esp_kernel);
+            assert_eq!(slot.esp_path(layout::ESP_INITRD_NAME), l.esp_initrd);
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! filesystem, so the test bind-mounts its temporary directory onto itself
 //! inside a private mount namespace (`unshare`), and sets
 //! `SYSTEMD_RELAX_ESP_CHECKS=1` so that a non-vfat directory is accepted.
-//! Skipped, with a printed reason, when bootctl or namespaces are missing.
+//! Fails, naming the Debian package, when bootctl or unshare is missing, and
+//! with bootctl's own words when no mount namespace can be made.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
@@ -19,14 +20,22 @@ use bascule_boot::bootcount::{BootCounter, EntryFileName};
 use bascule_boot::slot::BootFiles;
 use bascule_boot::Slot;
 
-fn bootctl() -> Option<PathBuf> {
+fn bootctl() -> PathBuf {
     if let Some(p) = std::env::var_os("BASCULE_BOOTCTL") {
-        return Some(p.into());
+        return p.into();
     }
-    ["/usr/bin/bootctl", "/bin/bootctl"]
+    let found = ["/usr/bin/bootctl", "/bin/bootctl"]
         .iter()
         .map(PathBuf::from)
-        .find(|p| p.exists())
+        .find(|p| p.exists());
+    match found {
+        Some(p) => p,
+        None => panic!(
+            "bootctl is not installed: Debian 12 ships it in systemd-boot \
+             (apt-get install --no-install-recommends systemd-boot, or `cargo xtask deps`), \
+             or set BASCULE_BOOTCTL"
+        ),
+    }
 }
 
 /// One entry as bootctl lists it.
@@ -87,7 +96,7 @@ fn list(tool: &Path, esp: &Path) -> Result<Vec<Listed>, String> {
             .arg(esp)
             .arg(tool)
             .output()
-            .map_err(|e| format!("cannot run unshare: {e}"))?;
+            .map_err(|e| format!("cannot run unshare ({e}): apt-get install util-linux"))?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() {
             return Ok(parse_listing(&stdout));
@@ -143,13 +152,7 @@ fn default_of(listed: &[Listed]) -> &str {
 
 #[test]
 fn bootctl_lists_entries_counters_and_the_intended_default() {
-    let Some(tool) = bootctl() else {
-        eprintln!(
-            "SKIPPED: bootctl not found (Debian 12: apt-get install --no-install-recommends \
-             systemd-boot; or set BASCULE_BOOTCTL)"
-        );
-        return;
-    };
+    let tool = bootctl();
     let dir = tempfile::tempdir().unwrap();
     let esp = dir.path();
 
@@ -162,13 +165,7 @@ fn bootctl_lists_entries_counters_and_the_intended_default() {
             (b_try.clone(), entry(Slot::B, "2.0", false)),
         ],
     );
-    let listed = match list(&tool, esp) {
-        Ok(l) => l,
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            return;
-        }
-    };
+    let listed = list(&tool, esp).unwrap_or_else(|reason| panic!("{reason}"));
     assert_eq!(listed.len(), 2, "{listed:#?}");
     let a = find(&listed, "bascule-a.conf");
     let b = find(&listed, "bascule-b.conf");
@@ -198,7 +195,7 @@ fn bootctl_lists_entries_counters_and_the_intended_default() {
             (b_used.clone(), entry(Slot::B, "2.0", true)),
         ],
     );
-    let listed = list(&tool, esp).unwrap();
+    let listed = list(&tool, esp).unwrap_or_else(|reason| panic!("{reason}"));
     assert_eq!(find(&listed, "bascule-b.conf").tries, "0 left; 3 done");
     assert_eq!(default_of(&listed), "bascule-a.conf");
 
@@ -211,7 +208,7 @@ fn bootctl_lists_entries_counters_and_the_intended_default() {
             (b_used.blessed(), entry(Slot::B, "2.0", true)),
         ],
     );
-    let listed = list(&tool, esp).unwrap();
+    let listed = list(&tool, esp).unwrap_or_else(|reason| panic!("{reason}"));
     assert!(find(&listed, "bascule-b.conf")
         .source
         .ends_with("/bascule-b.conf"));
@@ -220,10 +217,7 @@ fn bootctl_lists_entries_counters_and_the_intended_default() {
 
 #[test]
 fn bootctl_reads_width_preserving_counters() {
-    let Some(tool) = bootctl() else {
-        eprintln!("SKIPPED: bootctl not found");
-        return;
-    };
+    let tool = bootctl();
     let dir = tempfile::tempdir().unwrap();
     let esp = dir.path();
     let name = EntryFileName::parse("bascule-b+10-00.conf")
@@ -237,12 +231,6 @@ fn bootctl_reads_width_preserving_counters() {
             (name, entry(Slot::B, "2.0", false)),
         ],
     );
-    let listed = match list(&tool, esp) {
-        Ok(l) => l,
-        Err(reason) => {
-            eprintln!("SKIPPED: {reason}");
-            return;
-        }
-    };
+    let listed = list(&tool, esp).unwrap_or_else(|reason| panic!("{reason}"));
     assert_eq!(find(&listed, "bascule-b.conf").tries, "9 left; 1 done");
 }

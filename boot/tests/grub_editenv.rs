@@ -1,5 +1,6 @@
 //! Compatibility of grubenv with the real `grub-editenv`, both directions.
-//! Skipped (with a printed reason) when grub-editenv is not installed.
+//! Fails, naming the Debian package, when grub-editenv is not installed
+//! (`cargo xtask deps` installs it): a missing tool must not look like a pass.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::Path;
@@ -9,13 +10,11 @@ use bascule_boot::grubenv::{read_env_file, write_env_file, GrubEnv, WriteOutcome
 
 const TOOL: &str = "/usr/bin/grub-editenv";
 
-fn tool_available() -> bool {
-    if Path::new(TOOL).exists() {
-        true
-    } else {
-        eprintln!("SKIPPED: {TOOL} not installed (Debian package grub-common)");
-        false
-    }
+fn require_tool() {
+    assert!(
+        Path::new(TOOL).exists(),
+        "{TOOL} is not installed: apt-get install grub-common (or run `cargo xtask deps`)"
+    );
 }
 
 fn editenv(file: &Path, args: &[&str]) -> String {
@@ -54,9 +53,7 @@ fn listing(vars: &[(&str, &str)]) -> String {
 
 #[test]
 fn bascule_file_listed_by_grub_editenv() {
-    if !tool_available() {
-        return;
-    }
+    require_tool();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("grubenv");
     let mut env = GrubEnv::new();
@@ -69,9 +66,7 @@ fn bascule_file_listed_by_grub_editenv() {
 
 #[test]
 fn grub_editenv_file_read_by_bascule() {
-    if !tool_available() {
-        return;
-    }
+    require_tool();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("grubenv");
     editenv(&p, &["create"]);
@@ -94,9 +89,7 @@ fn grub_editenv_file_read_by_bascule() {
 
 #[test]
 fn grub_editenv_edits_of_a_bascule_file_are_byte_identical_to_bascule_output() {
-    if !tool_available() {
-        return;
-    }
+    require_tool();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("grubenv");
     write_env_file(&p, &GrubEnv::new()).unwrap();
@@ -134,9 +127,7 @@ fn grub_editenv_edits_of_a_bascule_file_are_byte_identical_to_bascule_output() {
 
 #[test]
 fn full_block_agrees_with_grub_editenv() {
-    if !tool_available() {
-        return;
-    }
+    require_tool();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("grubenv");
     // Exactly 1024 bytes, no padding left.

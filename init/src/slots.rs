@@ -183,7 +183,11 @@ pub enum SlotsError {
     OpenMeta { path: PathBuf, err: std::io::Error },
     #[error("META {path}: {err}")]
     Meta { path: PathBuf, err: meta::MetaError },
-    #[error("no bootloader configuration on the ESP at {0} (neither grub/grub.cfg nor loader/loader.conf)")]
+    #[error(
+        "no bootloader configuration on the ESP at {0} (neither {grub} nor {sd})",
+        grub = layout::ESP_GRUB_CFG,
+        sd = layout::ESP_LOADER_CONF
+    )]
     NoLoader(PathBuf),
     #[error(transparent)]
     Loader(#[from] adapter::AdapterError),

@@ -5,8 +5,10 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bascule_api::pb::{self, request::Call, response::Result as Reply};
@@ -36,9 +38,23 @@ pub fn cli_bin() -> PathBuf {
     path
 }
 
+/// Whether the supervisor sees a cgroup2 hierarchy to put services in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cgroups {
+    /// The host's, as found.
+    Host,
+    /// None: it runs in a private mount namespace without the cgroup2
+    /// mount, so it must fall back to process groups.
+    Hidden,
+}
+
 impl Sup {
     /// Starts a supervisor over `services` (name, TOML text).
     pub fn start(services: &[(&str, &str)]) -> Sup {
+        Sup::start_with(services, Cgroups::Host)
+    }
+
+    pub fn start_with(services: &[(&str, &str)], cgroups: Cgroups) -> Sup {
         let dir = tempfile::tempdir().expect("tempdir");
         // Services running as other users reach their notify sockets in here.
         std::fs::set_permissions(
@@ -53,7 +69,19 @@ impl Sup {
         }
         let socket = dir.path().join("api.sock");
         let log = std::fs::File::create(dir.path().join("init.log")).unwrap();
-        let child = Command::new(init_bin())
+        let mut cmd = match (cgroups, cgroup2_mount()) {
+            (Cgroups::Hidden, Some(mount)) => {
+                // unshare and sh exec in place: the child's pid is init's.
+                let mut c = Command::new("unshare");
+                c.args(["--mount", "--propagation", "private", "--"])
+                    .args(["sh", "-c", r#"umount -l "$1" && shift && exec "$@""#, "sh"])
+                    .arg(mount)
+                    .arg(init_bin());
+                c
+            }
+            _ => Command::new(init_bin()),
+        };
+        let child = cmd
             .arg("--supervise")
             .arg("--config")
             .arg(&cfg)
@@ -206,14 +234,19 @@ impl Drop for Sup {
     }
 }
 
-/// The supervisor's service cgroup root, if cgroup2 is mounted.
-pub fn cgroup_dir(sup_pid: u32) -> Option<PathBuf> {
+/// Where cgroup2 is mounted on this host, if it is.
+pub fn cgroup2_mount() -> Option<PathBuf> {
     let mi = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mount = mi.lines().find_map(|l| {
+    mi.lines().find_map(|l| {
         let (left, right) = l.split_once(" - ")?;
         (right.split_whitespace().next()? == "cgroup2")
             .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
-    })?;
+    })
+}
+
+/// The supervisor's service cgroup root, if cgroup2 is mounted.
+pub fn cgroup_dir(sup_pid: u32) -> Option<PathBuf> {
+    let mount = cgroup2_mount()?;
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let own = own
         .lines()
@@ -234,6 +267,54 @@ pub fn alive(pid: u32) -> bool {
             .trim_start()
             .starts_with('Z'),
         Err(_) => false,
+    }
+}
+
+/// True once `pid` has been reaped: not even a zombie is left.
+pub fn reaped(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The parent pid the kernel reports for `pid` (PPid in its status).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Lines of a child's output, read on a thread so that every wait for one
+/// has a deadline: a broken stream fails the test instead of hanging it.
+pub struct LineReader {
+    rx: mpsc::Receiver<String>,
+}
+
+impl LineReader {
+    pub fn new(input: impl Read + Send + 'static) -> LineReader {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(input).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LineReader { rx }
+    }
+
+    /// The next line, or a panic naming `what` after `limit`.
+    pub fn next_line(&self, limit: Duration, what: &str) -> String {
+        match self.rx.recv_timeout(limit) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("no line of {what} within {limit:?}")
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("{what} ended before the expected line")
+            }
+        }
     }
 }
 

@@ -4,13 +4,14 @@
 
 mod harness;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bascule_api::frame::MAX_FRAME_LEN;
 use bascule_api::pb;
 use harness::*;
 
@@ -110,22 +111,59 @@ fn notify_readiness_uses_the_sd_notify_protocol() {
     sup.wait_state("dn", pb::ServiceState::Running);
 }
 
-#[test]
-fn stop_kills_a_term_ignoring_service_and_its_whole_tree_after_grace() {
+/// How long after the grace period the whole tree may take to go.
+const KILL_BOUND: Duration = Duration::from_millis(1500);
+
+/// A TERM-ignoring service whose child and grandchild ignore TERM too.
+fn stubborn_tree_is_killed_after_grace(cgroups: Cgroups) {
     let dir = tempfile::tempdir().unwrap();
     let pids = dir.path().join("pids");
+    let p = pids.display();
+    let inner = dir.path().join("inner.sh");
+    std::fs::write(
+        &inner,
+        format!("trap '' TERM\nsleep 1000 &\necho $! >> {p}\necho $$ >> {p}\nwait\n"),
+    )
+    .unwrap();
+    let outer = dir.path().join("outer.sh");
+    std::fs::write(
+        &outer,
+        format!(
+            "trap '' TERM\nsh {} &\nsleep 1000 &\necho $! >> {p}\necho $$ >> {p}\nwait\n",
+            inner.display()
+        ),
+    )
+    .unwrap();
+    let grace = Duration::from_millis(700);
     let svc = format!(
-        "exec = [\"/bin/sh\", \"-c\", \"trap '' TERM; sh -c 'trap \\\"\\\" TERM; sleep 1000' & sleep 1000 & echo $! >> {p}; echo $$ >> {p}; wait\"]\n[stop]\ngrace_ms = 700\n",
-        p = pids.display()
+        "exec = [\"/bin/sh\", \"{}\"]\n[stop]\ngrace_ms = {}\n",
+        outer.display(),
+        grace.as_millis()
     );
-    let sup = Sup::start(&[("stubborn", &svc)]);
+    let sup = Sup::start_with(&[("stubborn", &svc)], cgroups);
+    match cgroups {
+        Cgroups::Host => assert!(
+            cgroup_dir(sup.pid()).is_some(),
+            "no service cgroup: this test needs a writable cgroup2 hierarchy\n{}",
+            sup.init_log()
+        ),
+        Cgroups::Hidden => assert!(
+            sup.init_log().contains("stopping by process group instead"),
+            "the supervisor must run without cgroups here:\n{}",
+            sup.init_log()
+        ),
+    }
+    // Main shell, its child and grandchild sleeps, and the inner shell.
     sup.wait_until(Duration::from_secs(5), "pids written", || {
-        read_pids(&pids).len() == 2
+        read_pids(&pids).len() == 4
     });
-    let mut tree = read_pids(&pids);
-    // Every process in the service's cgroup, grandchildren included.
+    let tree = read_pids(&pids);
     if let Some(cg) = cgroup_dir(sup.pid()) {
-        tree.extend(read_pids(&cg.join("stubborn/cgroup.procs")));
+        let procs = read_pids(&cg.join("stubborn/cgroup.procs"));
+        assert!(
+            tree.iter().all(|p| procs.contains(p)),
+            "{tree:?} in {procs:?}"
+        );
     }
     assert!(tree.iter().all(|p| alive(*p)));
     let t = Instant::now();
@@ -137,25 +175,73 @@ fn stop_kills_a_term_ignoring_service_and_its_whole_tree_after_grace() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        took >= Duration::from_millis(650),
+        took >= grace - Duration::from_millis(50),
         "SIGTERM is ignored: the grace period must run out ({took:?})"
     );
+    assert!(
+        took <= grace + KILL_BOUND,
+        "stop must SIGKILL once the grace period is over ({took:?})"
+    );
     assert_eq!(sup.state("stubborn"), pb::ServiceState::Stopped);
-    sup.wait_until(Duration::from_secs(3), "the whole tree is gone", || {
-        tree.iter().all(|p| !alive(*p))
+    // Gone and reaped (by the supervisor, their subreaper), not left as zombies.
+    let left = (grace + KILL_BOUND).saturating_sub(t.elapsed());
+    sup.wait_until(left, "the whole tree is gone within grace + bound", || {
+        tree.iter().all(|p| reaped(*p))
     });
     assert!(sup.status("stubborn").last_exit.contains("SIGKILL"));
 }
 
 #[test]
+fn stop_kills_a_term_ignoring_service_and_its_whole_cgroup_after_grace() {
+    stubborn_tree_is_killed_after_grace(Cgroups::Host);
+}
+
+#[test]
+fn stop_kills_a_term_ignoring_service_and_its_process_group_after_grace() {
+    stubborn_tree_is_killed_after_grace(Cgroups::Hidden);
+}
+
+#[test]
 fn orphans_are_reaped_by_the_subreaper() {
-    // The inner shell exits at once, orphaning its short-lived child.
-    let sup = Sup::start(&[(
-        "parent",
-        "exec = [\"/bin/sh\", \"-c\", \"for i in 1 2 3 4 5; do sh -c 'sleep 0.1 &'; done; exec sleep 1000\"]\n",
-    )]);
+    // Each inner shell exits at once, orphaning its child.
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    let script = dir.path().join("orphans.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "for i in 1 2 3; do sh -c 'sleep 1000 & echo $$ $! >> {}'; done\nexec sleep 1000\n",
+            pids.display()
+        ),
+    )
+    .unwrap();
+    let svc = format!("exec = [\"/bin/sh\", \"{}\"]\n", script.display());
+    let sup = Sup::start(&[("parent", &svc)]);
     sup.wait_state("parent", pb::ServiceState::Running);
-    std::thread::sleep(Duration::from_millis(600));
+    sup.wait_until(Duration::from_secs(5), "three orphans written", || {
+        read_pids(&pids).len() == 6
+    });
+    let pairs: Vec<(u32, u32)> = read_pids(&pids).chunks(2).map(|c| (c[0], c[1])).collect();
+    for (shell, orphan) in pairs {
+        sup.wait_until(
+            Duration::from_secs(5),
+            &format!("orphan {orphan} loses its parent shell {shell}"),
+            || parent_of(orphan) != Some(shell),
+        );
+        assert_eq!(
+            parent_of(orphan),
+            Some(sup.pid()),
+            "orphan {orphan} must be re-parented to the supervisor (child subreaper), not the system init"
+        );
+        // It dies: its new parent, the supervisor, must reap it.
+        let pid = rustix::process::Pid::from_raw(orphan as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+        sup.wait_until(
+            Duration::from_secs(5),
+            &format!("orphan {orphan} is reaped"),
+            || reaped(orphan),
+        );
+    }
     assert_eq!(
         zombie_children(sup.pid()),
         Vec::<u32>::new(),
@@ -177,11 +263,11 @@ fn logs_follow_streams_new_lines() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let reader = LineReader::new(child.stdout.take().unwrap());
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
+        // A tick comes every 0.1 s: a few seconds means following is broken.
+        let line = reader.next_line(Duration::from_secs(5), "bascule logs -f");
         seen.push(line.trim().to_owned());
     }
     let _ = child.kill();
@@ -260,14 +346,30 @@ fn malformed_and_oversized_frames_get_errors_and_the_supervisor_lives_on() {
     assert_eq!(e.code, pb::ErrorCode::Malformed as i32);
     assert!(e.message.contains("bascule.v1.Request"), "{}", e.message);
     assert!(closed(&mut s));
-    // A length far above the limit, without the body.
+    // One byte over the limit, refused on the length alone (no body sent).
+    let over = MAX_FRAME_LEN + 1;
     let mut s = UnixStream::connect(&sup.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(&(64u32 << 20).to_be_bytes()).unwrap();
+    s.write_all(&(over as u32).to_be_bytes()).unwrap();
     let e = read_error(&mut s);
     assert_eq!(e.code, pb::ErrorCode::FrameTooLarge as i32);
-    assert!(e.message.contains("67108864"), "{}", e.message);
+    assert!(e.message.contains(&over.to_string()), "{}", e.message);
     assert!(closed(&mut s));
+    // Exactly the limit is a frame like any other: a service list request
+    // padded with an unknown field, which protobuf readers skip.
+    let mut s = UnixStream::connect(&sup.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&frame_of_exactly(MAX_FRAME_LEN, 77)).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    let resp: pb::Response = bascule_api::frame::decode(&body, "Response").unwrap();
+    assert_eq!(resp.id, 77);
+    assert!(
+        matches!(resp.result, Some(pb::response::Result::ServiceList(ref l)) if l.services.len() == 1),
+        "{resp:?}"
+    );
     // A request with no call is an error but keeps the connection.
     let mut c = sup.client();
     c.send_raw(&bascule_api::frame::encode(&pb::Request { id: 9, call: None }).unwrap())
@@ -282,6 +384,38 @@ fn malformed_and_oversized_frames_get_errors_and_the_supervisor_lives_on() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ghost"));
     assert_eq!(sup.state("s"), pb::ServiceState::Running);
     assert!(alive(sup.pid()));
+}
+
+/// A service list request whose frame payload is exactly `len` bytes.
+fn frame_of_exactly(len: usize, id: u64) -> Vec<u8> {
+    let req = pb::Request {
+        id,
+        call: Some(pb::request::Call::ServiceList(
+            pb::ServiceListRequest::default(),
+        )),
+    };
+    let mut frame = bascule_api::frame::encode(&req).unwrap();
+    // Field 1000, length-delimited (tag 8002 as a varint: 2 bytes).
+    let tag = [0xc2, 0x3e];
+    let varint = |mut n: usize| {
+        let mut out = Vec::new();
+        while n >= 0x80 {
+            out.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+        out
+    };
+    let base = frame.len() - 4 + tag.len();
+    // The padding's length prefix is 3 bytes for anything near 1 MiB.
+    let pad = len - base - varint(len).len();
+    assert_eq!(varint(pad).len(), varint(len).len());
+    frame.extend_from_slice(&tag);
+    frame.extend_from_slice(&varint(pad));
+    frame.resize(frame.len() + pad, 0);
+    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    assert_eq!(frame.len(), 4 + len);
+    frame
 }
 
 #[test]

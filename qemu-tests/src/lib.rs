@@ -47,6 +47,10 @@ impl Combo {
 /// Bound on one boot to all-services-ready under TCG (about 10-15 s seen).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// What PID 1 prints on the console once per boot, when it starts serving
+/// its API. (The kernel's own banner is hidden by `quiet`.)
+pub const BOOT_LINE: &str = "bascule-init: serving the API on ";
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -263,6 +267,13 @@ impl Machine {
     /// prompt and can swallow input that arrives while it waits for the
     /// answer. Commands must therefore be safe to run twice.
     pub fn console_run(&self, command: &str, marker: &str) {
+        self.console_line(command, marker, |l| l == marker);
+    }
+
+    /// Types `command` as [`Machine::console_run`] does and returns the first
+    /// new line of output (trimmed) that `wanted` accepts; `what` names it in
+    /// the failure message.
+    pub fn console_line(&self, command: &str, what: &str, wanted: impl Fn(&str) -> bool) -> String {
         let before = self.serial().len();
         let mut s =
             UnixStream::connect(&self.console).unwrap_or_else(|e| panic!("console socket: {e}"));
@@ -277,16 +288,106 @@ impl Machine {
             let seen = self.wait_for(Duration::from_secs(10), || {
                 while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
                 let log = self.serial();
-                log.get(before..)
-                    .is_some_and(|new| new.lines().any(|l| l.trim() == marker))
-                    .then_some(())
+                log.get(before..).and_then(|new| {
+                    new.lines()
+                        .map(str::trim)
+                        .find(|l| wanted(l))
+                        .map(str::to_owned)
+                })
             });
-            if seen.is_some() {
-                return;
+            if let Some(line) = seen {
+                return line;
             }
         }
         panic!(
-            "no {marker:?} after typing {command:?} three times\n{}",
+            "no {what:?} after typing {command:?} three times\n{}",
+            self.context()
+        );
+    }
+
+    /// The guest's uptime in whole seconds (/proc/uptime).
+    pub fn uptime_secs(&self) -> u64 {
+        const PREFIX: &str = "uptime-s=";
+        let line = self.console_line(
+            &format!("echo {PREFIX}$(cut -d. -f1 /proc/uptime)"),
+            "the uptime",
+            |l| {
+                l.strip_prefix(PREFIX)
+                    .is_some_and(|n| n.parse::<u64>().is_ok())
+            },
+        );
+        line[PREFIX.len()..].parse().unwrap_or_default()
+    }
+
+    /// Waits until a line ending in `marker` appears in the serial log after
+    /// byte `from` (an offset taken from [`Machine::serial`] earlier). Ends
+    /// in, because a background job's output follows the shell's prompt;
+    /// the command that prints it must therefore not contain it literally.
+    pub fn wait_console_marker(&self, from: usize, marker: &str, limit: Duration) {
+        let seen = self.wait_for(limit, || {
+            self.serial()
+                .get(from..)
+                .is_some_and(|new| new.lines().any(|l| l.trim_end().ends_with(marker)))
+                .then_some(())
+        });
+        assert!(
+            seen.is_some(),
+            "no {marker:?} on the console within {limit:?}\n{}",
+            self.context()
+        );
+    }
+
+    /// The running kernel's boot id (/proc/sys/kernel/random/boot_id): a
+    /// new random one at every boot, so it tells a reboot from a hiccup.
+    pub fn boot_id(&self) -> String {
+        const PREFIX: &str = "boot-id=";
+        let line = self.console_line(
+            &format!("echo {PREFIX}$(cat /proc/sys/kernel/random/boot_id)"),
+            "the boot id",
+            // The typed command is echoed too, after the prompt: only the
+            // output line starts with the prefix and has a whole UUID.
+            |l| l.strip_prefix(PREFIX).is_some_and(|id| id.len() == 36),
+        );
+        line[PREFIX.len()..].to_owned()
+    }
+
+    /// How many times PID 1 has started on this machine so far, by its
+    /// once-per-boot console line.
+    pub fn boots_seen(&self) -> usize {
+        self.serial().matches(BOOT_LINE).count()
+    }
+
+    /// Reboots through the API and waits for the next boot to be ready:
+    /// PID 1 of a new boot announces itself on the console, and the kernel's
+    /// boot id must then differ from the one before.
+    pub fn reboot_and_wait(&self) -> Vec<pb::ServiceStatus> {
+        let before = self.boot_id();
+        let boots = self.boots_seen();
+        let out = self.cli(&["reboot"]);
+        assert!(
+            out.status.success(),
+            "bascule reboot: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_next_boot(boots);
+        let services = self.wait_ready();
+        let after = self.boot_id();
+        assert_ne!(
+            after,
+            before,
+            "the machine answers again but did not reboot (same boot id)\n{}",
+            self.context()
+        );
+        services
+    }
+
+    /// Waits until PID 1 has started more than `boots` times.
+    pub fn wait_next_boot(&self, boots: usize) {
+        let next = self.wait_for(BOOT_TIMEOUT, || (self.boots_seen() > boots).then_some(()));
+        assert!(
+            next.is_some(),
+            "no new boot ({BOOT_LINE:?} on the console) within {BOOT_TIMEOUT:?}\n{}",
             self.context()
         );
     }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bascule_api::pb::{self, request::Call, response::Result as Reply};
-use bascule_qemu_tests::{ext4_clean, Combo, Machine, BOOT_TIMEOUT};
+use bascule_qemu_tests::{ext4_clean, Combo, Machine};
 
 fn ok(out: &std::process::Output) -> String {
     assert!(
@@ -104,12 +104,8 @@ fn lifecycle(combo: Combo) {
         "echo persisted > /var/marker && sync && echo marker-written",
         "marker-written",
     );
-    let out = ok(&m.cli(&["reboot"]));
-    let _ = out;
-    // The API goes away, then comes back after the reboot.
-    let gone = m.wait_for(BOOT_TIMEOUT, || m.services().is_err().then_some(()));
-    assert!(gone.is_some(), "the machine did not go down for the reboot");
-    m.wait_ready();
+    // A new boot (new kernel boot id), not merely an API that went quiet.
+    m.reboot_and_wait();
     m.console_run("echo var-has-$(cat /var/marker)", "var-has-persisted");
 
     // Shutdown powers the VM off by itself, with clean filesystems.

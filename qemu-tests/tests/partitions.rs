@@ -6,6 +6,9 @@ use std::time::Duration;
 use bascule_qemu_tests::{Combo, Machine};
 use bascule_rootfs::layout;
 
+/// The timeout PID 1 arms the hardware watchdog with.
+const WATCHDOG_TIMEOUT_S: u64 = 15;
+
 #[test]
 fn blank_ephemeral_is_formatted_corrupt_state_is_reported_and_the_watchdog_is_fed() {
     let mut m = Machine::new(Combo::GrubBios);
@@ -30,12 +33,33 @@ fn blank_ephemeral_is_formatted_corrupt_state_is_reported_and_the_watchdog_is_fe
         "state-not-mounted",
     );
 
-    // The watchdog is armed with a 15 s timeout: still the same boot well after it.
-    assert!(log.contains("hardware watchdog armed (15s)"), "{log}");
-    // Ready at about 10 s of uptime; 20 s more passes the timeout twice over.
-    std::thread::sleep(Duration::from_secs(20));
-    m.console_run(
-        "test $(cut -d. -f1 /proc/uptime) -ge 25 && echo no-reset-since-boot",
-        "no-reset-since-boot",
+    // The watchdog is armed with a 15 s timeout: the same boot must still
+    // be running when the guest's own clock has passed it twice over since
+    // it was armed (before the services were ready, so before now).
+    assert!(
+        log.contains(&format!("hardware watchdog armed ({WATCHDOG_TIMEOUT_S}s)")),
+        "{log}"
     );
+    let boot = m.boot_id();
+    let boots = m.boots_seen();
+    let target = m.uptime_secs() + 2 * WATCHDOG_TIMEOUT_S + 1;
+    let marker = format!("uptime-past-{target}");
+    let from = m.serial().len();
+    // The guest waits on its own clock, in the background so the console
+    // stays free; a watchdog reset would kill the loop with the kernel. The
+    // quotes keep the marker out of the echoed command line.
+    m.console_run(
+        &format!(
+            "(while [ $(cut -d. -f1 /proc/uptime) -lt {target} ]; do sleep 1; done; echo uptime-\"\"past-{target}) & echo waiting-for-{target}"
+        ),
+        &format!("waiting-for-{target}"),
+    );
+    // TCG runs the guest clock at about wall speed; the bound is generous.
+    m.wait_console_marker(
+        from,
+        &marker,
+        Duration::from_secs(4 * WATCHDOG_TIMEOUT_S + 60),
+    );
+    assert_eq!(m.boots_seen(), boots, "the machine was reset");
+    assert_eq!(m.boot_id(), boot, "the machine was reset (new boot id)");
 }

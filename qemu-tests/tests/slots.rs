@@ -4,8 +4,9 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use bascule_api::pb::{self, request::Call, response::Result as Reply};
-use bascule_qemu_tests::{Combo, Machine, BOOT_TIMEOUT};
+use bascule_qemu_tests::{Combo, Machine};
 use bascule_rootfs::layout;
+use std::path::Path;
 
 fn json(m: &Machine, args: &[&str]) -> serde_json::Value {
     let out = m.cli(args);
@@ -29,20 +30,9 @@ fn booted(m: &Machine) -> String {
     }
 }
 
-/// Reboots through the API and waits until the machine is back and ready.
+/// Reboots through the API and waits until a new boot is ready.
 fn reboot(m: &Machine) {
-    let out = m.cli(&["reboot"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        m.wait_for(BOOT_TIMEOUT, || m.services().is_err().then_some(()))
-            .is_some(),
-        "the machine did not go down"
-    );
-    m.wait_ready();
+    m.reboot_and_wait();
 }
 
 fn slot_state(status: &serde_json::Value, slot: &str) -> String {
@@ -97,7 +87,13 @@ fn slots(combo: Combo) {
         reboot(&m);
     } else {
         // A zeroed grubenv: GRUB boots the default baked into grub.cfg.
-        m.console_run("dd if=/dev/zero of=/boot/grub/grubenv bs=1024 count=1 conv=notrunc 2>/dev/null; sync; echo grubenv-zeroed", "grubenv-zeroed");
+        m.console_run(
+            &format!(
+                "dd if=/dev/zero of={} bs=1024 count=1 conv=notrunc 2>/dev/null; sync; echo grubenv-zeroed",
+                layout::on_esp(Path::new(layout::MOUNT_ESP), layout::ESP_GRUBENV).display()
+            ),
+            "grubenv-zeroed",
+        );
         reboot(&m);
     }
     assert_eq!(booted(&m), "B", "B boots every time once it is the default");

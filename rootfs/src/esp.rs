@@ -121,6 +121,7 @@ pub fn read_file(image: &str, path: &str) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layout;
 
     #[test]
     fn builds_fat32_with_nested_files() {
@@ -129,19 +130,19 @@ mod tests {
         fs::write(&src, vec![7u8; 100_000]).expect("src");
         let img = dir.path().join("esp.img");
         let files = vec![
-            EspFile::from_path("/bascule/A/vmlinuz", &src),
-            EspFile::from_bytes("/grub/grub.cfg", b"set timeout=0\n".to_vec()),
-            EspFile::from_bytes("/EFI/BOOT/BOOTX64.EFI", b"MZ".to_vec()),
+            EspFile::from_path(layout::SLOT_A.esp_kernel, &src),
+            EspFile::from_bytes(layout::ESP_GRUB_CFG, b"set timeout=0\n".to_vec()),
+            EspFile::from_bytes(layout::ESP_EFI_BOOT, b"MZ".to_vec()),
         ];
         build(&img, 64 << 20, "ESP", &files, &dir.path().join("work")).expect("build");
         assert_eq!(fs::metadata(&img).expect("img").len(), 64 << 20);
         let img_s = img.to_str().expect("utf8");
         assert_eq!(
-            read_file(img_s, "/grub/grub.cfg").expect("cfg"),
+            read_file(img_s, layout::ESP_GRUB_CFG).expect("cfg"),
             b"set timeout=0\n"
         );
         assert_eq!(
-            read_file(img_s, "/bascule/A/vmlinuz")
+            read_file(img_s, layout::SLOT_A.esp_kernel)
                 .expect("kernel")
                 .len(),
             100_000

@@ -78,7 +78,11 @@ const MBR_CODE_SIZE: usize = 440;
 
 /// Builds the i386-pc core.img into `out`, with its prefix on the ESP.
 pub fn build_bios_core(out: &Path) -> Result<()> {
-    let prefix = format!("(hd0,gpt{})/grub", layout::ESP_PARTITION_NUMBER);
+    let prefix = format!(
+        "(hd0,gpt{}){}",
+        layout::ESP_PARTITION_NUMBER,
+        layout::ESP_GRUB_DIR
+    );
     Cmd::new("grub-mkimage")
         .args(["-O", "i386-pc", "-d", I386_PC_DIR, "-p", &prefix, "-o"])
         .arg(out)

@@ -16,82 +16,14 @@ use crate::modules::{self, ModuleDb};
 use crate::squashfs::{self, RootfsSpec};
 use crate::Slot;
 use crate::{grub, qemu};
-use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
+
+// Kept reachable here: callers name them as `image::…`.
+pub use crate::platform::{check_combination, Bootloader, Firmware};
 
 /// systemd-boot's EFI binary (package systemd-boot-efi).
 pub const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bootloader {
-    Grub,
-    SdBoot,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Firmware {
-    /// SeaBIOS, QEMU's default.
-    Bios,
-    /// OVMF.
-    Uefi,
-}
-
-impl FromStr for Bootloader {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Bootloader> {
-        match s {
-            "grub" => Ok(Bootloader::Grub),
-            "sd-boot" | "systemd-boot" => Ok(Bootloader::SdBoot),
-            _ => Err(Error::Invalid(format!(
-                "unknown bootloader {s:?}: expected grub or sd-boot"
-            ))),
-        }
-    }
-}
-
-impl FromStr for Firmware {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Firmware> {
-        match s {
-            "bios" => Ok(Firmware::Bios),
-            "uefi" => Ok(Firmware::Uefi),
-            _ => Err(Error::Invalid(format!(
-                "unknown firmware {s:?}: expected bios or uefi"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Bootloader {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Bootloader::Grub => "grub",
-            Bootloader::SdBoot => "sd-boot",
-        })
-    }
-}
-
-impl fmt::Display for Firmware {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Firmware::Bios => "bios",
-            Firmware::Uefi => "uefi",
-        })
-    }
-}
-
-/// Rejects combinations that cannot boot.
-pub fn check_combination(bootloader: Bootloader, firmware: Firmware) -> Result<()> {
-    if bootloader == Bootloader::SdBoot && firmware == Firmware::Bios {
-        return Err(Error::Invalid(
-            "systemd-boot is a UEFI application and cannot boot on BIOS: use --firmware uefi, or --bootloader grub"
-                .into(),
-        ));
-    }
-    Ok(())
-}
 
 /// What the initramfs runs as /init.
 #[derive(Clone, Debug, Default)]
@@ -225,14 +157,11 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
         let Some(build) = build else { continue };
         let (initrd, root) = build_slot(spec, slot, build, &kernel, &mods, &work)?;
         esp_files.push(EspFile::from_path(
-            layout::slot_layout(slot).esp_kernel,
+            slot.layout().esp_kernel,
             &kernel.vmlinuz,
         ));
-        esp_files.push(EspFile::from_path(
-            layout::slot_layout(slot).esp_initrd,
-            &initrd,
-        ));
-        parts.push((layout::slot_layout(slot).partition_label, root));
+        esp_files.push(EspFile::from_path(slot.layout().esp_initrd, &initrd));
+        parts.push((slot.layout().partition_label, root));
         entries.push(BootEntry {
             slot,
             version: build.version.clone(),

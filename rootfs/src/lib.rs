@@ -31,6 +31,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod loader;
 pub mod modules;
+pub mod platform;
 pub mod qemu;
 pub mod squashfs;
 

@@ -19,8 +19,8 @@
 //! gets no entry for an empty slot.
 
 use crate::error::{Error, Result};
-use crate::image::Bootloader;
 use crate::layout;
+use crate::platform::Bootloader;
 use crate::Slot;
 use bascule_boot::bls::{self, BlsEntry, LoaderConf};
 use bascule_boot::grubcfg::{self, GrubCfgInputs, GrubSlotVars};

@@ -34,7 +34,7 @@ fn grub_cfg_from_the_generator() {
     assert!(cfg.contains("load_env saved_entry next_entry bascule_trying\n"));
     assert!(cfg.contains("if save_env next_entry bascule_trying; then"));
     for e in entries() {
-        let l = layout::slot_layout(e.slot);
+        let l = e.slot.layout();
         assert!(
             cfg.contains(&format!(
                 "  linux {} bascule.slot={} bascule.version={} console=ttyS0 quiet\n  initrd {}\n",
@@ -323,8 +323,8 @@ fn sdboot_files_from_the_generator() {
         b.options,
         "bascule.slot=B bascule.version=2 console=ttyS0 quiet"
     );
-    assert_eq!(b.linux, layout::slot_layout(Slot::B).esp_kernel);
-    assert_eq!(b.initrd, [layout::slot_layout(Slot::B).esp_initrd]);
+    assert_eq!(b.linux, Slot::B.layout().esp_kernel);
+    assert_eq!(b.initrd, [Slot::B.layout().esp_initrd]);
 
     // Default B: the sort keys swap.
     let files = loader_files(Bootloader::SdBoot, &entries(), Slot::B).expect("files");
@@ -340,7 +340,7 @@ fn sdboot_files_from_the_generator() {
 #[test]
 fn boot_files_match_the_layout() {
     for slot in Slot::ALL {
-        let l = layout::slot_layout(slot);
+        let l = slot.layout();
         assert_eq!(slot.esp_path(&boot_files().kernel), l.esp_kernel);
         assert_eq!(slot.esp_path(&boot_files().initrd), l.esp_initrd);
     }

@@ -4,7 +4,7 @@
 //! failing test never leaves one behind.
 
 use crate::error::{IoContext, Result};
-use crate::image::Firmware;
+use crate::platform::Firmware;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};

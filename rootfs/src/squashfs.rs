@@ -38,9 +38,9 @@ pub const MOUNT_POINTS: &[&str] = &[
     "/dev",
     "/run",
     "/tmp",
-    "/var",
-    "/boot",
-    "/system/state",
+    layout::MOUNT_EPHEMERAL,
+    layout::MOUNT_ESP,
+    layout::MOUNT_STATE,
     "/root",
 ];
 

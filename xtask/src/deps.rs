@@ -20,11 +20,17 @@ pub const ALL: &[Package] = &[
     pkg("ovmf", "/usr/share/OVMF/OVMF_CODE_4M.fd"),
     pkg("grub-pc-bin", "/usr/lib/grub/i386-pc/boot.img"),
     pkg("grub-efi-amd64-bin", "/usr/lib/grub/x86_64-efi/linux.mod"),
+    // grub-editenv and grub-script-check, which boot's tests run.
     pkg("grub-common", "/usr/bin/grub-editenv"),
+    pkg("grub-common", "/usr/bin/grub-script-check"),
     pkg(
         "systemd-boot-efi",
         "/usr/lib/systemd/boot/efi/systemd-bootx64.efi",
     ),
+    // bootctl: Debian 12 ships it in systemd-boot, not in systemd.
+    pkg("systemd-boot", "/usr/bin/bootctl"),
+    // unshare, for bootctl's private mount namespace in boot's tests.
+    pkg("util-linux", "/usr/bin/unshare"),
     pkg("dosfstools", "/usr/sbin/mkfs.vfat"),
     pkg("mtools", "/usr/bin/mcopy"),
     pkg("squashfs-tools", "/usr/bin/mksquashfs"),
@@ -38,11 +44,13 @@ pub const ALL: &[Package] = &[
 ];
 
 pub fn ensure(packages: &[Package]) -> Result<()> {
-    let missing: Vec<&str> = packages
+    let mut missing: Vec<&str> = packages
         .iter()
         .filter(|p| !std::path::Path::new(p.probe).exists())
         .map(|p| p.name)
         .collect();
+    // A package probed by several files is listed next to itself.
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
