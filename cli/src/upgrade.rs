@@ -108,11 +108,10 @@ pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<(), Failure> {
         progress::json_line(&serde_json::to_value(&last).unwrap_or_default());
     }
     let done = result?;
-    if mode != Mode::Json {
-        print(&format!("{}\n", done.summary))?;
-    }
     match done.code {
-        exit::SUCCESS => Ok(()),
+        exit::SUCCESS if mode == Mode::Json => Ok(()),
+        exit::SUCCESS => print(&format!("{}\n", done.summary)),
+        // Failures go to stderr only, like every other error.
         code => Err(Failure::with(code, done.summary)),
     }
 }
