@@ -6,6 +6,7 @@
 //! inside a private mount namespace (`unshare`), and sets
 //! `SYSTEMD_RELAX_ESP_CHECKS=1` so that a non-vfat directory is accepted.
 //! Skipped, with a printed reason, when bootctl or namespaces are missing.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

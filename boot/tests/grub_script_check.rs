@@ -2,6 +2,7 @@
 //! `grub-script-check` (GRUB's own parser). Skipped, with a printed reason,
 //! when the tool is not installed. What the script does at boot is proven
 //! by the QEMU tests.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::Path;
 use std::process::Command;

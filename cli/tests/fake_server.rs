@@ -1,6 +1,7 @@
 //! Runs the built `bascule` binary against a fake server that speaks the real
 //! framing on a Unix socket in a temporary directory. The server logic is a
 //! closure per test; end-to-end tests against bascule-init live in qemu-tests.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 

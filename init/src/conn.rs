@@ -27,11 +27,26 @@ pub struct Conn {
     pub decoder: FrameDecoder,
     out: Vec<u8>,
     out_pos: usize,
-    /// No more requests are read; close once the output is flushed.
-    pub closing: bool,
+    pub input: Input,
     pub follows: Vec<Follow>,
-    /// Currently registered for EPOLLOUT.
-    pub want_write: bool,
+    /// What the connection is registered for in the epoll set.
+    pub watch: Watch,
+}
+
+/// Whether requests are still read from a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    Open,
+    /// No more requests are read; it closes once its output is flushed.
+    Closing,
+}
+
+/// The epoll interest of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    Read,
+    /// Output is pending too.
+    ReadWrite,
 }
 
 pub enum ReadOutcome {
@@ -47,9 +62,9 @@ impl Conn {
             decoder: FrameDecoder::new(),
             out: Vec::new(),
             out_pos: 0,
-            closing: false,
+            input: Input::Open,
             follows: Vec::new(),
-            want_write: false,
+            watch: Watch::Read,
         }
     }
 
@@ -59,9 +74,9 @@ impl Conn {
         self.decoder = FrameDecoder::new();
         self.out.clear();
         self.out_pos = 0;
-        self.closing = false;
+        self.input = Input::Open;
         self.follows.clear();
-        self.want_write = false;
+        self.watch = Watch::Read;
     }
 
     pub fn pending_output(&self) -> usize {

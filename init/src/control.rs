@@ -13,7 +13,7 @@ use bascule_api::pb;
 use bascule_services::logs::LogRing;
 use bascule_sys::epoll::{Epoll, Interest};
 
-use crate::conn::{self, Conn, Follow, ReadOutcome};
+use crate::conn::{self, Conn, Follow, Input, ReadOutcome, Watch};
 use crate::log;
 use crate::tokens::{Ids, Source};
 
@@ -156,7 +156,7 @@ impl ControlServer {
             if let Err(msg) = verdict {
                 log!("refused a control client: {msg}");
                 conn.send(&error_response(0, pb::ErrorCode::PermissionDenied, msg));
-                conn.closing = true;
+                conn.input = Input::Closing;
             }
             let id = ids.next();
             if let Err(e) = epoll.add(
@@ -180,7 +180,7 @@ impl ControlServer {
             return incoming;
         };
         if flags.intersects(Interest::IN | Interest::RDHUP | Interest::HUP | Interest::ERR)
-            && !conn.closing
+            && conn.input == Input::Open
         {
             match conn.read_some() {
                 Ok(ReadOutcome::Open) => {}
@@ -212,10 +212,10 @@ impl ControlServer {
                     code,
                     format!("{what}; closing the connection"),
                 ));
-                conn.closing = true;
+                conn.input = Input::Closing;
             }
             if incoming.half_closed {
-                conn.closing = true;
+                conn.input = Input::Closing;
                 conn.follows.clear();
                 self.dropped.push(id);
             }
@@ -245,17 +245,20 @@ impl ControlServer {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.flush().is_err() || (conn.closing && conn.pending_output() == 0) {
+        if conn.flush().is_err() || (conn.input == Input::Closing && conn.pending_output() == 0) {
             self.drop_conn(epoll, id);
             return;
         }
-        let want_write = conn.pending_output() > 0;
-        if want_write != conn.want_write {
-            conn.want_write = want_write;
-            let interest = if want_write {
-                Interest::IN | Interest::OUT | Interest::RDHUP
-            } else {
-                Interest::IN | Interest::RDHUP
+        let watch = if conn.pending_output() > 0 {
+            Watch::ReadWrite
+        } else {
+            Watch::Read
+        };
+        if watch != conn.watch {
+            conn.watch = watch;
+            let interest = match watch {
+                Watch::ReadWrite => Interest::IN | Interest::OUT | Interest::RDHUP,
+                Watch::Read => Interest::IN | Interest::RDHUP,
             };
             let _ = epoll.modify(&conn.stream, Source::Conn(id).token(), interest);
         }

@@ -35,11 +35,55 @@ pub fn classify(head: &[u8]) -> Content {
     }
 }
 
+/// What to do with a partition that was never formatted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenBlank {
+    /// Create its ext4 filesystem (STATE and EPHEMERAL start empty).
+    Format,
+    /// Report it: the ESP comes with the image.
+    Refuse,
+}
+
 struct Target {
     label: &'static str,
     dir: &'static str,
     fstype: &'static str,
-    format_when_blank: bool,
+    when_blank: WhenBlank,
+}
+
+/// Why a partition was not mounted.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("not found on the boot disk (no GPT partition with this label)")]
+    NotFound,
+    #[error("cannot read {dev}: {err}")]
+    Read { dev: PathBuf, err: std::io::Error },
+    #[error("{0} is blank")]
+    Blank(PathBuf),
+    #[error("{0} holds no ext4 filesystem and is not blank: refusing to format it (wipe it to start afresh)")]
+    Foreign(PathBuf),
+    #[error("blank, and no mkfs.ext4 in the image to create its filesystem")]
+    NoMkfs,
+    #[error("cannot run {tool}: {err}")]
+    Run { tool: PathBuf, err: std::io::Error },
+    #[error("{tool} {dev} failed: {status}")]
+    Mkfs {
+        tool: PathBuf,
+        dev: PathBuf,
+        status: std::process::ExitStatus,
+    },
+    #[error("cannot create {dir}: {err}")]
+    MountPoint {
+        dir: &'static str,
+        err: std::io::Error,
+    },
+    #[error("cannot mount {dev} ({fstype}) on {dir}: {err}")]
+    Mount {
+        dev: PathBuf,
+        fstype: &'static str,
+        dir: &'static str,
+        err: rustix::io::Errno,
+    },
 }
 
 const TARGETS: [Target; 3] = [
@@ -47,19 +91,19 @@ const TARGETS: [Target; 3] = [
         label: layout::LABEL_STATE,
         dir: layout::MOUNT_STATE,
         fstype: "ext4",
-        format_when_blank: true,
+        when_blank: WhenBlank::Format,
     },
     Target {
         label: layout::LABEL_EPHEMERAL,
         dir: layout::MOUNT_EPHEMERAL,
         fstype: "ext4",
-        format_when_blank: true,
+        when_blank: WhenBlank::Format,
     },
     Target {
         label: layout::LABEL_ESP,
         dir: layout::MOUNT_ESP,
         fstype: "vfat",
-        format_when_blank: false,
+        when_blank: WhenBlank::Refuse,
     },
 ];
 
@@ -75,34 +119,29 @@ pub fn mount_partitions() -> Vec<&'static str> {
     failed
 }
 
-fn mount_one(t: &Target) -> Result<(), String> {
-    let dev = blockdev::find_on_boot_disk(t.label)
-        .ok_or_else(|| "not found on any disk (no GPT partition with this label)".to_owned())?;
+fn mount_one(t: &Target) -> Result<(), MountError> {
+    let dev = blockdev::find_on_boot_disk(t.label).ok_or(MountError::NotFound)?;
     if t.fstype == "ext4" {
         let mut head = vec![0u8; 64 * 1024];
         std::fs::File::open(&dev)
             .and_then(|mut f| f.read_exact(&mut head))
-            .map_err(|e| format!("cannot read {}: {e}", dev.display()))?;
-        match classify(&head) {
-            Content::Ext4 => check(&dev),
-            Content::Blank if t.format_when_blank => format(&dev, t.label)?,
-            Content::Blank => return Err(format!("{} is blank", dev.display())),
-            Content::Unknown => {
-                return Err(format!(
-                    "{} holds no ext4 filesystem and is not blank: refusing to format it (wipe it to start afresh)",
-                    dev.display()
-                ))
-            }
+            .map_err(|err| MountError::Read {
+                dev: dev.clone(),
+                err,
+            })?;
+        match (classify(&head), t.when_blank) {
+            (Content::Ext4, _) => check(&dev),
+            (Content::Blank, WhenBlank::Format) => format(&dev, t.label)?,
+            (Content::Blank, WhenBlank::Refuse) => return Err(MountError::Blank(dev)),
+            (Content::Unknown, _) => return Err(MountError::Foreign(dev)),
         }
     }
-    std::fs::create_dir_all(t.dir).map_err(|e| format!("cannot create {}: {e}", t.dir))?;
-    mount(&dev, t.dir, t.fstype, MountFlags::NOATIME, None).map_err(|e| {
-        format!(
-            "cannot mount {} ({}) on {}: {e}",
-            dev.display(),
-            t.fstype,
-            t.dir
-        )
+    std::fs::create_dir_all(t.dir).map_err(|err| MountError::MountPoint { dir: t.dir, err })?;
+    mount(&dev, t.dir, t.fstype, MountFlags::NOATIME, None).map_err(|err| MountError::Mount {
+        dev: dev.clone(),
+        fstype: t.fstype,
+        dir: t.dir,
+        err,
     })
 }
 
@@ -111,11 +150,9 @@ fn tool(candidates: &[&str]) -> Option<PathBuf> {
 }
 
 /// Creates the ext4 filesystem on a blank partition.
-fn format(dev: &Path, label: &str) -> Result<(), String> {
-    let mkfs =
-        tool(&["/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mke2fs"]).ok_or_else(|| {
-            "blank, and no mkfs.ext4 in the image to create its filesystem".to_owned()
-        })?;
+fn format(dev: &Path, label: &str) -> Result<(), MountError> {
+    let mkfs = tool(&["/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4", "/sbin/mke2fs"])
+        .ok_or(MountError::NoMkfs)?;
     log!(
         "partition {label}: blank, creating an ext4 filesystem on {}",
         dev.display()
@@ -125,9 +162,16 @@ fn format(dev: &Path, label: &str) -> Result<(), String> {
         .arg(dev)
         .stdin(Stdio::null())
         .status()
-        .map_err(|e| format!("cannot run {}: {e}", mkfs.display()))?;
+        .map_err(|err| MountError::Run {
+            tool: mkfs.clone(),
+            err,
+        })?;
     if !st.success() {
-        return Err(format!("{} {} failed: {st}", mkfs.display(), dev.display()));
+        return Err(MountError::Mkfs {
+            tool: mkfs,
+            dev: dev.to_owned(),
+            status: st,
+        });
     }
     Ok(())
 }

@@ -69,7 +69,7 @@ impl Init {
             })),
             Some(Call::BootStatus(_)) => match self.keeper.slots() {
                 Ok(slots) => Ok(Reply::BootStatus(wire::boot_status(&slots.status()))),
-                Err(why) => Err((pb::ErrorCode::Unavailable, why.to_owned())),
+                Err(why) => Err((pb::ErrorCode::Unavailable, why.to_string())),
             },
             Some(Call::BootControl(b)) => {
                 match (
@@ -77,7 +77,7 @@ impl Init {
                     wire::slot_from_pb(b.slot),
                     wire::boot_request(b.action),
                 ) {
-                    (Err(why), _, _) => Err((pb::ErrorCode::Unavailable, why.to_owned())),
+                    (Err(why), _, _) => Err((pb::ErrorCode::Unavailable, why.to_string())),
                     (Ok(_), None, _) => Err((
                         pb::ErrorCode::InvalidRequest,
                         format!("boot request {id}: name slot A or B"),

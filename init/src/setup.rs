@@ -17,7 +17,7 @@ use crate::effects::SystemEffects;
 use crate::event_loop::{Init, Parts};
 use crate::launcher::RealLauncher;
 use crate::log;
-use crate::slot_keeper::SlotKeeper;
+use crate::slot_keeper::{SlotKeeper, Unmanaged};
 use crate::timeline::{Timeline, TIMELINE_FILE};
 
 /// The machine resets this long after PID 1's loop stops turning.
@@ -30,8 +30,11 @@ pub const API_PORT_NAME: &str = "org.bascule.api";
 pub enum SetupError {
     #[error("{0}\n{usage}", usage = config::USAGE)]
     Usage(#[from] UsageError),
-    #[error("cannot read the service directory {path}: {message}")]
-    Config { path: PathBuf, message: String },
+    #[error("cannot read the service directory {path}: {err}")]
+    Config {
+        path: PathBuf,
+        err: bascule_services::spec::SpecError,
+    },
     #[error("control socket {path}: {message}")]
     Socket { path: PathBuf, message: String },
     #[error("cannot set up the event loop: {0}")]
@@ -137,9 +140,9 @@ pub fn run(mode: Mode, args: &[String]) -> Result<Finished, SetupError> {
 
 fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
     let mode = cfg.mode;
-    let catalog = load_dir(&cfg.config_dir).map_err(|e| SetupError::Config {
+    let catalog = load_dir(&cfg.config_dir).map_err(|err| SetupError::Config {
         path: cfg.config_dir.clone(),
-        message: e.to_string(),
+        err,
     })?;
     let leaf = match mode {
         Mode::Pid1 => "services".to_owned(),
@@ -214,17 +217,14 @@ fn open_watchdog() -> Option<Watchdog> {
 fn open_slots(
     booted: Option<bascule_boot::Slot>,
     version: Option<&str>,
-) -> Result<crate::slots::Slots, String> {
-    let booted = booted.ok_or(
-        "no valid bascule.slot= on the kernel command line: not booted from a Bascule disk",
-    )?;
-    let version = version.unwrap_or_default();
+) -> Result<crate::slots::Slots, Unmanaged> {
+    let booted = booted.ok_or(Unmanaged::NoBootedSlot)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let esp = Path::new(bascule_boot::layout::MOUNT_ESP);
-    match crate::slots::Slots::open(booted, version, esp, now) {
+    match crate::slots::Slots::open(booted, version.unwrap_or_default(), esp, now) {
         Ok((slots, notes)) => {
             for n in notes {
                 log!("boot slots: {n}");
@@ -233,7 +233,7 @@ fn open_slots(
         }
         Err(e) => {
             log!("boot slots unavailable: {e}");
-            Err(format!("boot slots unavailable: {e}"))
+            Err(Unmanaged::Unavailable(e))
         }
     }
 }

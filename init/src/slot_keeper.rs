@@ -3,9 +3,18 @@
 
 use crate::slots::Slots;
 
-/// Why this machine's boot slots are not managed here.
-pub const NOT_MANAGED: &str =
-    "boot slots are managed only by PID 1 of a machine booted from a Bascule disk";
+use crate::slots::SlotsError;
+
+/// Why this machine's boot slots are not managed here (the boot API's answer).
+#[derive(Debug, thiserror::Error)]
+pub enum Unmanaged {
+    #[error("boot slots are managed only by PID 1 of a machine booted from a Bascule disk")]
+    NotPid1,
+    #[error("no valid bascule.slot= on the kernel command line: not booted from a Bascule disk")]
+    NoBootedSlot,
+    #[error("boot slots unavailable: {0}")]
+    Unavailable(#[from] SlotsError),
+}
 
 /// What the supervisor says once every service has settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,26 +26,26 @@ pub enum Settled {
 }
 
 pub struct SlotKeeper {
-    slots: Result<Slots, String>,
+    slots: Result<Slots, Unmanaged>,
 }
 
 impl SlotKeeper {
-    pub fn new(slots: Result<Slots, String>) -> Self {
+    pub fn new(slots: Result<Slots, Unmanaged>) -> Self {
         SlotKeeper { slots }
     }
 
     pub fn unmanaged() -> Self {
         SlotKeeper {
-            slots: Err(NOT_MANAGED.into()),
+            slots: Err(Unmanaged::NotPid1),
         }
     }
 
-    pub fn slots(&self) -> Result<&Slots, &str> {
-        self.slots.as_ref().map_err(String::as_str)
+    pub fn slots(&self) -> Result<&Slots, &Unmanaged> {
+        self.slots.as_ref()
     }
 
-    pub fn slots_mut(&mut self) -> Result<&mut Slots, &str> {
-        self.slots.as_mut().map_err(|e| e.as_str())
+    pub fn slots_mut(&mut self) -> Result<&mut Slots, &Unmanaged> {
+        self.slots.as_mut().map_err(|e| &*e)
     }
 
     /// The services settled for the first time this boot: a try of the
@@ -169,6 +178,6 @@ mod tests {
     fn an_unmanaged_machine_confirms_nothing() {
         let mut keeper = SlotKeeper::unmanaged();
         assert!(keeper.on_settled(Settled::AllUp).is_empty());
-        assert_eq!(keeper.slots().err(), Some(NOT_MANAGED));
+        assert!(matches!(keeper.slots().err(), Some(Unmanaged::NotPid1)));
     }
 }

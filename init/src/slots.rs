@@ -179,8 +179,10 @@ pub enum BootControlError {
 pub enum SlotsError {
     #[error("partition {0} not found")]
     NoPartition(&'static str),
-    #[error("META {path}: {message}")]
-    Meta { path: PathBuf, message: String },
+    #[error("cannot open META {path}: {err}")]
+    OpenMeta { path: PathBuf, err: std::io::Error },
+    #[error("META {path}: {err}")]
+    Meta { path: PathBuf, err: meta::MetaError },
     #[error("no bootloader configuration on the ESP at {0} (neither grub/grub.cfg nor loader/loader.conf)")]
     NoLoader(PathBuf),
     #[error(transparent)]
@@ -202,9 +204,9 @@ impl RecordStore for MetaPartition {
     fn save(&mut self, record: &MetaRecord) -> Result<(), SlotsError> {
         meta::write_meta(&self.file, &MetaLayout::DEFAULT, record)
             .map(|_| ())
-            .map_err(|e| SlotsError::Meta {
+            .map_err(|err| SlotsError::Meta {
                 path: self.path.clone(),
-                message: e.to_string(),
+                err,
             })
     }
 }
@@ -237,15 +239,14 @@ impl Slots {
     ) -> Result<(Slots, Vec<String>), SlotsError> {
         let meta_path = blockdev::find_on_boot_disk(layout::LABEL_META)
             .ok_or(SlotsError::NoPartition(layout::LABEL_META))?;
-        let meta_err = |message: String| SlotsError::Meta {
-            path: meta_path.clone(),
-            message,
-        };
         let meta = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&meta_path)
-            .map_err(|e| meta_err(e.to_string()))?;
+            .map_err(|err| SlotsError::OpenMeta {
+                path: meta_path.clone(),
+                err,
+            })?;
         let mut notes = Vec::new();
         let mut record = match meta::read_meta(&meta, &MetaLayout::DEFAULT) {
             Ok(MetaState::Record(r)) => r.record,

@@ -3,6 +3,7 @@
 //! socket (the API client) and the real `bascule` CLI. Everything it
 //! starts is killed by PID, and its files removed, when it is dropped.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

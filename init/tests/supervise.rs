@@ -1,5 +1,6 @@
 //! Host integration tests: real `bascule-init --supervise`, real child
 //! processes, driven only through the control socket and the CLI.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod harness;
 

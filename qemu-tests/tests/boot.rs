@@ -1,5 +1,6 @@
 //! Boots each of the three boot chains with the real `bascule-init` as PID 1
 //! and drives it through its API on the virtio-serial port.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! Early boot with damaged state partitions, and the watchdog.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
 

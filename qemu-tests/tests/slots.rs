@@ -1,6 +1,7 @@
 //! Boot slots end to end, for each boot chain: boot-once lands in the other
 //! slot once, a default sticks, a lost grubenv still boots the default, and
 //! a failed try falls back and is not retried.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use bascule_api::pb::{self, request::Call, response::Result as Reply};
 use bascule_qemu_tests::{Combo, Machine, BOOT_TIMEOUT};

@@ -377,29 +377,6 @@ pub(crate) fn build_slot(
     Ok((initrd, root))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_and_checks_combinations() {
-        assert_eq!(
-            "sd-boot".parse::<Bootloader>().ok(),
-            Some(Bootloader::SdBoot)
-        );
-        assert_eq!("uefi".parse::<Firmware>().ok(), Some(Firmware::Uefi));
-        assert!("lilo".parse::<Bootloader>().is_err());
-        assert!(check_combination(Bootloader::SdBoot, Firmware::Bios).is_err());
-        for (b, f) in [
-            (Bootloader::Grub, Firmware::Bios),
-            (Bootloader::Grub, Firmware::Uefi),
-            (Bootloader::SdBoot, Firmware::Uefi),
-        ] {
-            check_combination(b, f).expect("supported");
-        }
-    }
-}
-
 /// The META record of a new disk: each built slot good with its version,
 /// an unbuilt slot empty, the default slot active. Written with the same
 /// code the init uses, so the first boot reads a record, not a blank.
@@ -439,4 +416,27 @@ fn write_meta(path: &Path, spec: &ImageSpec) -> Result<()> {
         ))
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_checks_combinations() {
+        assert_eq!(
+            "sd-boot".parse::<Bootloader>().ok(),
+            Some(Bootloader::SdBoot)
+        );
+        assert_eq!("uefi".parse::<Firmware>().ok(), Some(Firmware::Uefi));
+        assert!("lilo".parse::<Bootloader>().is_err());
+        assert!(check_combination(Bootloader::SdBoot, Firmware::Bios).is_err());
+        for (b, f) in [
+            (Bootloader::Grub, Firmware::Bios),
+            (Bootloader::Grub, Firmware::Uefi),
+            (Bootloader::SdBoot, Firmware::Uefi),
+        ] {
+            check_combination(b, f).expect("supported");
+        }
+    }
 }

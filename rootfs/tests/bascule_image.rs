@@ -1,5 +1,6 @@
 //! The `bascule-image` binary as a user runs it: keygen, bundle, inspect,
 //! and inspect refusing damaged bundles with the reason.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -24,6 +24,7 @@
 //! twice more: with `next_entry=B` (lands in B, and GRUB's `save_env` must
 //! have recorded the try on the FAT ESP as `grubcfg::model_boot` predicts),
 //! then plainly (back in A).
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use bascule_boot::grubcfg::{model_boot, GrubSlotVars};
 use bascule_boot::grubenv::GrubEnv;

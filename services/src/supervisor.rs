@@ -220,6 +220,12 @@ impl Supervisor {
         now: Instant,
         l: &mut dyn Launcher,
     ) -> Result<(), ControlError> {
+        if self.shutting_down {
+            return Err(ControlError::Refused {
+                name: name.to_owned(),
+                reason: "the machine is shutting down".into(),
+            });
+        }
         let s = lookup(&mut self.services, &self.rejected, name)?;
         if s.state.is_active() {
             s.want_up = true;
@@ -230,6 +236,26 @@ impl Supervisor {
         } else {
             self.start(name, now, l)
         }
+    }
+
+    /// Stops every service of `class`, dependents first (an upgrade's drain).
+    pub fn stop_class(&mut self, class: Class, now: Instant, l: &mut dyn Launcher) {
+        for s in self.services.values_mut() {
+            if s.spec.class == class {
+                s.want_up = false;
+            }
+        }
+        self.advance(now, l);
+    }
+
+    /// The services of `class` that still have a process.
+    pub fn active_in_class(&self, class: Class) -> Vec<String> {
+        self.order
+            .iter()
+            .filter_map(|n| self.services.get(n))
+            .filter(|s| s.spec.class == class && s.state.is_active())
+            .map(|s| s.spec.name.clone())
+            .collect()
     }
 
     /// Stops everything in reverse dependency order (shutdown).

@@ -553,3 +553,38 @@ fn a_refused_tcp_probe_is_retried_at_the_interval() {
     assert_eq!(s.next_deadline().map(|d| d >= t0 + ms(101)), Some(true));
     assert_eq!(state(&s, "net"), State::Starting);
 }
+
+#[test]
+fn a_restart_during_shutdown_is_refused() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[("web", "exec=[\"w\"]")]);
+    s.start_all(t0, &mut l);
+    s.stop_all(t0, &mut l);
+    let e = s.restart("web", t0, &mut l).unwrap_err();
+    assert!(e.to_string().contains("shutting down"), "{e}");
+    assert!(s.start("web", t0, &mut l).is_err());
+}
+
+#[test]
+fn draining_a_class_stops_only_its_services() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[
+        ("web", "exec=[\"w\"]\nclass = \"workload\""),
+        ("sshd", "exec=[\"s\"]"),
+    ]);
+    s.start_all(t0, &mut l);
+    s.set_cordoned(true);
+    s.stop_class(Class::Workload, t0, &mut l);
+    assert_eq!(
+        s.active_in_class(Class::Workload),
+        vec!["web".to_owned()],
+        "still stopping"
+    );
+    let web_pid = s.service("web").unwrap().pid.unwrap();
+    s.on_exit(web_pid, Exit::Signal(15), t0 + ms(10), &mut l);
+    assert!(s.active_in_class(Class::Workload).is_empty());
+    assert_eq!(state(&s, "sshd"), State::Running);
+    assert!(s.start("web", t0, &mut l).is_err(), "cordoned");
+}

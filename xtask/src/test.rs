@@ -1,7 +1,8 @@
 //! `cargo xtask test`: every test of the workspace, QEMU ones included,
 //! after installing what they need.
 //!
-//! Unit and host tests run in parallel; the tests that boot VMs run one at
+//! Clippy runs first with the workspace lints as errors; then unit and
+//! host tests run in parallel; the tests that boot VMs run one at
 //! a time afterwards: two TCG guests on two cores slow each other past the
 //! point where boot timings mean anything.
 
@@ -41,6 +42,19 @@ pub fn run(args: &TestArgs) -> Result<()> {
     // Host tests run other packages' binaries (the CLI next to bascule-init).
     cmd(&cargo, &["build", "--workspace", "--bins"])?;
     let (extra, harness) = args.split();
+    // The workspace lints (Cargo.toml) are errors here: no unsafe outside
+    // bascule-sys, every unsafe block documented, no unwrap outside tests.
+    let lint_result = cmd(
+        &cargo,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    );
 
     let mut host = vec!["test", "--workspace", "--no-fail-fast"];
     for p in VM_PACKAGES {
@@ -61,5 +75,5 @@ pub fn run(args: &TestArgs) -> Result<()> {
     vm.extend(["--", "--test-threads=1"]);
     vm.extend(&harness);
     let vm_result = cmd(&cargo, &vm);
-    host_result.and(vm_result)
+    lint_result.and(host_result).and(vm_result)
 }
