@@ -3,6 +3,8 @@
 //! outcome) and simulates the reboot that follows: its boot id and boot
 //! status change on a timeline, with a spell of closed connections between.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use std::net::Shutdown;

@@ -1,6 +1,7 @@
 //! The fake server shared by the CLI's integration tests: the real framing
 //! on a Unix socket in a temporary directory, the logic a closure per test.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
