@@ -10,6 +10,9 @@ use std::time::Duration;
 use crate::frame::{self, FrameDecoder, FrameError};
 use crate::pb;
 
+mod upgrade;
+pub use upgrade::{BundleReader, UpgradeError, UpgradeOptions, UpgradeSource, UPGRADE_CHUNK};
+
 /// Default bound on waiting for each reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 

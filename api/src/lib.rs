@@ -11,7 +11,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/bascule.v1.rs"));
 }
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, UpgradeError, UpgradeOptions, UpgradeSource};
 pub use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN};
 
 /// Where `bascule-init` serves the API on a booted machine.
@@ -78,6 +78,46 @@ impl pb::Health {
             pb::Health::Unknown => "unknown",
             pb::Health::Healthy => "healthy",
             pb::Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+impl pb::Slot {
+    /// "A", "B", or "-" for none.
+    pub fn label(self) -> &'static str {
+        match self {
+            pb::Slot::Unspecified => "-",
+            pb::Slot::A => "A",
+            pb::Slot::B => "B",
+        }
+    }
+}
+
+impl pb::UpgradeResult {
+    /// Lower-case name for messages and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            pb::UpgradeResult::Unspecified => "unknown",
+            pb::UpgradeResult::Rebooting => "rebooting",
+            pb::UpgradeResult::Staged => "staged",
+            pb::UpgradeResult::DryRun => "dry_run",
+            pb::UpgradeResult::Refused => "refused",
+            pb::UpgradeResult::Aborted => "aborted",
+        }
+    }
+}
+
+impl pb::UpgradeEventKind {
+    /// Lower-case name for JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            pb::UpgradeEventKind::Unspecified => "unknown",
+            pb::UpgradeEventKind::PhaseStarted => "phase_started",
+            pb::UpgradeEventKind::Progress => "progress",
+            pb::UpgradeEventKind::PhaseFinished => "phase_finished",
+            pb::UpgradeEventKind::Note => "note",
+            pb::UpgradeEventKind::SendBundle => "send_bundle",
+            pb::UpgradeEventKind::Outcome => "outcome",
         }
     }
 }

@@ -16,6 +16,10 @@ Exit codes:
   3  cannot reach the server (no socket, no reply within --timeout, connection closed)
   4  not found (e.g. unknown service)
   5  permission denied (by the server, or on the socket file)
+  6  upgrade refused (nothing changed)
+  7  upgrade aborted in a phase (the message says what the machine does next)
+  8  upgrade --wait: the new slot failed and the machine rolled back
+  9  --wait: the machine did not come back, or not confirm, in time
 
 Errors are printed to stderr as `bascule: <message>`.";
 
@@ -82,6 +86,84 @@ pub enum Command {
         #[command(subcommand)]
         command: BootCommand,
     },
+    /// Upgrade the machine to a bundle, or show past upgrades (`upgrade status`).
+    Upgrade(UpgradeArgs),
+    /// Make the other slot the default again and reboot into it.
+    Rollback {
+        /// Allow a slot whose state is bad or whose try failed.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct UpgradeArgs {
+    #[command(subcommand)]
+    pub command: Option<UpgradeCommand>,
+
+    /// The bundle: a local file (streamed to the machine), an http:// or
+    /// https:// URL (fetched by the machine), or file:///PATH (a file
+    /// already on the machine).
+    #[arg(long, value_name = "REF", required = true)]
+    pub image: Option<String>,
+
+    /// Keep /var (the EPHEMERAL partition); without it, it is wiped.
+    #[arg(long)]
+    pub preserve: bool,
+
+    /// Install and set the boot-once entry, but do not reboot.
+    #[arg(long, conflicts_with_all = ["dry_run", "wait"])]
+    pub stage: bool,
+
+    /// Allow a downgrade or a re-install of the running version.
+    #[arg(long)]
+    pub force: bool,
+
+    /// How to start the new slot (kexec falls back to firmware where refused).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = RebootModeArg::Kexec)]
+    pub reboot_mode: RebootModeArg,
+
+    /// Run every check, change nothing.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    /// Follow the machine through its reboot and report what came up.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// With --wait: how long to wait for the machine to come back and settle.
+    #[arg(long, value_name = "SECONDS", default_value = "600", value_parser = parse_timeout, requires = "wait")]
+    pub wait_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum UpgradeCommand {
+    /// The last upgrade runs: slots, versions, outcome and the phases.
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RebootModeArg {
+    Kexec,
+    Firmware,
+}
+
+impl RebootModeArg {
+    pub fn to_pb(self) -> pb::RebootMode {
+        match self {
+            RebootModeArg::Kexec => pb::RebootMode::Kexec,
+            RebootModeArg::Firmware => pb::RebootMode::Firmware,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -207,6 +289,77 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["bascule", "boot-time"]).unwrap();
         assert!(matches!(cli.command, Command::BootTime));
+    }
+
+    #[test]
+    fn upgrade_options() {
+        let cli = Cli::try_parse_from([
+            "bascule",
+            "upgrade",
+            "--image",
+            "b.bundle",
+            "--preserve",
+            "--reboot-mode",
+            "firmware",
+            "--wait",
+            "--json",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        let Command::Upgrade(u) = cli.command else {
+            panic!("not an upgrade");
+        };
+        assert!(u.command.is_none());
+        assert_eq!(u.image.as_deref(), Some("b.bundle"));
+        assert!(u.preserve && u.wait.wait && !u.stage && !u.force && !u.dry_run);
+        assert_eq!(u.reboot_mode.to_pb(), pb::RebootMode::Firmware);
+        assert_eq!(u.wait.wait_timeout, Duration::from_secs(600));
+
+        let cli = Cli::try_parse_from(["bascule", "upgrade", "--image", "x"]).unwrap();
+        let Command::Upgrade(u) = cli.command else {
+            panic!("not an upgrade");
+        };
+        assert_eq!(u.reboot_mode.to_pb(), pb::RebootMode::Kexec);
+    }
+
+    #[test]
+    fn upgrade_status_needs_no_image() {
+        let cli = Cli::try_parse_from(["bascule", "upgrade", "status", "--json"]).unwrap();
+        assert!(cli.json);
+        let Command::Upgrade(u) = cli.command else {
+            panic!("not an upgrade");
+        };
+        assert!(matches!(u.command, Some(UpgradeCommand::Status)));
+    }
+
+    #[test]
+    fn upgrade_usage_errors() {
+        for bad in [
+            &["bascule", "upgrade"][..],
+            &["bascule", "upgrade", "--image", "x", "--stage", "--wait"],
+            &["bascule", "upgrade", "--image", "x", "--dry-run", "--wait"],
+            &["bascule", "upgrade", "--image", "x", "--wait-timeout", "5"],
+            &[
+                "bascule",
+                "upgrade",
+                "--image",
+                "x",
+                "--reboot-mode",
+                "bios",
+            ],
+            &["bascule", "upgrade", "--image", "x", "status"],
+        ] {
+            let err = Cli::try_parse_from(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["bascule", "rollback", "--force", "--wait"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Rollback {
+                force: true,
+                wait: WaitArgs { wait: true, .. }
+            }
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use bascule_api::pb::{self, request::Call, response::Result as Reply};
 use bascule_api::{Client, ClientError, VERSION};
 use serde::Serialize;
 
-use crate::args::{Action, Cli, Command};
+use crate::args::{Action, Cli, Command, UpgradeCommand};
 use crate::exit::Failure;
 use crate::output;
 
@@ -31,45 +31,50 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             let reply = ctx.call(what, call)?;
             print(&crate::boot::output(reply, what, ctx.json)?)
         }
+        Command::Upgrade(args) => match args.command {
+            Some(UpgradeCommand::Status) => crate::journal::run(&ctx),
+            None => crate::upgrade::run(&ctx, args),
+        },
+        Command::Rollback { force, wait } => crate::rollback::run(&ctx, *force, wait),
     }
 }
 
-struct Ctx<'a> {
-    socket: &'a Path,
-    timeout: Duration,
-    json: bool,
+pub(crate) struct Ctx<'a> {
+    pub socket: &'a Path,
+    pub timeout: Duration,
+    pub json: bool,
 }
 
 impl Ctx<'_> {
-    fn fail(&self, what: &str, err: &ClientError) -> Failure {
+    pub fn fail(&self, what: &str, err: &ClientError) -> Failure {
         Failure::client(what, self.socket, err)
     }
 
-    fn connect(&self, what: &str) -> Result<Client, Failure> {
+    pub fn connect(&self, what: &str) -> Result<Client, Failure> {
         Client::connect(self.socket, self.timeout).map_err(|e| self.fail(what, &e))
     }
 
     /// One request, one reply. `what` names the object for error messages.
-    fn call(&self, what: &str, call: Call) -> Result<Reply, Failure> {
+    pub fn call(&self, what: &str, call: Call) -> Result<Reply, Failure> {
         let mut client = self.connect(what)?;
         client.call(call).map_err(|e| self.fail(what, &e))
     }
 }
 
 /// The server answered with a different message type than the request calls for.
-fn unexpected(what: &str) -> Failure {
+pub(crate) fn unexpected(what: &str) -> Failure {
     Failure::failed(format!("{what}: the server sent an unexpected reply"))
 }
 
 /// Writes to stdout; a closed pipe becomes a quiet exit (see `Failure::output`).
-fn print(text: &str) -> Result<(), Failure> {
+pub(crate) fn print(text: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(Failure::output)
 }
 
-fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Failure> {
+pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) -> Result<(), Failure> {
     let mut text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::failed(format!("cannot encode JSON: {e}")))?;
     text.push('\n');
@@ -235,6 +240,7 @@ struct VersionJson<'a> {
     mode: &'a str,
     booted_slot: &'a str,
     image_version: &'a str,
+    boot_id: &'a str,
 }
 
 fn version(ctx: &Ctx) -> Result<(), Failure> {
@@ -259,6 +265,7 @@ fn version(ctx: &Ctx) -> Result<(), Failure> {
             mode,
             booted_slot: slot,
             image_version: &v.image_version,
+            boot_id: &v.boot_id,
         });
     }
     let server = if v.git_commit.is_empty() {
@@ -267,10 +274,11 @@ fn version(ctx: &Ctx) -> Result<(), Failure> {
         format!("{} ({})", v.version, v.git_commit)
     };
     print(&format!(
-        "client: {VERSION}\nserver: {server}\nmode:   {}\nimage:  {}\nslot:   {}\n",
+        "client: {VERSION}\nserver: {server}\nmode:   {}\nimage:  {}\nslot:   {}\nboot:   {}\n",
         output::or_dash(mode),
         output::or_dash(&v.image_version),
-        output::or_dash(slot)
+        output::or_dash(slot),
+        output::or_dash(&v.boot_id)
     ))
 }
 

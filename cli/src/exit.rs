@@ -9,13 +9,20 @@ use bascule_api::{pb, ClientError};
 pub const SUCCESS: u8 = 0;
 /// The operation was attempted and failed, or anything not covered below.
 pub const FAILED: u8 = 1;
-/// Usage errors: produced by clap itself, listed here for completeness.
-#[allow(dead_code)]
+/// Usage errors: mostly produced by clap itself.
 pub const USAGE: u8 = 2;
 /// No answer: no socket, connection refused or closed, reply timed out.
 pub const UNREACHABLE: u8 = 3;
 pub const NOT_FOUND: u8 = 4;
 pub const PERMISSION_DENIED: u8 = 5;
+/// The server refused the upgrade before changing anything.
+pub const REFUSED: u8 = 6;
+/// The upgrade stopped in a phase.
+pub const ABORTED: u8 = 7;
+/// `--wait`: the new slot failed and the machine came back on the old one.
+pub const ROLLED_BACK: u8 = 8;
+/// `--wait`: the machine did not come back, or not settle, within the bound.
+pub const NOT_CONFIRMED: u8 = 9;
 
 /// Why a command did not succeed: the exit code and what to tell the user.
 /// `message` is `None` when the process should end quietly (stdout closed).
@@ -27,8 +34,12 @@ pub struct Failure {
 
 impl Failure {
     pub fn failed(message: impl Into<String>) -> Self {
+        Failure::with(FAILED, message)
+    }
+
+    pub fn with(code: u8, message: impl Into<String>) -> Self {
         Failure {
-            code: FAILED,
+            code,
             message: Some(message.into()),
         }
     }
@@ -96,7 +107,7 @@ pub fn describe(what: &str, socket: &Path, err: &ClientError) -> String {
     }
 }
 
-fn code_phrase(code: pb::ErrorCode) -> &'static str {
+pub fn code_phrase(code: pb::ErrorCode) -> &'static str {
     match code {
         pb::ErrorCode::Unspecified => "error",
         pb::ErrorCode::NotFound => "not found",

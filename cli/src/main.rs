@@ -6,7 +6,12 @@ mod args;
 mod boot;
 mod commands;
 mod exit;
+mod follow;
+mod journal;
 mod output;
+mod progress;
+mod rollback;
+mod upgrade;
 
 use std::io::Write;
 use std::process::ExitCode;

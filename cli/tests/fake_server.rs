@@ -3,101 +3,15 @@
 //! closure per test; end-to-end tests against bascule-init live in qemu-tests.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bascule_api::frame::{self, FrameDecoder};
 use bascule_api::pb::{self, request::Call, response::Result as Reply};
-
-/// What the fake server does with one request: write frames on the stream.
-type Handler = dyn Fn(&mut UnixStream, pb::Request) + Send + Sync;
-
-struct FakeServer {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-}
-
-impl FakeServer {
-    fn start(handler: impl Fn(&mut UnixStream, pb::Request) + Send + Sync + 'static) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("api.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let handler: Arc<Handler> = Arc::new(handler);
-        thread::spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(conn) = conn else { return };
-                let handler = Arc::clone(&handler);
-                thread::spawn(move || serve(conn, &*handler));
-            }
-        });
-        FakeServer { _dir: dir, socket }
-    }
-}
-
-fn serve(mut conn: UnixStream, handler: &Handler) {
-    let mut dec = FrameDecoder::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        while let Some(payload) = dec.next_frame().unwrap() {
-            let req: pb::Request = frame::decode(&payload, "Request").unwrap();
-            handler(&mut conn, req);
-        }
-        match conn.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => dec.push(&buf[..n]),
-        }
-    }
-}
-
-fn send(conn: &mut UnixStream, id: u64, more: bool, result: Reply) -> std::io::Result<()> {
-    let bytes = frame::encode(&pb::Response {
-        id,
-        more,
-        result: Some(result),
-    })
-    .unwrap();
-    conn.write_all(&bytes)
-}
-
-fn bascule(socket: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bascule"));
-    cmd.env_remove("BASCULE_SOCKET").arg("--socket").arg(socket);
-    cmd
-}
-
-/// Waits for the child, killing it after `limit` so a hang fails the test
-/// instead of blocking the suite.
-fn wait_bounded(mut child: Child, limit: Duration) -> (Output, Duration) {
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return (child.wait_with_output().unwrap(), start.elapsed());
-        }
-        if start.elapsed() > limit {
-            child.kill().unwrap();
-            panic!("bascule still running after {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_bounded(child, Duration::from_secs(20)).0
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::*;
 
 fn status(name: &str, state: pb::ServiceState, pid: u32) -> pb::ServiceStatus {
     pb::ServiceStatus {
@@ -265,6 +179,12 @@ fn version_prints_both_sides() {
     assert!(stdout.contains(env!("CARGO_PKG_VERSION")), "{stdout}");
     assert!(stdout.contains("9.9.9 (abc123)"), "{stdout}");
     assert!(stdout.contains("supervise"), "{stdout}");
+
+    let out = run(bascule(&server.socket).args(["version", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["boot_id"], "0b8c5a4e-boot");
+    assert_eq!(v["booted_slot"], "B");
+    assert_eq!(v["image_version"], "2.0.0");
 }
 
 #[test]
