@@ -2,6 +2,7 @@
 //! configuration, systemd-boot entries and EFI variables, and the META record.
 #![deny(unsafe_code)]
 
+pub mod gpt;
 pub mod layout;
 
 pub mod adapter;

@@ -24,7 +24,7 @@ pub mod disk;
 pub mod dynlib;
 pub mod error;
 pub mod esp;
-pub mod gpt;
+pub use bascule_boot::gpt;
 pub mod grub;
 pub mod image;
 pub mod initramfs;

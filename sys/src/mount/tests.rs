@@ -105,7 +105,10 @@ fn a_busy_mount_is_reported_by_its_mount_point() {
         // once that is gone, the mount must unmount.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while !unmount_tree(&top).is_empty() {
-            assert!(std::time::Instant::now() < deadline, "still busy after the file closed");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still busy after the file closed"
+            );
             std::thread::yield_now();
         }
         assert!(mounts_under(&top).is_empty());
