@@ -13,6 +13,8 @@ pub enum PowerAction {
     Reboot,
     /// Switch it off.
     Poweroff,
+    /// Jump into the kernel loaded with [`crate::kexec::load`].
+    Kexec,
 }
 
 impl PowerAction {
@@ -21,6 +23,7 @@ impl PowerAction {
         match self {
             PowerAction::Reboot => "reboot",
             PowerAction::Poweroff => "poweroff",
+            PowerAction::Kexec => "kexec",
         }
     }
 }
@@ -37,6 +40,7 @@ pub fn execute(action: PowerAction) -> Error {
     reboot_with(match action {
         PowerAction::Reboot => RebootCommand::Restart,
         PowerAction::Poweroff => RebootCommand::PowerOff,
+        PowerAction::Kexec => RebootCommand::Kexec,
     })
 }
 
