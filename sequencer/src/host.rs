@@ -120,7 +120,9 @@ pub enum Signal {
 }
 
 /// How the machine reboots into the new slot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RebootMode {
     /// `kexec` straight into the new kernel: the kexec itself is the try,
