@@ -30,7 +30,9 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         meta.pending_try = Some(PendingTry {
             slot: SlotId::from(slot) as i32,
             version: version.clone(),
-            attempts: 0,
+            // The one boot this try allows, as the slot keeper's own
+            // boot-once requests count it.
+            attempts: 1,
         });
         let info = meta.slot_info_mut(slot);
         info.version.clone_from(&version);

@@ -61,7 +61,7 @@ fn kexec_upgrade_runs_every_phase_in_order_and_leaves_the_loader_alone() {
     let t = host.meta.pending_try.clone().expect("pending try");
     assert_eq!(
         (t.slot().slot(), t.version.as_str(), t.attempts),
-        (Some(Slot::B), "2.0.0", 0)
+        (Some(Slot::B), "2.0.0", 1)
     );
     assert_eq!(host.meta.slot_info(Slot::B).state(), SlotState::Trying);
     assert_eq!(host.meta.slot_info(Slot::B).version, "2.0.0");
