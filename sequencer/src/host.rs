@@ -6,15 +6,16 @@
 //! are the machine's slow operations. None is called concurrently with
 //! another.
 
+use crate::journal::Journal;
 use bascule_boot::meta_record::MetaRecord;
 use bascule_boot::Slot;
 use bascule_bundle::{PayloadKind, VerifyingKey};
-use serde::{Deserialize, Serialize};
 use std::error::Error as StdError;
-use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use crate::machine::{HoldKind, Holder, NodeRole, Pass, RebootMode, Running, Signal};
 
 /// A failed host operation: what was being done, on which device, mount
 /// or pid (`context`), and the underlying error.
@@ -36,109 +37,6 @@ impl HostError {
             context: context.into(),
             source: source.into(),
         }
-    }
-}
-
-/// What the machine is running now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Running {
-    /// The slot named by `bascule.slot=` on the kernel command line (what
-    /// did boot, never the loader's default); `None` when not booted from
-    /// a slot (a development direct-kernel boot): upgrades are refused.
-    pub slot: Option<Slot>,
-    /// The running image's version.
-    pub version: String,
-}
-
-/// Why the bundle is being opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Pass {
-    /// First pass: read end to end and discarded, to check it.
-    Verify,
-    /// Second pass: the payloads are written to disk as they are read.
-    Install,
-}
-
-/// The node's part in a cluster.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeRole {
-    Worker,
-    ControlPlane,
-}
-
-/// How a process keeps a filesystem busy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HoldKind {
-    /// Its working directory is on it.
-    Cwd,
-    /// Its root directory is on it.
-    Root,
-    /// Its executable is on it.
-    Executable,
-    /// It has a file on it open.
-    OpenFile,
-    /// It has a file on it mapped.
-    MemoryMap,
-}
-
-impl fmt::Display for HoldKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HoldKind::Cwd => "working directory",
-            HoldKind::Root => "root directory",
-            HoldKind::Executable => "executable",
-            HoldKind::OpenFile => "open file",
-            HoldKind::MemoryMap => "mapped file",
-        })
-    }
-}
-
-/// A process that holds a mount.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Holder {
-    pub pid: u32,
-    /// `/proc/PID/comm`.
-    pub name: String,
-    pub how: HoldKind,
-}
-
-impl fmt::Display for Holder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pid {} ({}, {})", self.pid, self.name, self.how)
-    }
-}
-
-/// The signals the sequencer sends to holders.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Signal {
-    Term,
-    Kill,
-}
-
-/// How the machine reboots into the new slot.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum RebootMode {
-    /// `kexec` straight into the new kernel: the kexec itself is the try,
-    /// the loader is not touched.
-    #[default]
-    Kexec,
-    /// Through the firmware and the loader's boot-once entry.
-    Firmware,
-}
-
-impl fmt::Display for RebootMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RebootMode::Kexec => "kexec",
-            RebootMode::Firmware => "firmware",
-        })
     }
 }
 
@@ -309,7 +207,7 @@ pub trait Host {
     /// Persists the journal so it can be read after the reboot. Called at
     /// the start and end of every phase, including after the unmount:
     /// the host picks a place that is still writable then (the ESP, META,
-    /// or memory until the ESP is reached). A failure is reported as an
-    /// event and never stops the upgrade.
-    fn save_journal(&mut self, journal: &crate::journal::Journal) -> Result<(), HostError>;
+    /// or memory until the ESP is reached). Never called in a dry run. A
+    /// failure is noted in the journal and never stops the upgrade.
+    fn save_journal(&mut self, journal: &Journal) -> Result<(), HostError>;
 }

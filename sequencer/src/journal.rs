@@ -4,8 +4,9 @@
 //! reboot; fields are only ever added, with defaults, so an older reader
 //! reads a newer journal.
 
-use crate::host::{Holder, RebootMode, Signal};
+use crate::machine::{Holder, RebootMode, Signal};
 use crate::options::{AfterInstall, DataPolicy, RunMode, VersionPolicy};
+use crate::recovery::Recovery;
 use bascule_boot::Slot;
 use bascule_bundle::PayloadKind;
 use serde::{Deserialize, Serialize};
@@ -236,7 +237,7 @@ pub enum RecordedOutcome {
     Aborted {
         phase: Phase,
         error: String,
-        recovery: crate::outcome::Recovery,
+        recovery: Recovery,
     },
 }
 

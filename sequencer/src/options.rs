@@ -1,7 +1,7 @@
 //! What the caller asks for. Each choice is an enum, so a call site reads
 //! as what it does.
 
-use crate::host::RebootMode;
+use crate::machine::RebootMode;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
