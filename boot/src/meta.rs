@@ -411,6 +411,7 @@ mod tests {
             slot: SlotId::B as i32,
             version: "1.1".into(),
             attempts: 2,
+            kind: 0,
         });
         r.last_failure = Some(Failure {
             slot: SlotId::B as i32,

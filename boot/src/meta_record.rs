@@ -74,6 +74,19 @@ pub struct PendingTry {
     /// How many boots of this try have started.
     #[prost(uint32, tag = "3")]
     pub attempts: u32,
+    /// What the try is for: decides what its confirmation does.
+    #[prost(enumeration = "TryKind", tag = "4")]
+    pub kind: i32,
+}
+
+/// Why a slot is being tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum TryKind {
+    /// The operator's boot-once: once confirmed, the default stays.
+    Once = 0,
+    /// An upgrade: once confirmed, the new slot becomes the default.
+    Upgrade = 1,
 }
 
 /// The last failed try (or other failure worth reporting after a reboot).
@@ -185,6 +198,7 @@ mod tests {
             slot: SlotId::B as i32,
             version: "1.1".into(),
             attempts: 1,
+            kind: 0,
         });
         r.last_failure = Some(Failure {
             slot: SlotId::B as i32,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use bascule_boot::adapter::{self, BootLoader, LoaderKind};
 use bascule_boot::efivar::EfiVarStore;
 use bascule_boot::meta::{self, MetaLayout, MetaState};
-use bascule_boot::meta_record::{Failure, MetaRecord, PendingTry, SlotId, SlotState};
+use bascule_boot::meta_record::{Failure, MetaRecord, PendingTry, SlotId, SlotState, TryKind};
 use bascule_boot::{layout, Slot};
 
 use bascule_sys::blockdev;
@@ -19,6 +19,8 @@ use bascule_sys::blockdev;
 pub enum LoaderOp {
     Confirm(Slot),
     MarkBad(Slot),
+    /// An upgrade's confirmed slot becomes the default.
+    SetDefault(Slot),
 }
 
 /// At boot: records the booted slot and settles a pending try. A try of
@@ -64,9 +66,21 @@ pub fn on_ready(rec: &mut MetaRecord, booted: Slot) -> Vec<LoaderOp> {
     if rec.pending_slot() != Some(booted) {
         return Vec::new();
     }
+    let kind = rec
+        .pending_try
+        .as_ref()
+        .map_or(TryKind::Once, |p| p.kind());
     rec.pending_try = None;
     rec.slot_info_mut(booted).state = SlotState::Good as i32;
-    vec![LoaderOp::Confirm(booted)]
+    match kind {
+        TryKind::Once => vec![LoaderOp::Confirm(booted)],
+        TryKind::Upgrade => {
+            // A kexec'd try never passed through the loader: the default
+            // entry must name it so the next cold boot lands on it too.
+            record_default(rec, booted);
+            vec![LoaderOp::Confirm(booted), LoaderOp::SetDefault(booted)]
+        }
+    }
 }
 
 /// May the operator boot `slot` (once or by default)?
@@ -105,6 +119,7 @@ pub fn record_once(rec: &mut MetaRecord, slot: Slot) {
         slot: SlotId::from(slot) as i32,
         version: info.version,
         attempts,
+        kind: TryKind::Once as i32,
     });
     rec.slot_info_mut(slot).state = SlotState::Trying as i32;
 }
@@ -326,6 +341,7 @@ impl Slots {
             let r = match op {
                 LoaderOp::Confirm(s) => self.loader.confirm(s),
                 LoaderOp::MarkBad(s) => self.loader.mark_bad(s),
+                LoaderOp::SetDefault(s) => self.loader.set_default(s),
             };
             if let Err(e) = r {
                 errors.push(format!("{}: {op:?}: {e}", self.loader.kind().label()));
@@ -480,6 +496,21 @@ mod tests {
         let again = r.clone();
         record_default(&mut r, Slot::B);
         assert_eq!(r, again);
+    }
+
+    #[test]
+    fn an_upgrade_try_becomes_the_default_when_confirmed() {
+        let mut r = two_good();
+        record_once(&mut r, Slot::B);
+        if let Some(p) = r.pending_try.as_mut() {
+            p.kind = TryKind::Upgrade as i32;
+        }
+        assert_eq!(
+            on_ready(&mut r, Slot::B),
+            vec![LoaderOp::Confirm(Slot::B), LoaderOp::SetDefault(Slot::B)]
+        );
+        assert_eq!(r.active(), Some(Slot::B));
+        assert_eq!(r.previous(), Some(Slot::A));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::options::AfterInstall;
 use crate::outcome::{LoaderChange, MetaChange, PhaseError};
 use crate::run::{Run, Stop};
 use crate::verify::Verified;
-use bascule_boot::meta_record::{PendingTry, SlotId, SlotState};
+use bascule_boot::meta_record::{PendingTry, SlotId, SlotState, TryKind};
 
 impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
     /// Phase 9.
@@ -33,6 +33,7 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
             // The one boot this try allows, as the slot keeper's own
             // boot-once requests count it.
             attempts: 1,
+            kind: TryKind::Upgrade as i32,
         });
         let info = meta.slot_info_mut(slot);
         info.version.clone_from(&version);

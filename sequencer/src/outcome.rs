@@ -91,7 +91,7 @@ pub enum InstallTarget {
 
 impl fmt::Display for InstallTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let layout = |s: &Slot| bascule_boot::layout::slot_layout(*s);
+        let layout = |s: &Slot| s.layout();
         match self {
             InstallTarget::Slot(s) => write!(f, "slot {s} ({})", layout(s).partition_label),
             InstallTarget::Esp(s, PayloadKind::Initramfs) => {

@@ -36,6 +36,7 @@ fn a_pending_try_is_refused() {
         slot: SlotId::B as i32,
         version: "1.5.0".into(),
         attempts: 1,
+        kind: 0,
     });
     let r = refused(&mut host, UpgradeOptions::default());
     assert!(

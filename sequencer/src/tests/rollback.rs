@@ -87,6 +87,7 @@ fn rollback_with_a_pending_try_is_refused() {
         slot: SlotId::B as i32,
         version: "2.0.0".into(),
         attempts: 0,
+        kind: 0,
     });
     assert!(matches!(
         refused(&mut host),
