@@ -31,6 +31,7 @@ pub struct Conn {
     pub follows: Vec<Follow>,
     /// What the connection is registered for in the epoll set.
     pub watch: Watch,
+    pub flow: Flow,
 }
 
 /// Whether requests are still read from a connection.
@@ -47,6 +48,18 @@ pub enum Watch {
     Read,
     /// Output is pending too.
     ReadWrite,
+    /// Input is paused (an upgrade's bundle bytes are ahead of the disk):
+    /// only output and hang-ups are watched.
+    Paused,
+    PausedWrite,
+}
+
+/// Whether the server reads what the client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Reading,
+    /// Back-pressure: the socket fills up and the client's writes block.
+    Paused,
 }
 
 pub enum ReadOutcome {
@@ -65,6 +78,7 @@ impl Conn {
             input: Input::Open,
             follows: Vec::new(),
             watch: Watch::Read,
+            flow: Flow::Reading,
         }
     }
 
@@ -77,6 +91,7 @@ impl Conn {
         self.input = Input::Open;
         self.follows.clear();
         self.watch = Watch::Read;
+        self.flow = Flow::Reading;
     }
 
     pub fn pending_output(&self) -> usize {

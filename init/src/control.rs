@@ -13,7 +13,7 @@ use bascule_api::pb;
 use bascule_services::logs::LogRing;
 use bascule_sys::epoll::{Epoll, Interest};
 
-use crate::conn::{self, Conn, Follow, Input, ReadOutcome, Watch};
+use crate::conn::{self, Conn, Flow, Follow, Input, ReadOutcome, Watch};
 use crate::log;
 use crate::tokens::{Ids, Source};
 
@@ -181,6 +181,7 @@ impl ControlServer {
         };
         if flags.intersects(Interest::IN | Interest::RDHUP | Interest::HUP | Interest::ERR)
             && conn.input == Input::Open
+            && conn.flow == Flow::Reading
         {
             match conn.read_some() {
                 Ok(ReadOutcome::Open) => {}
@@ -249,16 +250,19 @@ impl ControlServer {
             self.drop_conn(epoll, id);
             return;
         }
-        let watch = if conn.pending_output() > 0 {
-            Watch::ReadWrite
-        } else {
-            Watch::Read
+        let watch = match (conn.flow, conn.pending_output() > 0) {
+            (Flow::Reading, true) => Watch::ReadWrite,
+            (Flow::Reading, false) => Watch::Read,
+            (Flow::Paused, true) => Watch::PausedWrite,
+            (Flow::Paused, false) => Watch::Paused,
         };
         if watch != conn.watch {
             conn.watch = watch;
             let interest = match watch {
                 Watch::ReadWrite => Interest::IN | Interest::OUT | Interest::RDHUP,
                 Watch::Read => Interest::IN | Interest::RDHUP,
+                Watch::PausedWrite => Interest::OUT,
+                Watch::Paused => Interest::empty(),
             };
             let _ = epoll.modify(&conn.stream, Source::Conn(id).token(), interest);
         }
@@ -287,6 +291,18 @@ impl ControlServer {
                 .is_ok()
         {
             self.listener_paused = false;
+        }
+    }
+
+    /// Stops or resumes reading a connection (back-pressure).
+    pub fn set_flow(&mut self, epoll: &Epoll, id: u64, flow: Flow) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if conn.flow != flow {
+                conn.flow = flow;
+                // Frames that arrived while paused are still in the socket:
+                // level-triggered epoll reports them once IN is back.
+                self.service(epoll, id);
+            }
         }
     }
 

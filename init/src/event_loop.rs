@@ -28,6 +28,7 @@ use crate::shutdown::{Progress, Shutdown, Step};
 use crate::slot_keeper::{Settled, SlotKeeper};
 use crate::timeline::Timeline;
 use crate::tokens::{Ids, Source};
+use crate::upgrades::Upgrades;
 use crate::waiters::Waiters;
 
 /// One thing that woke the loop, as the parts see it.
@@ -40,6 +41,8 @@ pub enum LoopEvent {
     Pipe(u64),
     Notify(u64),
     Probe(u64),
+    UpgradeBell,
+    UpgradeFeed,
 }
 
 /// Everything PID 1 is made of; its effects on the machine go through
@@ -62,6 +65,7 @@ pub struct Init {
     pub(crate) timeline: Timeline,
     shutdown: Option<Shutdown>,
     pub(crate) keeper: SlotKeeper,
+    pub(crate) upgrades: Upgrades,
     /// When the hardware watchdog is next due.
     watchdog_due: Option<Instant>,
 }
@@ -76,6 +80,8 @@ pub struct Parts {
     pub listener: UnixListener,
     pub timeline: Timeline,
     pub keeper: SlotKeeper,
+    /// The journals of past upgrades.
+    pub journals: Vec<bascule_sequencer::Journal>,
 }
 
 impl Init {
@@ -111,6 +117,7 @@ impl Init {
             timeline: p.timeline,
             shutdown: None,
             keeper: p.keeper,
+            upgrades: Upgrades::new(p.journals),
             watchdog_due: None,
         };
         init.feed_watchdog(init.now());
@@ -152,6 +159,7 @@ impl Init {
         let deadline = [
             self.sup.next_deadline(),
             self.waiters.next_deadline(),
+            self.upgrades.next_deadline(),
             self.shutdown.as_ref().and_then(Shutdown::deadline),
             self.watchdog_due,
         ]
@@ -184,6 +192,8 @@ impl Init {
                 Some(Source::Pipe(id)) => self.dispatch(LoopEvent::Pipe(id)),
                 Some(Source::Notify(id)) => self.dispatch(LoopEvent::Notify(id)),
                 Some(Source::Probe(id)) => self.dispatch(LoopEvent::Probe(id)),
+                Some(Source::UpgradeBell) => self.dispatch(LoopEvent::UpgradeBell),
+                Some(Source::UpgradeFeed) => self.dispatch(LoopEvent::UpgradeFeed),
                 None => {}
             }
         }
@@ -220,6 +230,8 @@ impl Init {
                     }
                 }
             }
+            LoopEvent::UpgradeBell => self.on_upgrade_bell(),
+            LoopEvent::UpgradeFeed => self.flush_feed(),
             LoopEvent::Probe(id) => {
                 if let Some(ok) = self.probes.on_ready(&self.epoll, id) {
                     let now = self.now();
@@ -286,7 +298,9 @@ impl Init {
         }
         for conn in self.control.take_dropped() {
             self.waiters.drop_conn(conn);
+            self.upgrade_conn_dropped(conn);
         }
+        self.check_stop();
         self.resolve_waiters();
         self.advance_shutdown()
     }
@@ -306,6 +320,10 @@ impl Init {
             Event::Stopped { name } => log!("service {name}: stopped"),
             Event::Unhealthy { name } => log!("service {name}: unhealthy"),
         }
+    }
+
+    pub(crate) fn shutting_down(&self) -> bool {
+        self.shutdown.is_some()
     }
 
     pub(crate) fn begin_shutdown(&mut self, action: PowerAction) {

@@ -132,6 +132,7 @@ fn rig(mode: Mode, services: &[(&str, &str)], keeper: SlotKeeper, fail: &[&str])
         listener,
         timeline: Timeline::from_boot(None),
         keeper,
+        journals: Vec::new(),
     })
     .unwrap();
     Rig {

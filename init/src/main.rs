@@ -22,11 +22,16 @@ mod probes;
 mod requests;
 mod setup;
 mod shutdown;
+mod slot_io;
 mod slot_keeper;
 mod slots;
 mod stage1;
 mod timeline;
 mod tokens;
+mod upgrade_bridge;
+mod upgrade_host;
+mod upgrade_requests;
+mod upgrades;
 mod waiters;
 mod wire;
 

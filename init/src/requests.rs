@@ -71,6 +71,10 @@ impl Init {
                 Ok(slots) => Ok(Reply::BootStatus(wire::boot_status(&slots.status()))),
                 Err(why) => Err((pb::ErrorCode::Unavailable, why.to_string())),
             },
+            Some(Call::BootControl(_)) if self.upgrades.run.is_some() => Err((
+                pb::ErrorCode::Unavailable,
+                "an upgrade or rollback is running: the boot slots are its until it ends".into(),
+            )),
             Some(Call::BootControl(b)) => {
                 match (
                     self.keeper.slots_mut(),
@@ -102,13 +106,27 @@ impl Init {
                     }
                 }
             }
-            Some(Call::Upgrade(_))
-            | Some(Call::UpgradeData(_))
-            | Some(Call::UpgradeStatus(_))
-            | Some(Call::Rollback(_)) => Err((
-                pb::ErrorCode::Unavailable,
-                "upgrades are not available in this build".to_owned(),
-            )),
+            Some(Call::Upgrade(u)) => {
+                match self.start_run(
+                    tok,
+                    id,
+                    bascule_sequencer::journal::RunKind::Upgrade,
+                    Some(u),
+                ) {
+                    Some(answer) => answer,
+                    // Events and the outcome follow from the run.
+                    None => return,
+                }
+            }
+            // Never answered: the socket's flow control is the answer.
+            Some(Call::UpgradeData(d)) => return self.upgrade_data(tok, d),
+            Some(Call::UpgradeStatus(_)) => self.upgrade_status(),
+            Some(Call::Rollback(_)) => {
+                match self.start_run(tok, id, bascule_sequencer::journal::RunKind::Rollback, None) {
+                    Some(answer) => answer,
+                    None => return,
+                }
+            }
             Some(Call::Cancel(c)) => {
                 if let Some(conn) = self.control.conn_mut(tok) {
                     let before = conn.follows.len();

@@ -171,6 +171,12 @@ fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
     let cfg = Config { log_dir, ..cfg };
     let listener = bind_socket(&cfg.socket, cfg.api_group)?;
     let launcher = RealLauncher::new(cgroups, cfg.run_dir.join("notify"));
+    let journals = match mode {
+        Mode::Pid1 => {
+            crate::upgrade_host::read_journals(Path::new(crate::upgrade_host::JOURNAL_FILE))
+        }
+        Mode::Supervise => Vec::new(),
+    };
     let (watchdog, keeper) = match mode {
         Mode::Pid1 => (
             open_watchdog(),
@@ -187,6 +193,7 @@ fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
         listener,
         timeline,
         keeper,
+        journals,
     })
     .map_err(SetupError::Loop)
 }

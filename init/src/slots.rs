@@ -66,10 +66,7 @@ pub fn on_ready(rec: &mut MetaRecord, booted: Slot) -> Vec<LoaderOp> {
     if rec.pending_slot() != Some(booted) {
         return Vec::new();
     }
-    let kind = rec
-        .pending_try
-        .as_ref()
-        .map_or(TryKind::Once, |p| p.kind());
+    let kind = rec.pending_try.as_ref().map_or(TryKind::Once, |p| p.kind());
     rec.pending_try = None;
     rec.slot_info_mut(booted).state = SlotState::Good as i32;
     match kind {
@@ -352,6 +349,22 @@ impl Slots {
 
     fn save(&mut self) -> Result<(), SlotsError> {
         self.store.save(&self.record)
+    }
+
+    /// Replaces the record (an upgrade's own decisions) and saves it.
+    pub fn replace_record(&mut self, record: MetaRecord) -> Result<(), SlotsError> {
+        let before = std::mem::replace(&mut self.record, record);
+        self.save().inspect_err(|_| self.record = before)
+    }
+
+    /// The loader's boot-once entry alone; META is the caller's business.
+    pub fn loader_set_once(&mut self, slot: Slot) -> Result<(), adapter::AdapterError> {
+        self.loader.set_once(slot)
+    }
+
+    /// The loader's default entry alone; META is the caller's business.
+    pub fn loader_set_default(&mut self, slot: Slot) -> Result<(), adapter::AdapterError> {
+        self.loader.set_default(slot)
     }
 
     /// All services are ready: a try of this slot has passed.

@@ -13,6 +13,10 @@ pub enum Source {
     Notify(u64),
     /// A TCP probe's connecting socket.
     Probe(u64),
+    /// The running upgrade's doorbell.
+    UpgradeBell,
+    /// The pipe a streamed bundle is fed into.
+    UpgradeFeed,
 }
 
 const SHIFT: u32 = 48;
@@ -27,6 +31,8 @@ impl Source {
             Source::Signals => 1,
             Source::Timer => 2,
             Source::Listener => 3,
+            Source::UpgradeBell => 4,
+            Source::UpgradeFeed => 5,
             Source::Conn(id) => (KIND_CONN << SHIFT) | id,
             Source::Pipe(id) => (KIND_PIPE << SHIFT) | id,
             Source::Notify(id) => (KIND_NOTIFY << SHIFT) | id,
@@ -40,6 +46,8 @@ impl Source {
             (0, 1) => Source::Signals,
             (0, 2) => Source::Timer,
             (0, 3) => Source::Listener,
+            (0, 4) => Source::UpgradeBell,
+            (0, 5) => Source::UpgradeFeed,
             (KIND_CONN, _) => Source::Conn(id),
             (KIND_PIPE, _) => Source::Pipe(id),
             (KIND_NOTIFY, _) => Source::Notify(id),
@@ -80,6 +88,8 @@ mod tests {
             Source::Pipe(9),
             Source::Notify(1 << 40),
             Source::Probe(3),
+            Source::UpgradeBell,
+            Source::UpgradeFeed,
         ] {
             assert_eq!(Source::from_token(s.token()), Some(s));
         }

@@ -1,0 +1,392 @@
+//! The machine as the sequencer sees it: `bascule_sequencer::Host` over the
+//! syscall crate, on the sequencer's own thread. What only the event loop
+//! may touch (the supervisor, META and the loader, the client's bytes, the
+//! reboot) is asked of it through the bridge.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bascule_boot::meta_record::MetaRecord;
+use bascule_boot::{layout, Slot};
+use bascule_bundle::{PayloadKind, VerifyingKey};
+use bascule_sequencer::{
+    HoldKind, Holder, Host, HostError, Journal, KexecError, NodeRole, Pass, RebootMode, Running,
+    Signal, StopError,
+};
+use bascule_sys::power::PowerAction;
+
+use crate::slot_io;
+use crate::upgrade_bridge::{LoopCall, LoopHandle};
+
+/// Where the bundle comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file on the machine.
+    Path(PathBuf),
+    /// Fetched by the machine.
+    Url(String),
+    /// Streamed by the client, once per pass.
+    Stream,
+}
+
+/// Where the journals of the last runs are kept: the ESP is the one
+/// filesystem still mounted after the unmount phase.
+pub const JOURNAL_FILE: &str = "/boot/bascule/upgrades.json";
+/// Runs kept in it.
+const JOURNAL_RUNS: usize = 8;
+
+pub struct MachineHost {
+    pub bridge: LoopHandle,
+    pub source: Source,
+    pub running: Running,
+    pub journal_file: PathBuf,
+}
+
+fn host_err(context: impl Into<String>, e: impl std::fmt::Display) -> HostError {
+    HostError::new(context, e.to_string())
+}
+
+fn loop_gone() -> HostError {
+    host_err("asking PID 1's event loop", "it no longer answers")
+}
+
+/// The kernel command line without Bascule's own parameters: what every
+/// slot's entry shares (console, panic=, quiet...).
+fn common_cmdline() -> String {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    cmdline
+        .split_whitespace()
+        .filter(|p| {
+            ![
+                bascule_boot::slot::CMDLINE_PARAM,
+                bascule_boot::slot::VERSION_PARAM,
+            ]
+            .iter()
+            .any(|k| p.strip_prefix(k).is_some_and(|r| r.starts_with('=')))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Reads the journals file: the last runs, oldest first.
+pub fn read_journals(path: &Path) -> Vec<Journal> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| Journal::from_json(&v.to_string()).ok())
+        .collect()
+}
+
+fn fetch(url: &str) -> Result<Box<dyn Read>, HostError> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(10))
+        .timeout_read(Duration::from_secs(60))
+        .build();
+    let mut last = None;
+    // Transient failures (a server restarting, a dropped connection) get
+    // two more tries; an HTTP error status does not.
+    for attempt in 0..3 {
+        match agent.get(url).call() {
+            Ok(resp) => return Ok(Box::new(resp.into_reader())),
+            Err(ureq::Error::Status(code, _)) => {
+                return Err(host_err(
+                    format!("fetching {url}"),
+                    format!("HTTP status {code}"),
+                ))
+            }
+            Err(e) => {
+                last = Some(e.to_string());
+                std::thread::sleep(Duration::from_millis(500 << attempt));
+            }
+        }
+    }
+    Err(host_err(
+        format!("fetching {url}"),
+        last.unwrap_or_else(|| "no answer".into()),
+    ))
+}
+
+impl Host for MachineHost {
+    fn running(&self) -> Running {
+        self.running.clone()
+    }
+
+    fn trusted_keys(&self) -> Vec<VerifyingKey> {
+        match bascule_bundle::keys::load_trusted_dir(Path::new(layout::TRUSTED_KEYS_DIR)) {
+            Ok(keys) => keys.into_iter().map(|k| k.key).collect(),
+            Err(e) => {
+                crate::log!("upgrade: trusted keys: {e}; no bundle will be accepted");
+                Vec::new()
+            }
+        }
+    }
+
+    fn node_role(&self) -> NodeRole {
+        NodeRole::Worker
+    }
+
+    fn read_meta(&mut self) -> Result<MetaRecord, HostError> {
+        self.bridge
+            .ask(LoopCall::ReadMeta)
+            .ok_or_else(loop_gone)?
+            .map_err(|e| host_err("reading META", e))
+    }
+
+    fn slot_capacity(&mut self, slot: Slot) -> Result<u64, HostError> {
+        let label = slot.layout().partition_label;
+        slot_io::partition(label)
+            .and_then(|p| slot_io::capacity(&p))
+            .map_err(|e| host_err(format!("sizing {label}"), e))
+    }
+
+    fn esp_free(&mut self) -> Result<u64, HostError> {
+        let st = rustix::fs::statvfs(layout::MOUNT_ESP)
+            .map_err(|e| host_err(format!("statvfs {}", layout::MOUNT_ESP), e))?;
+        Ok(st.f_bavail * st.f_frsize)
+    }
+
+    fn verify_disk(&mut self, slot: Slot, needed: u64) -> Result<(), HostError> {
+        let label = slot.layout().partition_label;
+        let part = slot_io::partition(label).map_err(|e| host_err("finding the slot", e))?;
+        let disk = bascule_sys::blockdev::boot_disk()
+            .map(|d| PathBuf::from("/dev").join(d))
+            .ok_or_else(|| host_err("verifying the disk", "the boot disk is not known"))?;
+        let report = bascule_boot::gpt::Gpt::read_path(&disk)
+            .map_err(|e| host_err(format!("reading the GPT of {}", disk.display()), e))?;
+        if !report.fully_valid() {
+            return Err(host_err(
+                format!("verifying the GPT of {}", disk.display()),
+                format!(
+                    "primary {:?}, backup {:?}: repair the partition table before upgrading",
+                    report.primary, report.backup
+                ),
+            ));
+        }
+        let p = report
+            .gpt
+            .find(label)
+            .ok_or_else(|| host_err("verifying the disk", format!("no partition {label}")))?;
+        if p.size() < needed {
+            return Err(host_err(
+                format!("verifying {label} ({})", part.display()),
+                format!("{} bytes are needed, it holds {}", needed, p.size()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn open_bundle(&mut self, pass: Pass) -> Result<Box<dyn Read>, HostError> {
+        match &self.source {
+            Source::Path(p) => File::open(p)
+                .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn Read>)
+                .map_err(|e| host_err(format!("opening the bundle {}", p.display()), e)),
+            Source::Url(u) => fetch(u),
+            Source::Stream => {
+                let fd = self
+                    .bridge
+                    .ask(|r| LoopCall::SendBundle(pass, r))
+                    .ok_or_else(loop_gone)?
+                    .map_err(|e| host_err("receiving the bundle from the client", e))?;
+                Ok(Box::new(std::io::BufReader::new(File::from(fd))))
+            }
+        }
+    }
+
+    fn writable_mounts(&mut self) -> Result<Vec<PathBuf>, HostError> {
+        let mounts = bascule_sys::mountinfo::read_own()
+            .map_err(|e| host_err("reading the mount table", e))?;
+        let roots = [layout::MOUNT_EPHEMERAL, layout::MOUNT_STATE];
+        let mut out: Vec<PathBuf> = mounts
+            .into_iter()
+            .map(|m| m.mount_point)
+            .filter(|p| roots.iter().any(|r| p.starts_with(r)))
+            .collect();
+        // Deepest first; a stack of mounts on one point is unmounted once per layer.
+        out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        Ok(out)
+    }
+
+    fn holders(&mut self, mount: &Path) -> Result<Vec<Holder>, HostError> {
+        Ok(bascule_sys::holders::scan(mount)
+            .into_iter()
+            .map(|h| Holder {
+                pid: h.pid as u32,
+                name: h.name,
+                how: match h.how {
+                    bascule_sys::holders::HoldKind::Fd(_) => HoldKind::OpenFile,
+                    bascule_sys::holders::HoldKind::Cwd => HoldKind::Cwd,
+                    bascule_sys::holders::HoldKind::Root => HoldKind::Root,
+                    bascule_sys::holders::HoldKind::Map(_) => HoldKind::MemoryMap,
+                },
+            })
+            .collect())
+    }
+
+    fn cordon(&mut self) -> Result<(), HostError> {
+        self.bridge.ask(LoopCall::Cordon).ok_or_else(loop_gone)
+    }
+
+    fn drain_workloads(&mut self) -> Result<(), StopError> {
+        match self.bridge.ask(LoopCall::Drain) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(services)) => Err(StopError::NotStopped { services }),
+            None => Err(StopError::Host(loop_gone())),
+        }
+    }
+
+    fn leave_cluster(&mut self) -> Result<(), HostError> {
+        Ok(())
+    }
+
+    fn stop_services(&mut self) -> Result<(), StopError> {
+        match self.bridge.ask(LoopCall::StopAll) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(services)) => Err(StopError::NotStopped { services }),
+            None => Err(StopError::Host(loop_gone())),
+        }
+    }
+
+    fn signal(&mut self, pid: u32, signal: Signal) -> Result<(), HostError> {
+        let sig = match signal {
+            Signal::Term => rustix::process::Signal::TERM,
+            Signal::Kill => rustix::process::Signal::KILL,
+        };
+        let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
+            return Ok(());
+        };
+        match rustix::process::kill_process(p, sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(host_err(format!("signalling pid {pid}"), e)),
+        }
+    }
+
+    fn wait_exit(&mut self, holders: &[Holder], grace: Duration) -> Vec<Holder> {
+        // PID 1 reaps them on its loop; a gone /proc entry is the event.
+        let deadline = Instant::now() + grace;
+        loop {
+            let alive: Vec<Holder> = holders
+                .iter()
+                .filter(|h| {
+                    std::fs::read_to_string(format!("/proc/{}/stat", h.pid))
+                        .is_ok_and(|s| !s.contains(") Z "))
+                })
+                .cloned()
+                .collect();
+            if alive.is_empty() || Instant::now() >= deadline {
+                return alive;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn unmount(&mut self, mount: &Path) -> Result<(), HostError> {
+        rustix::mount::unmount(mount, rustix::mount::UnmountFlags::empty())
+            .map_err(|e| host_err(format!("unmounting {}", mount.display()), e))
+    }
+
+    fn write_meta(&mut self, record: &MetaRecord) -> Result<(), HostError> {
+        self.bridge
+            .ask(|r| LoopCall::WriteMeta(record.clone(), r))
+            .ok_or_else(loop_gone)?
+            .map_err(|e| host_err("writing META", e))
+    }
+
+    fn write_slot(&mut self, slot: Slot, data: &mut dyn Read, size: u64) -> Result<(), HostError> {
+        slot_io::write_slot(slot, data, size)
+            .map_err(|e| host_err(format!("writing slot {slot}"), e))
+    }
+
+    fn slot_digest(&mut self, slot: Slot, size: u64) -> Result<[u8; 32], HostError> {
+        slot_io::slot_digest(slot, size)
+            .map_err(|e| host_err(format!("reading back slot {slot}"), e))
+    }
+
+    fn write_esp_file(
+        &mut self,
+        slot: Slot,
+        kind: PayloadKind,
+        data: &mut dyn Read,
+        size: u64,
+    ) -> Result<(), HostError> {
+        let path = slot_io::esp_file(slot, kind)
+            .ok_or_else(|| host_err("writing the ESP", format!("no ESP file for {kind}")))?;
+        slot_io::write_file_atomic(&path, data, size)
+            .map_err(|e| host_err(format!("writing slot {slot}'s {kind}"), e))
+    }
+
+    fn esp_digest(&mut self, slot: Slot, kind: PayloadKind) -> Result<[u8; 32], HostError> {
+        let path = slot_io::esp_file(slot, kind)
+            .ok_or_else(|| host_err("reading the ESP", format!("no ESP file for {kind}")))?;
+        let size = std::fs::metadata(&path)
+            .map_err(|e| host_err(format!("reading back {}", path.display()), e))?
+            .len();
+        slot_io::digest(&path, size).map_err(|e| host_err("reading back the ESP", e))
+    }
+
+    fn wipe_ephemeral(&mut self) -> Result<(), HostError> {
+        slot_io::wipe_ephemeral().map_err(|e| host_err("wiping EPHEMERAL", e))
+    }
+
+    fn loader_set_once(&mut self, slot: Slot) -> Result<(), HostError> {
+        self.bridge
+            .ask(|r| LoopCall::SetOnce(slot, r))
+            .ok_or_else(loop_gone)?
+            .map_err(|e| host_err(format!("setting the boot-once entry for slot {slot}"), e))
+    }
+
+    fn loader_set_default(&mut self, slot: Slot) -> Result<(), HostError> {
+        self.bridge
+            .ask(|r| LoopCall::SetDefault(slot, r))
+            .ok_or_else(loop_gone)?
+            .map_err(|e| host_err(format!("making slot {slot} the default"), e))
+    }
+
+    fn kexec_load(&mut self, slot: Slot, version: &str) -> Result<(), KexecError> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| KexecError::Failed(host_err(what, e));
+        let cmdline = bascule_boot::slot::entry_cmdline(slot, Some(version), &common_cmdline())
+            .map_err(|e| failed("building the kexec command line", &e))?;
+        let (Some(kernel), Some(initrd)) = (
+            slot_io::esp_file(slot, PayloadKind::Kernel),
+            slot_io::esp_file(slot, PayloadKind::Initramfs),
+        ) else {
+            return Err(failed("kexec", &"no kernel path"));
+        };
+        match bascule_sys::kexec::load_files(&kernel, Some(&initrd), &cmdline) {
+            Ok(()) => Ok(()),
+            Err(e @ bascule_sys::Error::Kexec { .. }) => Err(KexecError::Refused {
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(failed(&format!("loading {}", kernel.display()), &e)),
+        }
+    }
+
+    fn reboot(&mut self, mode: RebootMode) -> Result<(), HostError> {
+        let action = match mode {
+            RebootMode::Kexec => PowerAction::Kexec,
+            RebootMode::Firmware => PowerAction::Reboot,
+        };
+        self.bridge.send(LoopCall::Reboot(action));
+        Ok(())
+    }
+
+    fn save_journal(&mut self, journal: &Journal) -> Result<(), HostError> {
+        self.bridge.send(LoopCall::Journal(journal.clone()));
+        let mut runs = read_journals(&self.journal_file);
+        runs.retain(|j| j.started_unix_ms != journal.started_unix_ms);
+        runs.push(journal.clone());
+        let skip = runs.len().saturating_sub(JOURNAL_RUNS);
+        let values: Vec<serde_json::Value> = runs[skip..]
+            .iter()
+            .filter_map(|j| j.to_json().ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect();
+        let text =
+            serde_json::to_vec_pretty(&values).map_err(|e| host_err("encoding the journal", e))?;
+        slot_io::write_file_atomic(&self.journal_file, &mut &text[..], text.len() as u64)
+            .map_err(|e| host_err(format!("saving {}", self.journal_file.display()), e))
+    }
+}
