@@ -152,9 +152,17 @@ impl Host for MachineHost {
     fn verify_disk(&mut self, slot: Slot, needed: u64) -> Result<(), HostError> {
         let label = slot.layout().partition_label;
         let part = slot_io::partition(label).map_err(|e| host_err("finding the slot", e))?;
-        let disk = bascule_sys::blockdev::boot_disk()
+        // The disk the slot's partition is on (the boot disk).
+        let disk = part
+            .file_name()
+            .and_then(|n| bascule_sys::blockdev::disk_of(&Path::new("/sys/class/block").join(n)))
             .map(|d| PathBuf::from("/dev").join(d))
-            .ok_or_else(|| host_err("verifying the disk", "the boot disk is not known"))?;
+            .ok_or_else(|| {
+                host_err(
+                    "verifying the disk",
+                    format!("cannot tell which disk holds {}", part.display()),
+                )
+            })?;
         let report = bascule_boot::gpt::Gpt::read_path(&disk)
             .map_err(|e| host_err(format!("reading the GPT of {}", disk.display()), e))?;
         if !report.fully_valid() {

@@ -331,6 +331,13 @@ impl Init {
                 .collect(),
         };
         if left.is_empty() || now >= stop.deadline {
+            if stop.scope == StopScope::All {
+                // PID 1's own log files would keep /var busy at the unmount.
+                self.logs.close_files();
+            }
+            let Some(run) = &mut self.upgrades.run else {
+                return;
+            };
             if let Some(stop) = run.stop.take() {
                 let _ = stop
                     .reply

@@ -29,6 +29,8 @@ pub struct Supervisor {
     order: Vec<String>,
     shutting_down: bool,
     cordoned: bool,
+    /// A class being stopped in reverse dependency order (an upgrade's drain).
+    draining: Option<Class>,
     events: Vec<Event>,
 }
 
@@ -46,6 +48,7 @@ impl Supervisor {
             order,
             shutting_down: false,
             cordoned: false,
+            draining: None,
             events: Vec::new(),
         }
     }
@@ -154,6 +157,9 @@ impl Supervisor {
 
     pub fn set_cordoned(&mut self, cordoned: bool) {
         self.cordoned = cordoned;
+        if !cordoned {
+            self.draining = None;
+        }
     }
 
     pub fn start_all(&mut self, now: Instant, l: &mut dyn Launcher) {
@@ -240,6 +246,7 @@ impl Supervisor {
 
     /// Stops every service of `class`, dependents first (an upgrade's drain).
     pub fn stop_class(&mut self, class: Class, now: Instant, l: &mut dyn Launcher) {
+        self.draining = Some(class);
         for s in self.services.values_mut() {
             if s.spec.class == class {
                 s.want_up = false;
@@ -399,7 +406,9 @@ impl Supervisor {
                         changed = true;
                     }
                     State::Starting | State::Running
-                        if !s.want_up && self.shutting_down && s.stopping.is_none() =>
+                        if !s.want_up
+                            && (self.shutting_down || self.draining == Some(s.spec.class))
+                            && s.stopping.is_none() =>
                     {
                         // Reverse order: wait until everything that depends
                         // on this service has no process left.
