@@ -29,7 +29,7 @@ use bascule_boot::slot::BootFiles;
 
 /// Kernel parameters of every entry, after `bascule.slot=` and
 /// `bascule.version=`.
-pub const KERNEL_PARAMS: &str = "console=ttyS0 quiet";
+pub const KERNEL_PARAMS: &str = "console=ttyS0 quiet panic=10";
 
 /// A bootable slot as the loader sees it.
 #[derive(Clone, Debug)]

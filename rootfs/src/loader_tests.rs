@@ -37,7 +37,7 @@ fn grub_cfg_from_the_generator() {
         let l = e.slot.layout();
         assert!(
             cfg.contains(&format!(
-                "  linux {} bascule.slot={} bascule.version={} console=ttyS0 quiet\n  initrd {}\n",
+                "  linux {} bascule.slot={} bascule.version={} console=ttyS0 quiet panic=10\n  initrd {}\n",
                 l.esp_kernel, e.slot, e.version, l.esp_initrd
             )),
             "{cfg}"
@@ -47,7 +47,7 @@ fn grub_cfg_from_the_generator() {
     // An empty slot B still has its (never default) menu entry, without a
     // version.
     let cfg = grub_cfg(&entries()[..1], Slot::A).expect("slot A only");
-    assert!(cfg.contains("  linux /bascule/B/vmlinuz bascule.slot=B console=ttyS0 quiet\n"));
+    assert!(cfg.contains("  linux /bascule/B/vmlinuz bascule.slot=B console=ttyS0 quiet panic=10\n"));
 }
 
 #[test]
@@ -315,13 +315,13 @@ fn sdboot_files_from_the_generator() {
         a,
         "title Bascule A\nversion 1\nsort-key bascule-0-default\n\
          linux /bascule/A/vmlinuz\ninitrd /bascule/A/initrd.img\n\
-         options bascule.slot=A bascule.version=1 console=ttyS0 quiet\n"
+         options bascule.slot=A bascule.version=1 console=ttyS0 quiet panic=10\n"
     );
     let b = BlsEntry::parse("bascule-b.conf", &text(&files[2])).expect("parse B");
     assert_eq!(b.sort_key.as_deref(), Some(bls::SORT_KEY_STANDBY));
     assert_eq!(
         b.options,
-        "bascule.slot=B bascule.version=2 console=ttyS0 quiet"
+        "bascule.slot=B bascule.version=2 console=ttyS0 quiet panic=10"
     );
     assert_eq!(b.linux, Slot::B.layout().esp_kernel);
     assert_eq!(b.initrd, [Slot::B.layout().esp_initrd]);
