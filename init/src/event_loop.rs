@@ -302,7 +302,14 @@ impl Init {
         }
         self.check_stop();
         self.resolve_waiters();
-        self.advance_shutdown()
+        let action = self.advance_shutdown();
+        if self.logs.take_own_lines() {
+            if let Some(ring) = self.logs.ring(crate::logging::INIT_STREAM) {
+                self.control
+                    .push_follows(&self.epoll, crate::logging::INIT_STREAM, ring);
+            }
+        }
+        action
     }
 
     fn report(&mut self, ev: Event) {

@@ -33,7 +33,9 @@ impl LogCapture {
     /// A ring for every service, with a file under `log_dir` when given.
     pub fn new<'a>(services: impl Iterator<Item = &'a String>, log_dir: Option<&Path>) -> Self {
         let mut rings = BTreeMap::new();
-        for name in services {
+        let mut names: Vec<String> = services.cloned().collect();
+        names.push(crate::logging::INIT_STREAM.to_owned());
+        for name in &names {
             let mut ring = LogRing::new(LOG_RING_BYTES);
             if let Some(dir) = log_dir {
                 if let Err(e) = ring.attach_file(dir, name, RotationPolicy::default()) {
@@ -123,6 +125,26 @@ impl LogCapture {
             log!("service {service}: {err}; keeping its output in memory only");
         }
         got.then_some(service)
+    }
+
+    /// Moves PID 1's own recent lines into its `init` stream; true when
+    /// there were any.
+    pub fn take_own_lines(&mut self) -> bool {
+        let (bytes, dropped) = crate::logging::take_pending();
+        let Some(ring) = self.rings.get_mut(crate::logging::INIT_STREAM) else {
+            return false;
+        };
+        let mut got = false;
+        if dropped > 0 {
+            let note = format!(
+                "bascule-init: {dropped} lines dropped (logging faster than the loop turns)\n"
+            );
+            got |= ring.push(Stream::Stderr, clock::wall_us(), note.as_bytes());
+        }
+        if !bytes.is_empty() {
+            got |= ring.push(Stream::Stderr, clock::wall_us(), &bytes);
+        }
+        got
     }
 
     /// Closes every log file (they would keep /var busy at unmount).

@@ -1,14 +1,55 @@
-//! PID 1's own messages (to the console, or stderr in supervise mode) and
-//! the panic hook.
+//! PID 1's own messages (to the console, or stderr in supervise mode), kept
+//! also for its log stream `init` (`bascule logs -f init`), and the panic
+//! hook.
 
-/// Writes one line to stderr, ignoring failures: logging must never
-/// take PID 1 down (eprintln! panics when stderr is gone).
+use std::sync::Mutex;
+
+/// PID 1's own lines not yet moved into its log ring (they are written on
+/// the loop's thread and on the upgrade's).
+static PENDING: Mutex<Pending> = Mutex::new(Pending {
+    bytes: Vec::new(),
+    dropped: 0,
+});
+
+/// Bound on lines waiting for the loop; past it lines are counted, not kept.
+const PENDING_MAX: usize = 1 << 20;
+
+/// The name of PID 1's own log stream.
+pub const INIT_STREAM: &str = "init";
+
+struct Pending {
+    bytes: Vec<u8>,
+    dropped: u64,
+}
+
+/// Writes one line to stderr, ignoring failures (logging must never take
+/// PID 1 down: eprintln! panics when stderr is gone), and keeps it for the
+/// `init` log stream.
 #[macro_export]
 macro_rules! log {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "bascule-init: {}", format_args!($($arg)*));
+        let line = format!("bascule-init: {}\n", format_args!($($arg)*));
+        $crate::logging::emit(&line);
     }};
+}
+
+pub fn emit(line: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    // A poisoned lock only means a panic mid-append: the bytes are still usable.
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    if p.bytes.len() + line.len() > PENDING_MAX {
+        p.dropped += 1;
+    } else {
+        p.bytes.extend_from_slice(line.as_bytes());
+    }
+}
+
+/// Takes the lines logged since the last call, and how many were dropped.
+pub fn take_pending() -> (Vec<u8>, u64) {
+    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    let dropped = std::mem::take(&mut p.dropped);
+    (std::mem::take(&mut p.bytes), dropped)
 }
 
 /// Logs the panic with its location and syncs disks, so the cause is on

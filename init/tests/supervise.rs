@@ -572,3 +572,25 @@ fn user_environment_and_capabilities_are_applied() {
     );
     assert!(r.contains(&"CapBnd:\t0000000000000000".to_owned()), "{r:?}");
 }
+
+#[test]
+fn pid1_own_messages_are_the_init_log_stream() {
+    let sup = Sup::start(&[("web", "exec = [\"sleep\", \"1000\"]\n")]);
+    sup.wait_state("web", pb::ServiceState::Running);
+    sup.wait_until(
+        Duration::from_secs(10),
+        "the init stream has the start",
+        || {
+            sup.log_text("init")
+                .iter()
+                .any(|l| l.contains("service web: started"))
+        },
+    );
+    let out = sup.cli(&["logs", "init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all services ready"));
+}

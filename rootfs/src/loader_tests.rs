@@ -47,7 +47,9 @@ fn grub_cfg_from_the_generator() {
     // An empty slot B still has its (never default) menu entry, without a
     // version.
     let cfg = grub_cfg(&entries()[..1], Slot::A).expect("slot A only");
-    assert!(cfg.contains("  linux /bascule/B/vmlinuz bascule.slot=B console=ttyS0 quiet panic=10\n"));
+    assert!(
+        cfg.contains("  linux /bascule/B/vmlinuz bascule.slot=B console=ttyS0 quiet panic=10\n")
+    );
 }
 
 #[test]
