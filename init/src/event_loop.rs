@@ -5,6 +5,7 @@
 //! sequence. Nothing blocks and nothing polls: every wake-up has a cause.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use bascule_sys::signals::{SignalEvent, Signals};
 use bascule_sys::timer::Timer;
 
 use crate::config::Config;
+use crate::console::Backlog;
 use crate::control::ControlServer;
 use crate::effects::Effects;
 use crate::launcher::ServiceLauncher;
@@ -43,6 +45,15 @@ pub enum LoopEvent {
     Probe(u64),
     UpgradeBell,
     UpgradeFeed,
+    /// The console can take more of PID 1's output.
+    Console,
+}
+
+/// Whether the console is in the epoll set (only while output waits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConsoleWatch {
+    Idle,
+    Writable,
 }
 
 /// Everything PID 1 is made of; its effects on the machine go through
@@ -68,6 +79,9 @@ pub struct Init {
     pub(crate) upgrades: Upgrades,
     /// When the hardware watchdog is next due.
     watchdog_due: Option<Instant>,
+    /// PID 1's console while its output is buffered (see `console`).
+    console: Option<OwnedFd>,
+    console_watch: ConsoleWatch,
 }
 
 /// The parts `Init` is built from.
@@ -82,6 +96,8 @@ pub struct Parts {
     pub keeper: SlotKeeper,
     /// The journals of past upgrades.
     pub journals: Vec<bascule_sequencer::Journal>,
+    /// The console to watch for EPOLLOUT, when its output is buffered.
+    pub console: Option<OwnedFd>,
 }
 
 impl Init {
@@ -119,6 +135,8 @@ impl Init {
             keeper: p.keeper,
             upgrades: Upgrades::new(p.journals),
             watchdog_due: None,
+            console: p.console,
+            console_watch: ConsoleWatch::Idle,
         };
         init.feed_watchdog(init.now());
         Ok(init)
@@ -194,6 +212,7 @@ impl Init {
                 Some(Source::Probe(id)) => self.dispatch(LoopEvent::Probe(id)),
                 Some(Source::UpgradeBell) => self.dispatch(LoopEvent::UpgradeBell),
                 Some(Source::UpgradeFeed) => self.dispatch(LoopEvent::UpgradeFeed),
+                Some(Source::Console) => self.dispatch(LoopEvent::Console),
                 None => {}
             }
         }
@@ -232,6 +251,8 @@ impl Init {
             }
             LoopEvent::UpgradeBell => self.on_upgrade_bell(),
             LoopEvent::UpgradeFeed => self.flush_feed(),
+            // Written at the end of the turn, with what the turn logged.
+            LoopEvent::Console => {}
             LoopEvent::Probe(id) => {
                 if let Some(ok) = self.probes.on_ready(&self.epoll, id) {
                     let now = self.now();
@@ -309,7 +330,31 @@ impl Init {
                     .push_follows(&self.epoll, crate::logging::INIT_STREAM, ring);
             }
         }
+        self.flush_console();
         action
+    }
+
+    /// Writes what the console takes without blocking, and watches it for
+    /// EPOLLOUT while output is left.
+    fn flush_console(&mut self) {
+        let Some(fd) = &self.console else {
+            return;
+        };
+        let backlog = crate::console::flush();
+        let watch = match backlog {
+            Backlog::Empty => ConsoleWatch::Idle,
+            Backlog::Pending => ConsoleWatch::Writable,
+        };
+        if watch == self.console_watch {
+            return;
+        }
+        let done = match watch {
+            ConsoleWatch::Writable => self.epoll.add(fd, Source::Console.token(), Interest::OUT),
+            ConsoleWatch::Idle => self.epoll.delete(fd),
+        };
+        if done.is_ok() {
+            self.console_watch = watch;
+        }
     }
 
     fn report(&mut self, ev: Event) {

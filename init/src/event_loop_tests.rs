@@ -133,6 +133,7 @@ fn rig(mode: Mode, services: &[(&str, &str)], keeper: SlotKeeper, fail: &[&str])
         timeline: Timeline::from_boot(None),
         keeper,
         journals: Vec::new(),
+        console: None,
     })
     .unwrap();
     Rig {

@@ -22,9 +22,10 @@ struct Pending {
     dropped: u64,
 }
 
-/// Writes one line to stderr, ignoring failures (logging must never take
-/// PID 1 down: eprintln! panics when stderr is gone), and keeps it for the
-/// `init` log stream.
+/// Writes one line to the console (see `console`: never blocking while the
+/// loop runs), ignoring failures (logging must never take PID 1 down:
+/// eprintln! panics when stderr is gone), and keeps it for the `init` log
+/// stream.
 #[macro_export]
 macro_rules! log {
     ($($arg:tt)*) => {{
@@ -34,8 +35,7 @@ macro_rules! log {
 }
 
 pub fn emit(line: &str) {
-    use std::io::Write as _;
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    crate::console::write_line(line);
     // A poisoned lock only means a panic mid-append: the bytes are still usable.
     let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
     if p.bytes.len() + line.len() > PENDING_MAX {

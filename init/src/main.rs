@@ -9,6 +9,7 @@
 
 mod config;
 mod conn;
+mod console;
 mod control;
 mod effects;
 mod event_loop;
@@ -53,6 +54,8 @@ fn main() {
         }
     }
     let result = catch_unwind(AssertUnwindSafe(|| setup::run(mode, &args)));
+    // The loop is gone: nothing else waits on the console now.
+    console::stop_buffering();
     match (mode, result) {
         (Mode::Supervise, Ok(Ok(_))) => std::process::exit(0),
         (Mode::Supervise, Ok(Err(e))) => {

@@ -93,6 +93,7 @@ pub fn fall_back_or_emergency() -> ! {
 /// Last resort when the event loop cannot even be built: a shell on the
 /// console, restarted whenever it exits, and every orphan reaped. Never returns.
 pub fn emergency() -> ! {
+    crate::console::stop_buffering();
     log!("entering emergency mode: shell on the console");
     // The event loop is gone: nothing reads the signalfd any more, and a
     // child of `Command` would inherit the blocked mask (a shell that

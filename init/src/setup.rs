@@ -194,6 +194,8 @@ fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
         timeline,
         keeper,
         journals,
+        // From here on the loop writes the console, never blocking on it.
+        console: crate::console::start_buffering(),
     })
     .map_err(SetupError::Loop)
 }

@@ -17,6 +17,8 @@ pub enum Source {
     UpgradeBell,
     /// The pipe a streamed bundle is fed into.
     UpgradeFeed,
+    /// PID 1's console, watched while output waits for it.
+    Console,
 }
 
 const SHIFT: u32 = 48;
@@ -33,6 +35,7 @@ impl Source {
             Source::Listener => 3,
             Source::UpgradeBell => 4,
             Source::UpgradeFeed => 5,
+            Source::Console => 6,
             Source::Conn(id) => (KIND_CONN << SHIFT) | id,
             Source::Pipe(id) => (KIND_PIPE << SHIFT) | id,
             Source::Notify(id) => (KIND_NOTIFY << SHIFT) | id,
@@ -48,6 +51,7 @@ impl Source {
             (0, 3) => Source::Listener,
             (0, 4) => Source::UpgradeBell,
             (0, 5) => Source::UpgradeFeed,
+            (0, 6) => Source::Console,
             (KIND_CONN, _) => Source::Conn(id),
             (KIND_PIPE, _) => Source::Pipe(id),
             (KIND_NOTIFY, _) => Source::Notify(id),
@@ -90,6 +94,7 @@ mod tests {
             Source::Probe(3),
             Source::UpgradeBell,
             Source::UpgradeFeed,
+            Source::Console,
         ] {
             assert_eq!(Source::from_token(s.token()), Some(s));
         }

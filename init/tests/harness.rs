@@ -55,6 +55,17 @@ impl Sup {
     }
 
     pub fn start_with(services: &[(&str, &str)], cgroups: Cgroups) -> Sup {
+        Sup::start_opts(services, cgroups, None, &[])
+    }
+
+    /// Starts a supervisor whose stderr is `stderr` (its init.log only has
+    /// its stdout then), with extra command-line arguments.
+    pub fn start_opts(
+        services: &[(&str, &str)],
+        cgroups: Cgroups,
+        stderr: Option<Stdio>,
+        extra: &[&str],
+    ) -> Sup {
         let dir = tempfile::tempdir().expect("tempdir");
         // Services running as other users reach their notify sockets in here.
         std::fs::set_permissions(
@@ -89,9 +100,10 @@ impl Sup {
             .arg(&socket)
             .arg("--log-dir")
             .arg(dir.path().join("logs"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stderr(stderr.unwrap_or_else(|| Stdio::from(log)))
             .spawn()
             .expect("start bascule-init");
         let sup = Sup {

@@ -1,0 +1,80 @@
+//! PID 1 under hostile conditions (issue 11): a console nobody reads, odd
+//! files in the service directory, stray signals, greedy clients. Each test
+//! drives the real `bascule-init --supervise` through its socket.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod harness;
+
+use std::os::fd::AsFd;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bascule_api::pb::{self, request::Call, response::Result as Reply};
+use bascule_api::Client;
+use harness::*;
+
+/// How long one API call may take on a loop that is not stalled.
+const ANSWER_BOUND: Duration = Duration::from_secs(3);
+
+/// One service list through a fresh connection, within `ANSWER_BOUND`.
+fn quick_list(sup: &Sup) -> Result<Vec<pb::ServiceStatus>, String> {
+    let mut c = Client::connect(&sup.socket, ANSWER_BOUND).map_err(|e| e.to_string())?;
+    match c.call(Call::ServiceList(pb::ServiceListRequest::default())) {
+        Ok(Reply::ServiceList(l)) => Ok(l.services),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+fn restarts(sup: &Sup, name: &str) -> u32 {
+    quick_list(sup)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(|s| s.restarts)
+        .unwrap()
+}
+
+#[test]
+fn a_console_nobody_reads_never_stalls_the_loop() {
+    // stderr is a pipe whose reader never reads: its 64 KiB fill up fast
+    // with the crash loop's "started / exited / restarting" lines.
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+    let crash = "exec = [\"/bin/sh\", \"-c\", \"echo crashing; exit 1\"]\nrestart = \"always\"\n[backoff]\ninitial_ms = 0\nmax_ms = 0\nlimit = 100000000\n";
+    let sup = Sup::start_opts(
+        &[("crash", crash)],
+        Cgroups::Host,
+        Some(Stdio::from(writer)),
+        &[],
+    );
+    let capacity = rustix::pipe::fcntl_getpipe_size(reader.as_fd()).unwrap();
+    sup.wait_until(Duration::from_secs(30), "the console pipe is full", || {
+        rustix::io::ioctl_fionread(reader.as_fd()).unwrap() as usize + 512 > capacity
+    });
+    // The console stays full; the loop must go on answering and reaping.
+    let before = restarts(&sup, "crash");
+    let start = Instant::now();
+    for i in 0..6 {
+        let t = Instant::now();
+        quick_list(&sup).unwrap_or_else(|e| panic!("call {i} with the console full: {e}"));
+        assert!(
+            t.elapsed() < ANSWER_BOUND,
+            "call {i} took {:?}",
+            t.elapsed()
+        );
+    }
+    sup.wait_until(
+        Duration::from_secs(10),
+        "the crash loop goes on with the console full",
+        || restarts(&sup, "crash") > before + 20,
+    );
+    assert!(start.elapsed() < Duration::from_secs(15));
+    // The full record is still in the init stream.
+    let init = sup.log_text("init");
+    assert!(
+        init.iter()
+            .filter(|l| l.contains("service crash: started"))
+            .count()
+            > 20,
+        "init stream has the lines the console could not take"
+    );
+}
