@@ -48,6 +48,28 @@ pub enum Cgroups {
     Hidden,
 }
 
+/// How [`Sup::start_opts`] starts the supervisor.
+pub struct Opts<'a> {
+    pub cgroups: Cgroups,
+    /// Its stderr (init.log then only has its stdout); init.log by default.
+    pub stderr: Option<Stdio>,
+    /// Extra command-line arguments.
+    pub extra: &'a [&'a str],
+    /// Runs on the service directory before the supervisor starts.
+    pub prepare: Option<&'a dyn Fn(&Path)>,
+}
+
+impl Default for Opts<'_> {
+    fn default() -> Self {
+        Opts {
+            cgroups: Cgroups::Host,
+            stderr: None,
+            extra: &[],
+            prepare: None,
+        }
+    }
+}
+
 impl Sup {
     /// Starts a supervisor over `services` (name, TOML text).
     pub fn start(services: &[(&str, &str)]) -> Sup {
@@ -55,17 +77,23 @@ impl Sup {
     }
 
     pub fn start_with(services: &[(&str, &str)], cgroups: Cgroups) -> Sup {
-        Sup::start_opts(services, cgroups, None, &[])
+        Sup::start_opts(
+            services,
+            Opts {
+                cgroups,
+                ..Opts::default()
+            },
+        )
     }
 
-    /// Starts a supervisor whose stderr is `stderr` (its init.log only has
-    /// its stdout then), with extra command-line arguments.
-    pub fn start_opts(
-        services: &[(&str, &str)],
-        cgroups: Cgroups,
-        stderr: Option<Stdio>,
-        extra: &[&str],
-    ) -> Sup {
+    /// Starts a supervisor with the choices in `opts`.
+    pub fn start_opts(services: &[(&str, &str)], opts: Opts<'_>) -> Sup {
+        let Opts {
+            cgroups,
+            stderr,
+            extra,
+            prepare,
+        } = opts;
         let dir = tempfile::tempdir().expect("tempdir");
         // Services running as other users reach their notify sockets in here.
         std::fs::set_permissions(
@@ -77,6 +105,9 @@ impl Sup {
         std::fs::create_dir(&cfg).unwrap();
         for (name, text) in services {
             std::fs::write(cfg.join(format!("{name}.toml")), text).unwrap();
+        }
+        if let Some(prepare) = prepare {
+            prepare(&cfg);
         }
         let socket = dir.path().join("api.sock");
         let log = std::fs::File::create(dir.path().join("init.log")).unwrap();

@@ -42,9 +42,10 @@ fn a_console_nobody_reads_never_stalls_the_loop() {
     let crash = "exec = [\"/bin/sh\", \"-c\", \"echo crashing; exit 1\"]\nrestart = \"always\"\n[backoff]\ninitial_ms = 0\nmax_ms = 0\nlimit = 100000000\n";
     let sup = Sup::start_opts(
         &[("crash", crash)],
-        Cgroups::Host,
-        Some(Stdio::from(writer)),
-        &[],
+        Opts {
+            stderr: Some(Stdio::from(writer)),
+            ..Opts::default()
+        },
     );
     let capacity = rustix::pipe::fcntl_getpipe_size(reader.as_fd()).unwrap();
     sup.wait_until(Duration::from_secs(30), "the console pipe is full", || {
@@ -76,5 +77,42 @@ fn a_console_nobody_reads_never_stalls_the_loop() {
             .count()
             > 20,
         "init stream has the lines the console could not take"
+    );
+}
+
+#[test]
+fn a_fifo_or_dev_zero_in_the_service_directory_is_refused_by_name() {
+    let prepare = |cfg: &std::path::Path| {
+        let st = std::process::Command::new("mkfifo")
+            .arg(cfg.join("fifo.toml"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mkfifo");
+        std::os::unix::fs::symlink("/dev/zero", cfg.join("zero.toml")).unwrap();
+    };
+    let sup = Sup::start_opts(
+        &[("good", "exec = [\"sleep\", \"1000\"]\n")],
+        Opts {
+            prepare: Some(&prepare),
+            ..Opts::default()
+        },
+    );
+    sup.wait_state("good", pb::ServiceState::Running);
+    for (name, what) in [("fifo", "a FIFO"), ("zero", "a character device")] {
+        let st = sup.status(name);
+        assert_eq!(st.state, pb::ServiceState::Failed as i32, "{name}");
+        let path = sup.path(&format!("services/{name}.toml"));
+        assert!(
+            st.reason.contains(&path.display().to_string()) && st.reason.contains(what),
+            "{}",
+            st.reason
+        );
+    }
+    let out = sup.cli(&["services"]);
+    assert!(out.status.code().is_some());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("fifo"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }

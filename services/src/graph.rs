@@ -284,4 +284,48 @@ mod tests {
             c.rejected[0].reason
         );
     }
+
+    #[test]
+    fn load_dir_reads_only_regular_files_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("good.toml"), "exec = [\"/bin/true\"]\n").unwrap();
+        let st = std::process::Command::new("mkfifo")
+            .arg(p("fifo.toml"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mkfifo");
+        std::os::unix::fs::symlink("/dev/zero", p("zero.toml")).unwrap();
+        std::fs::create_dir(p("x.toml")).unwrap();
+        let huge = std::fs::File::create(p("huge.toml")).unwrap();
+        huge.set_len(crate::spec::MAX_SPEC_BYTES + 1).unwrap();
+        // A symlink to a regular file is read as that file.
+        std::os::unix::fs::symlink(p("good.toml"), p("link.toml")).unwrap();
+        // Returns at all: a FIFO would block the open, /dev/zero the read.
+        let c = load_dir(dir.path()).unwrap();
+        assert_eq!(
+            c.specs.keys().collect::<Vec<_>>(),
+            vec!["good", "link"],
+            "{:?}",
+            c.rejected
+        );
+        for (name, what) in [
+            ("fifo", "a FIFO"),
+            ("zero", "a character device"),
+            ("x", "a directory"),
+            ("huge", "limit"),
+        ] {
+            let r = c
+                .rejected
+                .iter()
+                .find(|r| r.name == name)
+                .unwrap_or_else(|| panic!("{name} not rejected: {:?}", c.rejected));
+            let path = p(&format!("{name}.toml"));
+            assert!(
+                r.reason.contains(&path.display().to_string()) && r.reason.contains(what),
+                "{}",
+                r.reason
+            );
+        }
+    }
 }

@@ -160,6 +160,10 @@ pub enum SpecError {
     },
     #[error("{path}: the file name must be NAME.toml with NAME made of letters, digits, '-', '_' and '.'")]
     BadName { path: PathBuf },
+    #[error("{path}: is {kind}, not a regular file: not read; a service file must be a regular file (or a symlink to one)")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("{path}: {size} bytes or more, over the {MAX_SPEC_BYTES}-byte limit for a service file: not read")]
+    TooLarge { path: PathBuf, size: u64 },
 }
 
 impl SpecError {
@@ -168,7 +172,9 @@ impl SpecError {
             SpecError::Read { path, .. }
             | SpecError::Parse { path, .. }
             | SpecError::Invalid { path, .. }
-            | SpecError::BadName { path } => path,
+            | SpecError::BadName { path }
+            | SpecError::NotRegular { path, .. }
+            | SpecError::TooLarge { path, .. } => path,
         }
     }
 }
@@ -256,10 +262,7 @@ pub fn valid_name(name: &str) -> bool {
 
 /// Parses one service file. The service is named after the file stem.
 pub fn parse_file(path: &Path) -> Result<ServiceSpec, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SpecError::Read {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let text = read_spec_file(path)?;
     let name = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -268,6 +271,75 @@ pub fn parse_file(path: &Path) -> Result<ServiceSpec, SpecError> {
             path: path.to_owned(),
         })?;
     parse_str(name, path, &text)
+}
+
+/// Longest service file read: anything larger is refused unread.
+pub const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+/// Reads a service file that is a regular file (after symlinks) of at most
+/// [`MAX_SPEC_BYTES`]. Anything else is refused before it is opened (a FIFO
+/// would block the boot, /dev/zero would never end); the file is opened
+/// non-blocking and checked again in case it was swapped in between.
+fn read_spec_file(path: &Path) -> Result<String, SpecError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let read_err = |e: std::io::Error| SpecError::Read {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let check = |meta: &std::fs::Metadata| -> Result<(), SpecError> {
+        if !meta.is_file() {
+            return Err(SpecError::NotRegular {
+                path: path.to_owned(),
+                kind: file_kind(meta.file_type()),
+            });
+        }
+        if meta.len() > MAX_SPEC_BYTES {
+            return Err(SpecError::TooLarge {
+                path: path.to_owned(),
+                size: meta.len(),
+            });
+        }
+        Ok(())
+    };
+    check(&std::fs::metadata(path).map_err(read_err)?)?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_err)?;
+    check(&file.metadata().map_err(read_err)?)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SPEC_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_SPEC_BYTES {
+        return Err(SpecError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| SpecError::Read {
+        path: path.to_owned(),
+        message: format!("not UTF-8 text: {e}"),
+    })
+}
+
+fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "something else"
+    }
 }
 
 pub fn parse_str(name: &str, path: &Path, text: &str) -> Result<ServiceSpec, SpecError> {
