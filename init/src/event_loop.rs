@@ -229,6 +229,9 @@ impl Init {
             LoopEvent::Signal(SignalEvent::PortChanged) => self.control.port_check(&self.epoll),
             LoopEvent::Signal(SignalEvent::Poweroff) => self.begin_shutdown(PowerAction::Poweroff),
             LoopEvent::Signal(SignalEvent::Reboot) => self.begin_shutdown(PowerAction::Reboot),
+            LoopEvent::Signal(SignalEvent::Reload) => {
+                log!("SIGHUP: reloading the service directory is not supported yet; ignoring it")
+            }
             LoopEvent::Signal(SignalEvent::Other(n)) => log!("ignoring signal {n}"),
             LoopEvent::Timer => {
                 let now = self.now();

@@ -274,8 +274,9 @@ fn exits_reach_the_supervisor_and_the_timer_restarts_after_the_backoff() {
         ]
     );
     // A signal PID 1 does not act on changes nothing.
+    r.init.dispatch(LoopEvent::Signal(SignalEvent::Reload));
     r.init
-        .dispatch(LoopEvent::Signal(SignalEvent::Other(libc::SIGHUP)));
+        .dispatch(LoopEvent::Signal(SignalEvent::Other(libc::SIGQUIT)));
     assert_eq!(r.init.after_events(), None);
     assert_eq!(r.init.shutdown_phase(), None);
 }

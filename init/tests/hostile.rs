@@ -116,3 +116,67 @@ fn a_fifo_or_dev_zero_in_the_service_directory_is_refused_by_name() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+fn send_signal(pid: u32, sig: i32) {
+    let st = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{sig} {pid}");
+}
+
+#[test]
+fn stray_signals_neither_kill_the_supervisor_nor_orphan_its_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    let svc = format!(
+        "exec = [\"/bin/sh\", \"-c\", \"echo $$ > {}; exec sleep 1000\"]\n",
+        pidfile.display()
+    );
+    let mut sup = Sup::start(&[("s", &svc)]);
+    sup.wait_state("s", pb::ServiceState::Running);
+    sup.wait_until(Duration::from_secs(5), "s wrote its pid", || {
+        !read_pids(&pidfile).is_empty()
+    });
+    let svc_pid = read_pids(&pidfile)[0];
+    let (rtmin, rtmax) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let signals = [
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGALRM,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+        libc::SIGSTKFLT,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGABRT,
+        rtmin,
+        rtmin + 5,
+        rtmax,
+    ];
+    for sig in signals {
+        send_signal(sup.pid(), sig);
+        // Each is read by the loop: it answers after it, still alive.
+        quick_list(&sup).unwrap_or_else(|e| panic!("after signal {sig}: {e}"));
+    }
+    sup.wait_until(Duration::from_secs(5), "the loop logged the SIGHUP", || {
+        sup.init_log().contains("SIGHUP: reloading")
+    });
+    assert!(alive(sup.pid()), "the supervisor survived every signal");
+    assert!(sup.init_log().contains(&format!("ignoring signal {rtmax}")));
+    let st = sup.status("s");
+    assert_eq!(st.pid, svc_pid, "the service was not restarted");
+    assert_eq!(parent_of(svc_pid), Some(sup.pid()), "and not orphaned");
+    // SIGTERM still shuts down cleanly, stopping the service.
+    send_signal(sup.pid(), libc::SIGTERM);
+    let mut child = sup.child.take().unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", sup.init_log());
+    sup.wait_until(Duration::from_secs(5), "the service is gone", || {
+        !alive(svc_pid)
+    });
+}

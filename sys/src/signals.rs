@@ -18,7 +18,11 @@ pub enum SignalEvent {
     Reboot,
     /// SIGIO: the virtio-serial port's host side connected or left.
     PortChanged,
-    /// SIGHUP and others we only log.
+    /// SIGHUP: an admin asks for the service directory to be reread.
+    Reload,
+    /// Every other catchable signal (SIGQUIT, SIGALRM, real-time signals,
+    /// ...): read and logged, never acted on, so none of them kills PID 1
+    /// or the supervisor.
     Other(i32),
 }
 
@@ -27,15 +31,45 @@ pub struct Signals {
     fd: SignalFd,
 }
 
-const HANDLED: [Signal; 7] = [
-    Signal::SIGIO,
-    Signal::SIGCHLD,
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGPWR,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
+/// Signals left to the kernel's default: SIGKILL and SIGSTOP cannot be
+/// caught; faults (SEGV, BUS, ILL, FPE, TRAP, SYS) are the process's own
+/// errors and must end it (Rust's stack-overflow report needs SIGSEGV);
+/// SIGCONT, SIGWINCH and SIGURG do nothing by default; SIGPIPE is ignored
+/// by the Rust runtime (a write to a closed pipe returns EPIPE).
+const LEFT_ALONE: [Signal; 12] = [
+    Signal::SIGKILL,
+    Signal::SIGSTOP,
+    Signal::SIGSEGV,
+    Signal::SIGBUS,
+    Signal::SIGILL,
+    Signal::SIGFPE,
+    Signal::SIGTRAP,
+    Signal::SIGSYS,
+    Signal::SIGCONT,
+    Signal::SIGWINCH,
+    Signal::SIGURG,
+    Signal::SIGPIPE,
 ];
+
+/// Every signal read from the signalfd: all standard ones but
+/// [`LEFT_ALONE`], and the real-time ones libc does not keep for itself.
+fn handled_mask() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in Signal::iterator().filter(|s| !LEFT_ALONE.contains(s)) {
+        mask.add(s);
+    }
+    let mut raw: libc::sigset_t = *mask.as_ref();
+    for n in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: `raw` is a valid, initialised sigset_t owned by this
+        // frame (copied from a SigSet, which sigemptyset initialised);
+        // sigaddset only sets one bit in it, and rejects a number out of
+        // range with EINVAL, which leaves it unchanged.
+        unsafe { libc::sigaddset(&mut raw, n) };
+    }
+    // SAFETY: `raw` was initialised by sigemptyset (through SigSet::empty)
+    // and only changed by sigaddset, as the function requires.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
+}
 
 impl Signals {
     /// Blocks the handled signals for this thread (and threads it creates)
@@ -44,10 +78,7 @@ impl Signals {
     /// [`crate::spawn::clean_command`] (anything else) a clean mask and
     /// default dispositions.
     pub fn open() -> io::Result<Self> {
-        let mut mask = SigSet::empty();
-        for s in HANDLED {
-            mask.add(s);
-        }
+        let mask = handled_mask();
         mask.thread_block().map_err(io::Error::from)?;
         let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(io::Error::from)?;
@@ -69,10 +100,40 @@ impl Signals {
                 }
                 // SIGUSR1 asks for a reboot, as busybox init does.
                 Ok(Signal::SIGUSR1) => SignalEvent::Reboot,
+                Ok(Signal::SIGHUP) => SignalEvent::Reload,
                 _ => SignalEvent::Other(signo),
             });
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catchable_signal_but_faults_is_read() {
+        let mask = handled_mask();
+        for s in [
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGALRM,
+            Signal::SIGVTALRM,
+            Signal::SIGPROF,
+            Signal::SIGXCPU,
+            Signal::SIGTSTP,
+            Signal::SIGABRT,
+            Signal::SIGCHLD,
+        ] {
+            assert!(mask.contains(s), "{s:?}");
+        }
+        for s in [Signal::SIGSEGV, Signal::SIGKILL, Signal::SIGPIPE] {
+            assert!(!mask.contains(s), "{s:?}");
+        }
+        let rt = libc::SIGRTMAX();
+        // SAFETY: the mask is an initialised sigset_t; sigismember only reads it.
+        assert_eq!(unsafe { libc::sigismember(mask.as_ref(), rt) }, 1);
     }
 }
 
