@@ -6,6 +6,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
+use std::time::Instant;
 
 use bascule_api::frame::{self, FrameDecoder};
 use bascule_api::pb;
@@ -32,6 +33,11 @@ pub struct Conn {
     /// What the connection is registered for in the epoll set.
     pub watch: Watch,
     pub flow: Flow,
+    /// The peer's uid (None: the virtio-serial port, whose peer is the host).
+    pub uid: Option<u32>,
+    /// When the connection last brought a complete request, or was last
+    /// busy (a follow, a waiting reply, an upgrade): idle time counts from here.
+    pub active_at: Instant,
 }
 
 /// Whether requests are still read from a connection.
@@ -69,7 +75,7 @@ pub enum ReadOutcome {
 
 impl Conn {
     /// `fd` must already be non-blocking.
-    pub fn new(fd: OwnedFd) -> Self {
+    pub fn new(fd: OwnedFd, uid: Option<u32>, now: Instant) -> Self {
         Conn {
             stream: File::from(fd),
             decoder: FrameDecoder::new(),
@@ -79,6 +85,8 @@ impl Conn {
             follows: Vec::new(),
             watch: Watch::Read,
             flow: Flow::Reading,
+            uid,
+            active_at: now,
         }
     }
 

@@ -3,11 +3,12 @@
 //! and back-pressure. It decodes requests and queues replies; what a
 //! request means is `requests`' business.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use bascule_api::pb;
 use bascule_services::logs::LogRing;
@@ -19,6 +20,13 @@ use crate::tokens::{Ids, Source};
 
 /// Control clients served at once; more get an error and are closed.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections one non-root uid may hold at once.
+pub const MAX_PER_UID: usize = MAX_CONNECTIONS / 2;
+/// Connections only root may take: other uids together hold the rest.
+pub const ROOT_RESERVED: usize = 16;
+/// A connection without a complete request for this long is closed,
+/// unless it is busy (following logs, waiting for a reply, upgrading).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The virtio-serial port's connection id (never given to a socket client).
 pub const PORT_CONN: u64 = 0;
 /// Longest chunk of log lines in one follow frame.
@@ -44,6 +52,8 @@ pub struct ControlServer {
     listener_paused: bool,
     /// Connections closed since the loop last asked (their waiters go).
     dropped: Vec<u64>,
+    /// When the next idle connection times out.
+    idle_deadline: Option<Instant>,
 }
 
 pub fn error_response(id: u64, code: pb::ErrorCode, message: impl Into<String>) -> pb::Response {
@@ -61,6 +71,7 @@ impl ControlServer {
         socket: PathBuf,
         api_group: Option<u32>,
         port: Option<&Path>,
+        now: Instant,
     ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         epoll.add(&listener, Source::Listener.token(), Interest::IN)?;
@@ -72,11 +83,12 @@ impl ControlServer {
             port_registered: false,
             listener_paused: false,
             dropped: Vec::new(),
+            idle_deadline: None,
         };
         if let Some(path) = port {
             match bascule_sys::vport::open_port(path) {
                 Ok(fd) => {
-                    server.conns.insert(PORT_CONN, Conn::new(fd));
+                    server.conns.insert(PORT_CONN, Conn::new(fd, None, now));
                     server.port_check(epoll);
                     log!("serving the API on {}", path.display());
                 }
@@ -110,7 +122,7 @@ impl ControlServer {
         }
     }
 
-    pub fn accept(&mut self, epoll: &Epoll, ids: &mut Ids) {
+    pub fn accept(&mut self, epoll: &Epoll, ids: &mut Ids, now: Instant) {
         loop {
             let stream = match self.listener.accept() {
                 Ok((s, _)) => s,
@@ -129,13 +141,11 @@ impl ControlServer {
                     return;
                 }
             };
-            if self.conns.len() >= MAX_CONNECTIONS {
-                let mut conn = Conn::new(OwnedFd::from(stream));
-                conn.send(&error_response(
-                    0,
-                    pb::ErrorCode::Unavailable,
-                    format!("too many control clients ({MAX_CONNECTIONS}); try again later"),
-                ));
+            let cred = rustix::net::sockopt::socket_peercred(&stream);
+            let uid = cred.as_ref().ok().map(|c| c.uid.as_raw());
+            if let Some(msg) = self.no_slot_for(uid) {
+                let mut conn = Conn::new(OwnedFd::from(stream), uid, now);
+                conn.send(&error_response(0, pb::ErrorCode::Unavailable, msg));
                 let _ = conn.flush();
                 continue;
             }
@@ -143,7 +153,7 @@ impl ControlServer {
                 log!("control connection setup failed: {e}");
                 continue;
             }
-            let verdict = match rustix::net::sockopt::socket_peercred(&stream) {
+            let verdict = match cred {
                 Ok(cred) => conn::authorize(
                     cred.uid.as_raw(),
                     cred.gid.as_raw(),
@@ -152,7 +162,7 @@ impl ControlServer {
                 ),
                 Err(e) => Err(format!("cannot read the peer's credentials: {e}")),
             };
-            let mut conn = Conn::new(OwnedFd::from(stream));
+            let mut conn = Conn::new(OwnedFd::from(stream), uid, now);
             if let Err(msg) = verdict {
                 log!("refused a control client: {msg}");
                 conn.send(&error_response(0, pb::ErrorCode::PermissionDenied, msg));
@@ -172,9 +182,97 @@ impl ControlServer {
         }
     }
 
+    /// Why a client of `uid` gets no slot, if it does not: all slots are
+    /// taken, or (not root) the slots others may hold are, or its uid
+    /// holds its share already. Root always finds one of the reserved.
+    fn no_slot_for(&self, uid: Option<u32>) -> Option<String> {
+        let clients = || self.conns.iter().filter(|(id, _)| **id != PORT_CONN);
+        let total = clients().count();
+        if total >= MAX_CONNECTIONS {
+            return Some(format!(
+                "too many control clients ({MAX_CONNECTIONS}); try again later"
+            ));
+        }
+        if uid == Some(0) {
+            return None;
+        }
+        let others = clients().filter(|(_, c)| c.uid != Some(0)).count();
+        if others >= MAX_CONNECTIONS - ROOT_RESERVED {
+            return Some(format!(
+                "too many control clients ({others}); the last {ROOT_RESERVED} slots are kept for root; try again later"
+            ));
+        }
+        let own = clients().filter(|(_, c)| c.uid == uid).count();
+        if own >= MAX_PER_UID {
+            let who = uid.map_or_else(|| "an unknown uid".to_owned(), |u| format!("uid {u}"));
+            return Some(format!(
+                "{who} already holds {own} control connections, its limit ({MAX_PER_UID}); close some and try again"
+            ));
+        }
+        None
+    }
+
+    /// Closes connections idle for [`IDLE_TIMEOUT`]: no complete request
+    /// and nothing in progress. A connection in `busy` (a reply waits for
+    /// it, or it runs an upgrade), following logs or with its input paused
+    /// counts as active now. Remembers when the next one is due.
+    pub fn expire_idle(&mut self, epoll: &Epoll, now: Instant, busy: &BTreeSet<u64>) {
+        let mut expired = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (id, c) in self.conns.iter_mut() {
+            if *id == PORT_CONN || c.input == Input::Closing {
+                continue;
+            }
+            if busy.contains(id) || !c.follows.is_empty() || c.flow == Flow::Paused {
+                c.active_at = now;
+                continue;
+            }
+            let due = c.active_at + IDLE_TIMEOUT;
+            if due <= now {
+                expired.push(*id);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        self.idle_deadline = next;
+        if expired.is_empty() {
+            return;
+        }
+        log!(
+            "closing {} control connection(s) idle for {} s without a complete request",
+            expired.len(),
+            IDLE_TIMEOUT.as_secs()
+        );
+        for id in expired {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.send(&error_response(
+                    0,
+                    pb::ErrorCode::Unavailable,
+                    format!(
+                        "idle for {} s without a complete request; closing the connection",
+                        IDLE_TIMEOUT.as_secs()
+                    ),
+                ));
+                conn.input = Input::Closing;
+            }
+            self.service(epoll, id);
+        }
+    }
+
+    /// When [`Self::expire_idle`] next has a connection to close.
+    pub fn idle_deadline(&self) -> Option<Instant> {
+        self.idle_deadline
+    }
+
     /// Reads a connection and decodes its complete requests. A malformed
     /// frame is answered and closes the connection.
-    pub fn on_readable(&mut self, epoll: &Epoll, id: u64, flags: Interest) -> Incoming {
+    pub fn on_readable(
+        &mut self,
+        epoll: &Epoll,
+        id: u64,
+        flags: Interest,
+        now: Instant,
+    ) -> Incoming {
         let mut incoming = Incoming::default();
         let Some(conn) = self.conns.get_mut(&id) else {
             return incoming;
@@ -193,6 +291,9 @@ impl ControlServer {
                 }
             }
             let (requests, refusal) = decode_all(conn);
+            if !requests.is_empty() {
+                conn.active_at = now;
+            }
             incoming.requests = requests;
             incoming.refusal = refusal;
         } else if flags.intersects(Interest::HUP | Interest::ERR) {

@@ -113,6 +113,7 @@ impl Init {
             p.cfg.socket.clone(),
             p.cfg.api_group,
             p.cfg.api_port.as_deref(),
+            p.clock.now(),
         )?;
         let logs = LogCapture::new(p.sup.names(), p.cfg.log_dir.as_deref());
         let mut init = Init {
@@ -180,6 +181,7 @@ impl Init {
             self.upgrades.next_deadline(),
             self.shutdown.as_ref().and_then(Shutdown::deadline),
             self.watchdog_due,
+            self.control.idle_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -237,9 +239,13 @@ impl Init {
                 let now = self.now();
                 self.sup.on_timer(now, self.launcher.launcher());
             }
-            LoopEvent::Accept => self.control.accept(&self.epoll, &mut self.ids),
+            LoopEvent::Accept => {
+                let now = self.now();
+                self.control.accept(&self.epoll, &mut self.ids, now)
+            }
             LoopEvent::Conn(id, flags) => {
-                let mut incoming = self.control.on_readable(&self.epoll, id, flags);
+                let now = self.now();
+                let mut incoming = self.control.on_readable(&self.epoll, id, flags, now);
                 for req in std::mem::take(&mut incoming.requests) {
                     self.handle_request(id, req);
                 }
@@ -320,6 +326,10 @@ impl Init {
                 log!("{note}");
             }
         }
+        let mut busy = self.waiters.conns();
+        busy.extend(self.upgrades.run.as_ref().map(|r| r.conn));
+        let now = self.now();
+        self.control.expire_idle(&self.epoll, now, &busy);
         for conn in self.control.take_dropped() {
             self.waiters.drop_conn(conn);
             self.upgrade_conn_dropped(conn);

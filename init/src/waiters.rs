@@ -48,6 +48,11 @@ impl Waiters {
         self.by_service.values().flatten().map(|w| w.deadline).min()
     }
 
+    /// The connections with a reply waiting.
+    pub fn conns(&self) -> std::collections::BTreeSet<u64> {
+        self.by_service.values().flatten().map(|w| w.conn).collect()
+    }
+
     /// Forgets the waiters of a connection that went away.
     pub fn drop_conn(&mut self, conn: u64) {
         self.by_service.retain(|_, ws| {

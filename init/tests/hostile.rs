@@ -180,3 +180,100 @@ fn stray_signals_neither_kill_the_supervisor_nor_orphan_its_services() {
         !alive(svc_pid)
     });
 }
+
+/// Runs `cmd` as uid `uid` in group 65534 (the supervisor's API group in
+/// these tests), with no supplementary groups.
+fn as_user(uid: u32, cmd: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg("--regid=65534")
+        .arg("--clear-groups")
+        .arg("--")
+        .args(cmd);
+    c
+}
+
+#[test]
+fn one_uid_holding_idle_connections_locks_out_neither_root_nor_others() {
+    let sup = Sup::start_opts(
+        &[("s", "exec = [\"sleep\", \"1000\"]\n")],
+        Opts {
+            extra: &["--api-group", "65534"],
+            ..Opts::default()
+        },
+    );
+    // nobody opens every slot there is and sits on them.
+    let hog = "import socket, sys\nsocks = []\nfor i in range(256):\n    s = socket.socket(socket.AF_UNIX)\n    s.connect(sys.argv[1])\n    socks.append(s)\nprint('connected', flush=True)\nsys.stdin.read()\n";
+    let mut helper = as_user(65534, &["/usr/bin/python3", "-c", hog])
+        .arg(&sup.socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = LineReader::new(helper.stdout.take().unwrap());
+    assert_eq!(
+        lines.next_line(Duration::from_secs(20), "the hog"),
+        "connected"
+    );
+    // Root gets a slot, and so does another uid of the API group.
+    quick_list(&sup).unwrap_or_else(|e| panic!("root is locked out: {e}"));
+    let cli = cli_bin();
+    let out = as_user(
+        65533,
+        &[
+            cli.to_str().unwrap(),
+            "--socket",
+            sup.socket.to_str().unwrap(),
+            "services",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "another uid is locked out: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(helper.stdin.take());
+    let _ = helper.kill();
+    let _ = helper.wait();
+}
+
+#[test]
+fn idle_connections_time_out_but_log_follows_do_not() {
+    let sup = Sup::start(&[("s", "exec = [\"sleep\", \"1000\"]\n")]);
+    let mut follow = std::process::Command::new(cli_bin())
+        .arg("--socket")
+        .arg(&sup.socket)
+        .args(["logs", "-f", "init"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Half a frame, then nothing.
+    let mut idle = std::os::unix::net::UnixStream::connect(&sup.socket).unwrap();
+    std::io::Write::write_all(&mut idle, &[0, 0]).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(45)))
+        .unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let n = std::io::Read::read_to_end(&mut idle, &mut got);
+    let waited = start.elapsed();
+    assert!(n.is_ok(), "the idle connection was not closed: {n:?}");
+    assert!(
+        waited >= Duration::from_secs(25) && waited < Duration::from_secs(40),
+        "closed after {waited:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&got).contains("idle for 30 s"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "the log follow was closed with the idle connection"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
