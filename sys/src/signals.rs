@@ -108,6 +108,12 @@ impl Signals {
     }
 }
 
+impl AsFd for Signals {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,11 +140,5 @@ mod tests {
         let rt = libc::SIGRTMAX();
         // SAFETY: the mask is an initialised sigset_t; sigismember only reads it.
         assert_eq!(unsafe { libc::sigismember(mask.as_ref(), rt) }, 1);
-    }
-}
-
-impl AsFd for Signals {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 }
