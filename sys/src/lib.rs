@@ -9,6 +9,7 @@
     clippy::multiple_unsafe_ops_per_block
 )]
 
+pub mod aligned;
 pub mod blockdev;
 pub mod cgroup;
 pub mod clock;

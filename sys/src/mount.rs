@@ -93,6 +93,17 @@ pub const API_MOUNTS: &[ApiMount] = &[
 /// (EBUSY) counts as success: the initramfs may have done it.
 pub fn mount_api(m: &ApiMount) -> Result<(), Error> {
     let _ = std::fs::create_dir_all(m.target);
+    // Already mounted (moved in from the initramfs by switch_root): a second
+    // tmpfs on /run would hide what the first stage handed over.
+    let mounted = mountinfo::read_own()
+        .map(|all| {
+            all.iter()
+                .any(|e| e.mount_point == std::path::Path::new(m.target))
+        })
+        .unwrap_or(false);
+    if mounted {
+        return Ok(());
+    }
     match mount(m.source, m.target, m.fstype, m.flags, Some(m.data)) {
         Ok(()) | Err(Errno::BUSY) => Ok(()),
         Err(e) => Err(Error::os(Op::Mount, m.target, e)),

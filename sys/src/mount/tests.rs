@@ -114,3 +114,28 @@ fn a_busy_mount_is_reported_by_its_mount_point() {
         assert!(mounts_under(&top).is_empty());
     });
 }
+
+#[test]
+fn an_api_filesystem_already_mounted_is_left_as_it_is() {
+    in_private_mount_namespace(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let run = std::fs::canonicalize(dir.path()).unwrap().join("run");
+        tmpfs(&run);
+        std::fs::write(run.join("handed-over"), b"x").unwrap();
+        let target: &'static str = Box::leak(run.display().to_string().into_boxed_str());
+        let m = ApiMount {
+            source: "tmpfs",
+            target,
+            fstype: "tmpfs",
+            flags: MountFlags::NOSUID,
+            data: c"",
+        };
+        mount_api(&m).unwrap();
+        assert!(
+            run.join("handed-over").exists(),
+            "a second tmpfs hid the first"
+        );
+        assert_eq!(mounts_under(&run).len(), 1);
+        assert!(unmount_tree(&run).is_empty());
+    });
+}
