@@ -205,6 +205,11 @@ impl Init {
         let Some(run) = &self.upgrades.run else {
             return;
         };
+        // A rollback's client waits for one Rollback reply; its phases
+        // still reach the journal and the init log.
+        if run.kind != RunKind::Upgrade {
+            return;
+        }
         let (conn, id) = (run.conn, run.request_id);
         self.control.reply(
             &self.epoll,

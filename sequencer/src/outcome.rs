@@ -37,6 +37,9 @@ pub enum Refusal {
     #[error("the bundle was refused: {0}")]
     Bundle(#[source] BundleError),
 
+    #[error("the bundle cannot be read: {0}: check the reference")]
+    Unreadable(#[source] HostError),
+
     #[error("bundle version {image} is older than the running version {running}: pass force to downgrade")]
     Older { running: String, image: String },
 

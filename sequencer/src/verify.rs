@@ -95,13 +95,12 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         check_not_only_good(&meta, booted)?;
 
         let keys = self.host.trusted_keys();
-        let source =
-            self.host
-                .open_bundle(Pass::Verify)
-                .map_err(|source| PhaseError::OpenBundle {
-                    pass: Pass::Verify,
-                    source,
-                })?;
+        // Nothing has changed yet: a reference that cannot be opened is
+        // refused like a bad bundle.
+        let source = self
+            .host
+            .open_bundle(Pass::Verify)
+            .map_err(Refusal::Unreadable)?;
         let mut bundle = BundleReader::open(source, &keys).map_err(Refusal::Bundle)?;
         let manifest = bundle.manifest().clone();
         self.journal.to_version = Some(manifest.image_version.clone());

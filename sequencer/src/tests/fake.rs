@@ -167,6 +167,8 @@ impl Call {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Fail {
     ReadMeta,
+    /// The verify pass cannot open the bundle (no such file, no server).
+    OpenBundle,
     Drain,
     StopServices,
     Unmount(PathBuf),
@@ -348,6 +350,9 @@ impl Host for FakeHost {
 
     fn open_bundle(&mut self, pass: Pass) -> Result<Box<dyn Read>, HostError> {
         self.calls.push(Call::OpenBundle(pass));
+        if pass == Pass::Verify && self.failing(&Fail::OpenBundle) {
+            return Err(failed("file:///nope", "No such file or directory"));
+        }
         let bytes = match (pass, &self.install_bytes) {
             (Pass::Install, Some(b)) => b.clone(),
             _ => self.verify_bytes.clone(),

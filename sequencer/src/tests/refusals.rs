@@ -49,6 +49,16 @@ fn a_pending_try_is_refused() {
 }
 
 #[test]
+fn an_unreadable_reference_is_refused() {
+    let b = bundle("2.0.0");
+    let mut host = host_with(&b);
+    host.fail.insert(Fail::OpenBundle);
+    let r = refused(&mut host, UpgradeOptions::default());
+    assert!(matches!(r, Refusal::Unreadable(_)), "{r}");
+    assert!(r.to_string().contains("file:///nope"), "{r}");
+}
+
+#[test]
 fn overwriting_the_only_good_slot_is_refused() {
     let b = bundle("2.0.0");
     let mut host = host_with(&b);
