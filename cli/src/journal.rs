@@ -14,6 +14,7 @@ struct PhaseJson<'a> {
     duration_ms: u64,
     bytes: u64,
     error: &'a str,
+    notes: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -62,6 +63,7 @@ fn to_json(reply: &pb::UpgradeStatusReply) -> StatusJson<'_> {
                         duration_ms: p.duration_ms,
                         bytes: p.bytes,
                         error: &p.error,
+                        notes: &p.notes,
                     })
                     .collect(),
             }
@@ -147,6 +149,12 @@ pub fn render(reply: &pb::UpgradeStatusReply) -> String {
         for line in table(&["PHASE", "STARTED (UTC)", "TOOK", "BYTES", "ERROR"], &rows).lines() {
             out.push_str(&format!("  {line}\n"));
         }
+        // Below the table: what happened inside the phases.
+        for p in run.phases.iter().filter(|p| !p.notes.is_empty()) {
+            for note in p.notes {
+                out.push_str(&format!("  {}: {note}\n", p.phase));
+            }
+        }
     }
     if reply.running {
         out.push_str("\nan upgrade is running now\n");
@@ -188,6 +196,7 @@ mod tests {
                         duration_ms: 2_500,
                         bytes: 3 << 20,
                         error: String::new(),
+                        notes: Vec::new(),
                     },
                     pb::UpgradePhaseRecord {
                         phase: "unmount".into(),
@@ -195,6 +204,9 @@ mod tests {
                         duration_ms: 61_000,
                         bytes: 0,
                         error: "/var busy".into(),
+                        notes: vec![
+                            "sent SIGKILL to pid 42 (sleep, working directory) holding /var".into(),
+                        ],
                     },
                 ],
                 outcome: Some(pb::UpgradeOutcome {
@@ -234,6 +246,10 @@ mod tests {
         assert!(
             lines[5].contains("1m01s") && lines[5].ends_with("/var busy"),
             "{t}"
+        );
+        assert_eq!(
+            lines[6],
+            "  unmount: sent SIGKILL to pid 42 (sleep, working directory) holding /var"
         );
         assert_eq!(
             render(&pb::UpgradeStatusReply::default()),

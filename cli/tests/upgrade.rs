@@ -270,6 +270,7 @@ fn handle(scenario: Scenario, m: &mut Machine, conn: &mut UnixStream, req: pb::R
                     duration_ms: 1500,
                     bytes: 1 << 20,
                     error: String::new(),
+                    notes: Vec::new(),
                 }],
                 outcome: Some(pb::UpgradeOutcome {
                     result: pb::UpgradeResult::Rebooting as i32,

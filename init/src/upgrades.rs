@@ -216,6 +216,7 @@ pub fn run_to_pb(j: &Journal, after_boot: String) -> pb::UpgradeRun {
                 duration_ms: p.duration_ms.unwrap_or(0),
                 bytes: p.bytes_done,
                 error: p.error.clone().unwrap_or_default(),
+                notes: p.notes.iter().map(ToString::to_string).collect(),
             })
             .collect(),
         outcome: j.outcome.as_ref().map(|o| recorded_to_pb(o, j)),

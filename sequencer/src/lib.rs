@@ -19,6 +19,7 @@ pub mod host;
 mod install;
 pub mod journal;
 pub mod machine;
+mod note_text;
 pub mod options;
 pub mod outcome;
 pub mod progress;
