@@ -116,6 +116,7 @@ impl ControlServer {
             }
         } else if !connected && self.port_registered {
             let _ = epoll.delete(&conn.stream);
+            conn.discard_pending();
             conn.reset();
             self.port_registered = false;
             self.dropped.push(PORT_CONN);
@@ -377,6 +378,7 @@ impl ControlServer {
                 if self.port_registered {
                     let _ = epoll.delete(&conn.stream);
                 }
+                conn.discard_pending();
                 conn.reset();
             }
             self.port_registered = false;

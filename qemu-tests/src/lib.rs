@@ -6,6 +6,8 @@
 //! dropped, also when the test fails.
 #![deny(unsafe_code)]
 
+pub mod upgrade;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -157,6 +159,36 @@ impl Machine {
             serial_log,
             config,
         }
+    }
+
+    /// Gives the (stopped) machine a virtio NIC on QEMU user network
+    /// 169.254.`net`.0/24, where the host's 127.0.0.1 answers as
+    /// 169.254.`net`.2. The guest configures it with
+    /// [`Machine::net_up`].
+    pub fn user_net(&mut self, net: u8) {
+        self.config.extra_args.extend([
+            "-netdev".to_owned(),
+            format!(
+                "user,id=usernet,net=169.254.{net}.0/24,host={}",
+                upgrade::guest_host(net)
+            ),
+            "-device".to_owned(),
+            "virtio-net-pci,netdev=usernet,romfile=".to_owned(),
+        ]);
+    }
+
+    /// Brings eth0 up with the guest's address on user network `net`
+    /// (busybox `ip`, through the console shell).
+    pub fn net_up(&self, net: u8) {
+        let addr = upgrade::guest_addr(net);
+        self.console_line(
+            &format!(
+                "ip link set eth0 up; ip addr add {addr}/24 dev eth0; \
+                 ip -4 addr show eth0 | grep -q {addr} && echo net-$((1+1))-up"
+            ),
+            "eth0 up",
+            |l| l == "net-2-up",
+        );
     }
 
     /// Overwrites the start of a partition of the (stopped) machine's disk.

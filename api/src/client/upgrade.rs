@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Client, ClientError};
 use crate::frame;
@@ -23,6 +23,9 @@ pub const UPGRADE_CHUNK: usize = 512 * 1024;
 /// How often a writer blocked by a full socket checks whether it should give
 /// up (the upgrade ended while the server was not reading).
 const WRITE_TICK: Duration = Duration::from_millis(200);
+
+/// How long a cancelled writer may take to finish the frame it began.
+const FINISH_FRAME: Duration = Duration::from_secs(5);
 
 /// A bundle the client streams: read from the start once per pass.
 pub trait BundleReader: Read + Seek + Send {}
@@ -290,16 +293,30 @@ impl BundleWriter<'_> {
         }
     }
 
-    /// write_all that gives up when cancelled; partial writes are resumed,
-    /// never repeated.
+    /// write_all that gives up when cancelled, but only between frames: a
+    /// frame cut short would leave the rest of the byte stream unframed,
+    /// and on the virtio-serial port the next client shares that stream.
+    /// After a cancel, the frame begun is finished within
+    /// [`FINISH_FRAME`] (the server goes on reading and drops it).
     fn write_all(&self, mut bytes: &[u8]) -> Result<(), Stop> {
+        let mut cancelled_at: Option<Instant> = None;
+        let mut started = false;
         while !bytes.is_empty() {
             if self.cancel.load(Ordering::Relaxed) {
-                return Err(Stop::Cancelled);
+                if !started {
+                    return Err(Stop::Cancelled);
+                }
+                let at = *cancelled_at.get_or_insert_with(Instant::now);
+                if at.elapsed() > FINISH_FRAME {
+                    return Err(Stop::Cancelled);
+                }
             }
             match (&self.stream).write(bytes) {
                 Ok(0) => return Err(Stop::Cancelled),
-                Ok(n) => bytes = &bytes[n..],
+                Ok(n) => {
+                    started = true;
+                    bytes = &bytes[n..];
+                }
                 Err(e)
                     if matches!(
                         e.kind(),

@@ -238,9 +238,46 @@ fn keeps_reading_events_while_the_server_is_not_reading_the_bundle() {
 }
 
 #[test]
+fn an_outcome_while_the_bundle_is_still_being_written_leaves_whole_frames() {
+    // The server aborts while the writer is blocked on a full socket, then
+    // reads on, as PID 1 does: the writer finishes the frame it began, so
+    // the next request on the same stream (the next client of a
+    // virtio-serial port) is read as a request.
+    let (mut client, server) = pair(move |peer, req| {
+        peer.event(req.id, send_bundle(1));
+        thread::sleep(Duration::from_millis(300));
+        peer.event(req.id, outcome(pb::UpgradeResult::Aborted, "drain failed"));
+        loop {
+            let next = peer.recv().expect("a request after the bundle frames");
+            match next.call {
+                Some(Call::UpgradeData(_)) => {}
+                Some(Call::Version(_)) => {
+                    peer.send(next.id, false, Reply::Version(pb::VersionReply::default()));
+                    return;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    });
+    let got = client
+        .upgrade(
+            UpgradeSource::Stream(Box::new(Cursor::new(bundle_bytes(16 << 20)))),
+            UpgradeOptions::default(),
+            None,
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(got.result(), pb::UpgradeResult::Aborted);
+    let reply = client.call(Call::Version(pb::VersionRequest {})).unwrap();
+    assert!(matches!(reply, Reply::Version(_)), "{reply:?}");
+    server.join().unwrap();
+}
+
+#[test]
 fn an_outcome_while_the_bundle_is_still_being_written_ends_the_writer() {
     // The server aborts without reading the bundle and keeps the connection
-    // open: the writer, blocked on a full socket, must give up by itself.
+    // open: the writer, blocked on a full socket, must give up by itself
+    // once finishing its frame has taken FINISH_FRAME.
     let (release, released) = mpsc::channel::<()>();
     let (mut client, server) = pair(move |peer, req| {
         peer.event(req.id, send_bundle(1));
@@ -260,7 +297,7 @@ fn an_outcome_while_the_bundle_is_still_being_written_ends_the_writer() {
     assert_eq!(got.result(), pb::UpgradeResult::Aborted);
     assert_eq!(got.message, "drain failed");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < FINISH_FRAME + Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );

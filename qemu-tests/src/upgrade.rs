@@ -1,0 +1,196 @@
+//! What the upgrade tests need around a [`Machine`](crate::Machine):
+//! signed bundles built from this tree (once per test process and
+//! version), damaged copies of them, and a small HTTP server on the host's
+//! 127.0.0.1 that guests reach through QEMU user networking.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bascule_bundle::SigningKey;
+use bascule_rootfs::bundle::{self, BundleSpec, OverlaySlot, SlotPayloads};
+
+use crate::workspace_root;
+
+/// A bundle of this tree's slot with image version `version`, signed with
+/// the development key the test images trust. Built once per process and
+/// version (the slot's squashfs, kernel and initramfs, as an upgrade
+/// carries them).
+pub fn bundle(version: &str) -> PathBuf {
+    built(version).0
+}
+
+fn built(version: &str) -> (PathBuf, SlotPayloads) {
+    static BUILT: OnceLock<Mutex<BTreeMap<String, (PathBuf, SlotPayloads)>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(BTreeMap::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = built.get(version) {
+        return b.clone();
+    }
+    let root = workspace_root();
+    let dir = root.join("target/qemu-tests/bundles");
+    std::fs::create_dir_all(&dir).expect("bundle directory");
+    let keys = bundle::dev_keys(&root).expect("the development key pair");
+    let public = keys.load_public().expect("the development public key");
+    let payloads = bundle::build_slot_payloads(&OverlaySlot {
+        workspace: root.clone(),
+        version: version.into(),
+        overlay: None,
+        trusted_keys: vec![public],
+        work: dir.join(format!("{version}.work")),
+    })
+    .unwrap_or_else(|e| panic!("building the slot of bundle {version}: {e}"));
+    let out = dir.join(format!("{version}.bundle"));
+    write(
+        version,
+        &payloads,
+        &keys.load_private().expect("the development private key"),
+        &out,
+    );
+    built.insert(version.into(), (out.clone(), payloads.clone()));
+    (out, payloads)
+}
+
+fn write(version: &str, payloads: &SlotPayloads, key: &SigningKey, out: &Path) {
+    bundle::write_bundle(
+        &BundleSpec {
+            version: version.into(),
+            upgrade_from: Vec::new(),
+            payloads: payloads.clone(),
+        },
+        key,
+        out,
+    )
+    .unwrap_or_else(|e| panic!("writing bundle {version} to {}: {e}", out.display()));
+}
+
+/// The same slot as [`bundle`], signed by a key no image trusts.
+pub fn untrusted_bundle(version: &str, out: &Path) {
+    let (_, payloads) = built(version);
+    let stranger = SigningKey::from_bytes(&[0x42; 32]);
+    write(version, &payloads, &stranger, out);
+}
+
+/// Where the parts of a bundle file start (docs/bundle.md).
+pub struct BundleParts {
+    /// The Ed25519 signature (64 bytes, after the signer's key).
+    pub signature: usize,
+    /// The first payload (the rootfs).
+    pub first_payload: usize,
+}
+
+pub fn parts(bytes: &[u8]) -> BundleParts {
+    let u32_at = |at: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&bytes[at..at + 4]);
+        u32::from_le_bytes(b) as usize
+    };
+    let manifest_len = u32_at(20);
+    let sig_block = 32 + manifest_len;
+    let end = sig_block + u32_at(24);
+    BundleParts {
+        signature: sig_block + 32,
+        first_payload: end.div_ceil(4096) * 4096,
+    }
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 serving files by path, for the length
+/// of the test. Guests reach it as [`GUEST_HOST`] on their user network.
+pub struct HttpServer {
+    pub port: u16,
+    files: Arc<Mutex<BTreeMap<String, PathBuf>>>,
+    /// Request lines seen, for assertions.
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpServer {
+    pub fn start() -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the test HTTP server");
+        let port = listener.local_addr().expect("local address").port();
+        let files: Arc<Mutex<BTreeMap<String, PathBuf>>> = Arc::default();
+        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (f, r) = (files.clone(), requests.clone());
+        // The thread ends with the test process; the listener holds only a
+        // port on 127.0.0.1.
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (f, r) = (f.clone(), r.clone());
+                std::thread::spawn(move || serve(conn, &f, &r));
+            }
+        });
+        HttpServer {
+            port,
+            files,
+            requests,
+        }
+    }
+
+    /// Serves `file` at `/name`.
+    pub fn add(&self, name: &str, file: &Path) {
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(format!("/{name}"), file.to_path_buf());
+    }
+
+    /// The URL of `/name` as a guest on user network `net` sees it.
+    pub fn url(&self, net: u8, name: &str) -> String {
+        format!("http://{}:{}/{name}", guest_host(net), self.port)
+    }
+}
+
+/// The host's address on the guest's user network 169.254.`net`.0/24.
+pub fn guest_host(net: u8) -> String {
+    format!("169.254.{net}.2")
+}
+
+/// The guest's own address there (QEMU's first DHCP address).
+pub fn guest_addr(net: u8) -> String {
+    format!("169.254.{net}.15")
+}
+
+fn serve(conn: TcpStream, files: &Mutex<BTreeMap<String, PathBuf>>, log: &Mutex<Vec<String>>) {
+    let Ok(read_half) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut request = String::new();
+    if reader.read_line(&mut request).is_err() {
+        return;
+    }
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line == "\r\n" || line == "\n" => break,
+            Ok(_) => {}
+        }
+    }
+    log.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(request.trim().to_owned());
+    let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let file = files
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&path)
+        .cloned();
+    let mut out = conn;
+    let Some(file) = file.and_then(|p| std::fs::File::open(p).ok()) else {
+        let _ = out
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {len}\r\nConnection: close\r\n\r\n"
+    );
+    if out.write_all(head.as_bytes()).is_ok() {
+        let mut file = file;
+        // The guest may hang up early (a refused bundle): not an error.
+        let _ = std::io::copy(&mut file, &mut out);
+    }
+}
