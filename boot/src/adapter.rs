@@ -448,6 +448,7 @@ mod tests {
             let e = BlsEntry::for_slot(
                 slot,
                 Some("1"),
+                None,
                 slot == Slot::A,
                 "console=ttyS0",
                 &BootFiles::default(),

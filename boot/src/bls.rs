@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 
 use crate::bootcount::{EntryFileName, EntryNameError, EntrySuffix};
 use crate::grubcfg::check_file_name;
-use crate::layout;
+use crate::layout::{self, Guid};
 use crate::slot::{entry_cmdline, BootFiles, Slot, SlotError};
 
 /// Where entries live on the ESP.
@@ -105,12 +105,13 @@ fn check_line(entry: &str, key: &'static str, value: &str) -> Result<(), BlsErro
 
 impl BlsEntry {
     /// The entry of `slot`: title `Bascule A`, the slot's kernel and initrd
-    /// under `/bascule/A`, options `bascule.slot=A bascule.version=V`
-    /// followed by `cmdline`, and the sort key that makes it the default or
-    /// the standby.
+    /// under `/bascule/A`, options `bascule.slot=A bascule.version=V
+    /// root=PARTUUID=<partuuid>` followed by `cmdline`, and the sort key that
+    /// makes it the default or the standby.
     pub fn for_slot(
         slot: Slot,
         version: Option<&str>,
+        partuuid: Option<Guid>,
         is_default: bool,
         cmdline: &str,
         files: &BootFiles,
@@ -122,10 +123,11 @@ impl BlsEntry {
                 source,
             })?;
         }
-        let options = entry_cmdline(slot, version, cmdline).map_err(|source| BlsError::Slot {
-            entry: name.clone(),
-            source,
-        })?;
+        let options =
+            entry_cmdline(slot, version, partuuid, cmdline).map_err(|source| BlsError::Slot {
+                entry: name.clone(),
+                source,
+            })?;
         Ok(BlsEntry {
             title: format!("Bascule {slot}"),
             version: version.map(str::to_string),
@@ -301,6 +303,7 @@ mod tests {
         let e = BlsEntry::for_slot(
             Slot::A,
             Some("1.2.3"),
+            Guid::parse("0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
             true,
             "console=ttyS0  quiet",
             &BootFiles::default(),
@@ -310,9 +313,10 @@ mod tests {
             e.to_conf("bascule-a.conf").unwrap(),
             "title Bascule A\nversion 1.2.3\nsort-key bascule-0-default\n\
              linux /bascule/A/vmlinuz\ninitrd /bascule/A/initrd.img\n\
-             options bascule.slot=A bascule.version=1.2.3 console=ttyS0 quiet\n"
+             options bascule.slot=A bascule.version=1.2.3 \
+             root=PARTUUID=0fc63daf-8483-4772-8e79-3d69d8477de4 console=ttyS0 quiet\n"
         );
-        let b = BlsEntry::for_slot(Slot::B, None, false, "", &BootFiles::default()).unwrap();
+        let b = BlsEntry::for_slot(Slot::B, None, None, false, "", &BootFiles::default()).unwrap();
         let text = b.to_conf("bascule-b.conf").unwrap();
         assert!(text.contains("sort-key bascule-1-standby\n"));
         assert!(!text.contains("version"));
@@ -335,7 +339,7 @@ mod tests {
     #[test]
     fn bad_values_rejected() {
         let mut e =
-            BlsEntry::for_slot(Slot::A, Some("1"), true, "", &BootFiles::default()).unwrap();
+            BlsEntry::for_slot(Slot::A, Some("1"), None, true, "", &BootFiles::default()).unwrap();
         e.version = Some("1\n2".into());
         let err = e.to_conf("bascule-a.conf").unwrap_err();
         assert!(
@@ -344,14 +348,21 @@ mod tests {
             "{err}"
         );
         assert!(matches!(
-            BlsEntry::for_slot(Slot::A, None, true, "bascule.slot=B", &BootFiles::default()),
+            BlsEntry::for_slot(
+                Slot::A,
+                None,
+                None,
+                true,
+                "bascule.slot=B",
+                &BootFiles::default()
+            ),
             Err(BlsError::Slot {
                 source: SlotError::ReservedParam { .. },
                 ..
             })
         ));
-        let e =
-            BlsEntry::for_slot(Slot::B, Some("1 0"), true, "", &BootFiles::default()).unwrap_err();
+        let e = BlsEntry::for_slot(Slot::B, Some("1 0"), None, true, "", &BootFiles::default())
+            .unwrap_err();
         assert!(
             e.to_string().starts_with("entry bascule-b.conf: version"),
             "{e}"
@@ -361,7 +372,7 @@ mod tests {
             initrd: "i".into(),
         };
         assert!(matches!(
-            BlsEntry::for_slot(Slot::A, None, true, "", &files),
+            BlsEntry::for_slot(Slot::A, None, None, true, "", &files),
             Err(BlsError::FileName { .. })
         ));
     }

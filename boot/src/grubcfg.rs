@@ -27,6 +27,7 @@
 use std::fmt::Write as _;
 
 use crate::grubenv::{GrubEnv, GrubEnvError};
+use crate::layout::Guid;
 use crate::slot::{check_version, entry_cmdline, BootFiles, Slot, SlotError};
 
 /// `saved_entry`: the default slot.
@@ -58,7 +59,8 @@ pub struct GrubCfgInputs {
     /// The known-good default, used when grubenv cannot name one.
     pub default_slot: Slot,
     /// Kernel parameters for both slots, e.g. `console=ttyS0`;
-    /// `bascule.slot=A|B` and `bascule.version=V` are put in front of them.
+    /// `bascule.slot=A|B`, `bascule.version=V` and `root=PARTUUID=` are put
+    /// in front of them.
     pub cmdline: String,
     /// Kernel and initramfs file names inside `/bascule/A` and `/bascule/B`.
     pub files: BootFiles,
@@ -66,6 +68,11 @@ pub struct GrubCfgInputs {
     /// passed as `bascule.version=`.
     pub version_a: Option<String>,
     pub version_b: Option<String>,
+    /// The unique GUIDs of the slots' partitions on this disk, when known:
+    /// passed as `root=PARTUUID=` so the initramfs mounts the slot of this
+    /// disk and no other disk's.
+    pub partuuid_a: Option<Guid>,
+    pub partuuid_b: Option<Guid>,
     /// GRUB's own console on a serial port as well as the screen, on BIOS
     /// only: on UEFI the firmware console already reaches the serial port
     /// (OVMF), and a second GRUB serial terminal would double every line.
@@ -83,6 +90,8 @@ impl GrubCfgInputs {
             files: BootFiles::default(),
             version_a: None,
             version_b: None,
+            partuuid_a: None,
+            partuuid_b: None,
             serial: Some(SerialConsole::default()),
             timeout_secs: 0,
         }
@@ -92,6 +101,13 @@ impl GrubCfgInputs {
         match slot {
             Slot::A => self.version_a.as_deref(),
             Slot::B => self.version_b.as_deref(),
+        }
+    }
+
+    fn partuuid(&self, slot: Slot) -> Option<Guid> {
+        match slot {
+            Slot::A => self.partuuid_a,
+            Slot::B => self.partuuid_b,
         }
     }
 }
@@ -171,8 +187,15 @@ pub fn generate(inputs: &GrubCfgInputs) -> Result<String, GrubCfgError> {
         if let Some(v) = inputs.version(slot) {
             check_version(v).map_err(entry_err)?;
         }
-        cmdlines
-            .push(entry_cmdline(slot, inputs.version(slot), &inputs.cmdline).map_err(entry_err)?);
+        cmdlines.push(
+            entry_cmdline(
+                slot,
+                inputs.version(slot),
+                inputs.partuuid(slot),
+                &inputs.cmdline,
+            )
+            .map_err(entry_err)?,
+        );
     }
 
     let d = inputs.default_slot;
@@ -363,6 +386,7 @@ mod tests {
     fn generated_text_has_entries_and_logic() {
         let mut i = GrubCfgInputs::new(Slot::B);
         i.version_a = Some("1.0".into());
+        i.partuuid_b = Guid::parse("0FC63DAF-8483-4772-8E79-3D69D8477DE4");
         let cfg = generate(&i).unwrap();
         assert!(cfg.contains("set default=B\n"), "{cfg}");
         assert!(cfg.contains("load_env saved_entry next_entry bascule_trying\n"));
@@ -372,7 +396,8 @@ mod tests {
             "menuentry 'Bascule A (1.0)' --id A {\n  linux /bascule/A/vmlinuz bascule.slot=A bascule.version=1.0 console=ttyS0\n  initrd /bascule/A/initrd.img\n}\n"
         ));
         assert!(cfg.contains(
-            "menuentry 'Bascule B' --id B {\n  linux /bascule/B/vmlinuz bascule.slot=B console=ttyS0\n"
+            "menuentry 'Bascule B' --id B {\n  linux /bascule/B/vmlinuz bascule.slot=B \
+             root=PARTUUID=0fc63daf-8483-4772-8e79-3d69d8477de4 console=ttyS0\n"
         ));
         assert!(cfg.contains(
             "if [ \"${grub_platform}\" = pc ]; then\n  if serial --unit=0 --speed=115200; then"

@@ -130,6 +130,12 @@ impl Guid {
     pub const fn text_order(&self) -> [u8; 16] {
         swap_mixed_endian(self.0)
     }
+
+    /// The text form in lowercase: how the kernel (`PARTUUID=` in uevents,
+    /// `root=PARTUUID=`) and blkid spell a partition's unique GUID.
+    pub fn lowercase(&self) -> String {
+        self.to_string().to_ascii_lowercase()
+    }
 }
 
 const fn hex(c: u8) -> Option<u8> {
@@ -318,6 +324,9 @@ pub const CMDLINE_SLOT_KEY: &str = "bascule.slot";
 /// Kernel command-line key carrying the image version of the entry, so a
 /// booted machine (and a test) can tell which build a loader entry started.
 pub const CMDLINE_VERSION_KEY: &str = "bascule.version";
+/// The kernel command-line key naming the root partition; Bascule's
+/// entries set it to `PARTUUID=<the slot partition's unique GUID>`.
+pub const CMDLINE_ROOT_KEY: &str = "root";
 
 /// Where one A/B slot lives: its partition and its ESP files. The slot
 /// *type* (and the command-line parser) is `Slot`; this is only its data,

@@ -6,7 +6,7 @@
 //! command line says what *did* boot (Talos issue #14002 is what happens when
 //! the two are confused).
 
-use crate::layout::{self, SlotLayout};
+use crate::layout::{self, Guid, SlotLayout};
 use std::fmt;
 use std::str::FromStr;
 
@@ -15,6 +15,13 @@ pub const CMDLINE_PARAM: &str = layout::CMDLINE_SLOT_KEY;
 /// The kernel command-line parameter carrying the entry's image version, so
 /// a booted machine (and a test) can tell which build an entry started.
 pub const VERSION_PARAM: &str = layout::CMDLINE_VERSION_KEY;
+/// The kernel command-line parameter naming the slot's partition, as
+/// `root=PARTUUID=<guid>`: the unique GUID is of this disk only, so a second
+/// disk carrying the same labels (upgrade media, another image) is never
+/// taken for the boot disk.
+pub const ROOT_PARAM: &str = layout::CMDLINE_ROOT_KEY;
+/// The prefix of [`ROOT_PARAM`]'s value that names a partition's unique GUID.
+pub const PARTUUID_PREFIX: &str = "PARTUUID=";
 
 /// One of the two A/B slots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,6 +44,8 @@ pub enum SlotError {
         cmdline: String,
         param: &'static str,
     },
+    #[error("kernel command line: invalid {ROOT_PARAM}={PARTUUID_PREFIX}{value:?}: expected a GUID like 0fc63daf-8483-4772-8e79-3d69d8477de4")]
+    InvalidPartuuid { value: String },
 }
 
 /// Checks an image version for use in file contents and on the kernel
@@ -56,28 +65,75 @@ pub fn check_version(version: &str) -> Result<(), SlotError> {
 }
 
 /// The kernel command line of a slot's loader entry: `bascule.slot=A`,
-/// then `bascule.version=V` when the version is known, then the common
-/// parameters (whitespace normalised). The common parameters must not set
-/// the two Bascule parameters themselves.
-pub fn entry_cmdline(slot: Slot, version: Option<&str>, common: &str) -> Result<String, SlotError> {
+/// then `bascule.version=V` when the version is known, then
+/// `root=PARTUUID=<guid>` (lowercase) when the slot partition's unique GUID
+/// is known, then the common parameters (whitespace normalised). The common
+/// parameters must not set these three themselves.
+pub fn entry_cmdline(
+    slot: Slot,
+    version: Option<&str>,
+    partuuid: Option<Guid>,
+    common: &str,
+) -> Result<String, SlotError> {
     let mut out = format!("{CMDLINE_PARAM}={slot}");
     if let Some(v) = version {
         check_version(v)?;
         out.push_str(&format!(" {VERSION_PARAM}={v}"));
     }
+    if let Some(g) = partuuid {
+        out.push_str(&format!(" {ROOT_PARAM}={PARTUUID_PREFIX}{}", g.lowercase()));
+    }
     for p in common.split_whitespace() {
-        for param in [CMDLINE_PARAM, VERSION_PARAM] {
-            if p.strip_prefix(param).is_some_and(|r| r.starts_with('=')) {
-                return Err(SlotError::ReservedParam {
-                    cmdline: common.to_string(),
-                    param,
-                });
-            }
+        if let Some(param) = reserved_param(p) {
+            return Err(SlotError::ReservedParam {
+                cmdline: common.to_string(),
+                param,
+            });
         }
         out.push(' ');
         out.push_str(p);
     }
     Ok(out)
+}
+
+/// The Bascule parameter `param` (one word of a command line) sets, if any:
+/// what each entry gets from Bascule and a shared command line must not carry.
+pub fn reserved_param(param: &str) -> Option<&'static str> {
+    [CMDLINE_PARAM, VERSION_PARAM, ROOT_PARAM]
+        .into_iter()
+        .find(|k| param.strip_prefix(k).is_some_and(|r| r.starts_with('=')))
+}
+
+/// The partition named by `root=PARTUUID=<guid>` on a kernel command line
+/// (split like [`Slot::from_cmdline`]; the last `root=` wins).
+///
+/// `Ok(None)` when there is no `root=`, or it names a partition some other
+/// way (`root=/dev/vda4` in a development boot): the caller then finds the
+/// slot by its label, as entries older than `root=PARTUUID=` need. A
+/// `PARTUUID=` that is not a GUID is an error, never a guess.
+pub fn root_partuuid(cmdline: &str) -> Result<Option<Guid>, SlotError> {
+    let mut found = None;
+    for param in split_cmdline(cmdline) {
+        if param == "--" {
+            break;
+        }
+        if let Some(value) = param
+            .strip_prefix(ROOT_PARAM)
+            .and_then(|rest| rest.strip_prefix('='))
+        {
+            found = Some(value.to_string());
+        }
+    }
+    let Some(value) = found else { return Ok(None) };
+    let Some(text) = value.strip_prefix(PARTUUID_PREFIX) else {
+        return Ok(None);
+    };
+    match Guid::parse(text) {
+        Some(g) => Ok(Some(g)),
+        None => Err(SlotError::InvalidPartuuid {
+            value: text.to_string(),
+        }),
+    }
 }
 
 impl Slot {
@@ -282,40 +338,93 @@ mod tests {
         );
     }
 
+    const GUID: &str = "5A459BA4-29FA-43C8-B52F-62D1CEBE971D";
+
     #[test]
     fn entry_cmdlines() {
         assert_eq!(
-            entry_cmdline(Slot::B, Some("1.2.3-rc1+g1"), " console=ttyS0   quiet "),
+            entry_cmdline(
+                Slot::B,
+                Some("1.2.3-rc1+g1"),
+                None,
+                " console=ttyS0   quiet "
+            ),
             Ok("bascule.slot=B bascule.version=1.2.3-rc1+g1 console=ttyS0 quiet".to_string())
         );
         assert_eq!(
-            entry_cmdline(Slot::A, None, ""),
+            entry_cmdline(Slot::A, Some("1"), Guid::parse(GUID), "panic=10"),
+            Ok(
+                "bascule.slot=A bascule.version=1 root=PARTUUID=5a459ba4-29fa-43c8-b52f-62d1cebe971d panic=10"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            entry_cmdline(Slot::A, None, None, ""),
             Ok("bascule.slot=A".to_string())
         );
         assert!(matches!(
-            entry_cmdline(Slot::A, Some("1 2"), ""),
+            entry_cmdline(Slot::A, Some("1 2"), None, ""),
             Err(SlotError::InvalidVersion { .. })
         ));
         assert!(matches!(
-            entry_cmdline(Slot::A, Some(""), ""),
+            entry_cmdline(Slot::A, Some(""), None, ""),
             Err(SlotError::InvalidVersion { .. })
         ));
         assert!(matches!(
-            entry_cmdline(Slot::A, None, "quiet bascule.version=9"),
+            entry_cmdline(Slot::A, None, None, "quiet bascule.version=9"),
             Err(SlotError::ReservedParam {
                 param: VERSION_PARAM,
                 ..
             })
         ));
         assert!(matches!(
-            entry_cmdline(Slot::A, None, "bascule.slot=B"),
+            entry_cmdline(Slot::A, None, None, "bascule.slot=B"),
             Err(SlotError::ReservedParam {
                 param: CMDLINE_PARAM,
                 ..
             })
         ));
+        assert!(matches!(
+            entry_cmdline(Slot::A, None, Guid::parse(GUID), "root=/dev/vda4"),
+            Err(SlotError::ReservedParam {
+                param: ROOT_PARAM,
+                ..
+            })
+        ));
         // A different parameter that shares the prefix is fine.
-        assert!(entry_cmdline(Slot::A, None, "bascule.slotty=1").is_ok());
+        assert!(entry_cmdline(Slot::A, None, None, "bascule.slotty=1 rootwait").is_ok());
+    }
+
+    #[test]
+    fn root_partuuid_from_cmdline() {
+        let g = Guid::parse(GUID);
+        let lower = GUID.to_ascii_lowercase();
+        assert_eq!(
+            root_partuuid(&format!("bascule.slot=A root=PARTUUID={lower} quiet\n")),
+            Ok(g)
+        );
+        assert_eq!(root_partuuid(&format!("root=PARTUUID={GUID}")), Ok(g));
+        // Absent, or another way of naming the root: the label lookup.
+        assert_eq!(root_partuuid("bascule.slot=A quiet"), Ok(None));
+        assert_eq!(root_partuuid("root=/dev/vda4"), Ok(None));
+        assert_eq!(root_partuuid("rootwait rootfstype=squashfs"), Ok(None));
+        // The last one wins; init's arguments are not kernel parameters.
+        assert_eq!(
+            root_partuuid(&format!("root=/dev/vda4 root=PARTUUID={lower}")),
+            Ok(g)
+        );
+        assert_eq!(
+            root_partuuid(&format!("-- root=PARTUUID={lower}")),
+            Ok(None)
+        );
+        assert_eq!(
+            root_partuuid("root=PARTUUID=5a459ba4"),
+            Err(SlotError::InvalidPartuuid {
+                value: "5a459ba4".into()
+            })
+        );
+        assert_eq!(reserved_param("root=x"), Some(ROOT_PARAM));
+        assert_eq!(reserved_param("rootwait"), None);
     }
 
     #[test]

@@ -130,6 +130,7 @@ fn entry(slot: Slot, version: &str, is_default: bool) -> BlsEntry {
     BlsEntry::for_slot(
         slot,
         Some(version),
+        None,
         is_default,
         "console=ttyS0",
         &BootFiles::default(),

@@ -1,15 +1,18 @@
 //! The initramfs stage: `bascule-init` as `/init` loads the kernel modules,
-//! finds the booted slot's partition by its GPT label, mounts its squashfs
-//! and hands over with switch_root to the same binary inside it.
+//! finds the booted slot's partition by the unique GUID its entry names
+//! (`root=PARTUUID=`; by its GPT label for entries without one), mounts its
+//! squashfs and hands over with switch_root to the same binary inside it.
 
 use std::path::Path;
 use std::time::Duration;
 
-use bascule_boot::layout;
+use bascule_boot::gpt::Gpt;
+use bascule_boot::layout::{self, Guid};
+use bascule_boot::slot::SlotError;
 use rustix::mount::{mount, mount_move, MountFlags};
 
 use crate::log;
-use bascule_sys::blockdev::{self, Uevents};
+use bascule_sys::blockdev::{self, PartitionInfo, Uevents};
 use bascule_sys::clock;
 use bascule_sys::modules;
 use bascule_sys::mount::{mount_api, API_MOUNTS};
@@ -35,6 +38,25 @@ pub enum Stage1Error {
         "partition {label} did not appear within {DEVICE_WAIT:?}: is the disk attached (virtio)?"
     )]
     NoPartition { label: String },
+    #[error("kernel command line: {0}; fix the loader entry")]
+    Cmdline(#[from] SlotError),
+    #[error(
+        "no partition with PARTUUID {partuuid} ({label}, named by root= on the kernel command line) \
+         appeared within {DEVICE_WAIT:?}: is the boot disk attached? If its partition table was \
+         rewritten, the loader entries must name the new GUIDs"
+    )]
+    NoPartuuid { partuuid: String, label: String },
+    #[error(
+        "partition {dev} has PARTUUID {partuuid} as root= names, but it is labelled {found:?}, \
+         not {label}: the loader entry names another slot's or another disk's partition; \
+         regenerate the entries"
+    )]
+    WrongLabel {
+        dev: String,
+        partuuid: String,
+        found: String,
+        label: String,
+    },
     #[error("cannot mount {dev} ({label}) as squashfs on {NEWROOT}: {err}; the slot may be empty or corrupt")]
     MountRoot {
         dev: String,
@@ -90,14 +112,44 @@ pub fn run() -> Stage1Error {
         "B" => layout::LABEL_SLOT_B.to_owned(),
         other => return Stage1Error::NoSlot(format!("bascule.slot={other} (expected A or B)")),
     };
-    let find = || blockdev::find_by_label(Path::new("/sys/class/block"), &label, None);
-    let dev = match &uevents {
+    let partuuid = match bascule_boot::slot::root_partuuid(&cmdline) {
+        Ok(p) => p,
+        Err(e) => return e.into(),
+    };
+    let sys = Path::new("/sys/class/block");
+    let find = || match partuuid {
+        Some(guid) => find_by_partuuid(sys, Path::new("/dev"), guid),
+        // An entry from before root=PARTUUID=: any disk's partition of that label.
+        None => blockdev::find_by_label(sys, &label, None).map(|dev| PartitionInfo {
+            dev,
+            label: Some(label.clone()),
+        }),
+    };
+    let found = match &uevents {
         Ok(u) => u.wait_for(DEVICE_WAIT, find),
         Err(()) => find(),
     };
-    let Some(dev) = dev else {
-        return Stage1Error::NoPartition { label };
+    let found = match (found, partuuid) {
+        (Some(f), _) => f,
+        (None, Some(g)) => {
+            return Stage1Error::NoPartuuid {
+                partuuid: g.lowercase(),
+                label,
+            }
+        }
+        (None, None) => return Stage1Error::NoPartition { label },
     };
+    if let Some(g) = partuuid {
+        if let Err(e) = check_label(&found, g, &label) {
+            return e;
+        }
+        log!(
+            "initramfs: {label} is {} (PARTUUID {})",
+            found.dev.display(),
+            g.lowercase()
+        );
+    }
+    let dev = found.dev;
     let _ = std::fs::create_dir_all(NEWROOT);
     if let Err(e) = mount(&dev, NEWROOT, "squashfs", MountFlags::RDONLY, None) {
         return Stage1Error::MountRoot {
@@ -120,6 +172,48 @@ pub fn run() -> Stage1Error {
     let text: String = timeline.iter().map(|(n, t)| format!("{t} {n}\n")).collect();
     let _ = std::fs::write(TIMELINE_FILE, text);
     switch_root()
+}
+
+/// The partition whose unique GUID is `guid`: from the kernel's uevents when
+/// they carry PARTUUID (mainline Linux's do not), else from each disk's GPT
+/// (read from `dev_dir`), whose entry number gives the partition's sysfs
+/// entry. The label comes from the GPT, for [`check_label`].
+fn find_by_partuuid(sys_class_block: &Path, dev_dir: &Path, guid: Guid) -> Option<PartitionInfo> {
+    if let Some(found) = blockdev::find_by_partuuid(sys_class_block, &guid.lowercase()) {
+        return Some(found);
+    }
+    for disk in blockdev::disks(sys_class_block) {
+        // Disks without a GPT (or without a medium) are not ours.
+        let Ok(report) = Gpt::read_path(&dev_dir.join(&disk)) else {
+            continue;
+        };
+        let Some(part) = report.gpt.partitions.iter().find(|p| p.unique_guid == guid) else {
+            continue;
+        };
+        // None while the kernel has not announced the partition yet: the
+        // caller waits for the next uevent.
+        return blockdev::partition_number(sys_class_block, &disk, part.number).map(|p| {
+            PartitionInfo {
+                dev: p.dev,
+                label: Some(part.label.clone()),
+            }
+        });
+    }
+    None
+}
+
+/// The partition root= names must be the booted slot's: a GUID copied from
+/// another slot or disk would otherwise boot the wrong root.
+fn check_label(found: &PartitionInfo, guid: Guid, label: &str) -> Result<(), Stage1Error> {
+    if found.label.as_deref() == Some(label) {
+        return Ok(());
+    }
+    Err(Stage1Error::WrongLabel {
+        dev: found.dev.display().to_string(),
+        partuuid: guid.lowercase(),
+        found: found.label.clone().unwrap_or_default(),
+        label: label.to_owned(),
+    })
 }
 
 fn switch_root() -> Stage1Error {
@@ -193,4 +287,93 @@ fn free_initramfs() {
         }
     }
     remove_tree(Path::new("/"), root.dev());
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A fake /sys/class/block and /dev: `vda` and `vdb` carry the same
+    /// labels (as two Bascule disks do) with their own GUIDs; the uevents
+    /// carry no PARTUUID, as on mainline kernels.
+    fn two_disks() -> (tempfile::TempDir, PathBuf, PathBuf, Vec<Gpt>) {
+        let root = tempfile::tempdir().unwrap();
+        let (class, dev) = (root.path().join("class"), root.path().join("dev"));
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::create_dir_all(&dev).unwrap();
+        let mut tables = Vec::new();
+        for (i, disk) in ["vda", "vdb"].into_iter().enumerate() {
+            let mut n = 0u8;
+            let gpt = Gpt::for_layout(layout::DISK_SIZE, || {
+                n += 1;
+                [n + 16 * i as u8; 16]
+            })
+            .unwrap();
+            let img = std::fs::File::create(dev.join(disk)).unwrap();
+            img.set_len(layout::DISK_SIZE).unwrap();
+            gpt.write(&mut &img).unwrap();
+            let disk_dir = root.path().join("devices").join(disk);
+            std::fs::create_dir_all(&disk_dir).unwrap();
+            std::fs::write(
+                disk_dir.join("uevent"),
+                format!("DEVNAME={disk}\nDEVTYPE=disk\n"),
+            )
+            .unwrap();
+            std::os::unix::fs::symlink(&disk_dir, class.join(disk)).unwrap();
+            for p in &gpt.partitions {
+                let name = format!("{disk}{}", p.number);
+                let dir = disk_dir.join(&name);
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(
+                    dir.join("uevent"),
+                    format!(
+                        "DEVNAME={name}\nDEVTYPE=partition\nPARTN={}\nPARTNAME={}\n",
+                        p.number, p.label
+                    ),
+                )
+                .unwrap();
+                std::os::unix::fs::symlink(&dir, class.join(&name)).unwrap();
+            }
+            tables.push(gpt);
+        }
+        (root, class, dev, tables)
+    }
+
+    #[test]
+    fn partuuid_picks_the_partition_of_its_own_disk() {
+        let (_root, class, dev, tables) = two_disks();
+        for (disk, gpt) in ["vda", "vdb"].iter().zip(&tables) {
+            for label in [layout::LABEL_SLOT_A, layout::LABEL_SLOT_B] {
+                let part = gpt.find(label).unwrap();
+                let found = find_by_partuuid(&class, &dev, part.unique_guid).unwrap();
+                assert_eq!(
+                    found.dev,
+                    PathBuf::from(format!("/dev/{disk}{}", part.number))
+                );
+                assert_eq!(found.label.as_deref(), Some(label));
+                assert!(check_label(&found, part.unique_guid, label).is_ok());
+            }
+        }
+        assert_eq!(
+            find_by_partuuid(&class, &dev, Guid::from_random_bytes([0xee; 16])),
+            None
+        );
+    }
+
+    #[test]
+    fn a_partuuid_of_another_slot_is_refused() {
+        let (_root, class, dev, tables) = two_disks();
+        let b = tables[1].find(layout::LABEL_SLOT_B).unwrap().unique_guid;
+        let found = find_by_partuuid(&class, &dev, b).unwrap();
+        let err = check_label(&found, b, layout::LABEL_SLOT_A).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("/dev/vdb5")
+                && text.contains("\"SLOT-B\"")
+                && text.contains("not SLOT-A"),
+            "{text}"
+        );
+    }
 }

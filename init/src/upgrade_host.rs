@@ -52,22 +52,51 @@ fn loop_gone() -> HostError {
     host_err("asking PID 1's event loop", "it no longer answers")
 }
 
-/// The kernel command line without Bascule's own parameters: what every
-/// slot's entry shares (console, panic=, quiet...).
+/// The kernel command line without Bascule's own parameters
+/// (`bascule.slot=`, `bascule.version=`, `root=`): what every slot's entry
+/// shares (console, panic=, quiet...).
 fn common_cmdline() -> String {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     cmdline
         .split_whitespace()
-        .filter(|p| {
-            ![
-                bascule_boot::slot::CMDLINE_PARAM,
-                bascule_boot::slot::VERSION_PARAM,
-            ]
-            .iter()
-            .any(|k| p.strip_prefix(k).is_some_and(|r| r.starts_with('=')))
-        })
+        .filter(|p| bascule_boot::slot::reserved_param(p).is_none())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The disk holding the partition labelled `label` (the boot disk, as
+/// partitions are looked up there only).
+fn disk_holding(label: &'static str) -> Result<PathBuf, HostError> {
+    let part = slot_io::partition(label).map_err(|e| host_err(format!("finding {label}"), e))?;
+    part.file_name()
+        .and_then(|n| bascule_sys::blockdev::disk_of(&Path::new("/sys/class/block").join(n)))
+        .map(|d| PathBuf::from("/dev").join(d))
+        .ok_or_else(|| {
+            host_err(
+                format!("finding the disk of {label}"),
+                format!("cannot tell which disk holds {}", part.display()),
+            )
+        })
+}
+
+/// The unique GUID of `slot`'s partition on the boot disk, from its GPT:
+/// what the slot's loader entries carry as `root=PARTUUID=`, so a kexec
+/// boots the same way.
+fn slot_partuuid(slot: Slot) -> Result<bascule_boot::layout::Guid, HostError> {
+    let label = slot.layout().partition_label;
+    let disk = disk_holding(label)?;
+    let report = bascule_boot::gpt::Gpt::read_path(&disk)
+        .map_err(|e| host_err(format!("reading the GPT of {}", disk.display()), e))?;
+    report
+        .gpt
+        .find(label)
+        .map(|p| p.unique_guid)
+        .ok_or_else(|| {
+            host_err(
+                format!("reading the GPT of {}", disk.display()),
+                format!("no partition {label}"),
+            )
+        })
 }
 
 /// Reads the journals file: the last runs, oldest first.
@@ -151,18 +180,7 @@ impl Host for MachineHost {
 
     fn verify_disk(&mut self, slot: Slot, needed: u64) -> Result<(), HostError> {
         let label = slot.layout().partition_label;
-        let part = slot_io::partition(label).map_err(|e| host_err("finding the slot", e))?;
-        // The disk the slot's partition is on (the boot disk).
-        let disk = part
-            .file_name()
-            .and_then(|n| bascule_sys::blockdev::disk_of(&Path::new("/sys/class/block").join(n)))
-            .map(|d| PathBuf::from("/dev").join(d))
-            .ok_or_else(|| {
-                host_err(
-                    "verifying the disk",
-                    format!("cannot tell which disk holds {}", part.display()),
-                )
-            })?;
+        let disk = disk_holding(label)?;
         let report = bascule_boot::gpt::Gpt::read_path(&disk)
             .map_err(|e| host_err(format!("reading the GPT of {}", disk.display()), e))?;
         if !report.fully_valid() {
@@ -180,7 +198,7 @@ impl Host for MachineHost {
             .ok_or_else(|| host_err("verifying the disk", format!("no partition {label}")))?;
         if p.size() < needed {
             return Err(host_err(
-                format!("verifying {label} ({})", part.display()),
+                format!("verifying {label} on {}", disk.display()),
                 format!("{} bytes are needed, it holds {}", needed, p.size()),
             ));
         }
@@ -355,8 +373,15 @@ impl Host for MachineHost {
 
     fn kexec_load(&mut self, slot: Slot, version: &str) -> Result<(), KexecError> {
         let failed = |what: &str, e: &dyn std::fmt::Display| KexecError::Failed(host_err(what, e));
-        let cmdline = bascule_boot::slot::entry_cmdline(slot, Some(version), &common_cmdline())
-            .map_err(|e| failed("building the kexec command line", &e))?;
+        let partuuid =
+            slot_partuuid(slot).map_err(|e| failed("naming the slot's partition", &e))?;
+        let cmdline = bascule_boot::slot::entry_cmdline(
+            slot,
+            Some(version),
+            Some(partuuid),
+            &common_cmdline(),
+        )
+        .map_err(|e| failed("building the kexec command line", &e))?;
         let (Some(kernel), Some(initrd)) = (
             slot_io::esp_file(slot, PayloadKind::Kernel),
             slot_io::esp_file(slot, PayloadKind::Initramfs),

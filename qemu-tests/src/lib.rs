@@ -204,6 +204,24 @@ impl Machine {
             .expect("write disk");
     }
 
+    /// Attaches a sparse copy of `image` as a second disk that the guest
+    /// names before the boot disk (`vda`, the boot disk becoming `vdb`) and
+    /// the firmware never boots. Returns the copy's path. Before
+    /// [`Machine::start`].
+    pub fn attach_disk_before(&mut self, image: &Path) -> PathBuf {
+        let n = self.config.disks_before.len();
+        let copy = self.dir.path().join(format!("other-disk{n}.img"));
+        let st = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(image)
+            .arg(&copy)
+            .status()
+            .expect("cp");
+        assert!(st.success(), "copying {}", image.display());
+        self.config.disks_before.push(copy.clone());
+        copy
+    }
+
     /// (Re)starts QEMU on the same disk.
     pub fn start(&mut self) {
         self.vm = Some(self.config.spawn().expect("start QEMU"));

@@ -28,8 +28,18 @@ pub struct DiskContents {
     pub bios_core_img: Option<PathBuf>,
 }
 
-/// Writes `out` and returns its partition table.
-pub fn assemble(out: &Path, contents: &DiskContents) -> Result<Gpt> {
+/// The partition table of a new disk `out`, with fresh unique GUIDs. Made
+/// before the disk is assembled so that the loader entries can name the
+/// slot partitions by these GUIDs (`root=PARTUUID=`).
+pub fn new_table(out: &Path) -> Result<Gpt> {
+    gpt::layout_with_random_guids(layout::DISK_SIZE).map_err(|source| Error::Gpt {
+        path: out.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `out` with the partition table `table` (from [`new_table`]).
+pub fn assemble(out: &Path, table: &Gpt, contents: &DiskContents) -> Result<()> {
     if out.exists() {
         fs::remove_file(out).io("removing the old", out)?;
     }
@@ -40,10 +50,6 @@ pub fn assemble(out: &Path, contents: &DiskContents) -> Result<Gpt> {
         .open(out)
         .io("creating", out)?;
     disk.set_len(layout::DISK_SIZE).io("sizing", out)?;
-    let table = gpt::layout_with_random_guids(layout::DISK_SIZE).map_err(|source| Error::Gpt {
-        path: out.to_path_buf(),
-        source,
-    })?;
     table.write(&mut disk).map_err(|source| Error::Gpt {
         path: out.to_path_buf(),
         source,
@@ -76,7 +82,7 @@ pub fn assemble(out: &Path, contents: &DiskContents) -> Result<Gpt> {
         crate::grub::install_bios(&mut disk, out, core, bios.offset(), bios.size())?;
     }
     disk.sync_all().io("syncing", out)?;
-    Ok(table)
+    Ok(())
 }
 
 fn content_name(c: Content) -> &'static str {
@@ -162,7 +168,8 @@ mod tests {
             ],
             bios_core_img: None,
         };
-        let table = assemble(&out, &contents).expect("assemble");
+        let table = new_table(&out).expect("table");
+        assemble(&out, &table, &contents).expect("assemble");
         let bytes = fs::read(&out).expect("read");
         let a = table.find(layout::LABEL_SLOT_A).expect("slot a").offset() as usize;
         assert_eq!(&bytes[a..a + 4], b"hsqs");
@@ -182,7 +189,7 @@ mod tests {
             partitions: vec![(layout::LABEL_META, big)],
             bios_core_img: None,
         };
-        match assemble(&out, &too_big) {
+        match assemble(&out, &table, &too_big) {
             Err(Error::TooBig { partition, .. }) => assert_eq!(partition, "META"),
             other => panic!("expected TooBig, got {other:?}"),
         }

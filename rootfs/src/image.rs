@@ -168,7 +168,11 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
         });
     }
 
-    for f in loader::loader_files(spec.bootloader, &entries, spec.default_slot)? {
+    let disk_path = spec.out_dir.join("disk.img");
+    // The table comes first: the loader entries name the slot partitions
+    // by its unique GUIDs.
+    let table = disk::new_table(&disk_path)?;
+    for f in loader::loader_files(spec.bootloader, &entries, spec.default_slot, &table)? {
         esp_files.push(EspFile::from_bytes(&f.path, f.contents));
     }
     let mut bios_core_img = None;
@@ -221,9 +225,9 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
     write_meta(&meta_img, spec)?;
     parts.push((layout::LABEL_META, meta_img));
 
-    let disk_path = spec.out_dir.join("disk.img");
     disk::assemble(
         &disk_path,
+        &table,
         &DiskContents {
             partitions: parts,
             bios_core_img,

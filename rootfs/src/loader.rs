@@ -13,22 +13,27 @@
 //!   (`bascule-a.conf`, `bascule-b.conf`) whose `sort-key` makes the default
 //!   slot sort first.
 //!
+//! Every entry names its slot's partition by the partition's unique GUID
+//! on the disk being built (`root=PARTUUID=`), so the initramfs never
+//! mounts a slot of another disk that carries the same labels.
+//!
 //! grub.cfg always has menu entries for both slots (the generator's
 //! contract): an empty slot's entry points at files that do not exist yet,
 //! and is never the default ([`loader_files`] refuses that). systemd-boot
 //! gets no entry for an empty slot.
 
 use crate::error::{Error, Result};
-use crate::layout;
+use crate::layout::{self, Guid};
 use crate::platform::Bootloader;
 use crate::Slot;
 use bascule_boot::bls::{self, BlsEntry, LoaderConf};
+use bascule_boot::gpt::Gpt;
 use bascule_boot::grubcfg::{self, GrubCfgInputs, GrubSlotVars};
 use bascule_boot::grubenv::GrubEnv;
 use bascule_boot::slot::BootFiles;
 
-/// Kernel parameters of every entry, after `bascule.slot=` and
-/// `bascule.version=`.
+/// Kernel parameters of every entry, after `bascule.slot=`,
+/// `bascule.version=` and `root=PARTUUID=`.
 pub const KERNEL_PARAMS: &str = "console=ttyS0 quiet panic=10";
 
 /// A bootable slot as the loader sees it.
@@ -54,13 +59,25 @@ pub fn boot_files() -> BootFiles {
     }
 }
 
+/// The unique GUID of `slot`'s partition in `table`.
+pub fn slot_partuuid(table: &Gpt, slot: Slot) -> Result<Guid> {
+    let label = slot.layout().partition_label;
+    table.find(label).map(|p| p.unique_guid).ok_or_else(|| {
+        Error::Invalid(format!(
+            "the partition table has no {label}: the loader entry of slot {slot} cannot name it"
+        ))
+    })
+}
+
 /// Every configuration file the bootloader reads, for these entries (only
-/// slots that hold an image) with `default` booted unless told otherwise.
-/// `default` must be one of the entries.
+/// slots that hold an image) with `default` booted unless told otherwise,
+/// on the disk whose partition table is `table`. `default` must be one of
+/// the entries.
 pub fn loader_files(
     bootloader: Bootloader,
     entries: &[BootEntry],
     default: Slot,
+    table: &Gpt,
 ) -> Result<Vec<ConfigFile>> {
     if !entries.iter().any(|e| e.slot == default) {
         return Err(Error::Invalid(format!(
@@ -71,7 +88,7 @@ pub fn loader_files(
         Bootloader::Grub => Ok(vec![
             ConfigFile {
                 path: layout::ESP_GRUB_CFG.to_string(),
-                contents: grub_cfg(entries, default)?.into_bytes(),
+                contents: grub_cfg(entries, default, table)?.into_bytes(),
             },
             ConfigFile {
                 path: layout::ESP_GRUBENV.to_string(),
@@ -90,7 +107,7 @@ pub fn loader_files(
                 contents: conf.into_bytes(),
             }];
             for e in entries {
-                let (path, text) = bls_entry(e, e.slot == default)?;
+                let (path, text) = bls_entry(e, e.slot == default, slot_partuuid(table, e.slot)?)?;
                 files.push(ConfigFile {
                     path,
                     contents: text.into_bytes(),
@@ -104,7 +121,7 @@ pub fn loader_files(
 /// grub.cfg from the boot crate's generator: serial console on BIOS (on
 /// UEFI the firmware's console already reaches the serial port), no menu
 /// delay, entries `A` and `B`, `default` baked in.
-pub fn grub_cfg(entries: &[BootEntry], default: Slot) -> Result<String> {
+pub fn grub_cfg(entries: &[BootEntry], default: Slot, table: &Gpt) -> Result<String> {
     let version = |slot: Slot| {
         entries
             .iter()
@@ -116,6 +133,8 @@ pub fn grub_cfg(entries: &[BootEntry], default: Slot) -> Result<String> {
     inputs.files = boot_files();
     inputs.version_a = version(Slot::A);
     inputs.version_b = version(Slot::B);
+    inputs.partuuid_a = Some(slot_partuuid(table, Slot::A)?);
+    inputs.partuuid_b = Some(slot_partuuid(table, Slot::B)?);
     grubcfg::generate(&inputs).map_err(|source| Error::GrubCfg {
         file: layout::ESP_GRUB_CFG,
         source,
@@ -142,7 +161,8 @@ pub fn initial_grubenv(default: Slot) -> Result<Vec<u8>> {
 }
 
 /// One slot's Boot Loader Specification entry: its ESP path and text.
-pub fn bls_entry(e: &BootEntry, is_default: bool) -> Result<(String, String)> {
+/// `partuuid` is the unique GUID of the slot's partition.
+pub fn bls_entry(e: &BootEntry, is_default: bool, partuuid: Guid) -> Result<(String, String)> {
     let name = bls::entry_file_name(e.slot).to_string();
     let path = format!("{}/{name}", layout::ESP_LOADER_ENTRIES);
     let err = |source| Error::Bls {
@@ -152,6 +172,7 @@ pub fn bls_entry(e: &BootEntry, is_default: bool) -> Result<(String, String)> {
     let entry = BlsEntry::for_slot(
         e.slot,
         Some(&e.version),
+        Some(partuuid),
         is_default,
         KERNEL_PARAMS,
         &boot_files(),

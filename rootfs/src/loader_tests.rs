@@ -3,6 +3,7 @@ use crate::cmd::Cmd;
 use crate::esp::{self, EspFile};
 use crate::grub;
 use bascule_boot::grubcfg::model_boot;
+use bascule_boot::slot::root_partuuid;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
@@ -20,13 +21,34 @@ fn entries() -> Vec<BootEntry> {
     ]
 }
 
+/// A table with known GUIDs: call N of the generator gives N in every byte,
+/// so SLOT-A (partition 4) is 04040404-0404-4404-8404-040404040404.
+fn table() -> Gpt {
+    let mut n = 0u8;
+    Gpt::for_layout(layout::DISK_SIZE, || {
+        n += 1;
+        [n; 16]
+    })
+    .expect("layout fits")
+}
+
+const PARTUUID_A: &str = "04040404-0404-4404-8404-040404040404";
+const PARTUUID_B: &str = "05050505-0505-4505-8505-050505050505";
+
+fn partuuid(slot: Slot) -> &'static str {
+    match slot {
+        Slot::A => PARTUUID_A,
+        Slot::B => PARTUUID_B,
+    }
+}
+
 fn text(f: &ConfigFile) -> String {
     String::from_utf8_lossy(&f.contents).into_owned()
 }
 
 #[test]
 fn grub_cfg_from_the_generator() {
-    let files = loader_files(Bootloader::Grub, &entries(), Slot::B).expect("grub files");
+    let files = loader_files(Bootloader::Grub, &entries(), Slot::B, &table()).expect("grub files");
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["/grub/grub.cfg", "/grub/grubenv"]);
     let cfg = text(&files[0]);
@@ -37,8 +59,13 @@ fn grub_cfg_from_the_generator() {
         let l = e.slot.layout();
         assert!(
             cfg.contains(&format!(
-                "  linux {} bascule.slot={} bascule.version={} console=ttyS0 quiet panic=10\n  initrd {}\n",
-                l.esp_kernel, e.slot, e.version, l.esp_initrd
+                "  linux {} bascule.slot={} bascule.version={} root=PARTUUID={} \
+                 console=ttyS0 quiet panic=10\n  initrd {}\n",
+                l.esp_kernel,
+                e.slot,
+                e.version,
+                partuuid(e.slot),
+                l.esp_initrd
             )),
             "{cfg}"
         );
@@ -46,16 +73,18 @@ fn grub_cfg_from_the_generator() {
     assert!(cfg.contains("terminal_output serial console"));
     // An empty slot B still has its (never default) menu entry, without a
     // version.
-    let cfg = grub_cfg(&entries()[..1], Slot::A).expect("slot A only");
-    assert!(
-        cfg.contains("  linux /bascule/B/vmlinuz bascule.slot=B console=ttyS0 quiet panic=10\n")
-    );
+    let cfg = grub_cfg(&entries()[..1], Slot::A, &table()).expect("slot A only");
+    assert!(cfg.contains(&format!(
+        "  linux /bascule/B/vmlinuz bascule.slot=B root=PARTUUID={PARTUUID_B} \
+         console=ttyS0 quiet panic=10\n"
+    )));
 }
 
 #[test]
 fn default_must_hold_an_image() {
     for bootloader in [Bootloader::Grub, Bootloader::SdBoot] {
-        let err = loader_files(bootloader, &entries()[..1], Slot::B).expect_err("B is empty");
+        let err =
+            loader_files(bootloader, &entries()[..1], Slot::B, &table()).expect_err("B is empty");
         assert!(err.to_string().contains("default slot B"), "{err}");
     }
 }
@@ -66,12 +95,12 @@ fn bad_version_is_reported_with_the_file() {
         slot: Slot::A,
         version: "1 0".into(),
     }];
-    let err = loader_files(Bootloader::Grub, &bad, Slot::A).expect_err("grub");
+    let err = loader_files(Bootloader::Grub, &bad, Slot::A, &table()).expect_err("grub");
     assert!(
         err.to_string().starts_with("generating /grub/grub.cfg: "),
         "{err}"
     );
-    let err = loader_files(Bootloader::SdBoot, &bad, Slot::A).expect_err("sd-boot");
+    let err = loader_files(Bootloader::SdBoot, &bad, Slot::A, &table()).expect_err("sd-boot");
     assert!(
         err.to_string()
             .starts_with("generating /loader/entries/bascule-a.conf: "),
@@ -103,7 +132,7 @@ fn initial_grubenv_names_the_default() {
 fn grub_tools_accept_the_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     for default in Slot::ALL {
-        let files = loader_files(Bootloader::Grub, &entries(), default).expect("files");
+        let files = loader_files(Bootloader::Grub, &entries(), default, &table()).expect("files");
         let cfg = dir.path().join("grub.cfg");
         fs::write(&cfg, &files[0].contents).expect("write grub.cfg");
         Cmd::new("grub-script-check")
@@ -169,7 +198,7 @@ fn lst(dir: &str, file: &str) -> Vec<(String, Vec<String>)> {
 /// directory to load one from.
 #[test]
 fn grub_cfg_uses_only_built_in_commands() {
-    let cfg = grub_cfg(&entries(), Slot::A).expect("grub.cfg");
+    let cfg = grub_cfg(&entries(), Slot::A, &table()).expect("grub.cfg");
     let used = script_commands(&cfg);
     for must in [
         "[",
@@ -227,7 +256,7 @@ fn grub_cfg_uses_only_built_in_commands() {
 fn grubenv_on_the_esp_is_allocated_and_listable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let img = dir.path().join("esp.img");
-    let files: Vec<EspFile> = loader_files(Bootloader::Grub, &entries(), Slot::A)
+    let files: Vec<EspFile> = loader_files(Bootloader::Grub, &entries(), Slot::A, &table())
         .expect("files")
         .into_iter()
         .map(|f| EspFile::from_bytes(&f.path, f.contents))
@@ -296,7 +325,7 @@ pub(crate) fn check_grubenv_on_fat(image: &str, out: &Path) {
 
 #[test]
 fn sdboot_files_from_the_generator() {
-    let files = loader_files(Bootloader::SdBoot, &entries(), Slot::A).expect("files");
+    let files = loader_files(Bootloader::SdBoot, &entries(), Slot::A, &table()).expect("files");
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -317,24 +346,26 @@ fn sdboot_files_from_the_generator() {
         a,
         "title Bascule A\nversion 1\nsort-key bascule-0-default\n\
          linux /bascule/A/vmlinuz\ninitrd /bascule/A/initrd.img\n\
-         options bascule.slot=A bascule.version=1 console=ttyS0 quiet panic=10\n"
+         options bascule.slot=A bascule.version=1 \
+         root=PARTUUID=04040404-0404-4404-8404-040404040404 console=ttyS0 quiet panic=10\n"
     );
     let b = BlsEntry::parse("bascule-b.conf", &text(&files[2])).expect("parse B");
     assert_eq!(b.sort_key.as_deref(), Some(bls::SORT_KEY_STANDBY));
     assert_eq!(
         b.options,
-        "bascule.slot=B bascule.version=2 console=ttyS0 quiet panic=10"
+        format!("bascule.slot=B bascule.version=2 root=PARTUUID={PARTUUID_B} console=ttyS0 quiet panic=10")
     );
     assert_eq!(b.linux, Slot::B.layout().esp_kernel);
     assert_eq!(b.initrd, [Slot::B.layout().esp_initrd]);
 
     // Default B: the sort keys swap.
-    let files = loader_files(Bootloader::SdBoot, &entries(), Slot::B).expect("files");
+    let files = loader_files(Bootloader::SdBoot, &entries(), Slot::B, &table()).expect("files");
     assert!(text(&files[1]).contains("sort-key bascule-1-standby\n"));
     assert!(text(&files[2]).contains("sort-key bascule-0-default\n"));
 
     // An empty slot B gets no entry.
-    let files = loader_files(Bootloader::SdBoot, &entries()[..1], Slot::A).expect("files");
+    let files =
+        loader_files(Bootloader::SdBoot, &entries()[..1], Slot::A, &table()).expect("files");
     assert_eq!(files.len(), 2);
     assert_eq!(files[1].path, "/loader/entries/bascule-a.conf");
 }
@@ -346,4 +377,61 @@ fn boot_files_match_the_layout() {
         assert_eq!(slot.esp_path(&boot_files().kernel), l.esp_kernel);
         assert_eq!(slot.esp_path(&boot_files().initrd), l.esp_initrd);
     }
+}
+
+/// The GUIDs the entries carry are the ones the real tools read from the
+/// assembled disk, in the kernel's spelling (lowercase, first three fields
+/// little-endian on disk): sfdisk reads the GPT itself, partx through
+/// libblkid as udev's PARTUUID does.
+#[test]
+fn entries_name_the_slot_partitions_of_their_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = dir.path().join("disk.img");
+    let table = crate::disk::new_table(&img).expect("table");
+    crate::disk::assemble(&img, &table, &crate::disk::DiskContents::default()).expect("disk");
+    let files = loader_files(Bootloader::SdBoot, &entries(), Slot::A, &table).expect("files");
+    let grub = grub_cfg(&entries(), Slot::A, &table).expect("grub.cfg");
+    for (slot, file) in Slot::ALL.into_iter().zip(&files[1..]) {
+        let entry = BlsEntry::parse(&file.path, &text(file)).expect("entry");
+        let guid = root_partuuid(&entry.options)
+            .expect("valid root=")
+            .expect("root=PARTUUID= in the entry");
+        let text = guid.lowercase();
+        assert!(
+            grub.contains(&format!(
+                "bascule.slot={slot} bascule.version={} root=PARTUUID={text} ",
+                if slot == Slot::A { "1" } else { "2" }
+            )),
+            "{grub}"
+        );
+        let number = layout::index_of(slot.layout().partition_label).expect("slot in layout") + 1;
+        let out = Cmd::new("sfdisk")
+            .arg("--part-uuid")
+            .arg(&img)
+            .arg(number.to_string())
+            .output()
+            .expect("sfdisk --part-uuid");
+        assert_eq!(
+            String::from_utf8_lossy(&out).trim().to_ascii_lowercase(),
+            text,
+            "sfdisk, partition {number}"
+        );
+        let out = Cmd::new("partx")
+            .args(["-g", "-r", "-o", "UUID", "-n"])
+            .arg(number.to_string())
+            .arg(&img)
+            .output()
+            .expect("partx");
+        assert_eq!(
+            String::from_utf8_lossy(&out).trim(),
+            text,
+            "partx, partition {number}"
+        );
+    }
+    // Another disk gets other GUIDs: its entries would name its own slots.
+    let other = crate::disk::new_table(&img).expect("table");
+    assert_ne!(
+        slot_partuuid(&other, Slot::A).expect("A"),
+        slot_partuuid(&table, Slot::A).expect("A")
+    );
 }

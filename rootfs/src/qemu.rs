@@ -58,6 +58,11 @@ pub struct QemuConfig {
     pub net_forwards: Option<Vec<(u16, u16)>>,
     /// Appended verbatim.
     pub extra_args: Vec<String>,
+    /// More raw disks, attached before the boot disk: they take the lower
+    /// PCI slots, so the guest names them first (`vda`, ... and the boot
+    /// disk after them), and have no bootindex, so the firmware never boots
+    /// them.
+    pub disks_before: Vec<PathBuf>,
 }
 
 impl QemuConfig {
@@ -77,6 +82,7 @@ impl QemuConfig {
             no_reboot: false,
             net_forwards: None,
             extra_args: Vec::new(),
+            disks_before: Vec::new(),
         }
     }
 
@@ -115,6 +121,13 @@ impl QemuConfig {
                 "-drive",
                 &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
             ]);
+        }
+        for (i, d) in self.disks_before.iter().enumerate() {
+            push(&[
+                "-drive",
+                &format!("file={},format=raw,if=none,id=other{i}", d.display()),
+            ]);
+            push(&["-device", &format!("virtio-blk-pci,drive=other{i}")]);
         }
         push(&[
             "-drive",

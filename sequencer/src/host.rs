@@ -195,7 +195,8 @@ pub trait Host {
 
     /// Loads `slot`'s kernel and initramfs (as just written to the ESP) for
     /// kexec, with that slot's command line:
-    /// `bascule_boot::slot::entry_cmdline(slot, Some(version), common)`.
+    /// `bascule_boot::slot::entry_cmdline(slot, Some(version), Some(partuuid),
+    /// common)`, `partuuid` naming the slot's partition on the boot disk.
     fn kexec_load(&mut self, slot: Slot, version: &str) -> Result<(), KexecError>;
 
     /// Asks PID 1 to reboot by `mode` (a kexec needs a successful

@@ -1,5 +1,6 @@
-//! Finding partitions by GPT label through sysfs, waiting for the kernel's
-//! uevents (not polling) while block devices are still being probed.
+//! Finding partitions by GPT label or unique GUID through sysfs, waiting for
+//! the kernel's uevents (not polling) while block devices are still being
+//! probed.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,81 @@ pub fn boot_disk() -> Option<String> {
 /// A partition of the boot disk (of any disk while it is not known).
 pub fn find_on_boot_disk(label: &str) -> Option<PathBuf> {
     find_by_label(Path::new("/sys/class/block"), label, boot_disk().as_deref())
+}
+
+/// A partition found through sysfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Its /dev node, e.g. `/dev/vda4`.
+    pub dev: PathBuf,
+    /// Its GPT name (`PARTNAME=`), when the table gives one.
+    pub label: Option<String>,
+}
+
+impl PartitionInfo {
+    fn from_uevent(uevent: &str) -> Option<PartitionInfo> {
+        Some(PartitionInfo {
+            dev: PathBuf::from("/dev").join(uevent_value(uevent, "DEVNAME")?),
+            label: uevent_value(uevent, "PARTNAME").map(str::to_owned),
+        })
+    }
+}
+
+/// The value of `KEY=` in a uevent file.
+fn uevent_value<'a>(uevent: &'a str, key: &str) -> Option<&'a str> {
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+/// Every `(sysfs entry, uevent text)` under /sys/class/block.
+fn uevents(sys_class_block: &Path) -> Vec<(PathBuf, String)> {
+    let Ok(entries) = std::fs::read_dir(sys_class_block) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path().join("uevent")).ok()?;
+            Some((e.path(), text))
+        })
+        .collect()
+}
+
+/// The partition whose GPT unique GUID is `partuuid` (either case), from
+/// the `PARTUUID=` line of its uevent. Kernels that do not put PARTUUID in
+/// partition uevents (mainline Linux does not) find nothing here: the
+/// caller then reads the disks' partition tables itself, with [`disks`]
+/// and [`partition_number`].
+pub fn find_by_partuuid(sys_class_block: &Path, partuuid: &str) -> Option<PartitionInfo> {
+    uevents(sys_class_block)
+        .into_iter()
+        .find(|(_, u)| {
+            uevent_value(u, "PARTUUID").is_some_and(|v| v.eq_ignore_ascii_case(partuuid))
+        })
+        .and_then(|(_, u)| PartitionInfo::from_uevent(&u))
+}
+
+/// The names of the whole disks (`DEVTYPE=disk`: `vda`, `sr0`...), sorted.
+pub fn disks(sys_class_block: &Path) -> Vec<String> {
+    let mut out: Vec<String> = uevents(sys_class_block)
+        .into_iter()
+        .filter(|(_, u)| uevent_value(u, "DEVTYPE") == Some("disk"))
+        .filter_map(|(_, u)| uevent_value(&u, "DEVNAME").map(str::to_owned))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Partition `number` (`PARTN=`, the 1-based GPT entry) of `disk`.
+pub fn partition_number(sys_class_block: &Path, disk: &str, number: u32) -> Option<PartitionInfo> {
+    let n = number.to_string();
+    uevents(sys_class_block)
+        .into_iter()
+        .find(|(path, u)| {
+            uevent_value(u, "PARTN") == Some(n.as_str()) && disk_of(path).as_deref() == Some(disk)
+        })
+        .and_then(|(_, u)| PartitionInfo::from_uevent(&u))
 }
 
 fn devname_for_label(uevent: &str, label: &str) -> Option<String> {
@@ -149,6 +225,64 @@ mod tests {
         assert_eq!(find_by_label(&class, "STATE", Some("vdc")), None);
         assert!(find_by_label(&class, "STATE", None).is_some());
         assert_eq!(disk_of(&class.join("vdb6")).as_deref(), Some("vdb"));
+    }
+
+    /// A fake /sys with disks `vda` and `vdb`, each with SLOT-A as
+    /// partition 4; only vdb's uevent carries a PARTUUID line.
+    fn two_disks() -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let class = root.path().join("class");
+        std::fs::create_dir(&class).unwrap();
+        for (disk, partuuid) in [
+            ("vda", None),
+            ("vdb", Some("5A459BA4-29FA-43C8-B52F-62D1CEBE971D")),
+        ] {
+            let disk_dir = root.path().join("devices").join(disk);
+            let part_dir = disk_dir.join(format!("{disk}4"));
+            std::fs::create_dir_all(&part_dir).unwrap();
+            std::fs::write(
+                disk_dir.join("uevent"),
+                format!("MAJOR=254\nDEVNAME={disk}\nDEVTYPE=disk\n"),
+            )
+            .unwrap();
+            let mut u = format!("DEVNAME={disk}4\nDEVTYPE=partition\nPARTN=4\nPARTNAME=SLOT-A\n");
+            if let Some(g) = partuuid {
+                u.push_str(&format!("PARTUUID={}\n", g.to_ascii_lowercase()));
+            }
+            std::fs::write(part_dir.join("uevent"), u).unwrap();
+            std::os::unix::fs::symlink(&disk_dir, class.join(disk)).unwrap();
+            std::os::unix::fs::symlink(&part_dir, class.join(format!("{disk}4"))).unwrap();
+        }
+        (root, class)
+    }
+
+    #[test]
+    fn finds_by_partuuid_in_uevents() {
+        let (_root, class) = two_disks();
+        let found = find_by_partuuid(&class, "5A459BA4-29FA-43C8-B52F-62D1CEBE971D");
+        assert_eq!(
+            found,
+            Some(PartitionInfo {
+                dev: PathBuf::from("/dev/vdb4"),
+                label: Some("SLOT-A".into()),
+            })
+        );
+        assert_eq!(
+            find_by_partuuid(&class, "0fc63daf-8483-4772-8e79-3d69d8477de4"),
+            None
+        );
+    }
+
+    #[test]
+    fn lists_disks_and_numbers_partitions() {
+        let (_root, class) = two_disks();
+        assert_eq!(disks(&class), ["vda", "vdb"]);
+        assert_eq!(
+            partition_number(&class, "vda", 4).map(|p| p.dev),
+            Some(PathBuf::from("/dev/vda4"))
+        );
+        assert_eq!(partition_number(&class, "vda", 3), None);
+        assert_eq!(partition_number(&class, "vdc", 4), None);
     }
 
     #[test]
