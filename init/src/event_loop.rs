@@ -27,7 +27,7 @@ use crate::logcapture::LogCapture;
 use crate::notify::NotifySockets;
 use crate::probes::Probes;
 use crate::shutdown::{Progress, Shutdown, Step};
-use crate::slot_keeper::{Settled, SlotKeeper};
+use crate::slot_keeper::{Settled, SlotKeeper, Verdict};
 use crate::timeline::Timeline;
 use crate::tokens::{Ids, Source};
 use crate::upgrades::Upgrades;
@@ -167,6 +167,9 @@ impl Init {
             log!("{}", r.reason);
         }
         let now = self.now();
+        if let Some(note) = self.keeper.start(now) {
+            log!("{note}");
+        }
         self.sup.start_all(now, self.launcher.launcher());
         self.after_events();
     }
@@ -182,6 +185,7 @@ impl Init {
             self.shutdown.as_ref().and_then(Shutdown::deadline),
             self.watchdog_due,
             self.control.idle_deadline(),
+            self.keeper.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -238,6 +242,7 @@ impl Init {
             LoopEvent::Timer => {
                 let now = self.now();
                 self.sup.on_timer(now, self.launcher.launcher());
+                self.check_self_check(now);
             }
             LoopEvent::Accept => {
                 let now = self.now();
@@ -389,6 +394,21 @@ impl Init {
 
     pub(crate) fn shutting_down(&self) -> bool {
         self.shutdown.is_some()
+    }
+
+    /// Past the self-check deadline of a try, the try fails and the
+    /// machine reboots into the slot it came from.
+    fn check_self_check(&mut self, now: Instant) {
+        let unix_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let not_up = self.sup.not_up();
+        if let Verdict::Reboot(notes) = self.keeper.on_timer(now, unix_secs, &not_up) {
+            for n in notes {
+                log!("{n}");
+            }
+            self.begin_shutdown(PowerAction::Reboot);
+        }
     }
 
     pub(crate) fn begin_shutdown(&mut self, action: PowerAction) {

@@ -306,7 +306,8 @@ fn a_slot_try_is_confirmed_once_every_service_is_up() {
 }
 
 #[test]
-fn a_slot_try_with_a_failed_service_stays_pending() {
+fn a_slot_try_not_up_by_its_deadline_fails_and_reboots() {
+    // trying_b's deadline is 60 s.
     let (keeper, loader, store) = trying_b();
     let mut r = rig(
         Mode::Pid1,
@@ -318,21 +319,26 @@ fn a_slot_try_with_a_failed_service_stays_pending() {
         &["broken"],
     );
     r.init.start();
-    // Spawn failures retry after a delay; let them give up.
-    for _ in 0..20 {
-        r.clock.advance(Duration::from_secs(60));
+    for _ in 0..5 {
+        r.clock.advance(Duration::from_secs(10));
         r.init.dispatch(LoopEvent::Timer);
         r.init.after_events();
     }
     assert!(loader.0.borrow().is_empty(), "{:?}", loader.0.borrow());
     assert!(store.0.borrow().is_empty());
-    assert_eq!(
-        r.init
-            .keeper
-            .slots()
-            .ok()
-            .and_then(|s| s.record.pending_slot()),
-        Some(Slot::B)
+    assert_eq!(r.init.shutdown_phase(), None, "still within the deadline");
+    r.clock.advance(Duration::from_secs(10));
+    r.init.dispatch(LoopEvent::Timer);
+    r.init.after_events();
+    assert_eq!(*loader.0.borrow(), vec![LoaderCall::MarkBad(Slot::B)]);
+    let saved = store.0.borrow().last().cloned().unwrap();
+    assert_eq!(saved.pending_slot(), None);
+    let reason = saved.last_failure.unwrap().reason;
+    assert!(reason.contains("broken (failed)"), "{reason}");
+    assert!(!reason.contains("web"), "{reason}");
+    assert!(
+        r.init.shutdown_phase().is_some(),
+        "the machine reboots into the slot it came from"
     );
 }
 

@@ -21,6 +21,7 @@ mod notify;
 mod pid1;
 mod probes;
 mod requests;
+mod settings;
 mod setup;
 mod shutdown;
 mod slot_io;

@@ -178,10 +178,20 @@ fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
         Mode::Supervise => Vec::new(),
     };
     let (watchdog, keeper) = match mode {
-        Mode::Pid1 => (
-            open_watchdog(),
-            SlotKeeper::new(open_slots(cfg.booted_slot, cfg.image_version.as_deref())),
-        ),
+        Mode::Pid1 => {
+            let (settings, problem) =
+                crate::settings::load(Path::new(crate::settings::SETTINGS_FILE));
+            if let Some(p) = problem {
+                log!("{p}");
+            }
+            (
+                open_watchdog(),
+                SlotKeeper::new(
+                    open_slots(cfg.booted_slot, cfg.image_version.as_deref()),
+                    settings.self_check_deadline,
+                ),
+            )
+        }
         Mode::Supervise => (None, SlotKeeper::unmanaged()),
     };
     Init::new(Parts {

@@ -1,5 +1,9 @@
 //! The slot keeper: decides, from what the supervisor reports, when the
-//! try of the booted slot has passed, and tells the slots so once.
+//! try of the booted slot has passed, and tells the slots so once; and
+//! runs the try's self-check deadline, past which the try fails and the
+//! machine reboots into the slot it came from.
+
+use std::time::{Duration, Instant};
 
 use crate::slots::Slots;
 
@@ -25,19 +29,105 @@ pub enum Settled {
     SomeFailed,
 }
 
+/// Where the self-check of this boot's try stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SelfCheck {
+    /// No try of the booted slot: nothing to check.
+    NotTrying,
+    /// Every service must be up before the deadline.
+    Running { deadline: Instant },
+    Passed,
+    Failed,
+}
+
+/// What the loop must do after the self-check deadline.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing yet.
+    Wait,
+    /// The try failed and is recorded: reboot into the default slot. The
+    /// notes say why, for the log.
+    Reboot(Vec<String>),
+}
+
 pub struct SlotKeeper {
     slots: Result<Slots, Unmanaged>,
+    limit: Duration,
+    check: SelfCheck,
 }
 
 impl SlotKeeper {
-    pub fn new(slots: Result<Slots, Unmanaged>) -> Self {
-        SlotKeeper { slots }
+    /// `limit`: how long a try has to get every service up.
+    pub fn new(slots: Result<Slots, Unmanaged>, limit: Duration) -> Self {
+        SlotKeeper {
+            slots,
+            limit,
+            check: SelfCheck::NotTrying,
+        }
     }
 
     pub fn unmanaged() -> Self {
         SlotKeeper {
             slots: Err(Unmanaged::NotPid1),
+            limit: Duration::ZERO,
+            check: SelfCheck::NotTrying,
         }
+    }
+
+    /// The services are starting: a try of the booted slot starts its
+    /// deadline now. Returns what to log.
+    pub fn start(&mut self, now: Instant) -> Option<String> {
+        let slots = self.slots.as_ref().ok()?;
+        if slots.record.pending_slot() != Some(slots.booted) {
+            return None;
+        }
+        self.check = SelfCheck::Running {
+            deadline: now + self.limit,
+        };
+        Some(format!(
+            "slot {} is being tried: every service must be up within {}s or the machine reboots into the slot it came from",
+            slots.booted,
+            self.limit.as_secs()
+        ))
+    }
+
+    /// When the loop must call [`Self::on_timer`].
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.check {
+            SelfCheck::Running { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// The timer fired: past the deadline, the try fails naming
+    /// `not_up` (the services that are not up, with why).
+    pub fn on_timer(&mut self, now: Instant, now_secs: u64, not_up: &[String]) -> Verdict {
+        let SelfCheck::Running { deadline } = self.check else {
+            return Verdict::Wait;
+        };
+        if now < deadline {
+            return Verdict::Wait;
+        }
+        self.check = SelfCheck::Failed;
+        let Ok(slots) = &mut self.slots else {
+            return Verdict::Wait;
+        };
+        let who = if not_up.is_empty() {
+            "the services did not settle".to_owned()
+        } else {
+            format!("not up: {}", not_up.join(", "))
+        };
+        let reason = format!(
+            "the self-check of slot {} failed: {who} {}s after boot",
+            slots.booted,
+            self.limit.as_secs()
+        );
+        let mut notes = slots.self_check_failed(&reason, now_secs);
+        notes.push(format!(
+            "rebooting into the default slot {}",
+            slots.booted.other()
+        ));
+        Verdict::Reboot(notes)
     }
 
     pub fn slots(&self) -> Result<&Slots, &Unmanaged> {
@@ -55,9 +145,15 @@ impl SlotKeeper {
             return Vec::new();
         };
         match settled {
-            Settled::AllUp => slots.all_ready(),
+            Settled::AllUp if self.check != SelfCheck::Failed => {
+                if matches!(self.check, SelfCheck::Running { .. }) {
+                    self.check = SelfCheck::Passed;
+                }
+                slots.all_ready()
+            }
+            Settled::AllUp => Vec::new(),
             Settled::SomeFailed if slots.record.pending_slot() == Some(slots.booted) => vec![format!(
-                "slot {} is not confirmed: a service failed or was rejected; its try stays pending and fails at the next boot",
+                "slot {} is not confirmed yet: a service failed or was rejected; the try fails at the self-check deadline unless it recovers",
                 slots.booted
             )],
             Settled::SomeFailed => Vec::new(),
@@ -136,7 +232,11 @@ pub mod fake {
             Box::new(store.clone()),
             Box::new(loader.clone()),
         );
-        (SlotKeeper::new(Ok(slots)), loader, store)
+        (
+            SlotKeeper::new(Ok(slots), std::time::Duration::from_secs(60)),
+            loader,
+            store,
+        )
     }
 
     /// Every record saved, newest last.
@@ -172,6 +272,40 @@ mod tests {
         let saved = store.0.borrow().last().cloned().unwrap();
         assert_eq!(saved.pending_slot(), None);
         assert_eq!(saved.slot_info(Slot::B).state(), SlotState::Good);
+    }
+
+    #[test]
+    fn a_try_not_up_by_its_deadline_fails_naming_the_services() {
+        let (mut keeper, loader, store) = trying_b();
+        let t0 = Instant::now();
+        assert!(keeper.start(t0).unwrap().contains("within 60s"));
+        assert_eq!(keeper.deadline(), Some(t0 + Duration::from_secs(60)));
+        let gate = ["gate (not ready)".to_owned()];
+        assert_eq!(keeper.on_timer(t0 + Duration::from_secs(59), 1, &gate), Verdict::Wait);
+        assert!(loader.0.borrow().is_empty());
+        let Verdict::Reboot(notes) = keeper.on_timer(t0 + Duration::from_secs(60), 1, &gate) else {
+            panic!("expected a reboot");
+        };
+        assert!(notes.iter().any(|n| n.contains("not up: gate (not ready)")), "{notes:?}");
+        assert_eq!(*loader.0.borrow(), vec![LoaderCall::MarkBad(Slot::B)]);
+        let saved = store.0.borrow().last().cloned().unwrap();
+        assert_eq!(saved.slot_info(Slot::B).state(), SlotState::Bad);
+        assert!(saved.last_failure.unwrap().reason.contains("gate"));
+        assert_eq!(keeper.deadline(), None);
+        // Too late to confirm now.
+        assert!(keeper.on_settled(Settled::AllUp).is_empty());
+        assert_eq!(loader.0.borrow().len(), 1);
+    }
+
+    #[test]
+    fn a_confirmed_try_has_no_deadline_left() {
+        let (mut keeper, loader, _) = trying_b();
+        let t0 = Instant::now();
+        keeper.start(t0);
+        keeper.on_settled(Settled::AllUp);
+        assert_eq!(keeper.deadline(), None);
+        assert_eq!(keeper.on_timer(t0 + Duration::from_secs(600), 1, &[]), Verdict::Wait);
+        assert_eq!(*loader.0.borrow(), vec![LoaderCall::Confirm(Slot::B)]);
     }
 
     #[test]

@@ -80,6 +80,34 @@ pub fn on_ready(rec: &mut MetaRecord, booted: Slot) -> Vec<LoaderOp> {
     }
 }
 
+/// The self-check of the booted slot's try failed (`reason` names the
+/// services): the slot becomes bad, the failure is recorded, and the loader
+/// is told, so that the reboot that follows lands on the default (the slot
+/// the try came from) and the loader never takes this one again.
+pub fn on_self_check_failed(
+    rec: &mut MetaRecord,
+    booted: Slot,
+    reason: &str,
+    now_secs: u64,
+) -> Vec<LoaderOp> {
+    let Some(p) = rec
+        .pending_try
+        .clone()
+        .filter(|p| p.slot().slot() == Some(booted))
+    else {
+        return Vec::new();
+    };
+    rec.pending_try = None;
+    rec.slot_info_mut(booted).state = SlotState::Bad as i32;
+    rec.last_failure = Some(Failure {
+        slot: SlotId::from(booted) as i32,
+        version: p.version,
+        reason: reason.to_owned(),
+        at_unix_secs: now_secs,
+    });
+    vec![LoaderOp::MarkBad(booted)]
+}
+
 /// May the operator boot `slot` (once or by default)?
 pub fn check_bootable(rec: &MetaRecord, slot: Slot, force: bool) -> Result<(), String> {
     let info = rec.slot_info(slot);
@@ -381,6 +409,21 @@ impl Slots {
         notes
     }
 
+    /// The self-check failed: see [`on_self_check_failed`]. Returns what
+    /// to log; the caller reboots.
+    pub fn self_check_failed(&mut self, reason: &str, now_secs: u64) -> Vec<String> {
+        let ops = on_self_check_failed(&mut self.record, self.booted, reason, now_secs);
+        if ops.is_empty() {
+            return Vec::new();
+        }
+        let mut notes = vec![format!("slot {} failed its try: {reason}", self.booted)];
+        notes.extend(self.apply(ops));
+        if let Err(e) = self.save() {
+            notes.push(e.to_string());
+        }
+        notes
+    }
+
     pub fn status(&self) -> BootStatus {
         let state = self.loader.state().ok();
         BootStatus {
@@ -533,6 +576,25 @@ mod tests {
         record_once(&mut r, Slot::A);
         assert_eq!(r.slot_info(Slot::B).state(), SlotState::Good);
         assert_eq!(r.pending_slot(), Some(Slot::A));
+    }
+
+    #[test]
+    fn a_failed_self_check_marks_the_tried_slot_bad_and_names_why() {
+        let mut r = two_good();
+        record_once(&mut r, Slot::B);
+        assert!(at_boot(&mut r, Slot::B, "2", 5).is_empty());
+        let ops = on_self_check_failed(&mut r, Slot::B, "gate (not ready)", 9);
+        assert_eq!(ops, vec![LoaderOp::MarkBad(Slot::B)]);
+        assert_eq!(r.pending_slot(), None);
+        assert_eq!(r.slot_info(Slot::B).state(), SlotState::Bad);
+        let f = r.last_failure.clone().unwrap();
+        assert_eq!((f.slot().slot(), f.reason.as_str()), (Some(Slot::B), "gate (not ready)"));
+        assert_eq!(r.active(), Some(Slot::A), "the default stays where the try came from");
+        // Back on A: nothing pending, B stays bad and refused.
+        assert!(at_boot(&mut r, Slot::A, "1", 20).is_empty());
+        assert!(check_bootable(&r, Slot::B, false).is_err());
+        // Not being tried: nothing to fail.
+        assert!(on_self_check_failed(&mut r, Slot::A, "x", 30).is_empty());
     }
 
     #[test]

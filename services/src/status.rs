@@ -32,6 +32,20 @@ impl State {
         State::Exited,
     ];
 
+    /// The state's name as status lines and messages show it.
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Waiting => "waiting",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Backoff => "in backoff",
+            State::Failed => "failed",
+            State::Exited => "exited",
+        }
+    }
+
     /// A process of the service may be alive.
     pub fn is_active(self) -> bool {
         matches!(self, State::Starting | State::Running | State::Stopping)

@@ -126,6 +126,23 @@ impl Supervisor {
             })
     }
 
+    /// The services that keep [`Self::all_up`] false, in start order, with
+    /// why (rejected files by name too): what a failed self-check names.
+    pub fn not_up(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .order
+            .iter()
+            .filter_map(|n| self.services.get(n).map(|s| (n, s)))
+            .filter_map(|(n, s)| match (s.state, &s.ready) {
+                (State::Running, ReadyState::Pending { .. }) => Some(format!("{n} (not ready)")),
+                (State::Running | State::Exited, _) => None,
+                (state, _) => Some(format!("{n} ({})", state.label())),
+            })
+            .collect();
+        out.extend(self.rejected.iter().map(|r| format!("{} (rejected)", r.name)));
+        out
+    }
+
     /// True when no process of any service is alive.
     pub fn all_down(&self) -> bool {
         self.services.values().all(|s| !s.state.is_active())
