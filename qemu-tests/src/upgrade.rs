@@ -29,26 +29,9 @@ fn built(version: &str) -> (PathBuf, SlotPayloads) {
     if let Some(b) = built.get(version) {
         return b.clone();
     }
-    let root = workspace_root();
-    let dir = root.join("target/qemu-tests/bundles");
-    std::fs::create_dir_all(&dir).expect("bundle directory");
-    let keys = bundle::dev_keys(&root).expect("the development key pair");
-    let public = keys.load_public().expect("the development public key");
-    let payloads = bundle::build_slot_payloads(&OverlaySlot {
-        workspace: root.clone(),
-        version: version.into(),
-        overlay: None,
-        trusted_keys: vec![public],
-        work: dir.join(format!("{version}.work")),
-    })
-    .unwrap_or_else(|e| panic!("building the slot of bundle {version}: {e}"));
-    let out = dir.join(format!("{version}.bundle"));
-    write(
-        version,
-        &payloads,
-        &keys.load_private().expect("the development private key"),
-        &out,
-    );
+    let payloads = slot_payloads(version, None, &format!("{version}.work"));
+    let out = bundles_dir().join(format!("{version}.bundle"));
+    write(version, &payloads, &dev_private(), &out);
     built.insert(version.into(), (out.clone(), payloads.clone()));
     (out, payloads)
 }
@@ -71,6 +54,96 @@ pub fn untrusted_bundle(version: &str, out: &Path) {
     let (_, payloads) = built(version);
     let stranger = SigningKey::from_bytes(&[0x42; 32]);
     write(version, &payloads, &stranger, out);
+}
+
+/// A bundle whose slot cannot boot: the good slot's rootfs and kernel
+/// with an initramfs that has no /init, so the kernel panics (and, with
+/// `panic=`, resets) before any init of the new slot runs.
+pub fn panicking_bundle(version: &str) -> PathBuf {
+    cached(&format!("{version}-panics"), || {
+        let (_, good) = built(GOOD_BASE);
+        let dir = bundles_dir();
+        let initramfs = dir.join(format!("{version}-no-init.cpio"));
+        let mut w = bascule_rootfs::cpio::CpioWriter::new(Vec::new());
+        w.file("not-init", 0o644, b"there is no /init here\n")
+            .expect("cpio entry");
+        std::fs::write(&initramfs, w.finish().expect("cpio")).expect("write the cpio");
+        let payloads = SlotPayloads { initramfs, ..good };
+        let out = dir.join(format!("{version}-panics.bundle"));
+        write(version, &payloads, &dev_private(), &out);
+        out
+    })
+}
+
+/// A bundle whose slot boots but fails its self-check: a service `gate`
+/// that never becomes ready (its TCP readiness port never opens), and a
+/// self-check deadline of `deadline_s` seconds in /etc/bascule/init.toml.
+pub fn self_check_failing_bundle(version: &str, deadline_s: u64) -> PathBuf {
+    cached(&format!("{version}-gate"), || {
+        let dir = bundles_dir();
+        let overlay = dir.join(format!("{version}-gate.overlay"));
+        let services = overlay.join("etc/bascule/services");
+        std::fs::create_dir_all(&services).expect("overlay directory");
+        std::fs::write(
+            services.join("gate.toml"),
+            "# Never ready: nothing listens on its port.\n\
+             exec = [\"/bin/sleep\", \"100000\"]\n\
+             class = \"system\"\n\n[readiness]\ntcp = 9999\n",
+        )
+        .expect("gate.toml");
+        std::fs::write(
+            overlay.join("etc/bascule/init.toml"),
+            format!("[self_check]\ndeadline_s = {deadline_s}\n"),
+        )
+        .expect("init.toml");
+        let payloads = slot_payloads(version, Some(overlay), &format!("{version}-gate.work"));
+        let out = dir.join(format!("{version}-gate.bundle"));
+        write(version, &payloads, &dev_private(), &out);
+        out
+    })
+}
+
+/// The good slot the broken bundles borrow their parts from.
+const GOOD_BASE: &str = "2.1.0";
+
+fn bundles_dir() -> PathBuf {
+    let dir = workspace_root().join("target/qemu-tests/bundles");
+    std::fs::create_dir_all(&dir).expect("bundle directory");
+    dir
+}
+
+fn dev_private() -> SigningKey {
+    bundle::dev_keys(&workspace_root())
+        .and_then(|k| k.load_private())
+        .expect("the development private key")
+}
+
+fn slot_payloads(version: &str, overlay: Option<PathBuf>, work: &str) -> SlotPayloads {
+    let root = workspace_root();
+    let public = bundle::dev_keys(&root)
+        .and_then(|k| k.load_public())
+        .expect("the development public key");
+    bundle::build_slot_payloads(&OverlaySlot {
+        workspace: root,
+        version: version.into(),
+        overlay,
+        trusted_keys: vec![public],
+        work: bundles_dir().join(work),
+    })
+    .unwrap_or_else(|e| panic!("building the slot of bundle {version}: {e}"))
+}
+
+/// Builds a bundle once per process and key.
+fn cached(key: &str, make: impl FnOnce() -> PathBuf) -> PathBuf {
+    static MADE: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let made = MADE.get_or_init(|| Mutex::new(BTreeMap::new()));
+    let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = made.get(key) {
+        return p.clone();
+    }
+    let p = make();
+    made.insert(key.to_owned(), p.clone());
+    p
 }
 
 /// Where the parts of a bundle file start (docs/bundle.md).
