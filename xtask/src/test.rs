@@ -72,7 +72,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
         vm.extend(["-p", p]);
     }
     vm.extend(&extra);
-    vm.extend(["--", "--test-threads=1"]);
+    // Two VMs at a time, one per core: each is bounded by its own
+    // timeouts, and the suite's wall time is mostly TCG boots.
+    vm.extend(["--", "--test-threads=2"]);
     vm.extend(&harness);
     let vm_result = cmd(&cargo, &vm);
     lint_result.and(host_result).and(vm_result)
