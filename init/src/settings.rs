@@ -58,7 +58,12 @@ pub fn load(path: &Path) -> (Settings, Option<SettingsError>) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Settings::default(), None),
-        Err(err) => return (Settings::default(), Some(SettingsError::Read { path: shown, err })),
+        Err(err) => {
+            return (
+                Settings::default(),
+                Some(SettingsError::Read { path: shown, err }),
+            )
+        }
     };
     match parse(&text, &shown) {
         Ok(s) => (s, None),

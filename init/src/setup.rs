@@ -21,6 +21,9 @@ use crate::slot_keeper::{SlotKeeper, Unmanaged};
 use crate::timeline::{Timeline, TIMELINE_FILE};
 
 /// The machine resets this long after PID 1's loop stops turning.
+/// The hardware watchdog's timeout. It must cover the gap from PID 1's
+/// last feed through a kexec to the new initramfs arming it again (about
+/// 9 s under TCG, docs/upgrade.md).
 const WATCHDOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The virtio-serial port name the host connects to (QEMU `virtserialport name=`).
@@ -210,7 +213,7 @@ fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
     .map_err(SetupError::Loop)
 }
 
-fn open_watchdog() -> Option<Watchdog> {
+pub(crate) fn open_watchdog() -> Option<Watchdog> {
     let dev = ["/dev/watchdog0", "/dev/watchdog"]
         .into_iter()
         .map(Path::new)

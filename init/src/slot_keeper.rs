@@ -35,7 +35,9 @@ enum SelfCheck {
     /// No try of the booted slot: nothing to check.
     NotTrying,
     /// Every service must be up before the deadline.
-    Running { deadline: Instant },
+    Running {
+        deadline: Instant,
+    },
     Passed,
     Failed,
 }
@@ -281,12 +283,18 @@ mod tests {
         assert!(keeper.start(t0).unwrap().contains("within 60s"));
         assert_eq!(keeper.deadline(), Some(t0 + Duration::from_secs(60)));
         let gate = ["gate (not ready)".to_owned()];
-        assert_eq!(keeper.on_timer(t0 + Duration::from_secs(59), 1, &gate), Verdict::Wait);
+        assert_eq!(
+            keeper.on_timer(t0 + Duration::from_secs(59), 1, &gate),
+            Verdict::Wait
+        );
         assert!(loader.0.borrow().is_empty());
         let Verdict::Reboot(notes) = keeper.on_timer(t0 + Duration::from_secs(60), 1, &gate) else {
             panic!("expected a reboot");
         };
-        assert!(notes.iter().any(|n| n.contains("not up: gate (not ready)")), "{notes:?}");
+        assert!(
+            notes.iter().any(|n| n.contains("not up: gate (not ready)")),
+            "{notes:?}"
+        );
         assert_eq!(*loader.0.borrow(), vec![LoaderCall::MarkBad(Slot::B)]);
         let saved = store.0.borrow().last().cloned().unwrap();
         assert_eq!(saved.slot_info(Slot::B).state(), SlotState::Bad);
@@ -304,7 +312,10 @@ mod tests {
         keeper.start(t0);
         keeper.on_settled(Settled::AllUp);
         assert_eq!(keeper.deadline(), None);
-        assert_eq!(keeper.on_timer(t0 + Duration::from_secs(600), 1, &[]), Verdict::Wait);
+        assert_eq!(
+            keeper.on_timer(t0 + Duration::from_secs(600), 1, &[]),
+            Verdict::Wait
+        );
         assert_eq!(*loader.0.borrow(), vec![LoaderCall::Confirm(Slot::B)]);
     }
 

@@ -588,8 +588,15 @@ mod tests {
         assert_eq!(r.pending_slot(), None);
         assert_eq!(r.slot_info(Slot::B).state(), SlotState::Bad);
         let f = r.last_failure.clone().unwrap();
-        assert_eq!((f.slot().slot(), f.reason.as_str()), (Some(Slot::B), "gate (not ready)"));
-        assert_eq!(r.active(), Some(Slot::A), "the default stays where the try came from");
+        assert_eq!(
+            (f.slot().slot(), f.reason.as_str()),
+            (Some(Slot::B), "gate (not ready)")
+        );
+        assert_eq!(
+            r.active(),
+            Some(Slot::A),
+            "the default stays where the try came from"
+        );
         // Back on A: nothing pending, B stays bad and refused.
         assert!(at_boot(&mut r, Slot::A, "1", 20).is_empty());
         assert!(check_bootable(&r, Slot::B, false).is_err());

@@ -81,6 +81,20 @@ pub fn fail(err: Stage1Error) -> ! {
 /// Runs the initramfs stage; on success it never returns (exec of the
 /// slot's init). On failure the caller keeps PID 1 alive with a shell.
 pub fn run() -> Stage1Error {
+    let mut watchdog = None;
+    let err = stage(&mut watchdog);
+    // Failed before the slot's init: a try reboots so the loader falls
+    // back (fall_back_or_emergency); otherwise the emergency shell must
+    // not be reset under the operator's hands.
+    if let Some(wd) = watchdog {
+        wd.disarm();
+    }
+    err
+}
+
+/// The stage itself; `watchdog` holds the device armed here, so that it
+/// stays open until the exec into the slot's init.
+fn stage(watchdog: &mut Option<bascule_sys::watchdog::Watchdog>) -> Stage1Error {
     let mut timeline = vec![("initramfs start".to_owned(), clock::boottime_us())];
     for m in API_MOUNTS
         .iter()
@@ -103,6 +117,12 @@ pub fn run() -> Stage1Error {
         log!("cannot load module: {}", f.error);
     }
     timeline.push((format!("modules loaded ({loaded})"), clock::boottime_us()));
+    // Armed from here on (the driver's probe just stopped any timer a
+    // kexec carried over): a hang anywhere later, the slot's init never
+    // starting among them, resets the machine. The fd is CLOEXEC and has no
+    // magic close, so the timer keeps running across the exec until the
+    // slot's PID 1 opens the device again and feeds it.
+    *watchdog = crate::setup::open_watchdog();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let Some(slot) = crate::pid1::booted_slot(&cmdline) else {
         return Stage1Error::NoSlot(cmdline.trim().to_owned());

@@ -103,6 +103,31 @@ pub fn self_check_failing_bundle(version: &str, deadline_s: u64) -> PathBuf {
     })
 }
 
+/// A bundle whose slot hangs after the kernel: its init (what the
+/// initramfs executes, /sbin/bascule-init) only sleeps, so nothing feeds
+/// the watchdog the initramfs armed.
+pub fn hanging_bundle(version: &str) -> PathBuf {
+    cached(&format!("{version}-hangs"), || {
+        let dir = bundles_dir();
+        let overlay = dir.join(format!("{version}-hang.overlay"));
+        let sbin = overlay.join("usr/sbin");
+        std::fs::create_dir_all(&sbin).expect("overlay directory");
+        let init = sbin.join("bascule-init");
+        std::fs::write(
+            &init,
+            "#!/bin/sh\necho 'hanging init: feeding nothing'\nexec /bin/sleep 100000\n",
+        )
+        .expect("the hanging init");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the hanging init");
+        let payloads = slot_payloads(version, Some(overlay), &format!("{version}-hang.work"));
+        let out = dir.join(format!("{version}-hangs.bundle"));
+        write(version, &payloads, &dev_private(), &out);
+        out
+    })
+}
+
 /// The good slot the broken bundles borrow their parts from.
 const GOOD_BASE: &str = "2.1.0";
 

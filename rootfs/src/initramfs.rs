@@ -45,14 +45,27 @@ pub struct InitramfsSpec<'a> {
     pub version: &'a str,
 }
 
+/// Parameters some modules are loaded with.
+///
+/// `watchdog stop_on_reboot=0`: the i6300esb driver asks the watchdog core
+/// to stop the timer on every reboot notification, kexec included; with
+/// this the timer keeps running across a kexec, so a new kernel that hangs
+/// before its initramfs re-arms the watchdog still resets the machine.
+pub const MODULE_PARAMS: &[(&str, &str)] = &[("watchdog", "stop_on_reboot=0")];
+
 /// The text of `/etc/bascule/modules.load`: absolute `.ko` paths, one a
-/// line, in load order. A line may carry module parameters after the path
-/// (none are needed today); `#` lines are comments.
+/// line, in load order, each followed by its [`MODULE_PARAMS`] if any;
+/// `#` lines are comments.
 pub fn modules_load_list(kernel_version: &str, modules: &[Module]) -> String {
     let mut s =
         String::from("# Kernel modules for bascule-init to load, in this order (finit_module).\n");
     for m in modules {
-        s.push_str(&format!("/lib/modules/{kernel_version}/{}\n", m.path));
+        s.push_str(&format!("/lib/modules/{kernel_version}/{}", m.path));
+        if let Some((_, params)) = MODULE_PARAMS.iter().find(|(n, _)| *n == m.name) {
+            s.push(' ');
+            s.push_str(params);
+        }
+        s.push('\n');
     }
     s
 }
@@ -141,6 +154,13 @@ mod tests {
                 "/lib/modules/6.1.0-56-amd64/kernel/drivers/virtio/virtio.ko",
                 "/lib/modules/6.1.0-56-amd64/kernel/drivers/block/virtio_blk.ko"
             ]
+        );
+        let wd = [Module {
+            name: "watchdog".into(),
+            path: "kernel/drivers/watchdog/watchdog.ko".into(),
+        }];
+        assert!(
+            modules_load_list("6.1.0-56-amd64", &wd).contains("/watchdog.ko stop_on_reboot=0\n")
         );
     }
 

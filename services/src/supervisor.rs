@@ -139,7 +139,11 @@ impl Supervisor {
                 (state, _) => Some(format!("{n} ({})", state.label())),
             })
             .collect();
-        out.extend(self.rejected.iter().map(|r| format!("{} (rejected)", r.name)));
+        out.extend(
+            self.rejected
+                .iter()
+                .map(|r| format!("{} (rejected)", r.name)),
+        );
         out
     }
 
