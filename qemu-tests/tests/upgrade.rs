@@ -313,11 +313,15 @@ fn bad_bundles_are_refused_and_change_nothing() {
             message.contains(reason),
             "{what}: {message:?} names {reason:?}"
         );
-        assert_eq!(
-            json(&m, &["--json", "boot", "status"]),
-            before,
-            "{what}: boot status unchanged"
+        let out = m.cli(&["--json", "boot", "status"]);
+        assert!(
+            out.status.success(),
+            "{what}: boot status after the refusal: {}\n{}",
+            text(&out),
+            m.serial()
         );
+        let after: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(after, before, "{what}: boot status unchanged");
         let services = m.services().unwrap();
         assert!(
             services
