@@ -253,7 +253,8 @@ fn sdboot_uefi_upgrades_there_and_back() {
 
 const NET: u8 = 7;
 
-/// Each bad bundle or reference is refused (exit 6) with its reason; the
+/// Each bad bundle or reference, a full ESP and a GPT with a bad CRC: each
+/// refused (exit 6) with its reason before anything is written; the
 /// machine keeps serving and its boot status is what it was.
 #[test]
 fn bad_bundles_are_refused_and_change_nothing() {
@@ -305,32 +306,62 @@ fn bad_bundles_are_refused_and_change_nothing() {
         ("a closed port", &closed, "cannot be read"),
     ];
     for (what, image, reason) in cases {
-        let (code, r, out) = upgrade(&m, &["--image", image]);
-        assert_eq!(code, 6, "{what}: refused (exit 6): {out}");
-        assert_eq!(r["result"], "refused", "{what}: {out}");
-        let message = r["message"].as_str().unwrap();
-        assert!(
-            message.contains(reason),
-            "{what}: {message:?} names {reason:?}"
-        );
-        let out = m.cli(&["--json", "boot", "status"]);
-        assert!(
-            out.status.success(),
-            "{what}: boot status after the refusal: {}\n{}",
-            text(&out),
-            m.serial()
-        );
-        let after: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(after, before, "{what}: boot status unchanged");
-        let services = m.services().unwrap();
-        assert!(
-            services
-                .iter()
-                .all(|s| s.state == pb::ServiceState::Running as i32),
-            "{what}: every service still runs: {services:?}"
-        );
+        refused(&m, &before, what, image, reason);
     }
+    // The verification looks at the machine too: a full ESP, then a GPT
+    // whose primary header fails its CRC (the disk is checked before any
+    // byte is written).
+    m.console_run(
+        "dd if=/dev/zero of=/boot/fill bs=1M 2>/dev/null; sync; echo esp-$((1+1))-full",
+        "esp-2-full",
+    );
+    refused(&m, &before, "a full ESP", s(&good_path), "bytes free");
+    m.console_run(
+        "rm -f /boot/fill; sync; echo esp-$((1+1))-freed",
+        "esp-2-freed",
+    );
+    m.console_run(
+        "printf XXXX | dd of=/dev/vda bs=1 seek=528 conv=notrunc 2>/dev/null; sync; \
+         echo gpt-$((1+1))-bad",
+        "gpt-2-bad",
+    );
+    refused(
+        &m,
+        &before,
+        "a GPT with a bad CRC",
+        s(&good_path),
+        "disk check for slot B failed",
+    );
     assert_eq!(running(&m), ("1.0.0".into(), "A"));
+}
+
+/// One refused upgrade: exit 6 naming `reason`, boot status as `before`,
+/// every service still running.
+fn refused(m: &Machine, before: &Value, what: &str, image: &str, reason: &str) {
+    let (code, r, out) = upgrade(m, &["--image", image]);
+    assert_eq!(code, 6, "{what}: refused (exit 6): {out}");
+    assert_eq!(r["result"], "refused", "{what}: {out}");
+    let message = r["message"].as_str().unwrap();
+    assert!(
+        message.contains(reason),
+        "{what}: {message:?} names {reason:?}"
+    );
+    let out = m.cli(&["--json", "boot", "status"]);
+    assert!(
+        out.status.success(),
+        "{what}: boot status after the refusal: {}\n{}",
+        text(&out),
+        m.serial()
+    );
+    let after: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(&after, before, "{what}: boot status unchanged");
+    let services = m.services().unwrap();
+    assert!(
+        services
+            .iter()
+            .all(|s| s.state == pb::ServiceState::Running as i32),
+        "{what}: every service still runs: {services:?}"
+    );
 }
 
 /// The machine fetches the bundle over HTTP itself; then `rollback --wait`
