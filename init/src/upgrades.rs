@@ -131,7 +131,7 @@ pub fn event_to_pb(ev: &Event) -> (pb::UpgradeEvent, Option<String>) {
             (e, None)
         }
         Event::Note { phase, note } => {
-            let text = serde_json::to_string(note).unwrap_or_else(|_| format!("{note:?}"));
+            let text = note.to_string();
             let mut e = event(K::Note, *phase);
             e.message.clone_from(&text);
             (e, Some(format!("upgrade: {phase}: {text}")))

@@ -453,6 +453,29 @@ impl Machine {
             .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
     }
 
+    /// Starts the real `bascule` CLI against the VM's API socket without
+    /// waiting for it (its output is discarded; the caller reaps it).
+    pub fn cli_spawn(&self, args: &[&str]) -> std::process::Child {
+        let bin = workspace_root().join("target/debug/bascule");
+        Command::new(&bin)
+            .arg("--socket")
+            .arg(&self.api)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
+    }
+
+    /// Pulls the plug: QEMU is killed (SIGKILL), no shutdown of any kind.
+    /// [`Machine::start`] powers it on again on the same disk.
+    pub fn cut_power(&mut self) {
+        if let Some(mut vm) = self.vm.take() {
+            vm.kill();
+        }
+    }
+
     /// Waits for QEMU to exit by itself (a guest power-off).
     pub fn wait_exit(&mut self, limit: Duration) -> bool {
         let Some(vm) = self.vm.as_mut() else {
@@ -471,6 +494,29 @@ impl Drop for Machine {
         if let Some(mut vm) = self.vm.take() {
             vm.kill();
         }
+    }
+}
+
+/// Reads META of a disk image from the host and checks both copies are
+/// valid; returns the newest record.
+pub fn meta_both_valid(disk: &Path) -> Result<bascule_boot::meta_record::MetaRecord, String> {
+    use bascule_boot::meta::{self, CopyStatus, MetaLayout, MetaState};
+    use std::os::unix::fs::FileExt;
+    let idx = bascule_rootfs::layout::index_of(bascule_boot::layout::LABEL_META)
+        .ok_or("no META partition")?;
+    let offset = bascule_rootfs::layout::partition_offset(idx);
+    let size = bascule_rootfs::layout::partition_size(idx);
+    let mut bytes = vec![0u8; size as usize];
+    std::fs::File::open(disk)
+        .and_then(|f| f.read_exact_at(&mut bytes, offset))
+        .map_err(|e| format!("reading META from {}: {e}", disk.display()))?;
+    let dev = bascule_boot::blockio::MemBlock::from_vec(bytes);
+    match meta::read_meta(&dev, &MetaLayout::DEFAULT).map_err(|e| e.to_string())? {
+        MetaState::Blank => Err("META is blank".into()),
+        MetaState::Record(r) => match r.other {
+            CopyStatus::Valid { .. } => Ok(r.record),
+            other => Err(format!("META copy {} is not valid: {other:?}", 1 - r.copy)),
+        },
     }
 }
 

@@ -1,0 +1,134 @@
+//! Power cuts in the middle of upgrades: QEMU is killed (SIGKILL, no
+//! shutdown) at points chosen from PID 1's journal lines on the console.
+//! After each cut the machine boots by itself to a good slot (the one the
+//! record says is safe), META holds two valid copies, and the next upgrade
+//! works.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use bascule_api::pb::{self, request::Call, response::Result as Reply};
+use bascule_qemu_tests::upgrade as up;
+use bascule_qemu_tests::{meta_both_valid, Combo, Machine};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+fn running(m: &Machine) -> (String, &'static str) {
+    match m.call(Call::Version(pb::VersionRequest {})) {
+        Ok(Reply::Version(v)) => {
+            let slot = match pb::Slot::try_from(v.booted_slot) {
+                Ok(pb::Slot::A) => "A",
+                Ok(pb::Slot::B) => "B",
+                other => panic!("booted slot {other:?}"),
+            };
+            (v.image_version, slot)
+        }
+        other => panic!("version: {other:?}"),
+    }
+}
+
+fn boot_status(m: &Machine) -> Value {
+    let out = m.cli(&["--json", "boot", "status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn slot_state(st: &Value, slot: &str) -> String {
+    st["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slot"] == slot)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Starts an upgrade, cuts the power when the console shows `marker` (a
+/// line PID 1 logs as the run passes that point), powers on again and
+/// waits until the machine serves.
+fn cut_at(m: &mut Machine, bundle: &Path, mode: &str, marker: &str) {
+    let from = m.serial().len();
+    let mut cli = m.cli_spawn(&[
+        "upgrade",
+        "--image",
+        bundle.to_str().unwrap(),
+        "--reboot-mode",
+        mode,
+    ]);
+    m.wait_console_marker(from, marker, Duration::from_secs(600));
+    m.cut_power();
+    // The CLI loses its machine with the socket: reap it.
+    let _ = cli.kill();
+    let _ = cli.wait();
+    // A cut inside a META write may tear one copy; the boot that follows
+    // must leave both valid.
+    m.start();
+    m.wait_ready();
+    let record = meta_both_valid(m.disk())
+        .unwrap_or_else(|e| panic!("after the boot that followed the cut at {marker:?}: {e}"));
+    assert!(record.pending_try.is_none(), "{marker:?}: {record:?}");
+}
+
+fn upgrade_wait(m: &Machine, bundle: &Path, version: &str, slot: &str) {
+    let out = m.cli(&[
+        "upgrade",
+        "--image",
+        bundle.to_str().unwrap(),
+        "--wait",
+        "--wait-timeout",
+        "600",
+    ]);
+    assert!(
+        out.status.success(),
+        "the upgrade after the cut: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.wait_ready();
+    assert_eq!(running(m), (version.into(), slot));
+}
+
+#[test]
+fn power_cuts_during_upgrades_leave_a_bootable_machine() {
+    let b2 = up::bundle("2.1.0");
+    let b3 = up::bundle("3.0.0");
+    let mut m = Machine::boot(Combo::GrubBios);
+    m.wait_ready();
+
+    // During the slot write: the old slot boots; the half-written slot is
+    // on record as empty, never as bootable.
+    cut_at(&mut m, &b2, "kexec", "slot B marked as being written");
+    assert_eq!(running(&m), ("1.0.0".into(), "A"));
+    let st = boot_status(&m);
+    assert_eq!(slot_state(&st, "B"), "empty", "{st}");
+    assert_eq!(st["default"], "A", "{st}");
+    let out = m.cli(&["boot", "once", "B"]);
+    assert!(!out.status.success(), "an empty slot is not bootable");
+
+    // Right after the loader's once-entry (firmware mode): the loader
+    // takes the try, the new slot boots and is confirmed.
+    cut_at(&mut m, &b2, "firmware", "boot-once entry set to slot B");
+    assert_eq!(running(&m), ("2.1.0".into(), "B"));
+    let st = boot_status(&m);
+    assert_eq!(slot_state(&st, "B"), "good", "{st}");
+    assert_eq!(
+        st["default"], "B",
+        "the confirmed try became the default: {st}"
+    );
+
+    // Right after META records the try of a kexec upgrade: the loader's
+    // default never moved, so the running slot boots again and the try
+    // that never ran is failed.
+    cut_at(&mut m, &b3, "kexec", "try of 3.0.0 in slot A recorded");
+    assert_eq!(running(&m), ("2.1.0".into(), "B"));
+    let st = boot_status(&m);
+    assert_eq!(slot_state(&st, "A"), "bad", "{st}");
+
+    // And the next upgrade works.
+    upgrade_wait(&m, &b3, "3.0.0", "A");
+}
