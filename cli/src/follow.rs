@@ -48,6 +48,16 @@ pub fn upgrade_settled(
     }
     let booted = seen.boot.booted();
     if booted == target {
+        // Failed its self-check: marked bad, the try cleared, and about to
+        // reboot into the old slot. The next boot is the verdict.
+        let failed = seen
+            .boot
+            .slots
+            .iter()
+            .any(|s| s.slot() == target && s.state() == pb::SlotState::Bad);
+        if failed {
+            return None;
+        }
         let running = &seen.version.image_version;
         if !version.is_empty() && !running.is_empty() && running != version {
             return Some(Settled::WrongVersion {
@@ -202,6 +212,17 @@ mod tests {
             upgrade_settled("one", B, "2.0", &s),
             Some(Settled::Confirmed)
         );
+    }
+
+    #[test]
+    fn the_target_slot_marked_bad_is_rebooting_not_confirmed() {
+        let mut s = seen("two", B, NONE, "2.0");
+        s.boot.slots = vec![pb::SlotStatus {
+            slot: B as i32,
+            version: "2.0".into(),
+            state: pb::SlotState::Bad as i32,
+        }];
+        assert_eq!(upgrade_settled("one", B, "2.0", &s), None);
     }
 
     #[test]
