@@ -134,7 +134,10 @@ impl Supervisor {
             .iter()
             .filter_map(|n| self.services.get(n).map(|s| (n, s)))
             .filter_map(|(n, s)| match (s.state, &s.ready) {
-                (State::Running, ReadyState::Pending { .. }) => Some(format!("{n} (not ready)")),
+                // Started, its readiness check not passed yet.
+                (State::Starting, _) | (State::Running, ReadyState::Pending { .. }) => {
+                    Some(format!("{n} (not ready)"))
+                }
                 (State::Running | State::Exited, _) => None,
                 (state, _) => Some(format!("{n} ({})", state.label())),
             })
