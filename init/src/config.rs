@@ -133,8 +133,11 @@ pub fn parse(mut cfg: Config, args: &[String]) -> Result<(Invocation, Vec<String
             return Err(UsageError::MissingPaths);
         }
         if cfg.run_dir.as_os_str().is_empty() {
-            let parent = cfg.socket.parent().unwrap_or(Path::new("."));
-            cfg.run_dir = parent.join("bascule-run");
+            // Named after the socket: two supervisors whose sockets share a
+            // directory must not share notify sockets.
+            let mut dir = cfg.socket.clone().into_os_string();
+            dir.push(".run");
+            cfg.run_dir = PathBuf::from(dir);
         }
     }
     Ok((Invocation::Run(cfg), notes))
@@ -202,6 +205,6 @@ mod tests {
         .unwrap() else {
             panic!("expected a run");
         };
-        assert_eq!(cfg.run_dir, PathBuf::from("/s/bascule-run"));
+        assert_eq!(cfg.run_dir, PathBuf::from("/s/api.sock.run"));
     }
 }

@@ -64,7 +64,14 @@ fn bind_socket(path: &Path, group: Option<u32>) -> Result<UnixListener, SetupErr
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only a stale socket is ever replaced.
+        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            return Err(err(
+                "exists and is not a socket: refusing to replace it; choose another --socket path"
+                    .into(),
+            ));
+        }
         if UnixStream::connect(path).is_ok() {
             return Err(err("another bascule-init is serving this socket".into()));
         }

@@ -277,3 +277,70 @@ fn idle_connections_time_out_but_log_follows_do_not() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+#[test]
+fn a_socket_path_that_is_a_regular_file_is_refused_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("services");
+    std::fs::create_dir(&cfg).unwrap();
+    let precious = dir.path().join("notes.txt");
+    std::fs::write(&precious, "do not delete").unwrap();
+    let out = std::process::Command::new(init_bin())
+        .args(["--supervise", "--config"])
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(&precious)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a socket"), "{err}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "do not delete");
+}
+
+#[test]
+fn two_supervisors_whose_sockets_share_a_directory_do_not_share_notify_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc =
+        "exec = [\"/bin/sh\", \"-c\", \"echo $NOTIFY_SOCKET > $0; exec sleep 100\", \"OUT\"]\n\
+               readiness = \"notify\"\n";
+    let mut children = Vec::new();
+    for name in ["a", "b"] {
+        let cfg = dir.path().join(format!("{name}-services"));
+        std::fs::create_dir(&cfg).unwrap();
+        let out = dir.path().join(format!("{name}.notify"));
+        let text = svc.replace("OUT", out.to_str().unwrap());
+        std::fs::write(cfg.join("n.toml"), text).unwrap();
+        let child = std::process::Command::new(init_bin())
+            .args(["--supervise", "--config"])
+            .arg(&cfg)
+            .arg("--socket")
+            .arg(dir.path().join(format!("{name}.sock")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        children.push((child, out));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children.iter().any(|(_, out)| !out.exists()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sockets: Vec<String> = children
+        .iter()
+        .map(|(_, out)| std::fs::read_to_string(out).unwrap_or_default())
+        .collect();
+    for (mut child, _) in children {
+        send_signal(child.id(), libc::SIGTERM);
+        let _ = child.wait();
+    }
+    assert!(!sockets[0].trim().is_empty(), "{sockets:?}");
+    assert_ne!(
+        sockets[0], sockets[1],
+        "each supervisor has its own notify sockets"
+    );
+    assert!(sockets[0].contains("a.sock.run"), "{sockets:?}");
+    assert!(sockets[1].contains("b.sock.run"), "{sockets:?}");
+}
