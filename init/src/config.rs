@@ -2,7 +2,7 @@
 //! line. Parsing never exits the process: as PID 1 the kernel hands its
 //! unknown command-line words to init, and no word may stop the machine.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bascule_boot::Slot;
 

@@ -34,6 +34,17 @@ pub enum SpawnError {
     Exec { message: String },
 }
 
+impl SpawnError {
+    /// Certain to fail again until the configuration changes: the service
+    /// fails at once instead of being retried.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            SpawnError::UnknownUser { .. } | SpawnError::UnknownGroup { .. }
+        )
+    }
+}
+
 /// The side effects the supervisor needs, implemented with real syscalls in
 /// `bascule-init` and by a recording fake in tests.
 pub trait Launcher {

@@ -158,7 +158,7 @@ pub enum SpecError {
         key: &'static str,
         message: String,
     },
-    #[error("{path}: the file name must be NAME.toml with NAME made of letters, digits, '-', '_' and '.'")]
+    #[error("{path}: the file name must be NAME.toml with NAME made of letters, digits, '-', '_' and '.', not starting with a cgroup file prefix (cgroup., memory., ...)")]
     BadName { path: PathBuf },
     #[error("{path}: is {kind}, not a regular file: not read; a service file must be a regular file (or a symlink to one)")]
     NotRegular { path: PathBuf, kind: &'static str },
@@ -250,11 +250,19 @@ struct RawStop {
     grace_ms: Option<u64>,
 }
 
+/// Prefixes of the cgroup v2 interface files (`cgroup.procs`,
+/// `memory.max`...): a service cgroup directory of such a name can never
+/// be created.
+const CGROUP_FILE_PREFIXES: &[&str] = &[
+    "cgroup.", "cpu.", "cpuset.", "io.", "memory.", "pids.", "rdma.", "hugetlb.", "misc.",
+];
+
 /// True for names usable as a file stem, cgroup and socket name.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
+        && !CGROUP_FILE_PREFIXES.iter().any(|p| name.starts_with(p))
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -376,6 +384,13 @@ fn validate(name: &str, path: &Path, raw: RawSpec) -> Result<ServiceSpec, SpecEr
         return Err(invalid(
             "exec",
             "must name a program: exec = [\"/path/to/program\", \"arg\"]".into(),
+        ));
+    }
+    // A NUL can never reach execve: certain at load, not worth ten retries.
+    if let Some(i) = raw.exec.iter().position(|a| a.contains('\0')) {
+        return Err(invalid(
+            "exec",
+            format!("argument {i} contains a NUL byte, which no program can receive"),
         ));
     }
     for dep in &raw.depends_on {
@@ -698,5 +713,22 @@ grace_ms = 2000
         assert!(!valid_name(".hidden"));
         assert!(!valid_name("a/b"));
         assert!(!valid_name("with space"));
+        assert!(!valid_name("cgroup.procs"), "never a creatable cgroup");
+        assert!(!valid_name("memory.max"));
+        assert!(valid_name("memoryhog"));
+    }
+
+    #[test]
+    fn a_nul_in_exec_is_refused_at_load() {
+        let e = parse_str(
+            "x",
+            Path::new("/s/x.toml"),
+            "exec = [\"/bin/echo\", \"a\\u0000b\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("argument 1 contains a NUL byte"),
+            "{e}"
+        );
     }
 }

@@ -26,6 +26,8 @@ struct Fake {
     slow_ports: BTreeSet<u16>,
     next_probe: u64,
     fail_spawn: BTreeSet<String>,
+    /// Services whose user does not exist.
+    unknown_user: BTreeSet<String>,
 }
 
 impl Launcher for Fake {
@@ -35,6 +37,12 @@ impl Launcher for Fake {
         kind: ProcessKind,
         _argv: &[String],
     ) -> Result<u32, SpawnError> {
+        if self.unknown_user.contains(&spec.name) {
+            return Err(SpawnError::UnknownUser {
+                user: "nobody-here".into(),
+                file: "/etc/passwd".into(),
+            });
+        }
         if self.fail_spawn.contains(&spec.name) {
             return Err(SpawnError::Exec {
                 message: "No such file or directory".into(),
@@ -384,6 +392,23 @@ fn spawn_failure_is_a_failure_with_the_reason() {
         "{}",
         st.reason
     );
+}
+
+#[test]
+fn an_unknown_user_fails_at_once_instead_of_being_retried() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    l.unknown_user.insert("svc".into());
+    let mut s = sup(&[(
+        "svc",
+        "exec=[\"/bin/true\"]\nuser=\"nobody-here\"\nrestart=\"always\"",
+    )]);
+    s.start_all(t0, &mut l);
+    let st = s.status("svc", t0).unwrap();
+    assert_eq!(st.state, State::Failed, "{}", st.reason);
+    assert!(st.reason.contains("nobody-here"), "{}", st.reason);
+    assert_eq!(st.restarts, 0);
+    assert_eq!(s.next_deadline(), None, "no retry scheduled");
 }
 
 #[test]

@@ -56,6 +56,10 @@ pub(crate) fn spawn_main(
             s.pid = None;
             s.started_at = None;
             let reason = format!("cannot start {}: {e}", s.spec.exec[0]);
+            if e.is_permanent() {
+                give_up(s, reason, events);
+                return;
+            }
             // Never retried inside this call: a spawn that keeps failing
             // with a zero backoff would otherwise recurse without end.
             after_failure(s, reason, SPAWN_RETRY_MIN, now, l, events);
