@@ -93,6 +93,11 @@ impl Client {
     pub fn from_stream(stream: UnixStream, timeout: Duration) -> Result<Self, ClientError> {
         stream.set_write_timeout(Some(timeout))?;
         stream.set_read_timeout(Some(timeout))?;
+        // Marks where this client's bytes begin, for a server reading a
+        // stream that clients share one after another. A server that has
+        // already refused us (and closed) says why in its reply, which the
+        // first call reads: a failed write here is not the error to report.
+        let _ = (&stream).write_all(&frame::SESSION_START);
         Ok(Client {
             stream,
             decoder: FrameDecoder::new(),

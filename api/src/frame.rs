@@ -10,6 +10,14 @@ pub const MAX_FRAME_LEN: usize = 1 << 20;
 
 const HEADER_LEN: usize = 4;
 
+/// What a client sends first on every connection. A length of 0xffffffff
+/// is over [`MAX_FRAME_LEN`], so it is never the start of a frame. On a
+/// stream that clients share one after another (the virtio-serial port,
+/// where the one that left may have left half a frame behind) the server
+/// drops everything before it and starts afresh; see
+/// [`FrameDecoder::push_watching_sessions`].
+pub const SESSION_START: [u8; 20] = *b"\xff\xff\xff\xffbascule-session1";
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
@@ -50,6 +58,9 @@ pub struct FrameDecoder {
     /// Start of the unconsumed bytes: frames are taken without moving the
     /// rest, which is compacted once per push (no quadratic copying).
     start: usize,
+    /// The last bytes pushed (fewer than a [`SESSION_START`]), so a marker
+    /// split across two pushes is still seen.
+    tail: Vec<u8>,
 }
 
 impl FrameDecoder {
@@ -63,6 +74,35 @@ impl FrameDecoder {
             self.start = 0;
         }
         self.buf.extend_from_slice(data);
+    }
+
+    /// Like [`Self::push`], and watches for [`SESSION_START`] anywhere in
+    /// the stream, also across pushes and inside what looked like a frame.
+    /// When one arrives, everything before it (buffered bytes, a partial
+    /// frame) is dropped, the bytes after the last one are kept, and the
+    /// result is true: a new client took over the stream.
+    pub fn push_watching_sessions(&mut self, data: &[u8]) -> bool {
+        let mut window = std::mem::take(&mut self.tail);
+        window.extend_from_slice(data);
+        let found = window
+            .windows(SESSION_START.len())
+            .rposition(|w| w == SESSION_START);
+        let keep_from = window.len().saturating_sub(SESSION_START.len() - 1);
+        self.tail = window[keep_from..].to_vec();
+        match found {
+            Some(p) => {
+                // The tail is shorter than the marker: it ends inside `data`.
+                let after = p + SESSION_START.len() - (window.len() - data.len());
+                self.buf.clear();
+                self.start = 0;
+                self.buf.extend_from_slice(&data[after..]);
+                true
+            }
+            None => {
+                self.push(data);
+                false
+            }
+        }
     }
 
     /// Bytes received but not yet part of a complete frame.
@@ -98,6 +138,41 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frame_of(payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn a_session_start_drops_what_the_last_client_left_half_sent() {
+        let mut d = FrameDecoder::new();
+        // The first client's frame, cut short: 100 bytes promised, 10 sent.
+        assert!(!d.push_watching_sessions(&frame_of(&[7; 100])[..14]));
+        assert_eq!(d.next_frame().unwrap(), None);
+        // The next client: marker then a frame, split at every byte.
+        let mut next = SESSION_START.to_vec();
+        next.extend_from_slice(&frame_of(b"hello"));
+        let mut seen = false;
+        for b in &next {
+            seen |= d.push_watching_sessions(std::slice::from_ref(b));
+        }
+        assert!(seen);
+        assert_eq!(d.next_frame().unwrap(), Some(b"hello".to_vec()));
+        assert_eq!(d.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn a_session_start_at_a_frame_boundary_is_skipped() {
+        let mut d = FrameDecoder::new();
+        let mut bytes = SESSION_START.to_vec();
+        bytes.extend_from_slice(&frame_of(b"a"));
+        bytes.extend_from_slice(&frame_of(b"b"));
+        assert!(d.push_watching_sessions(&bytes));
+        assert_eq!(d.next_frame().unwrap(), Some(b"a".to_vec()));
+        assert_eq!(d.next_frame().unwrap(), Some(b"b".to_vec()));
+    }
     use crate::pb;
 
     fn version_request(id: u64) -> pb::Request {

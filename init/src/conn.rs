@@ -94,11 +94,18 @@ impl Conn {
     /// long-lived transport (the virtio-serial port) has changed.
     pub fn reset(&mut self) {
         self.decoder = FrameDecoder::new();
+        self.new_session();
+        self.watch = Watch::Read;
+    }
+
+    /// Forgets the last client's session; the decoder keeps what the new
+    /// client sent.
+    fn new_session(&mut self) {
         self.out.clear();
         self.out_pos = 0;
         self.input = Input::Open;
         self.follows.clear();
-        self.watch = Watch::Read;
+        // `watch` is what epoll has: the next `service` adjusts it.
         self.flow = Flow::Reading;
     }
 
@@ -145,7 +152,13 @@ impl Conn {
         for _ in 0..64 {
             match self.stream.read(&mut buf) {
                 Ok(0) => return Ok(ReadOutcome::Closed),
-                Ok(n) => self.decoder.push(&buf[..n]),
+                Ok(n) => {
+                    if self.decoder.push_watching_sessions(&buf[..n]) {
+                        // A new client took over the stream: nothing of
+                        // the last one's (replies, follows) goes to it.
+                        self.new_session();
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

@@ -67,6 +67,14 @@ fn cut_at(m: &mut Machine, bundle: &Path, mode: &str, marker: &str) {
     let _ = cli.wait();
     // A cut inside a META write may tear one copy; the boot that follows
     // must leave both valid.
+    if std::env::var("PC_DEBUG").is_ok() {
+        let n = m.serial().matches("upgrade: started").count();
+        let _ = std::process::Command::new("cp")
+            .arg("--sparse=always")
+            .arg(m.disk())
+            .arg(format!("/tmp/pc-cut-{n}.img"))
+            .status();
+    }
     m.start();
     m.wait_ready();
     let record = meta_both_valid(m.disk())

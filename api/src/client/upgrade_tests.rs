@@ -21,7 +21,9 @@ impl Peer {
             }
             match self.stream.read(&mut buf) {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => self.decoder.push(&buf[..n]),
+                Ok(n) => {
+                    self.decoder.push_watching_sessions(&buf[..n]);
+                }
             }
         }
     }

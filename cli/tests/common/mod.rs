@@ -49,7 +49,9 @@ fn serve(mut conn: UnixStream, handler: &Handler) {
         }
         match conn.read(&mut buf) {
             Ok(0) | Err(_) => return,
-            Ok(n) => dec.push(&buf[..n]),
+            Ok(n) => {
+                dec.push_watching_sessions(&buf[..n]);
+            }
         }
     }
 }
