@@ -151,6 +151,25 @@ pub fn baked_default_of(cfg: &str) -> Option<Slot> {
     })
 }
 
+/// The offset and value of the slot letter in grub.cfg's one
+/// `set default=A|B` line, if there is exactly one.
+fn baked_default_byte(text: &str) -> Option<(usize, u8)> {
+    let mut found = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let l = line.trim_end_matches('\n');
+        if l == "set default=A" || l == "set default=B" {
+            if found.is_some() {
+                return None;
+            }
+            let at = offset + "set default=".len();
+            found = Some((at, text.as_bytes()[at]));
+        }
+        offset += line.len();
+    }
+    found
+}
+
 impl BootLoader for Grub {
     fn kind(&self) -> LoaderKind {
         LoaderKind::Grub
@@ -184,22 +203,41 @@ impl BootLoader for Grub {
         // The baked default follows, so a lost grubenv still boots it.
         let path = self.cfg_path();
         let text = std::fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
-        let new: String = text
-            .lines()
-            .map(|l| {
-                if l == "set default=A" || l == "set default=B" {
-                    format!("set default={slot}")
-                } else {
-                    l.to_owned()
+        match baked_default_byte(&text) {
+            Some((_, current)) if current == slot.to_string().as_bytes()[0] => Ok(()),
+            // One byte in place: on FAT a rename changes the directory and
+            // the allocation table, and a power cut in the middle can leave
+            // grub.cfg unreadable; a one-byte write inside a sector is
+            // either done or not, and either slot is bootable.
+            Some((at, _)) => {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| file_err(&path, e))?;
+                f.write_all_at(slot.to_string().as_bytes(), at as u64)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| file_err(&path, e))
+            }
+            None => {
+                let new: String = text
+                    .lines()
+                    .map(|l| {
+                        if l == "set default=A" || l == "set default=B" {
+                            format!("set default={slot}")
+                        } else {
+                            l.to_owned()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    + "\n";
+                if new != text {
+                    atomic_write(&path, new.as_bytes()).map_err(|e| file_err(&path, e))?;
                 }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-            + "\n";
-        if new != text {
-            atomic_write(&path, new.as_bytes()).map_err(|e| file_err(&path, e))?;
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     fn confirm(&mut self, slot: Slot) -> Result<(), AdapterError> {
@@ -415,9 +453,16 @@ mod tests {
         g.mark_bad(Slot::B).unwrap();
         assert_eq!(g.state().unwrap().trying, None);
 
+        let cfg_path = layout::on_esp(esp.path(), layout::ESP_GRUB_CFG);
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&cfg_path);
         g.set_default(Slot::B).unwrap();
-        let cfg =
-            std::fs::read_to_string(layout::on_esp(esp.path(), layout::ESP_GRUB_CFG)).unwrap();
+        assert_eq!(
+            inode(&cfg_path),
+            before,
+            "grub.cfg is changed in place (one byte), never replaced: no FAT metadata moves"
+        );
+        let cfg = std::fs::read_to_string(&cfg_path).unwrap();
         assert_eq!(
             baked_default_of(&cfg),
             Some(Slot::B),
