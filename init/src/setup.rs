@@ -22,9 +22,10 @@ use crate::timeline::{Timeline, TIMELINE_FILE};
 
 /// The machine resets this long after PID 1's loop stops turning.
 /// The hardware watchdog's timeout. It must cover the gap from PID 1's
-/// last feed through a kexec to the new initramfs arming it again (about
-/// 9 s under TCG, docs/upgrade.md).
-const WATCHDOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// last feed through a kexec to the new initramfs arming it again: about
+/// 9 s under TCG on an idle host, and 15 s proved too short on a loaded
+/// one (the new slot was reset while it booted).
+const WATCHDOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The virtio-serial port name the host connects to (QEMU `virtserialport name=`).
 pub const API_PORT_NAME: &str = "org.bascule.api";

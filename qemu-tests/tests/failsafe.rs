@@ -13,6 +13,15 @@ use std::path::Path;
 
 const WAIT: &str = "600";
 
+/// The end of a serial log, for failure messages.
+fn tail(log: &str) -> &str {
+    let mut start = log.len().saturating_sub(8000);
+    while !log.is_char_boundary(start) {
+        start += 1;
+    }
+    &log[start..]
+}
+
 /// `bascule upgrade` exit code for "the new slot failed and the machine
 /// rolled back".
 const ROLLED_BACK: i32 = 8;
@@ -160,7 +169,8 @@ fn sdboot_uefi_a_failed_self_check_rolls_back() {
         let reason = upgrade_rolls_back(&m, &bundle, mode, "2.3.0");
         assert!(
             reason.contains("self-check of slot B failed") && reason.contains("gate (not ready)"),
-            "{mode}: {reason}"
+            "{mode}: {reason}\n{}",
+            tail(&m.serial())
         );
     }
 }
