@@ -6,6 +6,7 @@
 //! dropped, also when the test fails.
 #![deny(unsafe_code)]
 
+pub mod answers;
 pub mod upgrade;
 
 use std::io::{Read, Write};

@@ -5,7 +5,7 @@
 //! status`, and the slot refused for a boot without `--force`.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use bascule_api::pb::{self, request::Call, response::Result as Reply};
+use bascule_qemu_tests::answers::{last_json, slot_state, tail, text};
 use bascule_qemu_tests::upgrade as up;
 use bascule_qemu_tests::{Combo, Machine};
 use serde_json::Value;
@@ -13,46 +13,9 @@ use std::path::Path;
 
 const WAIT: &str = "600";
 
-/// The end of a serial log, for failure messages.
-fn tail(log: &str) -> &str {
-    let mut start = log.len().saturating_sub(8000);
-    while !log.is_char_boundary(start) {
-        start += 1;
-    }
-    &log[start..]
-}
-
 /// `bascule upgrade` exit code for "the new slot failed and the machine
 /// rolled back".
 const ROLLED_BACK: i32 = 8;
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(m: &Machine, args: &[&str]) -> Value {
-    let out = m.cli(args);
-    assert!(out.status.success(), "bascule {args:?}: {}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bascule {args:?}: {e}"))
-}
-
-fn running(m: &Machine) -> (String, &'static str) {
-    match m.call(Call::Version(pb::VersionRequest {})) {
-        Ok(Reply::Version(v)) => {
-            let slot = match pb::Slot::try_from(v.booted_slot) {
-                Ok(pb::Slot::A) => "A",
-                Ok(pb::Slot::B) => "B",
-                other => panic!("booted slot {other:?}"),
-            };
-            (v.image_version, slot)
-        }
-        other => panic!("version: {other:?}"),
-    }
-}
 
 /// Upgrades to `bundle` with `--wait` and checks the machine came back on
 /// A 1.0.0 by itself, saying why; returns the rollback reason.
@@ -68,11 +31,8 @@ fn upgrade_rolls_back(m: &Machine, bundle: &Path, mode: &str, version: &str) -> 
         "--wait-timeout",
         WAIT,
     ]);
-    let r: Value = serde_json::Deserializer::from_slice(&out.stdout)
-        .into_iter::<Value>()
-        .filter_map(Result::ok)
-        .last()
-        .unwrap_or_else(|| panic!("no JSON from upgrade: {}", text(&out)));
+    let r: Value =
+        last_json(&out.stdout).unwrap_or_else(|| panic!("no JSON from upgrade: {}", text(&out)));
     assert_eq!(
         out.status.code(),
         Some(ROLLED_BACK),
@@ -83,17 +43,14 @@ fn upgrade_rolls_back(m: &Machine, bundle: &Path, mode: &str, version: &str) -> 
     assert_eq!(r["booted_slot"], "A", "{r}");
     assert_eq!(r["image_version"], "1.0.0", "{r}");
     m.wait_ready();
-    assert_eq!(running(m), ("1.0.0".into(), "A"));
+    assert_eq!(m.running(), ("1.0.0".into(), "A"));
 
-    let st = json(m, &["--json", "boot", "status"]);
-    let b = st["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["slot"] == "B")
-        .unwrap()
-        .clone();
-    assert_eq!(b["state"], "bad", "{mode}: the failed slot is bad: {st}");
+    let st = m.cli_json(&["--json", "boot", "status"]);
+    assert_eq!(
+        slot_state(&st, "B"),
+        "bad",
+        "{mode}: the failed slot is bad: {st}"
+    );
     assert_eq!(st["default"], "A", "{st}");
     assert_eq!(st["pending_try"], "-", "{st}");
     let failure = &st["last_failure"];
@@ -102,7 +59,7 @@ fn upgrade_rolls_back(m: &Machine, bundle: &Path, mode: &str, version: &str) -> 
     let reason = failure["reason"].as_str().unwrap().to_owned();
     assert_eq!(r["message"], reason.as_str(), "the CLI says why: {r}");
 
-    let status = json(m, &["--json", "upgrade", "status"]);
+    let status = m.cli_json(&["--json", "upgrade", "status"]);
     let run = status["runs"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(run["target_version"], version, "{run}");
     let after = run["after_boot"].as_str().unwrap();

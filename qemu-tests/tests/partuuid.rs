@@ -7,17 +7,6 @@ use bascule_qemu_tests::{image, Combo, Machine};
 use bascule_rootfs::gpt::Gpt;
 use bascule_rootfs::layout;
 
-fn json(m: &Machine, args: &[&str]) -> serde_json::Value {
-    let out = m.cli(args);
-    assert!(
-        out.status.success(),
-        "bascule {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bascule {args:?}: {e}"))
-}
-
 /// Prints `PREFIX<value>` from a console command and returns the value.
 fn console_value(m: &Machine, prefix: &str, command: &str) -> String {
     let line = m.console_line(&format!("echo {prefix}$({command})"), prefix, |l| {
@@ -96,7 +85,7 @@ fn a_second_disk_with_bascule_labels_is_not_the_boot_disk() {
     eprintln!("PARTUUID in vdb4's uevent: {uevent}");
 
     // META comes from the boot disk: the decoy's is blank.
-    let s = json(&m, &["--json", "boot", "status"]);
+    let s = m.cli_json(&["--json", "boot", "status"]);
     assert_eq!(s["booted"], "A", "{s}");
     let versions: Vec<(String, String)> = s["slots"]
         .as_array()

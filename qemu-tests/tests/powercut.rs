@@ -5,47 +5,15 @@
 //! works.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use bascule_api::pb::{self, request::Call, response::Result as Reply};
+use bascule_qemu_tests::answers::{slot_state, text};
 use bascule_qemu_tests::upgrade as up;
 use bascule_qemu_tests::{meta_both_valid, Combo, Machine};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
-fn running(m: &Machine) -> (String, &'static str) {
-    match m.call(Call::Version(pb::VersionRequest {})) {
-        Ok(Reply::Version(v)) => {
-            let slot = match pb::Slot::try_from(v.booted_slot) {
-                Ok(pb::Slot::A) => "A",
-                Ok(pb::Slot::B) => "B",
-                other => panic!("booted slot {other:?}"),
-            };
-            (v.image_version, slot)
-        }
-        other => panic!("version: {other:?}"),
-    }
-}
-
 fn boot_status(m: &Machine) -> Value {
-    let out = m.cli(&["--json", "boot", "status"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn slot_state(st: &Value, slot: &str) -> String {
-    st["slots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["slot"] == slot)
-        .unwrap()["state"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    m.cli_json(&["--json", "boot", "status"])
 }
 
 /// Starts an upgrade, cuts the power when the console shows `marker` (a
@@ -87,12 +55,11 @@ fn upgrade_wait(m: &Machine, bundle: &Path, extra: &[&str], version: &str, slot:
     let out = m.cli(&args);
     assert!(
         out.status.success(),
-        "the upgrade after the cut: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "the upgrade after the cut: {}",
+        text(&out)
     );
     m.wait_ready();
-    assert_eq!(running(m), (version.into(), slot));
+    assert_eq!(m.running(), (version.into(), slot));
 }
 
 #[test]
@@ -105,7 +72,7 @@ fn power_cuts_during_upgrades_leave_a_bootable_machine() {
     // During the slot write: the old slot boots; the half-written slot is
     // on record as empty, never as bootable.
     cut_at(&mut m, &b2, "kexec", "slot B marked as being written");
-    assert_eq!(running(&m), ("1.0.0".into(), "A"));
+    assert_eq!(m.running(), ("1.0.0".into(), "A"));
     let st = boot_status(&m);
     assert_eq!(slot_state(&st, "B"), "empty", "{st}");
     assert_eq!(st["default"], "A", "{st}");
@@ -115,7 +82,7 @@ fn power_cuts_during_upgrades_leave_a_bootable_machine() {
     // Right after the loader's once-entry (firmware mode): the loader
     // takes the try, the new slot boots and is confirmed.
     cut_at(&mut m, &b2, "firmware", "boot-once entry set to slot B");
-    assert_eq!(running(&m), ("2.1.0".into(), "B"));
+    assert_eq!(m.running(), ("2.1.0".into(), "B"));
     let st = boot_status(&m);
     assert_eq!(slot_state(&st, "B"), "good", "{st}");
     assert_eq!(
@@ -127,7 +94,7 @@ fn power_cuts_during_upgrades_leave_a_bootable_machine() {
     // default never moved, so the running slot boots again and the try
     // that never ran is failed (and the next upgrade overwrites it).
     cut_at(&mut m, &b3, "kexec", "try of 3.0.0 in slot A recorded");
-    assert_eq!(running(&m), ("2.1.0".into(), "B"));
+    assert_eq!(m.running(), ("2.1.0".into(), "B"));
     let st = boot_status(&m);
     assert_eq!(slot_state(&st, "A"), "bad", "{st}");
 
@@ -139,13 +106,13 @@ fn power_cuts_during_upgrades_leave_a_bootable_machine() {
         "kexec",
         "or the machine reboots into the slot it came from",
     );
-    assert_eq!(running(&m), ("2.1.0".into(), "B"));
+    assert_eq!(m.running(), ("2.1.0".into(), "B"));
     assert_eq!(slot_state(&boot_status(&m), "A"), "bad");
 
     // Right after the confirmation and the default switch: the new slot
     // is the one that boots.
     cut_at(&mut m, &b3, "kexec", "slot A confirmed: its try passed");
-    assert_eq!(running(&m), ("3.0.0".into(), "A"));
+    assert_eq!(m.running(), ("3.0.0".into(), "A"));
     let st = boot_status(&m);
     assert_eq!(st["default"], "A", "{st}");
     assert_eq!(slot_state(&st, "A"), "good", "{st}");

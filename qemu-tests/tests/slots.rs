@@ -8,17 +8,6 @@ use bascule_qemu_tests::{Combo, Machine};
 use bascule_rootfs::layout;
 use std::path::Path;
 
-fn json(m: &Machine, args: &[&str]) -> serde_json::Value {
-    let out = m.cli(args);
-    assert!(
-        out.status.success(),
-        "bascule {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bascule {args:?}: {e}"))
-}
-
 fn booted(m: &Machine) -> String {
     match m.call(Call::Version(pb::VersionRequest {})) {
         Ok(Reply::Version(v)) => match pb::Slot::try_from(v.booted_slot) {
@@ -50,19 +39,19 @@ fn slot_state(status: &serde_json::Value, slot: &str) -> String {
 fn slots(combo: Combo) {
     let m = Machine::boot(combo);
     m.wait_ready();
-    let s = json(&m, &["--json", "boot", "status"]);
+    let s = m.cli_json(&["--json", "boot", "status"]);
     assert_eq!(s["booted"], "A");
     assert_eq!(s["default"], "A");
     assert_eq!(slot_state(&s, "A"), "good");
     assert_eq!(slot_state(&s, "B"), "good");
 
     // Boot once B: B this time, A the time after.
-    let s = json(&m, &["--json", "boot", "once", "B"]);
+    let s = m.cli_json(&["--json", "boot", "once", "B"]);
     assert_eq!(s["once"], "B");
     assert_eq!(s["pending_try"], "B");
     reboot(&m);
     assert_eq!(booted(&m), "B");
-    let s = json(&m, &["--json", "boot", "status"]);
+    let s = m.cli_json(&["--json", "boot", "status"]);
     if combo == Combo::SdBootUefi {
         assert_eq!(
             s["loader_entry"], "bascule-b+1.conf",
@@ -79,7 +68,7 @@ fn slots(combo: Combo) {
     assert_eq!(booted(&m), "A");
 
     // A default sticks across reboots.
-    let s = json(&m, &["--json", "boot", "set-default", "B"]);
+    let s = m.cli_json(&["--json", "boot", "set-default", "B"]);
     assert_eq!(s["default"], "B");
     reboot(&m);
     assert_eq!(booted(&m), "B");
@@ -100,9 +89,9 @@ fn slots(combo: Combo) {
 
     // A failed try: slot B's root is destroyed, B is tried once, the
     // loader falls back to A, and B is not tried again.
-    json(&m, &["--json", "boot", "set-default", "A"]);
+    m.cli_json(&["--json", "boot", "set-default", "A"]);
     let slot_b = layout::index_of(layout::LABEL_SLOT_B).unwrap() + 1;
-    json(&m, &["--json", "boot", "once", "B"]);
+    m.cli_json(&["--json", "boot", "once", "B"]);
     m.console_run(&format!("dd if=/dev/zero of=/dev/vda{slot_b} bs=1M count=4 2>/dev/null; sync; echo slot-b-destroyed"), "slot-b-destroyed");
     reboot(&m);
     assert_eq!(booted(&m), "A", "the loader fell back to A");
@@ -111,7 +100,7 @@ fn slots(combo: Combo) {
             .contains("this boot was the try of slot B: rebooting"),
         "B's initramfs gave up and rebooted"
     );
-    let s = json(&m, &["--json", "boot", "status"]);
+    let s = m.cli_json(&["--json", "boot", "status"]);
     assert_eq!(slot_state(&s, "B"), "bad");
     assert_eq!(s["pending_try"], "-");
     assert!(

@@ -5,7 +5,8 @@
 //! HTTP; `rollback --wait`.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use bascule_api::pb::{self, request::Call, response::Result as Reply};
+use bascule_api::pb;
+use bascule_qemu_tests::answers::{last_json, text};
 use bascule_qemu_tests::upgrade::{self as up, HttpServer};
 use bascule_qemu_tests::{Combo, Machine};
 use serde_json::Value;
@@ -14,49 +15,14 @@ use std::path::Path;
 /// Generous bound for `--wait`: the install writes the slot through TCG.
 const WAIT: &str = "600";
 
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn json(m: &Machine, args: &[&str]) -> Value {
-    let out = m.cli(args);
-    assert!(out.status.success(), "bascule {args:?}: {}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bascule {args:?}: {e}"))
-}
-
 /// `bascule --json upgrade ...`: the exit code and the last JSON line.
 fn upgrade(m: &Machine, args: &[&str]) -> (i32, Value, String) {
     let mut all = vec!["--json", "upgrade"];
     all.extend_from_slice(args);
     let out = m.cli(&all);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let last = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or_else(|| panic!("bascule {all:?} printed nothing: {}", text(&out)));
-    let v: Value =
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last:?}\n{}", text(&out)));
+    let v = last_json(&out.stdout)
+        .unwrap_or_else(|| panic!("bascule {all:?} printed no JSON: {}", text(&out)));
     (out.status.code().unwrap_or(-1), v, text(&out))
-}
-
-/// The running image version and slot, from the API.
-fn running(m: &Machine) -> (String, &'static str) {
-    match m.call(Call::Version(pb::VersionRequest {})) {
-        Ok(Reply::Version(v)) => {
-            let slot = match pb::Slot::try_from(v.booted_slot) {
-                Ok(pb::Slot::A) => "A",
-                Ok(pb::Slot::B) => "B",
-                other => panic!("booted slot {other:?}"),
-            };
-            (v.image_version, slot)
-        }
-        other => panic!("version: {other:?}"),
-    }
 }
 
 fn s(p: &Path) -> &str {
@@ -74,7 +40,7 @@ fn kept(m: &Machine) -> bool {
 
 /// The last run of `upgrade status --json`.
 fn last_run(m: &Machine) -> Value {
-    let st = json(m, &["--json", "upgrade", "status"]);
+    let st = m.cli_json(&["--json", "upgrade", "status"]);
     st["runs"].as_array().unwrap().last().unwrap().clone()
 }
 
@@ -101,7 +67,7 @@ fn there_and_back(combo: Combo, holder: bool) {
     let b3 = up::bundle("3.0.0");
     let m = Machine::boot(combo);
     m.wait_ready();
-    assert_eq!(running(&m), ("1.0.0".into(), "A"));
+    assert_eq!(m.running(), ("1.0.0".into(), "A"));
     m.console_run(
         "echo keep > /var/keep-me && sync && echo wrote-$((1+1))",
         "wrote-2",
@@ -138,7 +104,7 @@ fn there_and_back(combo: Combo, holder: bool) {
     assert_eq!(r["booted_slot"], "B", "{out}");
     assert_eq!(r["image_version"], "2.1.0", "{out}");
     m.wait_ready();
-    assert_eq!(running(&m), ("2.1.0".into(), "B"));
+    assert_eq!(m.running(), ("2.1.0".into(), "B"));
     assert!(kept(&m), "--preserve kept /var/keep-me");
 
     // The journal survived the kexec, phases after the unmount included.
@@ -200,7 +166,7 @@ fn there_and_back(combo: Combo, holder: bool) {
     // Confirmed after a kexec: the firmware must boot it too.
     m.reboot_and_wait();
     assert_eq!(
-        running(&m),
+        m.running(),
         ("2.1.0".into(), "B"),
         "a cold boot after the kexec upgrade lands on the new slot"
     );
@@ -222,14 +188,14 @@ fn there_and_back(combo: Combo, holder: bool) {
     assert_eq!(r["booted_slot"], "A", "{out}");
     assert_eq!(r["image_version"], "3.0.0", "{out}");
     m.wait_ready();
-    assert_eq!(running(&m), ("3.0.0".into(), "A"));
+    assert_eq!(m.running(), ("3.0.0".into(), "A"));
     assert!(!kept(&m), "without --preserve /var starts empty");
     let run = last_run(&m);
     assert!(
         notes(&run, "reboot").iter().any(|n| n.contains("firmware")),
         "{run}"
     );
-    let st = json(&m, &["--json", "boot", "status"]);
+    let st = m.cli_json(&["--json", "boot", "status"]);
     assert_eq!(
         st["default"], "A",
         "the confirmed slot is the default: {st}"
@@ -284,7 +250,7 @@ fn bad_bundles_are_refused_and_change_nothing() {
     m.start();
     m.wait_ready();
     m.net_up(NET);
-    let before = json(&m, &["--json", "boot", "status"]);
+    let before = m.cli_json(&["--json", "boot", "status"]);
 
     let missing = server.url(NET, "missing.bundle");
     let closed = format!("http://{}:1/b.bundle", up::guest_host(NET));
@@ -332,7 +298,7 @@ fn bad_bundles_are_refused_and_change_nothing() {
         s(&good_path),
         "disk check for slot B failed",
     );
-    assert_eq!(running(&m), ("1.0.0".into(), "A"));
+    assert_eq!(m.running(), ("1.0.0".into(), "A"));
 }
 
 /// One refused upgrade: exit 6 naming `reason`, boot status as `before`,
@@ -388,20 +354,17 @@ fn http_upgrade_then_rollback() {
         "the machine fetched the bundle for both passes: {gets:?}"
     );
     m.wait_ready();
-    assert_eq!(running(&m), ("2.1.0".into(), "B"));
+    assert_eq!(m.running(), ("2.1.0".into(), "B"));
 
     let out = m.cli(&["--json", "rollback", "--wait", "--wait-timeout", WAIT]);
     assert!(out.status.success(), "rollback --wait: {}", text(&out));
     // Progress lines, then the result: the last JSON value printed.
-    let r: Value = serde_json::Deserializer::from_slice(&out.stdout)
-        .into_iter::<Value>()
-        .filter_map(Result::ok)
-        .last()
+    let r: Value = last_json(&out.stdout)
         .unwrap_or_else(|| panic!("no JSON from rollback --wait: {}", text(&out)));
     assert_eq!(r["booted_slot"], "A", "{r}");
     assert_eq!(r["image_version"], "1.0.0", "{r}");
     m.wait_ready();
-    assert_eq!(running(&m), ("1.0.0".into(), "A"));
-    let st = json(&m, &["--json", "boot", "status"]);
+    assert_eq!(m.running(), ("1.0.0".into(), "A"));
+    let st = m.cli_json(&["--json", "boot", "status"]);
     assert_eq!(st["default"], "A", "{st}");
 }
