@@ -184,7 +184,11 @@ fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
     let launcher = RealLauncher::new(cgroups, cfg.run_dir.join("notify"));
     let journals = match mode {
         Mode::Pid1 => {
-            crate::upgrade_host::read_journals(Path::new(crate::upgrade_host::JOURNAL_FILE))
+            let path = Path::new(crate::upgrade_host::JOURNAL_FILE);
+            if let Err(e) = crate::upgrade_host::ensure_journal(path) {
+                log!("{e}");
+            }
+            crate::upgrade_host::read_journals(path)
         }
         Mode::Supervise => Vec::new(),
     };

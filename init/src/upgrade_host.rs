@@ -33,7 +33,16 @@ pub enum Source {
 
 /// Where the journals of the last runs are kept: the ESP is the one
 /// filesystem still mounted after the unmount phase.
-pub const JOURNAL_FILE: &str = "/boot/bascule/upgrades.json";
+/// The upgrade journal on the ESP (the one filesystem mounted through the
+/// whole run), in a directory of its own and of a fixed size, rewritten in
+/// place: after its first save no run changes FAT metadata (allocation
+/// table, directory entries of the kernels) for it, so a power cut in the
+/// middle of a save can cost the journal, never the boot files.
+pub const JOURNAL_FILE: &str = "/boot/bascule-journal/upgrades.json";
+
+/// The journal file's fixed size; the oldest runs go first when they do
+/// not fit.
+const JOURNAL_BYTES: usize = 256 * 1024;
 /// Runs kept in it.
 const JOURNAL_RUNS: usize = 8;
 
@@ -103,11 +112,43 @@ fn slot_partuuid(slot: Slot) -> Result<bascule_boot::layout::Guid, HostError> {
 pub fn read_journals(path: &Path) -> Vec<Journal> {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+        // The padding after the JSON is spaces.
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(t.trim_end()).ok())
         .unwrap_or_default()
         .into_iter()
         .filter_map(|v| Journal::from_json(&v.to_string()).ok())
         .collect()
+}
+
+/// Creates the journal file, empty, when it is missing: at boot, so that
+/// no upgrade run has to allocate it on the ESP.
+pub fn ensure_journal(path: &Path) -> Result<(), HostError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let text = journal_bytes(&[])?;
+    slot_io::write_file_atomic(path, &mut &text[..], text.len() as u64)
+        .map_err(|e| host_err(format!("creating {}", path.display()), e))
+}
+
+/// The journal's bytes: the newest runs that fit, padded with spaces to
+/// [`JOURNAL_BYTES`].
+fn journal_bytes(runs: &[Journal]) -> Result<Vec<u8>, HostError> {
+    let mut skip = runs.len().saturating_sub(JOURNAL_RUNS);
+    loop {
+        let values: Vec<serde_json::Value> = runs[skip..]
+            .iter()
+            .filter_map(|j| j.to_json().ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect();
+        let mut text =
+            serde_json::to_vec_pretty(&values).map_err(|e| host_err("encoding the journal", e))?;
+        if text.len() <= JOURNAL_BYTES || skip + 1 >= runs.len() {
+            text.resize(JOURNAL_BYTES.max(text.len()), b' ');
+            return Ok(text);
+        }
+        skip += 1;
+    }
 }
 
 fn fetch(url: &str) -> Result<Box<dyn Read>, HostError> {
@@ -411,15 +452,51 @@ impl Host for MachineHost {
         let mut runs = read_journals(&self.journal_file);
         runs.retain(|j| j.started_unix_ms != journal.started_unix_ms);
         runs.push(journal.clone());
-        let skip = runs.len().saturating_sub(JOURNAL_RUNS);
-        let values: Vec<serde_json::Value> = runs[skip..]
-            .iter()
-            .filter_map(|j| j.to_json().ok())
-            .filter_map(|t| serde_json::from_str(&t).ok())
-            .collect();
-        let text =
-            serde_json::to_vec_pretty(&values).map_err(|e| host_err("encoding the journal", e))?;
-        slot_io::write_file_atomic(&self.journal_file, &mut &text[..], text.len() as u64)
-            .map_err(|e| host_err(format!("saving {}", self.journal_file.display()), e))
+        let text = journal_bytes(&runs)?;
+        let path = &self.journal_file;
+        let saving = |e: &dyn std::fmt::Display| host_err(format!("saving {}", path.display()), e);
+        let same_size = std::fs::metadata(path).is_ok_and(|m| m.len() == text.len() as u64);
+        if !same_size {
+            // The first save (or a journal of another size): made once.
+            return slot_io::write_file_atomic(path, &mut &text[..], text.len() as u64)
+                .map_err(|e| saving(&e));
+        }
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| saving(&e))?;
+        f.write_all_at(&text, 0)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| saving(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_journal_file_has_one_size_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j/upgrades.json");
+        ensure_journal(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            JOURNAL_BYTES as u64
+        );
+        assert!(read_journals(&path).is_empty());
+        let runs = vec![Journal::new(
+            bascule_sequencer::journal::RunKind::Upgrade,
+            5,
+            Some(Slot::A),
+            "1.0.0",
+        )];
+        let bytes = journal_bytes(&runs).unwrap();
+        assert_eq!(bytes.len(), JOURNAL_BYTES);
+        std::fs::write(&path, &bytes).unwrap();
+        let back = read_journals(&path);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].started_unix_ms, 5);
     }
 }

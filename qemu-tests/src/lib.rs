@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod answers;
+pub mod reuse;
 pub mod upgrade;
 
 use std::io::{Read, Write};
@@ -97,8 +98,36 @@ pub fn image(combo: Combo) -> BuiltImage {
         .and_then(|pair| pair.load_public())
         .unwrap_or_else(|e| panic!("the development bundle key: {e}"));
     spec.trusted_keys = vec![dev_key];
+    let digest = reuse::inputs_digest(&[&bins.init, &bins.cli], combo.name());
+    let stamp = root
+        .join("target/qemu-tests")
+        .join(format!("{}.inputs", combo.name()));
+    if let Some(lines) = reuse::recorded(&stamp, &digest) {
+        if let [disk, vars, kernel_version] = lines.as_slice() {
+            let img = BuiltImage {
+                disk: disk.into(),
+                ovmf_vars: (vars != "-").then(|| vars.into()),
+                bootloader,
+                firmware,
+                kernel_version: kernel_version.clone(),
+            };
+            built.push((combo, img.clone()));
+            return img;
+        }
+    }
     let img = bascule_rootfs::build_image(&spec)
         .unwrap_or_else(|e| panic!("building the {} image: {e}", combo.name()));
+    reuse::record(
+        &stamp,
+        &digest,
+        &[
+            img.disk.display().to_string(),
+            img.ovmf_vars
+                .as_ref()
+                .map_or("-".into(), |p| p.display().to_string()),
+            img.kernel_version.clone(),
+        ],
+    );
     built.push((combo, img.clone()));
     img
 }

@@ -29,9 +29,33 @@ fn built(version: &str) -> (PathBuf, SlotPayloads) {
     if let Some(b) = built.get(version) {
         return b.clone();
     }
+    let digest = digest(&format!("bundle {version}"));
+    let stamp = bundles_dir().join(format!("{version}.inputs"));
+    if let Some(lines) = crate::reuse::recorded(&stamp, &digest) {
+        if let [out, rootfs, kernel, initramfs] = lines.as_slice() {
+            let payloads = SlotPayloads {
+                rootfs: rootfs.into(),
+                kernel: kernel.into(),
+                initramfs: initramfs.into(),
+            };
+            built.insert(version.into(), (out.into(), payloads.clone()));
+            return (out.into(), payloads);
+        }
+    }
     let payloads = slot_payloads(version, None, &format!("{version}.work"));
     let out = bundles_dir().join(format!("{version}.bundle"));
     write(version, &payloads, &dev_private(), &out);
+    let shown = |p: &Path| p.display().to_string();
+    crate::reuse::record(
+        &stamp,
+        &digest,
+        &[
+            shown(&out),
+            shown(&payloads.rootfs),
+            shown(&payloads.kernel),
+            shown(&payloads.initramfs),
+        ],
+    );
     built.insert(version.into(), (out.clone(), payloads.clone()));
     (out, payloads)
 }
@@ -166,9 +190,25 @@ fn cached(key: &str, make: impl FnOnce() -> PathBuf) -> PathBuf {
     if let Some(p) = made.get(key) {
         return p.clone();
     }
+    let digest = digest(key);
+    let stamp = bundles_dir().join(format!("{key}.inputs"));
+    if let Some(lines) = crate::reuse::recorded(&stamp, &digest) {
+        if let [out] = lines.as_slice() {
+            made.insert(key.to_owned(), out.into());
+            return out.into();
+        }
+    }
     let p = make();
+    crate::reuse::record(&stamp, &digest, &[p.display().to_string()]);
     made.insert(key.to_owned(), p.clone());
     p
+}
+
+/// The inputs digest of a bundle build (see [`crate::reuse`]).
+fn digest(what: &str) -> String {
+    let bins = bascule_rootfs::cargo::build_static_binaries(&workspace_root())
+        .expect("build static binaries");
+    crate::reuse::inputs_digest(&[&bins.init, &bins.cli], what)
 }
 
 /// Where the parts of a bundle file start (docs/bundle.md).

@@ -62,15 +62,16 @@ fn upgrade_wait(m: &Machine, bundle: &Path, extra: &[&str], version: &str, slot:
     assert_eq!(m.running(), (version.into(), slot));
 }
 
+/// Cuts before the new slot runs: during the slot write (the old slot
+/// boots; the half-written slot is on record as empty, never bootable),
+/// and right after the loader's once-entry in firmware mode (the loader
+/// takes the try; the new slot boots and is confirmed).
 #[test]
-fn power_cuts_during_upgrades_leave_a_bootable_machine() {
+fn power_cuts_before_the_new_slot_runs_leave_a_bootable_machine() {
     let b2 = up::bundle("2.1.0");
-    let b3 = up::bundle("3.0.0");
     let mut m = Machine::boot(Combo::GrubBios);
     m.wait_ready();
 
-    // During the slot write: the old slot boots; the half-written slot is
-    // on record as empty, never as bootable.
     cut_at(&mut m, &b2, "kexec", "slot B marked as being written");
     assert_eq!(m.running(), ("1.0.0".into(), "A"));
     let st = boot_status(&m);
@@ -79,8 +80,6 @@ fn power_cuts_during_upgrades_leave_a_bootable_machine() {
     let out = m.cli(&["boot", "once", "B"]);
     assert!(!out.status.success(), "an empty slot is not bootable");
 
-    // Right after the loader's once-entry (firmware mode): the loader
-    // takes the try, the new slot boots and is confirmed.
     cut_at(&mut m, &b2, "firmware", "boot-once entry set to slot B");
     assert_eq!(m.running(), ("2.1.0".into(), "B"));
     let st = boot_status(&m);
@@ -89,34 +88,38 @@ fn power_cuts_during_upgrades_leave_a_bootable_machine() {
         st["default"], "B",
         "the confirmed try became the default: {st}"
     );
+}
 
-    // Right after META records the try of a kexec upgrade: the loader's
-    // default never moved, so the running slot boots again and the try
-    // that never ran is failed (and the next upgrade overwrites it).
-    cut_at(&mut m, &b3, "kexec", "try of 3.0.0 in slot A recorded");
-    assert_eq!(m.running(), ("2.1.0".into(), "B"));
-    let st = boot_status(&m);
-    assert_eq!(slot_state(&st, "A"), "bad", "{st}");
+/// Cuts once the try is on record: right after META records it (kexec:
+/// the loader's default never moved, the old slot boots and fails the try
+/// that never ran), during the self-check on the new slot (the same), and
+/// right after the confirmation and the default switch (the new slot
+/// boots). Then a whole upgrade runs.
+#[test]
+fn power_cuts_after_the_try_is_recorded_leave_a_bootable_machine() {
+    let b2 = up::bundle("2.1.0");
+    let b3 = up::bundle("3.0.0");
+    let mut m = Machine::boot(Combo::GrubUefi);
+    m.wait_ready();
 
-    // During the self-check on the new slot (it booted by kexec, not yet
-    // confirmed): the loader's default is still B, which fails the try.
+    cut_at(&mut m, &b2, "kexec", "try of 2.1.0 in slot B recorded");
+    assert_eq!(m.running(), ("1.0.0".into(), "A"));
+    assert_eq!(slot_state(&boot_status(&m), "B"), "bad");
+
     cut_at(
         &mut m,
-        &b3,
+        &b2,
         "kexec",
         "or the machine reboots into the slot it came from",
     );
+    assert_eq!(m.running(), ("1.0.0".into(), "A"));
+    assert_eq!(slot_state(&boot_status(&m), "B"), "bad");
+
+    cut_at(&mut m, &b2, "kexec", "slot B confirmed: its try passed");
     assert_eq!(m.running(), ("2.1.0".into(), "B"));
-    assert_eq!(slot_state(&boot_status(&m), "A"), "bad");
-
-    // Right after the confirmation and the default switch: the new slot
-    // is the one that boots.
-    cut_at(&mut m, &b3, "kexec", "slot A confirmed: its try passed");
-    assert_eq!(m.running(), ("3.0.0".into(), "A"));
     let st = boot_status(&m);
-    assert_eq!(st["default"], "A", "{st}");
-    assert_eq!(slot_state(&st, "A"), "good", "{st}");
+    assert_eq!(st["default"], "B", "{st}");
+    assert_eq!(slot_state(&st, "B"), "good", "{st}");
 
-    // And the next upgrade runs to its end.
-    upgrade_wait(&m, &b2, &["--force"], "2.1.0", "B");
+    upgrade_wait(&m, &b3, &[], "3.0.0", "A");
 }
