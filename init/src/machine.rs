@@ -137,7 +137,16 @@ fn mount_one(t: &Target) -> Result<(), MountError> {
         }
     }
     std::fs::create_dir_all(t.dir).map_err(|err| MountError::MountPoint { dir: t.dir, err })?;
-    mount(&dev, t.dir, t.fstype, MountFlags::NOATIME, None).map_err(|err| MountError::Mount {
+    // FAT has no journal, and power cuts after an upgrade's writes left
+    // directory entries of the ESP half-updated (GRUB then found none of
+    // the kernels): every ESP write and directory change goes to the disk
+    // before the call returns. The ESP is written rarely and little.
+    let flags = if t.fstype == "vfat" {
+        MountFlags::NOATIME | MountFlags::SYNCHRONOUS | MountFlags::DIRSYNC
+    } else {
+        MountFlags::NOATIME
+    };
+    mount(&dev, t.dir, t.fstype, flags, None).map_err(|err| MountError::Mount {
         dev: dev.clone(),
         fstype: t.fstype,
         dir: t.dir,
