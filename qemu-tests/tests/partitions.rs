@@ -7,7 +7,7 @@ use bascule_qemu_tests::{Combo, Machine};
 use bascule_rootfs::layout;
 
 /// The timeout PID 1 arms the hardware watchdog with.
-const WATCHDOG_TIMEOUT_S: u64 = 15;
+const WATCHDOG_TIMEOUT_S: u64 = 30;
 
 #[test]
 fn blank_ephemeral_is_formatted_corrupt_state_is_reported_and_the_watchdog_is_fed() {
@@ -33,7 +33,7 @@ fn blank_ephemeral_is_formatted_corrupt_state_is_reported_and_the_watchdog_is_fe
         "state-not-mounted",
     );
 
-    // The watchdog is armed with a 15 s timeout: the same boot must still
+    // The watchdog is armed with a 30 s timeout: the same boot must still
     // be running when the guest's own clock has passed it twice over since
     // it was armed (before the services were ready, so before now).
     assert!(
