@@ -332,22 +332,52 @@ impl Host for MachineHost {
     }
 
     fn wait_exit(&mut self, holders: &[Holder], grace: Duration) -> Vec<Holder> {
-        // PID 1 reaps them on its loop; a gone /proc entry is the event.
-        let deadline = Instant::now() + grace;
-        loop {
-            let alive: Vec<Holder> = holders
-                .iter()
-                .filter(|h| {
-                    std::fs::read_to_string(format!("/proc/{}/stat", h.pid))
-                        .is_ok_and(|s| !s.contains(") Z "))
-                })
-                .cloned()
-                .collect();
-            if alive.is_empty() || Instant::now() >= deadline {
-                return alive;
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        use rustix::process::{pidfd_open, Pid, PidfdFlags};
+        // A pidfd turns readable once its process has exited (a zombie
+        // counts: PID 1 reaps it on its loop). No pidfd because the
+        // process is gone (ESRCH) means it has exited already.
+        let mut waiting: Vec<(Holder, std::os::fd::OwnedFd)> = Vec::new();
+        let mut unwatched = Vec::new();
+        for h in holders {
+            match Pid::from_raw(h.pid as i32).map(|p| pidfd_open(p, PidfdFlags::empty())) {
+                Some(Ok(fd)) => waiting.push((h.clone(), fd)),
+                Some(Err(rustix::io::Errno::SRCH)) | None => {}
+                Some(Err(_)) => unwatched.push(h.clone()),
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        let deadline = Instant::now() + grace;
+        while !waiting.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let mut fds: Vec<PollFd> = waiting
+                .iter()
+                .map(|(_, fd)| PollFd::new(fd, PollFlags::IN))
+                .collect();
+            let timeout = Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            if poll(&mut fds, Some(&timeout)).is_err() {
+                break;
+            }
+            let exited: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+            drop(fds);
+            let mut i = 0;
+            waiting.retain(|_| {
+                i += 1;
+                !exited[i - 1]
+            });
+        }
+        // Those without a pidfd are judged by /proc once the wait is over.
+        unwatched.retain(|h| {
+            std::fs::read_to_string(format!("/proc/{}/stat", h.pid))
+                .is_ok_and(|s| !s.contains(") Z "))
+        });
+        unwatched.extend(waiting.into_iter().map(|(h, _)| h));
+        unwatched
     }
 
     fn unmount(&mut self, mount: &Path) -> Result<(), HostError> {
