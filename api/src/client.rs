@@ -74,6 +74,10 @@ fn first_id() -> u64 {
 pub struct Client {
     stream: UnixStream,
     decoder: FrameDecoder,
+    /// The server's [`frame::SESSION_START`] has arrived: what came before
+    /// it was a previous client's (the virtio-serial port hands a new host
+    /// client what the last one left unread, half frames included).
+    synced: bool,
     next_id: u64,
     timeout: Duration,
 }
@@ -101,6 +105,7 @@ impl Client {
         Ok(Client {
             stream,
             decoder: FrameDecoder::new(),
+            synced: false,
             next_id: first_id(),
             timeout,
         })
@@ -206,8 +211,10 @@ impl Client {
         let deadline = wait.map(|w| std::time::Instant::now() + w);
         let mut buf = [0u8; 64 * 1024];
         loop {
-            if let Some(payload) = self.decoder.next_frame()? {
-                return Ok(frame::decode(&payload, "Response")?);
+            if self.synced {
+                if let Some(payload) = self.decoder.next_frame()? {
+                    return Ok(frame::decode(&payload, "Response")?);
+                }
             }
             if let Some(d) = deadline {
                 let left = d.saturating_duration_since(std::time::Instant::now());
@@ -220,7 +227,13 @@ impl Client {
             }
             match self.stream.read(&mut buf) {
                 Ok(0) => return Err(ClientError::Closed),
-                Ok(n) => self.decoder.push(&buf[..n]),
+                Ok(n) => {
+                    if self.decoder.push_watching_sessions(&buf[..n]) {
+                        self.synced = true;
+                    } else if !self.synced {
+                        self.decoder.discard_buffered();
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -244,3 +257,7 @@ impl Client {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "client/session_tests.rs"]
+mod session_tests;

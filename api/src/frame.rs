@@ -10,11 +10,12 @@ pub const MAX_FRAME_LEN: usize = 1 << 20;
 
 const HEADER_LEN: usize = 4;
 
-/// What a client sends first on every connection. A length of 0xffffffff
-/// is over [`MAX_FRAME_LEN`], so it is never the start of a frame. On a
-/// stream that clients share one after another (the virtio-serial port,
-/// where the one that left may have left half a frame behind) the server
-/// drops everything before it and starts afresh; see
+/// What a client sends first on every connection, and what the server
+/// sends back first when it sees it. A length of 0xffffffff is over
+/// [`MAX_FRAME_LEN`], so it is never the start of a frame. On a stream
+/// that clients share one after another (the virtio-serial port, which
+/// keeps what one client left unread, either way, for the next) each side
+/// drops everything before the other's marker and starts afresh; see
 /// [`FrameDecoder::push_watching_sessions`].
 pub const SESSION_START: [u8; 20] = *b"\xff\xff\xff\xffbascule-session1";
 
@@ -105,6 +106,13 @@ impl FrameDecoder {
         }
     }
 
+    /// Drops the bytes buffered so far, keeping what a marker split across
+    /// pushes needs: for a client that waits for the server's marker.
+    pub fn discard_buffered(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+
     /// Bytes received but not yet part of a complete frame.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.start
@@ -161,6 +169,19 @@ mod tests {
         assert!(seen);
         assert_eq!(d.next_frame().unwrap(), Some(b"hello".to_vec()));
         assert_eq!(d.next_frame().unwrap(), None);
+    }
+
+    #[test]
+    fn a_marker_split_across_discarded_pushes_is_still_seen() {
+        let mut d = FrameDecoder::new();
+        let mut bytes = frame_of(&[1; 30])[..9].to_vec();
+        bytes.extend_from_slice(&SESSION_START[..7]);
+        assert!(!d.push_watching_sessions(&bytes));
+        d.discard_buffered();
+        let mut rest = SESSION_START[7..].to_vec();
+        rest.extend_from_slice(&frame_of(b"z"));
+        assert!(d.push_watching_sessions(&rest));
+        assert_eq!(d.next_frame().unwrap(), Some(b"z".to_vec()));
     }
 
     #[test]

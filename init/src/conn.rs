@@ -113,6 +113,12 @@ impl Conn {
         self.out.len() - self.out_pos
     }
 
+    /// Queues [`frame::SESSION_START`]: the client drops what it reads
+    /// before it (a previous client's replies, left in the port).
+    pub fn send_session_start(&mut self) {
+        self.out.extend_from_slice(&frame::SESSION_START);
+    }
+
     /// Queues a response. Returns false when the client has let too much
     /// output pile up and must be dropped.
     pub fn send(&mut self, resp: &pb::Response) -> bool {
@@ -155,8 +161,10 @@ impl Conn {
                 Ok(n) => {
                     if self.decoder.push_watching_sessions(&buf[..n]) {
                         // A new client took over the stream: nothing of
-                        // the last one's (replies, follows) goes to it.
+                        // the last one's (replies, follows) goes to it,
+                        // and our marker tells it where our bytes start.
                         self.new_session();
+                        self.send_session_start();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -146,6 +146,9 @@ impl ControlServer {
             let uid = cred.as_ref().ok().map(|c| c.uid.as_raw());
             if let Some(msg) = self.no_slot_for(uid) {
                 let mut conn = Conn::new(OwnedFd::from(stream), uid, now);
+                // Refused before its marker is read: ours goes first all
+                // the same, so the client reads the reason.
+                conn.send_session_start();
                 conn.send(&error_response(0, pb::ErrorCode::Unavailable, msg));
                 let _ = conn.flush();
                 continue;
@@ -166,6 +169,7 @@ impl ControlServer {
             let mut conn = Conn::new(OwnedFd::from(stream), uid, now);
             if let Err(msg) = verdict {
                 log!("refused a control client: {msg}");
+                conn.send_session_start();
                 conn.send(&error_response(0, pb::ErrorCode::PermissionDenied, msg));
                 conn.input = Input::Closing;
             }

@@ -370,6 +370,29 @@ fn malformed_and_oversized_frames_get_errors_and_the_supervisor_lives_on() {
         matches!(resp.result, Some(pb::response::Result::ServiceList(ref l)) if l.services.len() == 1),
         "{resp:?}"
     );
+    // A client's session marker, after a half frame, is answered by the
+    // server's marker ahead of the reply; the half frame is dropped.
+    let marker = bascule_api::frame::SESSION_START;
+    let mut s = UnixStream::connect(&sup.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut bytes = vec![0, 0, 0, 200, 1, 2, 3];
+    bytes.extend_from_slice(&marker);
+    let list = pb::request::Call::ServiceList(pb::ServiceListRequest::default());
+    let req = pb::Request {
+        id: 5,
+        call: Some(list),
+    };
+    bytes.extend_from_slice(&bascule_api::frame::encode(&req).unwrap());
+    s.write_all(&bytes).unwrap();
+    let mut first = [0u8; 20];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(first, marker, "the server's marker comes first");
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    let resp: pb::Response = bascule_api::frame::decode(&body, "Response").unwrap();
+    assert_eq!(resp.id, 5, "{resp:?}");
     // A request with no call is an error but keeps the connection.
     let mut c = sup.client();
     c.send_raw(&bascule_api::frame::encode(&pb::Request { id: 9, call: None }).unwrap())

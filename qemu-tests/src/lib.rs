@@ -399,6 +399,29 @@ impl Machine {
         line[PREFIX.len()..].parse().unwrap_or_default()
     }
 
+    /// Waits until one of PID 1's own log lines containing `text` appears
+    /// in the serial log after byte `from` (PID 1's lines start with
+    /// `bascule-init: `, possibly after a shell prompt; a typed command
+    /// echoed by the shell has no such prefix).
+    pub fn wait_init_line(&self, from: usize, text: &str, limit: Duration) {
+        let seen = self.wait_for(limit, || {
+            self.serial()
+                .get(from..)
+                .is_some_and(|new| {
+                    new.lines().any(|l| {
+                        l.find("bascule-init: ")
+                            .is_some_and(|at| l[at..].contains(text))
+                    })
+                })
+                .then_some(())
+        });
+        assert!(
+            seen.is_some(),
+            "no PID 1 line with {text:?} on the console within {limit:?}\n{}",
+            self.context()
+        );
+    }
+
     /// Waits until a line ending in `marker` appears in the serial log after
     /// byte `from` (an offset taken from [`Machine::serial`] earlier). Ends
     /// in, because a background job's output follows the shell's prompt;

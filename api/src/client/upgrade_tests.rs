@@ -22,7 +22,9 @@ impl Peer {
             match self.stream.read(&mut buf) {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => {
-                    self.decoder.push_watching_sessions(&buf[..n]);
+                    if self.decoder.push_watching_sessions(&buf[..n]) {
+                        self.stream.write_all(&frame::SESSION_START).unwrap();
+                    }
                 }
             }
         }

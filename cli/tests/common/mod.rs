@@ -50,7 +50,11 @@ fn serve(mut conn: UnixStream, handler: &Handler) {
         match conn.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                dec.push_watching_sessions(&buf[..n]);
+                if dec.push_watching_sessions(&buf[..n])
+                    && conn.write_all(&frame::SESSION_START).is_err()
+                {
+                    return;
+                }
             }
         }
     }
