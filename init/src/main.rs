@@ -27,6 +27,7 @@ mod shutdown;
 mod slot_io;
 mod slot_keeper;
 mod slots;
+mod source_readers;
 mod stage1;
 mod timeline;
 mod tokens;

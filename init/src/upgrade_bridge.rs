@@ -4,6 +4,8 @@
 //! the loop is woken through a pipe in its epoll set.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
 use bascule_boot::meta_record::MetaRecord;
@@ -32,7 +34,8 @@ pub enum LoopCall {
     SetDefault(Slot, Reply<Result<(), String>>),
     /// Ask the client to stream the bundle; the answer is the pipe it
     /// arrives on.
-    SendBundle(Pass, Reply<Result<OwnedFd, String>>),
+    /// The flag is set once the client has sent the last chunk.
+    SendBundle(Pass, Reply<Result<(OwnedFd, Arc<AtomicBool>), String>>),
     /// Reboot once the run has ended.
     Reboot(PowerAction),
     /// The run ended (the last call).

@@ -18,6 +18,7 @@ use bascule_sequencer::{
 use bascule_sys::power::PowerAction;
 
 use crate::slot_io;
+use crate::source_readers::{ClientStream, HttpBody};
 use crate::upgrade_bridge::{LoopCall, LoopHandle};
 
 /// Where the bundle comes from.
@@ -161,7 +162,7 @@ fn fetch(url: &str) -> Result<Box<dyn Read>, HostError> {
     // two more tries; an HTTP error status does not.
     for attempt in 0..3 {
         match agent.get(url).call() {
-            Ok(resp) => return Ok(Box::new(resp.into_reader())),
+            Ok(resp) => return Ok(Box::new(HttpBody::new(resp.into_reader(), url))),
             Err(ureq::Error::Status(code, _)) => {
                 return Err(host_err(
                     format!("fetching {url}"),
@@ -253,12 +254,15 @@ impl Host for MachineHost {
                 .map_err(|e| host_err(format!("opening the bundle {}", p.display()), e)),
             Source::Url(u) => fetch(u),
             Source::Stream => {
-                let fd = self
+                let (fd, complete) = self
                     .bridge
                     .ask(|r| LoopCall::SendBundle(pass, r))
                     .ok_or_else(loop_gone)?
                     .map_err(|e| host_err("receiving the bundle from the client", e))?;
-                Ok(Box::new(std::io::BufReader::new(File::from(fd))))
+                Ok(Box::new(std::io::BufReader::new(ClientStream::new(
+                    File::from(fd),
+                    complete,
+                ))))
             }
         }
     }

@@ -5,6 +5,8 @@
 use std::os::fd::AsFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bascule_api::pb;
 use bascule_api::pb::response::Result as Reply;
@@ -352,7 +354,7 @@ impl Init {
     }
 
     /// A pipe for the client's bundle bytes; asks the client to send them.
-    fn open_feed(&mut self, pass: Pass) -> Result<std::os::fd::OwnedFd, String> {
+    fn open_feed(&mut self, pass: Pass) -> Result<(std::os::fd::OwnedFd, Arc<AtomicBool>), String> {
         use rustix::pipe::{pipe_with, PipeFlags};
         let (rd, wr) = pipe_with(PipeFlags::CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         rustix::fs::fcntl_setfl(&wr, rustix::fs::OFlags::NONBLOCK)
@@ -363,6 +365,7 @@ impl Init {
             Pass::Verify => 1,
             Pass::Install => 2,
         };
+        let complete = Arc::new(AtomicBool::new(false));
         if let Some(run) = &mut self.upgrades.run {
             if let Some(old) = run.feed.take() {
                 let _ = self.epoll.delete(&old.fd);
@@ -372,6 +375,7 @@ impl Init {
                 fd: wr,
                 queue: Vec::new(),
                 ended: false,
+                complete: complete.clone(),
                 watched: false,
             });
         }
@@ -388,7 +392,7 @@ impl Init {
             },
             true,
         );
-        Ok(rd)
+        Ok((rd, complete))
     }
 
     /// Bundle bytes from the client.
@@ -450,6 +454,9 @@ impl Init {
         };
         let done = broken || (feed.ended && feed.queue.is_empty());
         if done {
+            if !broken {
+                feed.complete.store(true, Ordering::Release);
+            }
             // Closing the write end is the end of the pass for the reader.
             run.feed = None;
         }

@@ -4,6 +4,8 @@
 //! read on the wire.
 
 use std::os::fd::OwnedFd;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -43,6 +45,9 @@ pub struct Feed {
     pub fd: OwnedFd,
     pub queue: Vec<u8>,
     pub ended: bool,
+    /// Set once every byte up to the client's last chunk is in the pipe:
+    /// an end of file without it is a client that went away.
+    pub complete: Arc<AtomicBool>,
     /// The pipe's write end is in the epoll set (the queue is not empty).
     pub watched: bool,
 }

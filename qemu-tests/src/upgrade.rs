@@ -4,7 +4,7 @@
 //! 127.0.0.1 that guests reach through QEMU user networking.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -236,9 +236,19 @@ pub fn parts(bytes: &[u8]) -> BundleParts {
 
 /// An HTTP/1.1 server on 127.0.0.1 serving files by path, for the length
 /// of the test. Guests reach it as [`GUEST_HOST`] on their user network.
+/// A file the test server serves, and whether one of its requests dies.
+#[derive(Clone)]
+struct Served {
+    file: PathBuf,
+    /// `(n, bytes)`: the `n`th request (from 1) promises the whole file
+    /// but the connection closes after `bytes` of it.
+    cut: Option<(usize, u64)>,
+    requests: usize,
+}
+
 pub struct HttpServer {
     pub port: u16,
-    files: Arc<Mutex<BTreeMap<String, PathBuf>>>,
+    files: Arc<Mutex<BTreeMap<String, Served>>>,
     /// Request lines seen, for assertions.
     pub requests: Arc<Mutex<Vec<String>>>,
 }
@@ -247,7 +257,7 @@ impl HttpServer {
     pub fn start() -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the test HTTP server");
         let port = listener.local_addr().expect("local address").port();
-        let files: Arc<Mutex<BTreeMap<String, PathBuf>>> = Arc::default();
+        let files: Arc<Mutex<BTreeMap<String, Served>>> = Arc::default();
         let requests: Arc<Mutex<Vec<String>>> = Arc::default();
         let (f, r) = (files.clone(), requests.clone());
         // The thread ends with the test process; the listener holds only a
@@ -267,10 +277,24 @@ impl HttpServer {
 
     /// Serves `file` at `/name`.
     pub fn add(&self, name: &str, file: &Path) {
-        self.files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(format!("/{name}"), file.to_path_buf());
+        self.serve_as(name, file, None);
+    }
+
+    /// Serves `file` at `/name`, but the `request`th request (from 1) dies
+    /// after `bytes` of the body: a server that goes away half-way.
+    pub fn add_dying(&self, name: &str, file: &Path, request: usize, bytes: u64) {
+        self.serve_as(name, file, Some((request, bytes)));
+    }
+
+    fn serve_as(&self, name: &str, file: &Path, cut: Option<(usize, u64)>) {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            format!("/{name}"),
+            Served {
+                file: file.to_path_buf(),
+                cut,
+                requests: 0,
+            },
+        );
     }
 
     /// The URL of `/name` as a guest on user network `net` sees it.
@@ -289,7 +313,7 @@ pub fn guest_addr(net: u8) -> String {
     format!("169.254.{net}.15")
 }
 
-fn serve(conn: TcpStream, files: &Mutex<BTreeMap<String, PathBuf>>, log: &Mutex<Vec<String>>) {
+fn serve(conn: TcpStream, files: &Mutex<BTreeMap<String, Served>>, log: &Mutex<Vec<String>>) {
     let Ok(read_half) = conn.try_clone() else {
         return;
     };
@@ -310,13 +334,20 @@ fn serve(conn: TcpStream, files: &Mutex<BTreeMap<String, PathBuf>>, log: &Mutex<
         .unwrap_or_else(|e| e.into_inner())
         .push(request.trim().to_owned());
     let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
-    let file = files
+    let served = files
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .get(&path)
-        .cloned();
+        .get_mut(&path)
+        .map(|s| {
+            s.requests += 1;
+            s.clone()
+        });
     let mut out = conn;
-    let Some(file) = file.and_then(|p| std::fs::File::open(p).ok()) else {
+    let limit = served
+        .as_ref()
+        .and_then(|s| s.cut.filter(|(n, _)| *n == s.requests))
+        .map_or(u64::MAX, |(_, bytes)| bytes);
+    let Some(file) = served.and_then(|s| std::fs::File::open(s.file).ok()) else {
         let _ = out
             .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
@@ -327,8 +358,7 @@ fn serve(conn: TcpStream, files: &Mutex<BTreeMap<String, PathBuf>>, log: &Mutex<
          Content-Length: {len}\r\nConnection: close\r\n\r\n"
     );
     if out.write_all(head.as_bytes()).is_ok() {
-        let mut file = file;
         // The guest may hang up early (a refused bundle): not an error.
-        let _ = std::io::copy(&mut file, &mut out);
+        let _ = std::io::copy(&mut file.take(limit), &mut out);
     }
 }
