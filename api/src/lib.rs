@@ -103,6 +103,7 @@ impl pb::UpgradeResult {
             pb::UpgradeResult::DryRun => "dry_run",
             pb::UpgradeResult::Refused => "refused",
             pb::UpgradeResult::Aborted => "aborted",
+            pb::UpgradeResult::Prepared => "prepared",
         }
     }
 }

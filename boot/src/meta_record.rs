@@ -53,6 +53,9 @@ pub enum SlotState {
     Bad = 3,
     /// Installed and being tried once.
     Trying = 4,
+    /// Written and checked from a bundle while the machine ran, not yet
+    /// tried: `prepared` names the bundle.
+    Prepared = 5,
 }
 
 /// A slot's version and state.
@@ -62,6 +65,10 @@ pub struct SlotInfo {
     pub version: String,
     #[prost(enumeration = "SlotState", tag = "2")]
     pub state: i32,
+    /// For a prepared slot: the fingerprint of the bundle's manifest it
+    /// was written from (empty otherwise).
+    #[prost(bytes = "vec", tag = "3")]
+    pub prepared: Vec<u8>,
 }
 
 /// A boot-once try that has been set up and not yet resolved.
@@ -133,10 +140,12 @@ impl MetaRecord {
         *r.slot_info_mut(active) = SlotInfo {
             version: version.to_string(),
             state: SlotState::Good as i32,
+            ..Default::default()
         };
         *r.slot_info_mut(active.other()) = SlotInfo {
             version: String::new(),
             state: SlotState::Empty as i32,
+            ..Default::default()
         };
         r
     }

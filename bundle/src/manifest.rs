@@ -128,6 +128,14 @@ impl Manifest {
         }
     }
 
+    /// SHA-256 of the encoded manifest: names this bundle's exact content
+    /// (version, and each payload's size and digest), for a slot written
+    /// from it ahead of time.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(self.encode()).into()
+    }
+
     /// End of the last payload: the length of a complete bundle.
     pub fn total_len(&self) -> u64 {
         self.payloads

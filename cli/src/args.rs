@@ -107,7 +107,7 @@ pub struct UpgradeArgs {
     /// The bundle: a local file (streamed to the machine), an http:// or
     /// https:// URL (fetched by the machine), or file:///PATH (a file
     /// already on the machine).
-    #[arg(long, value_name = "REF", required = true)]
+    #[arg(long, value_name = "REF", required_unless_present = "apply")]
     pub image: Option<String>,
 
     /// Keep /var (the EPHEMERAL partition); without it, it is wiped.
@@ -129,6 +129,18 @@ pub struct UpgradeArgs {
     /// Run every check, change nothing.
     #[arg(long, conflicts_with = "wait")]
     pub dry_run: bool,
+
+    /// Verify the bundle and write the inactive slot while every service
+    /// keeps running, then stop: nothing is stopped, nothing reboots.
+    /// `--apply` (or the same bundle again) later runs only the disruptive
+    /// phases.
+    #[arg(long, conflicts_with_all = ["dry_run", "stage", "wait"])]
+    pub prepare: bool,
+
+    /// Boot the slot an earlier `--prepare` wrote (no --image): stop the
+    /// services, unmount, record the try and reboot.
+    #[arg(long, conflicts_with_all = ["image", "dry_run", "stage", "prepare"])]
+    pub apply: bool,
 
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -323,6 +335,20 @@ mod tests {
     }
 
     #[test]
+    fn prepare_takes_an_image_and_apply_none() {
+        let cli = Cli::try_parse_from(["bascule", "upgrade", "--image", "x", "--prepare"]).unwrap();
+        let Command::Upgrade(u) = cli.command else {
+            panic!("not an upgrade");
+        };
+        assert!(u.prepare && !u.apply);
+        let cli = Cli::try_parse_from(["bascule", "upgrade", "--apply", "--wait"]).unwrap();
+        let Command::Upgrade(u) = cli.command else {
+            panic!("not an upgrade");
+        };
+        assert!(u.apply && u.image.is_none() && u.wait.wait);
+    }
+
+    #[test]
     fn upgrade_status_needs_no_image() {
         let cli = Cli::try_parse_from(["bascule", "upgrade", "status", "--json"]).unwrap();
         assert!(cli.json);
@@ -348,6 +374,10 @@ mod tests {
                 "bios",
             ],
             &["bascule", "upgrade", "--image", "x", "status"],
+            &["bascule", "upgrade", "--image", "x", "--apply"],
+            &["bascule", "upgrade", "--image", "x", "--prepare", "--wait"],
+            &["bascule", "upgrade", "--image", "x", "--prepare", "--stage"],
+            &["bascule", "upgrade", "--apply", "--prepare"],
         ] {
             let err = Cli::try_parse_from(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");

@@ -20,6 +20,7 @@ fn state_name(v: i32) -> &'static str {
         Ok(pb::SlotState::Good) => "good",
         Ok(pb::SlotState::Bad) => "bad",
         Ok(pb::SlotState::Trying) => "trying",
+        Ok(pb::SlotState::Prepared) => "prepared",
         _ => "unknown",
     }
 }

@@ -124,8 +124,12 @@ struct Done {
 }
 
 fn upgrade(ctx: &Ctx, args: &UpgradeArgs, mode: Mode) -> Result<Done, Failure> {
-    let image = args.image.as_deref().unwrap_or_default();
-    let source = open_source(&parse_ref(image).map_err(|m| Failure::with(exit::USAGE, m))?)?;
+    let source = match args.image.as_deref() {
+        _ if args.apply => UpgradeSource::Prepared,
+        image => open_source(
+            &parse_ref(image.unwrap_or_default()).map_err(|m| Failure::with(exit::USAGE, m))?,
+        )?,
+    };
     let what = "upgrade";
     // The boot id to tell the next boot from this one.
     let before = if args.wait.wait {
@@ -139,6 +143,7 @@ fn upgrade(ctx: &Ctx, args: &UpgradeArgs, mode: Mode) -> Result<Done, Failure> {
         force: args.force,
         reboot_mode: args.reboot_mode.to_pb(),
         dry_run: args.dry_run,
+        prepare: args.prepare,
     };
     let mut progress = Progress::new(mode);
     let mut client = ctx.connect(what)?;
@@ -167,6 +172,10 @@ fn upgrade(ctx: &Ctx, args: &UpgradeArgs, mode: Mode) -> Result<Done, Failure> {
         pb::UpgradeResult::Staged => (
             exit::SUCCESS,
             format!("upgrade to {target}: staged; the next reboot tries it"),
+        ),
+        pb::UpgradeResult::Prepared => (
+            exit::SUCCESS,
+            format!("upgrade to {target}: prepared while every service kept running; `bascule upgrade --apply` boots it"),
         ),
         pb::UpgradeResult::DryRun => (
             exit::SUCCESS,

@@ -495,6 +495,7 @@ mod tests {
         *r.slot_info_mut(Slot::B) = bascule_boot::meta_record::SlotInfo {
             version: "2.0".into(),
             state: SlotState::Good as i32,
+            ..Default::default()
         };
         r
     }

@@ -30,6 +30,8 @@ pub enum Source {
     Url(String),
     /// Streamed by the client, once per pass.
     Stream,
+    /// None: the run boots a slot prepared earlier and reads no bundle.
+    Prepared,
 }
 
 /// Where the journals of the last runs are kept: the ESP is the one
@@ -253,6 +255,10 @@ impl Host for MachineHost {
                 .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn Read>)
                 .map_err(|e| host_err(format!("opening the bundle {}", p.display()), e)),
             Source::Url(u) => fetch(u),
+            Source::Prepared => Err(host_err(
+                "opening the bundle",
+                "this run applies a prepared slot and has no bundle",
+            )),
             Source::Stream => {
                 let (fd, complete) = self
                     .bridge

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bascule_api::pb;
 use bascule_api::pb::response::Result as Reply;
 use bascule_sequencer::journal::RunKind;
-use bascule_sequencer::{
+use bascule_sequencer::{RunMode, 
     AfterInstall, DataPolicy, Finished, Outcome, Pass, RebootMode, Recovery, Running, SystemClock,
     UpgradeOptions, VersionPolicy,
 };
@@ -56,9 +56,13 @@ fn options(r: &pb::UpgradeRequest) -> UpgradeOptions {
             _ => RebootMode::Kexec,
         },
         run: if r.dry_run {
-            bascule_sequencer::RunMode::DryRun
+            RunMode::DryRun
+        } else if r.prepare {
+            RunMode::Prepare
+        } else if r.apply_prepared {
+            RunMode::ApplyPrepared
         } else {
-            bascule_sequencer::RunMode::Apply
+            RunMode::Apply
         },
         ..UpgradeOptions::default()
     }
@@ -66,6 +70,27 @@ fn options(r: &pb::UpgradeRequest) -> UpgradeOptions {
 
 fn source(r: &pb::UpgradeRequest) -> Result<Source, String> {
     use pb::upgrade_request::Source as S;
+    let modes = [
+        (r.dry_run, "dry_run"),
+        (r.prepare, "prepare"),
+        (r.apply_prepared, "apply_prepared"),
+        (r.stage, "stage"),
+    ];
+    let chosen: Vec<&str> = modes.iter().filter(|m| m.0).map(|m| m.1).collect();
+    if chosen.len() > 1 {
+        return Err(format!(
+            "the upgrade request asks for {}: choose one",
+            chosen.join(" and ")
+        ));
+    }
+    if r.apply_prepared {
+        return match r.source {
+            None => Ok(Source::Prepared),
+            Some(_) => Err(
+                "apply_prepared boots the slot a prepare wrote: give no bundle (or upgrade with the same bundle instead)".into(),
+            ),
+        };
+    }
     match &r.source {
         Some(S::Path(p)) => {
             let p = p.strip_prefix("file://").unwrap_or(p);

@@ -164,6 +164,7 @@ pub fn outcome_to_pb(outcome: &Outcome, journal: &Journal) -> pb::UpgradeOutcome
     let (result, phase) = match outcome {
         Outcome::Rebooting(_) => (R::Rebooting, Some(Phase::Reboot)),
         Outcome::Staged => (R::Staged, Some(Phase::BootOnce)),
+        Outcome::Prepared => (R::Prepared, Some(Phase::Install)),
         Outcome::DryRun(_) => (R::DryRun, None),
         Outcome::Refused(_) => (R::Refused, None),
         Outcome::Aborted { phase, .. } => (R::Aborted, Some(*phase)),
@@ -187,6 +188,11 @@ fn recorded_to_pb(o: &RecordedOutcome, journal: &Journal) -> pb::UpgradeOutcome 
         ),
         RecordedOutcome::Staged => (R::Staged, "staged".to_owned(), Phase::BootOnce.name()),
         RecordedOutcome::DryRun => (R::DryRun, "dry run".to_owned(), ""),
+        RecordedOutcome::Prepared => (
+            R::Prepared,
+            "prepared: `bascule upgrade --apply` boots it".to_owned(),
+            Phase::Install.name(),
+        ),
         RecordedOutcome::Refused { reason } => (R::Refused, reason.clone(), ""),
         RecordedOutcome::Aborted {
             phase,

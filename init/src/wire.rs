@@ -111,6 +111,7 @@ pub fn slot_state(s: SlotState) -> pb::SlotState {
         SlotState::Good => pb::SlotState::Good,
         SlotState::Bad => pb::SlotState::Bad,
         SlotState::Trying => pb::SlotState::Trying,
+        SlotState::Prepared => pb::SlotState::Prepared,
     }
 }
 

@@ -65,8 +65,11 @@ fn fifty_services_probing_a_port_that_does_not_answer_leave_the_api_responsive()
     }
     times.sort();
     let p99 = times[times.len() * 99 / 100];
+    // A probe that blocked the loop (a connect waiting on the full accept
+    // queue) would cost each call at least its connect timeout; the bound
+    // is far below that and far above scheduling noise on a loaded host.
     assert!(
-        p99 < Duration::from_millis(5),
+        p99 < Duration::from_millis(100),
         "API p99 {p99:?} while 50 services probe an unanswering port (median {:?})",
         times[times.len() / 2]
     );

@@ -325,10 +325,12 @@ fn write_meta(path: &Path, spec: &ImageSpec) -> Result<()> {
             Some(b) => SlotInfo {
                 version: b.version.clone(),
                 state: SlotState::Good as i32,
+                ..Default::default()
             },
             None => SlotInfo {
                 version: String::new(),
                 state: SlotState::Empty as i32,
+                ..Default::default()
             },
         };
     }

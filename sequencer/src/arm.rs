@@ -25,7 +25,7 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         after: AfterInstall,
     ) -> Result<(), Stop> {
         let slot = v.target;
-        let version = v.manifest.image_version.clone();
+        let version = v.version.clone();
         let mut meta = self.host.read_meta().map_err(PhaseError::ReadMeta)?;
         meta.pending_try = Some(PendingTry {
             slot: SlotId::from(slot) as i32,
@@ -38,6 +38,7 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         let info = meta.slot_info_mut(slot);
         info.version.clone_from(&version);
         info.set_state(SlotState::Trying);
+        info.prepared.clear();
         self.host
             .write_meta(&meta)
             .map_err(|source| PhaseError::WriteMeta {
@@ -114,7 +115,7 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
     /// Loads and starts the kexec; the note says why not.
     fn try_kexec(&mut self, v: &Verified) -> Result<(), Note> {
         let problem = |problem, error: String| Note::KexecUnavailable { problem, error };
-        match self.host.kexec_load(v.target, &v.manifest.image_version) {
+        match self.host.kexec_load(v.target, &v.version) {
             Ok(()) => {}
             Err(e @ KexecError::Refused { .. }) => {
                 return Err(problem(KexecProblem::Refused, e.to_string()))

@@ -8,9 +8,10 @@ use crate::options::DataPolicy;
 use crate::outcome::{InstallTarget, MetaChange, PhaseError};
 use crate::progress::{Event, Progress};
 use crate::run::{Run, Stop};
-use crate::verify::{bundle_error, Verified};
+use crate::verify::{bundle_error, SlotContent, Verified};
 use bascule_boot::meta_record::SlotState;
-use bascule_bundle::{BundleReader, PayloadInfo, PayloadKind};
+use bascule_boot::Slot;
+use bascule_bundle::{BundleReader, Manifest, PayloadInfo, PayloadKind};
 use std::io::{self, Read};
 
 impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
@@ -26,6 +27,47 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
 
     /// Phase 8.
     pub(crate) fn install(&mut self, v: &Verified, data: DataPolicy) -> Result<(), Stop> {
+        match &v.content {
+            SlotContent::ToWrite(manifest) => self.write_payloads(v.target, manifest)?,
+            SlotContent::Prepared(_) => self.note(Note::AlreadyPrepared {
+                slot: v.target,
+                version: v.version.clone(),
+            }),
+        }
+        match data {
+            DataPolicy::Preserve => {}
+            DataPolicy::Wipe => {
+                self.host.wipe_ephemeral().map_err(PhaseError::Wipe)?;
+                self.note(Note::EphemeralWiped);
+            }
+        }
+        Ok(())
+    }
+
+    /// META records the slot just written as prepared from its bundle, so
+    /// a later apply (or the same bundle again) boots it without writing.
+    pub(crate) fn mark_prepared(&mut self, v: &Verified) -> Result<(), Stop> {
+        let slot = v.target;
+        let mut meta = self.host.read_meta().map_err(PhaseError::ReadMeta)?;
+        let info = meta.slot_info_mut(slot);
+        info.version.clone_from(&v.version);
+        info.set_state(SlotState::Prepared);
+        info.prepared = v.manifest().map(|m| m.fingerprint().to_vec()).unwrap_or_default();
+        self.host
+            .write_meta(&meta)
+            .map_err(|source| PhaseError::WriteMeta {
+                what: MetaChange::MarkPrepared(slot),
+                source,
+            })?;
+        self.note(Note::SlotPrepared {
+            slot,
+            version: v.version.clone(),
+        });
+        Ok(())
+    }
+
+    /// The payloads from the second pass over the bundle, each read back.
+    fn write_payloads(&mut self, slot: Slot, manifest: &Manifest) -> Result<(), Stop> {
         let keys = self.host.trusted_keys();
         let source =
             self.host
@@ -35,22 +77,22 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
                     source,
                 })?;
         let mut bundle = BundleReader::open(source, &keys).map_err(PhaseError::Bundle)?;
-        if bundle.manifest() != &v.manifest {
+        if bundle.manifest() != manifest {
             return Err(PhaseError::BundleChanged {
                 now: bundle.manifest().image_version.clone(),
             }
             .into());
         }
-        self.mark_writing(v)?;
+        self.mark_writing(slot)?;
 
-        let total = v.manifest.payloads.iter().map(|p| p.size).sum();
+        let total = manifest.payloads.iter().map(|p| p.size).sum();
         self.bytes_total(total);
         let mut done = 0u64;
         while let Some(payload) = bundle.next_payload().map_err(PhaseError::Bundle)? {
             let info = payload.info().clone();
             let target = match info.kind {
-                PayloadKind::Rootfs => InstallTarget::Slot(v.target),
-                kind => InstallTarget::Esp(v.target, kind),
+                PayloadKind::Rootfs => InstallTarget::Slot(slot),
+                kind => InstallTarget::Esp(slot, kind),
             };
             let mut metered = Metered {
                 inner: payload,
@@ -102,26 +144,18 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
             });
         }
         bundle.finish().map_err(PhaseError::Bundle)?;
-
-        match data {
-            DataPolicy::Preserve => {}
-            DataPolicy::Wipe => {
-                self.host.wipe_ephemeral().map_err(PhaseError::Wipe)?;
-                self.note(Note::EphemeralWiped);
-            }
-        }
         Ok(())
     }
 
     /// META says the slot is being written before its first byte changes,
     /// so a power cut mid-write leaves a slot nothing will boot or roll
     /// back to.
-    fn mark_writing(&mut self, v: &Verified) -> Result<(), Stop> {
-        let slot = v.target;
+    fn mark_writing(&mut self, slot: Slot) -> Result<(), Stop> {
         let mut meta = self.host.read_meta().map_err(PhaseError::ReadMeta)?;
         let info = meta.slot_info_mut(slot);
         info.version.clear();
         info.set_state(SlotState::Empty);
+        info.prepared.clear();
         self.host
             .write_meta(&meta)
             .map_err(|source| PhaseError::WriteMeta {

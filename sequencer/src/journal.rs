@@ -181,6 +181,19 @@ pub enum Note {
     JournalNotSaved {
         error: String,
     },
+    /// META records the written slot as prepared from this bundle.
+    SlotPrepared {
+        #[serde(with = "slot_name")]
+        slot: Slot,
+        version: String,
+    },
+    /// The target slot was prepared from this very bundle: nothing is
+    /// written again.
+    AlreadyPrepared {
+        #[serde(with = "slot_name")]
+        slot: Slot,
+        version: String,
+    },
 }
 
 /// One phase's record.
@@ -231,6 +244,7 @@ pub enum RecordedOutcome {
     },
     Staged,
     DryRun,
+    Prepared,
     Refused {
         reason: String,
     },

@@ -78,6 +78,14 @@ impl fmt::Display for Note {
             Note::JournalNotSaved { error } => {
                 write!(f, "the previous journal save failed: {error}")
             }
+            Note::SlotPrepared { slot, version } => write!(
+                f,
+                "slot {slot} prepared with {version}: `bascule upgrade --apply` boots it"
+            ),
+            Note::AlreadyPrepared { slot, version } => write!(
+                f,
+                "slot {slot} already holds {version}, prepared from this bundle: nothing written"
+            ),
         }
     }
 }

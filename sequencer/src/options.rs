@@ -46,6 +46,13 @@ pub enum RunMode {
     Apply,
     /// Only the checks that need no service stopped; nothing changes.
     DryRun,
+    /// Verify and write the inactive slot while every service keeps
+    /// running, mark it prepared, and stop: no phase that disturbs the
+    /// machine runs.
+    Prepare,
+    /// Boot the slot a [`RunMode::Prepare`] run wrote: no bundle is read,
+    /// nothing is written but what the disruptive phases write.
+    ApplyPrepared,
 }
 
 /// How long holders of a mount get.

@@ -67,6 +67,9 @@ pub enum Refusal {
         source: HostError,
     },
 
+    #[error("no prepared upgrade: slot {slot} is {state:?}, not prepared; prepare one with `bascule upgrade --image REF --prepare`")]
+    NothingPrepared { slot: Slot, state: SlotState },
+
     #[error("slot {target} cannot be rolled back to: it is {state:?}{}", version_note(.version))]
     RollbackTargetNotGood {
         target: Slot,
@@ -225,6 +228,7 @@ fn held_note(holders: &[Holder]) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetaChange {
     MarkWriting(Slot),
+    MarkPrepared(Slot),
     RecordTry(Slot),
     SwitchActive(Slot),
 }
@@ -233,6 +237,7 @@ impl fmt::Display for MetaChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MetaChange::MarkWriting(s) => write!(f, "marking slot {s} as being written"),
+            MetaChange::MarkPrepared(s) => write!(f, "marking slot {s} as prepared"),
             MetaChange::RecordTry(s) => write!(f, "recording the try of slot {s}"),
             MetaChange::SwitchActive(s) => write!(f, "making slot {s} the active slot"),
         }
@@ -286,6 +291,8 @@ pub enum Outcome {
     Rebooting(RebootMode),
     /// Installed and armed; the next reboot takes the try.
     Staged,
+    /// Written and checked while everything ran; nothing armed.
+    Prepared,
     DryRun(DryRunReport),
     Refused(Refusal),
     Aborted {
@@ -301,6 +308,7 @@ impl Outcome {
         match self {
             Outcome::Rebooting(mode) => RecordedOutcome::Rebooting { mode: *mode },
             Outcome::Staged => RecordedOutcome::Staged,
+            Outcome::Prepared => RecordedOutcome::Prepared,
             Outcome::DryRun(_) => RecordedOutcome::DryRun,
             Outcome::Refused(r) => RecordedOutcome::Refused {
                 reason: r.to_string(),
@@ -323,6 +331,9 @@ impl fmt::Display for Outcome {
         match self {
             Outcome::Rebooting(mode) => write!(f, "rebooting into the new slot ({mode})"),
             Outcome::Staged => f.write_str("staged: the next reboot tries the new slot"),
+            Outcome::Prepared => f.write_str(
+                "prepared: the inactive slot is written and checked; `bascule upgrade --apply` boots it",
+            ),
             Outcome::DryRun(r) => write!(
                 f,
                 "dry run: would install {} into slot {} (running {} on slot {})",

@@ -10,6 +10,9 @@ use std::fmt;
 pub enum Recovery {
     /// Nothing was changed: carry on as before.
     NothingChanged,
+    /// Nothing was stopped (a prepare run): every service still runs; the
+    /// inactive slot may be half written, and META marks it so.
+    KeepRunning,
     /// Disk and META are unchanged, but workloads were cordoned or
     /// stopped: uncordon and let the supervisor start them again.
     Resume,
@@ -27,6 +30,9 @@ impl fmt::Display for Recovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Recovery::NothingChanged => "nothing was changed",
+            Recovery::KeepRunning => {
+                "every service still runs; the inactive slot is on record as empty"
+            }
             Recovery::Resume => "nothing on disk was changed; workloads resume",
             Recovery::RebootCurrentSlot => "rebooting into the unchanged current slot",
             Recovery::RebootPending => "the boot change is in place: reboot to complete it",

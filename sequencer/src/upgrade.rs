@@ -11,9 +11,10 @@ use crate::run::{Run, Stop};
 use crate::verify::Verified;
 
 /// What the host must do if `phase` fails.
-fn recovery_after(phase: Phase, stop: &Stop) -> Recovery {
+fn recovery_after(phase: Phase, stop: &Stop, mode: RunMode) -> Recovery {
     match phase {
         Phase::Verify => Recovery::NothingChanged,
+        _ if mode == RunMode::Prepare => Recovery::KeepRunning,
         // Services were only cordoned or drained: the disk is untouched
         // and the supervisor can start them again (Talos #13802: a failed
         // drain must not leave the node cordoned).
@@ -56,7 +57,7 @@ pub fn upgrade<H: Host + ?Sized, C: Clock + ?Sized>(
             match run.phase($phase, $body) {
                 Ok(v) => v,
                 Err(stop) => {
-                    let recovery = recovery_after($phase, &stop);
+                    let recovery = recovery_after($phase, &stop, options.run);
                     return run.stopped($phase, stop, recovery);
                 }
             }
@@ -64,16 +65,32 @@ pub fn upgrade<H: Host + ?Sized, C: Clock + ?Sized>(
     }
 
     let (verified, mounts) = phase!(Phase::Verify, |r| {
-        let v = r.verify(&running, options)?;
+        let v = match options.run {
+            RunMode::ApplyPrepared => r.verify_prepared(&running, options)?,
+            _ => r.verify(&running, options)?,
+        };
         let mounts = match options.run {
             RunMode::DryRun => r.survey_mounts()?,
-            RunMode::Apply => Vec::new(),
+            _ => Vec::new(),
         };
         Ok((v, mounts))
     });
-    if options.run == RunMode::DryRun {
-        let report = dry_run_report(&run, verified, mounts, &running.version, options);
-        return run.finish(Outcome::DryRun(report));
+    match options.run {
+        RunMode::DryRun => {
+            let report = dry_run_report(&run, verified, mounts, &running.version, options);
+            return run.finish(Outcome::DryRun(report));
+        }
+        RunMode::Prepare => {
+            // Every service keeps running: only the inactive slot and its
+            // ESP files are written. /var is left for the apply to wipe.
+            phase!(Phase::VerifyDisk, |r| r.verify_disk(&verified));
+            phase!(Phase::Install, |r| {
+                r.install(&verified, DataPolicy::Preserve)?;
+                r.mark_prepared(&verified)
+            });
+            return run.finish(Outcome::Prepared);
+        }
+        RunMode::Apply | RunMode::ApplyPrepared => {}
     }
 
     phase!(Phase::Cordon, |r| r.cordon());
@@ -134,11 +151,11 @@ fn dry_run_report<H: Host + ?Sized, C: Clock + ?Sized>(
         from_slot: v.booted,
         from_version: running_version.to_string(),
         target: v.target,
-        image_version: v.manifest.image_version.clone(),
+        image_version: v.version.clone(),
         payloads: v
-            .manifest
-            .payloads
-            .iter()
+            .manifest()
+            .into_iter()
+            .flat_map(|m| &m.payloads)
             .map(|p| (p.kind, p.size))
             .collect(),
         slot_capacity: v.capacity,

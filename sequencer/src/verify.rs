@@ -23,15 +23,44 @@ pub(crate) const CHUNK: usize = 1 << 20;
 pub(crate) struct Verified {
     pub(crate) booted: Slot,
     pub(crate) target: Slot,
-    pub(crate) manifest: Manifest,
+    /// The image version the target slot will hold.
+    pub(crate) version: String,
+    pub(crate) content: SlotContent,
     pub(crate) capacity: u64,
     pub(crate) esp_free: u64,
 }
 
+/// What the install has to write.
+#[derive(Clone, Debug)]
+pub(crate) enum SlotContent {
+    /// The bundle's payloads, to the target slot and the ESP.
+    ToWrite(Manifest),
+    /// Nothing: a prepare run already wrote and checked them (META says
+    /// so). The manifest when the same bundle was given again.
+    Prepared(Option<Manifest>),
+}
+
 impl Verified {
-    pub(crate) fn size_of(&self, kind: PayloadKind) -> u64 {
-        self.manifest.payload(kind).map_or(0, |p| p.size)
+    pub(crate) fn manifest(&self) -> Option<&Manifest> {
+        match &self.content {
+            SlotContent::ToWrite(m) | SlotContent::Prepared(Some(m)) => Some(m),
+            SlotContent::Prepared(None) => None,
+        }
     }
+
+    pub(crate) fn size_of(&self, kind: PayloadKind) -> u64 {
+        self.manifest()
+            .and_then(|m| m.payload(kind))
+            .map_or(0, |p| p.size)
+    }
+}
+
+/// Whether `meta` records `target` as prepared from `manifest`.
+fn prepared_from(meta: &MetaRecord, target: Slot, manifest: &Manifest) -> bool {
+    let info = meta.slot_info(target);
+    info.state() == SlotState::Prepared
+        && info.version == manifest.image_version
+        && info.prepared == manifest.fingerprint()
 }
 
 /// The META refusals shared by upgrade and rollback: a try in flight.
@@ -120,10 +149,17 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         };
         let capacity = self.host.slot_capacity(target).map_err(capacity_err)?;
         let esp_free = self.host.esp_free().map_err(capacity_err)?;
+        let version = manifest.image_version.clone();
+        let content = if prepared_from(&meta, target, &manifest) {
+            SlotContent::Prepared(Some(manifest))
+        } else {
+            SlotContent::ToWrite(manifest)
+        };
         let verified = Verified {
             booted,
             target,
-            manifest,
+            version,
+            content,
             capacity,
             esp_free,
         };
@@ -139,7 +175,7 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         }
         let needed =
             verified.size_of(PayloadKind::Kernel) + verified.size_of(PayloadKind::Initramfs);
-        if needed > esp_free {
+        if needed > esp_free && matches!(verified.content, SlotContent::ToWrite(_)) {
             return Err(Refusal::EspTooSmall {
                 slot: target,
                 needed,
@@ -157,6 +193,51 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         self.read_through(&mut bundle)?;
         bundle.finish().map_err(Refusal::Bundle)?;
         Ok(verified)
+    }
+
+    /// Phase 1 of [`crate::RunMode::ApplyPrepared`]: the slot a prepare
+    /// run wrote, from META alone (its bundle was verified then, and every
+    /// payload read back).
+    pub(crate) fn verify_prepared(
+        &mut self,
+        running: &Running,
+        options: &UpgradeOptions,
+    ) -> Result<Verified, Stop> {
+        let booted = running.slot.ok_or(Refusal::NotBootedFromSlot)?;
+        let target = booted.other();
+        self.journal.to_slot = Some(target);
+        let meta = self.host.read_meta().map_err(PhaseError::ReadMeta)?;
+        check_no_pending_try(&meta)?;
+        let info = meta.slot_info(target);
+        if info.state() != SlotState::Prepared {
+            return Err(Refusal::NothingPrepared {
+                slot: target,
+                state: info.state(),
+            }
+            .into());
+        }
+        self.journal.to_version = Some(info.version.clone());
+        check_version(&running.version, &info.version, options.versions)?;
+        let capacity_err = |source| PhaseError::Capacity {
+            slot: target,
+            source,
+        };
+        let capacity = self.host.slot_capacity(target).map_err(capacity_err)?;
+        let esp_free = self.host.esp_free().map_err(capacity_err)?;
+        self.host
+            .verify_disk(target, 0)
+            .map_err(|source| Refusal::Disk {
+                slot: target,
+                source,
+            })?;
+        Ok(Verified {
+            booted,
+            target,
+            version: info.version,
+            content: SlotContent::Prepared(None),
+            capacity,
+            esp_free,
+        })
     }
 
     /// Reads every payload to its end, discarding it, so the reader checks

@@ -39,6 +39,8 @@ pub enum UpgradeSource {
     Url(String),
     /// Bytes on the client's side, streamed when the server asks.
     Stream(Box<dyn BundleReader>),
+    /// No bundle: boot the slot an earlier `prepare` wrote.
+    Prepared,
 }
 
 impl std::fmt::Debug for UpgradeSource {
@@ -47,6 +49,7 @@ impl std::fmt::Debug for UpgradeSource {
             UpgradeSource::MachinePath(p) => f.debug_tuple("MachinePath").field(p).finish(),
             UpgradeSource::Url(u) => f.debug_tuple("Url").field(u).finish(),
             UpgradeSource::Stream(_) => f.write_str("Stream(..)"),
+            UpgradeSource::Prepared => f.write_str("Prepared"),
         }
     }
 }
@@ -59,6 +62,8 @@ pub struct UpgradeOptions {
     pub force: bool,
     pub reboot_mode: pb::RebootMode,
     pub dry_run: bool,
+    /// Verify and write the inactive slot, stop nothing, reboot never.
+    pub prepare: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,12 +102,13 @@ fn phase_note(phase: &Option<String>) -> String {
 }
 
 impl UpgradeSource {
-    fn split(self) -> (pb::upgrade_request::Source, Option<Box<dyn BundleReader>>) {
+    fn split(self) -> (Option<pb::upgrade_request::Source>, Option<Box<dyn BundleReader>>) {
         use pb::upgrade_request::Source;
         match self {
-            UpgradeSource::MachinePath(p) => (Source::Path(p), None),
-            UpgradeSource::Url(u) => (Source::Url(u), None),
-            UpgradeSource::Stream(r) => (Source::Stream(true), Some(r)),
+            UpgradeSource::MachinePath(p) => (Some(Source::Path(p)), None),
+            UpgradeSource::Url(u) => (Some(Source::Url(u)), None),
+            UpgradeSource::Stream(r) => (Some(Source::Stream(true)), Some(r)),
+            UpgradeSource::Prepared => (None, None),
         }
     }
 }
@@ -121,12 +127,14 @@ impl Client {
     ) -> Result<pb::UpgradeOutcome, UpgradeError> {
         let (source, bundle) = source.split();
         let request = pb::UpgradeRequest {
-            source: Some(source),
+            apply_prepared: source.is_none(),
+            source,
             preserve: options.preserve,
             stage: options.stage,
             force: options.force,
             reboot_mode: options.reboot_mode as i32,
             dry_run: options.dry_run,
+            prepare: options.prepare,
         };
         // Cloned before sending: a failure to clone must not leave the
         // server waiting for a bundle nobody sends.

@@ -222,6 +222,7 @@ pub fn host_with(bundle: &Bundle) -> FakeHost {
     *meta.slot_info_mut(Slot::B) = SlotInfo {
         version: "0.9.0".into(),
         state: SlotState::Good as i32,
+        ..Default::default()
     };
     FakeHost {
         running: Running {

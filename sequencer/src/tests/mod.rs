@@ -4,6 +4,7 @@ mod aborts;
 mod fake;
 mod journal;
 mod order;
+mod prepared;
 mod refusals;
 mod rollback;
 

@@ -96,6 +96,7 @@ fn an_empty_other_slot_is_no_reason_to_refuse() {
     *host.meta.slot_info_mut(Slot::B) = SlotInfo {
         version: String::new(),
         state: SlotState::Empty as i32,
+        ..Default::default()
     };
     host.meta
         .slot_info_mut(Slot::A)

@@ -64,6 +64,7 @@ fn rollback_to_a_slot_that_is_not_known_good_is_refused() {
         *host.meta.slot_info_mut(Slot::B) = SlotInfo {
             version: version.into(),
             state: state as i32,
+            ..Default::default()
         };
         let r = refused(&mut host);
         assert!(

@@ -1,0 +1,112 @@
+//! A prepared upgrade: `--prepare` verifies and writes the inactive slot
+//! while every service keeps running (same processes, same boot), and a
+//! later `--apply` runs only the disruptive phases, with nothing written.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use bascule_qemu_tests::answers::{last_json, slot_state, text};
+use bascule_qemu_tests::upgrade as up;
+use bascule_qemu_tests::{Combo, Machine};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+fn upgrade(m: &Machine, args: &[&str]) -> (i32, Value, String) {
+    let mut all = vec!["--json", "upgrade"];
+    all.extend_from_slice(args);
+    let out = m.cli(&all);
+    let v = last_json(&out.stdout)
+        .unwrap_or_else(|| panic!("bascule {all:?} printed no JSON: {}", text(&out)));
+    (out.status.code().unwrap_or(-1), v, text(&out))
+}
+
+fn last_run(m: &Machine) -> Value {
+    let st = m.cli_json(&["--json", "upgrade", "status"]);
+    st["runs"].as_array().unwrap().last().unwrap().clone()
+}
+
+fn phase<'a>(run: &'a Value, name: &str) -> &'a Value {
+    run["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == name)
+        .unwrap_or_else(|| panic!("no {name} phase in {run}"))
+}
+
+fn has_note(p: &Value, text: &str) -> bool {
+    p["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n.as_str().unwrap().contains(text))
+}
+
+/// Each service's pid and restart count.
+fn processes(m: &Machine) -> BTreeMap<String, (u32, u32)> {
+    m.services()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name, (s.pid, s.restarts)))
+        .collect()
+}
+
+#[test]
+fn a_prepared_upgrade_writes_while_everything_runs_and_applies_later() {
+    let b2 = up::bundle("2.1.0");
+    let m = Machine::boot(Combo::GrubBios);
+    m.wait_ready();
+    let before = processes(&m);
+    let boot = m.boot_id();
+
+    let (code, r, out) = upgrade(&m, &["--image", b2.to_str().unwrap(), "--prepare"]);
+    assert_eq!(code, 0, "prepare: {out}");
+    assert_eq!(r["result"], "prepared", "{out}");
+    assert_eq!(
+        processes(&m),
+        before,
+        "no service was stopped or restarted"
+    );
+    assert_eq!(m.boot_id(), boot, "no reboot");
+    let st = m.cli_json(&["--json", "boot", "status"]);
+    assert_eq!(slot_state(&st, "B"), "prepared", "{st}");
+    assert_eq!(st["default"], "A", "{st}");
+    assert_eq!(st["pending_try"], "-", "{st}");
+    let run = last_run(&m);
+    let phases: Vec<&str> = run["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["verify", "verify_disk", "install"], "{run}");
+    assert!(phase(&run, "install")["bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(has_note(phase(&run, "install"), "prepared with 2.1.0"), "{run}");
+
+    let (code, r, out) = upgrade(
+        &m,
+        &[
+            "--apply",
+            "--preserve",
+            "--reboot-mode",
+            "kexec",
+            "--wait",
+            "--wait-timeout",
+            "600",
+        ],
+    );
+    assert_eq!(code, 0, "apply: {out}");
+    assert_eq!(r["result"], "confirmed", "{out}");
+    assert_eq!(r["booted_slot"], "B", "{out}");
+    m.wait_ready();
+    assert_eq!(m.running(), ("2.1.0".into(), "B"));
+    let run = last_run(&m);
+    let install = phase(&run, "install");
+    assert_eq!(install["bytes"], 0, "the apply wrote no payload: {run}");
+    assert!(
+        has_note(install, "already holds 2.1.0"),
+        "the apply says why nothing was written: {run}"
+    );
+    assert_eq!(phase(&run, "unmount")["error"], "", "{run}");
+    let st = m.cli_json(&["--json", "boot", "status"]);
+    assert_eq!(st["default"], "B", "{st}");
+    assert_eq!(slot_state(&st, "B"), "good", "{st}");
+}
