@@ -127,6 +127,31 @@ pub struct MetaRecord {
     pub slot_a: Option<SlotInfo>,
     #[prost(message, optional, tag = "6")]
     pub slot_b: Option<SlotInfo>,
+    /// An upgrade to apply early in the next boot, before services start
+    /// and before /var is mounted. Cleared before it is acted on, so a
+    /// staged upgrade that fails cannot loop.
+    #[prost(message, optional, tag = "7")]
+    pub staged: Option<StagedApply>,
+}
+
+/// A prepared slot that the next boot of `from_slot` applies.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct StagedApply {
+    /// The slot that staged it: only its boot applies it.
+    #[prost(enumeration = "SlotId", tag = "1")]
+    pub from_slot: i32,
+    /// The prepared slot to try.
+    #[prost(enumeration = "SlotId", tag = "2")]
+    pub slot: i32,
+    #[prost(string, tag = "3")]
+    pub version: String,
+    /// Recreate EPHEMERAL before the try (the upgrade was not asked to
+    /// preserve data).
+    #[prost(bool, tag = "4")]
+    pub wipe_data: bool,
+    /// Reboot through the firmware instead of kexec.
+    #[prost(bool, tag = "5")]
+    pub firmware_reboot: bool,
 }
 
 impl MetaRecord {

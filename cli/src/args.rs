@@ -114,7 +114,9 @@ pub struct UpgradeArgs {
     #[arg(long)]
     pub preserve: bool,
 
-    /// Install and set the boot-once entry, but do not reboot.
+    /// Verify and write the inactive slot now, with every service running;
+    /// the next boot tries it before its services start and before /var
+    /// is mounted (for filesystems that cannot be freed while running).
     #[arg(long, conflicts_with_all = ["dry_run", "wait"])]
     pub stage: bool,
 

@@ -171,7 +171,7 @@ fn upgrade(ctx: &Ctx, args: &UpgradeArgs, mode: Mode) -> Result<Done, Failure> {
         pb::UpgradeResult::Rebooting => (exit::SUCCESS, format!("upgrade to {target}: rebooting")),
         pb::UpgradeResult::Staged => (
             exit::SUCCESS,
-            format!("upgrade to {target}: staged; the next reboot tries it"),
+            format!("upgrade to {target}: staged; the next boot tries it before its services start"),
         ),
         pb::UpgradeResult::Prepared => (
             exit::SUCCESS,

@@ -108,15 +108,35 @@ const TARGETS: [Target; 3] = [
 ];
 
 /// Mounts every state partition; returns the labels it could not mount.
-pub fn mount_partitions() -> Vec<&'static str> {
+/// Whether this boot mounts /var (EPHEMERAL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Var {
+    Mount,
+    /// A staged upgrade runs first and may wipe it.
+    LeaveUnmounted,
+}
+
+pub fn mount_partitions(var: Var) -> Vec<&'static str> {
     let mut failed = Vec::new();
-    for t in &TARGETS {
+    for t in TARGETS
+        .iter()
+        .filter(|t| var == Var::Mount || t.label != layout::LABEL_EPHEMERAL)
+    {
         if let Err(e) = mount_one(t) {
             log!("partition {}: {e}; continuing without {}", t.label, t.dir);
             failed.push(t.label);
         }
     }
     failed
+}
+
+/// Mounts /var after all (a staged upgrade that did not start).
+pub fn mount_var() {
+    for t in TARGETS.iter().filter(|t| t.label == layout::LABEL_EPHEMERAL) {
+        if let Err(e) = mount_one(t) {
+            log!("partition {}: {e}; continuing without {}", t.label, t.dir);
+        }
+    }
 }
 
 fn mount_one(t: &Target) -> Result<(), MountError> {

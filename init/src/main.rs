@@ -28,6 +28,7 @@ mod slot_io;
 mod slot_keeper;
 mod slots;
 mod source_readers;
+mod staged;
 mod stage1;
 mod timeline;
 mod tokens;

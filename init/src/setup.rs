@@ -101,9 +101,16 @@ pub fn run(mode: Mode, args: &[String]) -> Result<Finished, SetupError> {
     let handed_over = std::fs::read_to_string(TIMELINE_FILE).ok();
     let mut timeline = Timeline::from_boot(handed_over.as_deref());
     timeline.mark("init start");
+    let mut staged = None;
     if mode == Mode::Pid1 {
         crate::pid1::early_setup();
-        crate::machine::mount_partitions();
+        staged = crate::staged::take_from_disk(
+            config::read_trimmed("/proc/cmdline").and_then(|c| crate::pid1::booted_slot(&c)),
+        );
+        crate::machine::mount_partitions(match staged {
+            Some(_) => crate::machine::Var::LeaveUnmounted,
+            None => crate::machine::Var::Mount,
+        });
         timeline.mark("partitions mounted");
     }
     let machine = match mode {
@@ -135,8 +142,17 @@ pub fn run(mode: Mode, args: &[String]) -> Result<Finished, SetupError> {
         }
     }
     let mut init = build(cfg, timeline)?;
+    // A staged upgrade runs before any service; if it cannot start, the
+    // boot goes on as usual.
+    let var_left_unmounted = staged.is_some();
+    let applying = staged.is_some_and(|s| {
+        catch_unwind(AssertUnwindSafe(|| init.start_staged(s))).unwrap_or(false)
+    });
+    if !applying && var_left_unmounted {
+        crate::machine::mount_var();
+    }
     // A panic while starting the services must not leave PID 1 without its loop.
-    if catch_unwind(AssertUnwindSafe(|| init.start())).is_err() {
+    if !applying && catch_unwind(AssertUnwindSafe(|| init.start())).is_err() {
         log!("starting the services panicked; the event loop runs anyway");
     }
     loop {

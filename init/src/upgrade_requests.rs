@@ -25,9 +25,10 @@ use crate::log;
 use crate::tokens::Source as Token;
 use crate::upgrade_bridge::{self, LoopCall};
 use crate::upgrade_host::{MachineHost, Source, JOURNAL_FILE};
+use crate::staged::Staged;
 use crate::upgrades::{
-    self, event_to_pb, outcome_to_pb, Feed, PendingStop, Run, StopScope, FEED_HIGH_WATER,
-    STOP_DEADLINE,
+    self, event_to_pb, outcome_to_pb, Feed, PendingStop, Run, RunOrigin, StopScope,
+    FEED_HIGH_WATER, NO_CLIENT, STOP_DEADLINE,
 };
 use crate::wire;
 
@@ -208,14 +209,24 @@ impl Init {
             }
         };
         log!(
-            "{}: started for a client",
+            "{}: started {}",
             match kind {
                 RunKind::Upgrade => "upgrade",
                 RunKind::Rollback => "rollback",
+            },
+            if tok == NO_CLIENT {
+                "from META, staged at boot"
+            } else {
+                "for a client"
             }
         );
         self.upgrades.run = Some(Run {
             kind,
+            origin: if tok == NO_CLIENT {
+                RunOrigin::StagedAtBoot
+            } else {
+                RunOrigin::Client
+            },
             conn: tok,
             request_id: id,
             bridge,
@@ -226,6 +237,35 @@ impl Init {
             last_progress: None,
         });
         None
+    }
+
+    /// Applies a staged upgrade before any service starts: the run of
+    /// `upgrade --apply`, asked for by META instead of a client. False when
+    /// it could not start (the boot then goes on as usual).
+    pub(crate) fn start_staged(&mut self, s: Staged) -> bool {
+        log!(
+            "staged upgrade to {} in slot {}: applying it before any service starts",
+            s.version,
+            s.slot
+        );
+        let req = pb::UpgradeRequest {
+            apply_prepared: true,
+            preserve: !s.wipe_data,
+            reboot_mode: if s.firmware_reboot {
+                pb::RebootMode::Firmware
+            } else {
+                pb::RebootMode::Kexec
+            } as i32,
+            ..Default::default()
+        };
+        match self.start_run(NO_CLIENT, 0, RunKind::Upgrade, Some(req)) {
+            None => true,
+            Some(Err((_, why))) => {
+                log!("staged upgrade: cannot start it ({why}); booting as usual");
+                false
+            }
+            Some(Ok(_)) => false,
+        }
     }
 
     fn send_event(&mut self, ev: pb::UpgradeEvent, more: bool) {
@@ -574,6 +614,16 @@ impl Init {
                 self.sup.start_all(now, self.launcher.launcher());
             }
             _ => self.sup.set_cordoned(false),
+        }
+        // A staged run found no service running and /var unmounted: any
+        // end but its own reboot is followed by an ordinary boot (its
+        // request is already gone from META).
+        if run.origin == RunOrigin::StagedAtBoot
+            && !matches!(f.outcome, Outcome::Rebooting(_))
+            && !self.shutting_down()
+        {
+            log!("staged upgrade did not run to its reboot: rebooting to boot as usual");
+            self.begin_shutdown(PowerAction::Reboot);
         }
     }
 

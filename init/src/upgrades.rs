@@ -52,8 +52,22 @@ pub struct Feed {
     pub watched: bool,
 }
 
+/// The connection id of a run no client asked for (a staged upgrade
+/// applied at boot): its events and outcome go nowhere but the log.
+pub const NO_CLIENT: u64 = u64::MAX;
+
+/// Who started a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunOrigin {
+    Client,
+    /// A staged upgrade, at boot, before any service started and with /var
+    /// unmounted: whatever it ends with, the machine reboots.
+    StagedAtBoot,
+}
+
 pub struct Run {
     pub kind: RunKind,
+    pub origin: RunOrigin,
     pub conn: u64,
     pub request_id: u64,
     pub bridge: Bridge,
@@ -245,6 +259,7 @@ mod tests {
         let mut u = Upgrades::new(Vec::new());
         u.run = Some(Run {
             kind: RunKind::Upgrade,
+            origin: RunOrigin::Client,
             conn: 1,
             request_id: 2,
             bridge,

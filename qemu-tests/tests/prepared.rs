@@ -1,6 +1,8 @@
-//! A prepared upgrade: `--prepare` verifies and writes the inactive slot
-//! while every service keeps running (same processes, same boot), and a
-//! later `--apply` runs only the disruptive phases, with nothing written.
+//! Prepared and staged upgrades: `--prepare` verifies and writes the
+//! inactive slot while every service keeps running (same processes, same
+//! boot), and a later `--apply` runs only the disruptive phases, with
+//! nothing written; `--stage` writes the same way and the next boot tries
+//! the slot before any of its services starts.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use bascule_qemu_tests::answers::{last_json, slot_state, text};
@@ -8,6 +10,7 @@ use bascule_qemu_tests::upgrade as up;
 use bascule_qemu_tests::{Combo, Machine};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 fn upgrade(m: &Machine, args: &[&str]) -> (i32, Value, String) {
     let mut all = vec!["--json", "upgrade"];
@@ -50,7 +53,7 @@ fn processes(m: &Machine) -> BTreeMap<String, (u32, u32)> {
 }
 
 #[test]
-fn a_prepared_upgrade_writes_while_everything_runs_and_applies_later() {
+fn prepared_and_staged_upgrades_write_while_everything_runs() {
     let b2 = up::bundle("2.1.0");
     let m = Machine::boot(Combo::GrubBios);
     m.wait_ready();
@@ -109,4 +112,57 @@ fn a_prepared_upgrade_writes_while_everything_runs_and_applies_later() {
     let st = m.cli_json(&["--json", "boot", "status"]);
     assert_eq!(st["default"], "B", "{st}");
     assert_eq!(slot_state(&st, "B"), "good", "{st}");
+
+    // Staged: written now while everything runs; the next boot tries it
+    // before any of its services starts and before /var is mounted.
+    let b3 = up::bundle("3.0.0");
+    let before = processes(&m);
+    let (code, r, out) = upgrade(
+        &m,
+        &[
+            "--image",
+            b3.to_str().unwrap(),
+            "--stage",
+            "--reboot-mode",
+            "firmware",
+        ],
+    );
+    assert_eq!(code, 0, "stage: {out}");
+    assert_eq!(r["result"], "staged", "{out}");
+    assert_eq!(processes(&m), before, "staging stopped nothing");
+    let st = m.cli_json(&["--json", "boot", "status"]);
+    assert_eq!(slot_state(&st, "A"), "prepared", "{st}");
+    assert_eq!(st["default"], "B", "{st}");
+
+    let from = m.serial().len();
+    let boots = m.boots_seen();
+    let out = m.cli(&["reboot"]);
+    assert!(out.status.success(), "reboot: {}", text(&out));
+    m.wait_init_line(
+        from,
+        "staged upgrade to 3.0.0 in slot A: applying it before any service starts",
+        Duration::from_secs(300),
+    );
+    // That boot reboots into A by itself.
+    m.wait_next_boot(boots + 1);
+    m.wait_ready();
+    assert_eq!(m.running(), ("3.0.0".into(), "A"));
+    let log = m.serial();
+    let staged_boot = &log[from..];
+    let start = staged_boot.find("applying it before any service starts").unwrap();
+    let end = staged_boot[start..]
+        .find("upgrade: reboot: started")
+        .map(|e| start + e)
+        .unwrap_or_else(|| panic!("the staged boot never rebooted:\n{}", &staged_boot[start..]));
+    assert!(
+        !staged_boot[start..end].contains("bascule-init: service "),
+        "no service ran in the boot that applied the stage:\n{}",
+        &staged_boot[start..end]
+    );
+    let run = last_run(&m);
+    assert_eq!(run["target_version"], "3.0.0", "{run}");
+    assert!(has_note(phase(&run, "install"), "already holds 3.0.0"), "{run}");
+    let st = m.cli_json(&["--json", "boot", "status"]);
+    assert_eq!(st["default"], "A", "{st}");
+    assert_eq!(slot_state(&st, "A"), "good", "{st}");
 }

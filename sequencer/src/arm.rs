@@ -10,7 +10,6 @@
 use crate::clock::Clock;
 use crate::host::{Host, KexecError, RebootMode};
 use crate::journal::{KexecProblem, Note};
-use crate::options::AfterInstall;
 use crate::outcome::{LoaderChange, MetaChange, PhaseError};
 use crate::run::{Run, Stop};
 use crate::verify::Verified;
@@ -18,12 +17,7 @@ use bascule_boot::meta_record::{PendingTry, SlotId, SlotState, TryKind};
 
 impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
     /// Phase 9.
-    pub(crate) fn boot_once(
-        &mut self,
-        v: &Verified,
-        mode: RebootMode,
-        after: AfterInstall,
-    ) -> Result<(), Stop> {
+    pub(crate) fn boot_once(&mut self, v: &Verified, mode: RebootMode) -> Result<(), Stop> {
         let slot = v.target;
         let version = v.version.clone();
         let mut meta = self.host.read_meta().map_err(PhaseError::ReadMeta)?;
@@ -46,8 +40,7 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
                 source,
             })?;
         self.note(Note::TryRecorded { slot, version });
-        let firmware_next = mode == RebootMode::Firmware || after == AfterInstall::Stage;
-        if firmware_next {
+        if mode == RebootMode::Firmware {
             self.set_once(v)?;
         }
         Ok(())

@@ -9,7 +9,9 @@ use crate::outcome::{InstallTarget, MetaChange, PhaseError};
 use crate::progress::{Event, Progress};
 use crate::run::{Run, Stop};
 use crate::verify::{bundle_error, SlotContent, Verified};
-use bascule_boot::meta_record::SlotState;
+use crate::host::RebootMode;
+use crate::options::UpgradeOptions;
+use bascule_boot::meta_record::{SlotId, SlotState, StagedApply};
 use bascule_boot::Slot;
 use bascule_bundle::{BundleReader, Manifest, PayloadInfo, PayloadKind};
 use std::io::{self, Read};
@@ -46,9 +48,22 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
 
     /// META records the slot just written as prepared from its bundle, so
     /// a later apply (or the same bundle again) boots it without writing.
-    pub(crate) fn mark_prepared(&mut self, v: &Verified) -> Result<(), Stop> {
+    /// With `staged` (the run's options), the next boot of the running
+    /// slot applies it too.
+    pub(crate) fn mark_prepared(
+        &mut self,
+        v: &Verified,
+        staged: Option<&UpgradeOptions>,
+    ) -> Result<(), Stop> {
         let slot = v.target;
         let mut meta = self.host.read_meta().map_err(PhaseError::ReadMeta)?;
+        meta.staged = staged.map(|o| StagedApply {
+            from_slot: SlotId::from(v.booted) as i32,
+            slot: SlotId::from(slot) as i32,
+            version: v.version.clone(),
+            wipe_data: o.data == DataPolicy::Wipe,
+            firmware_reboot: o.reboot == RebootMode::Firmware,
+        });
         let info = meta.slot_info_mut(slot);
         info.version.clone_from(&v.version);
         info.set_state(SlotState::Prepared);
@@ -63,6 +78,9 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
             slot,
             version: v.version.clone(),
         });
+        if staged.is_some() {
+            self.note(Note::Staged { slot });
+        }
         Ok(())
     }
 

@@ -187,6 +187,11 @@ pub enum Note {
         slot: Slot,
         version: String,
     },
+    /// META asks the next boot of the running slot to apply it.
+    Staged {
+        #[serde(with = "slot_name")]
+        slot: Slot,
+    },
     /// The target slot was prepared from this very bundle: nothing is
     /// written again.
     AlreadyPrepared {

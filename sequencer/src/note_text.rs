@@ -82,6 +82,10 @@ impl fmt::Display for Note {
                 f,
                 "slot {slot} prepared with {version}: `bascule upgrade --apply` boots it"
             ),
+            Note::Staged { slot } => write!(
+                f,
+                "staged: the next boot tries slot {slot} before its services start"
+            ),
             Note::AlreadyPrepared { slot, version } => write!(
                 f,
                 "slot {slot} already holds {version}, prepared from this bundle: nothing written"

@@ -330,7 +330,9 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Outcome::Rebooting(mode) => write!(f, "rebooting into the new slot ({mode})"),
-            Outcome::Staged => f.write_str("staged: the next reboot tries the new slot"),
+            Outcome::Staged => f.write_str(
+                "staged: the inactive slot is written; the next boot tries it before its services start",
+            ),
             Outcome::Prepared => f.write_str(
                 "prepared: the inactive slot is written and checked; `bascule upgrade --apply` boots it",
             ),

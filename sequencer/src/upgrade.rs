@@ -11,10 +11,11 @@ use crate::run::{Run, Stop};
 use crate::verify::Verified;
 
 /// What the host must do if `phase` fails.
-fn recovery_after(phase: Phase, stop: &Stop, mode: RunMode) -> Recovery {
+fn recovery_after(phase: Phase, stop: &Stop, options: &UpgradeOptions) -> Recovery {
+    let disruptive = options.run != RunMode::Prepare && options.after != AfterInstall::Stage;
     match phase {
         Phase::Verify => Recovery::NothingChanged,
-        _ if mode == RunMode::Prepare => Recovery::KeepRunning,
+        _ if !disruptive => Recovery::KeepRunning,
         // Services were only cordoned or drained: the disk is untouched
         // and the supervisor can start them again (Talos #13802: a failed
         // drain must not leave the node cordoned).
@@ -57,7 +58,7 @@ pub fn upgrade<H: Host + ?Sized, C: Clock + ?Sized>(
             match run.phase($phase, $body) {
                 Ok(v) => v,
                 Err(stop) => {
-                    let recovery = recovery_after($phase, &stop, options.run);
+                    let recovery = recovery_after($phase, &stop, options);
                     return run.stopped($phase, stop, recovery);
                 }
             }
@@ -86,9 +87,19 @@ pub fn upgrade<H: Host + ?Sized, C: Clock + ?Sized>(
             phase!(Phase::VerifyDisk, |r| r.verify_disk(&verified));
             phase!(Phase::Install, |r| {
                 r.install(&verified, DataPolicy::Preserve)?;
-                r.mark_prepared(&verified)
+                r.mark_prepared(&verified, None)
             });
             return run.finish(Outcome::Prepared);
+        }
+        // Staged: prepared now, applied by the next boot before its
+        // services start and before /var is mounted.
+        RunMode::Apply if options.after == AfterInstall::Stage => {
+            phase!(Phase::VerifyDisk, |r| r.verify_disk(&verified));
+            phase!(Phase::Install, |r| {
+                r.install(&verified, DataPolicy::Preserve)?;
+                r.mark_prepared(&verified, Some(options))
+            });
+            return run.finish(Outcome::Staged);
         }
         RunMode::Apply | RunMode::ApplyPrepared => {}
     }
@@ -100,24 +111,9 @@ pub fn upgrade<H: Host + ?Sized, C: Clock + ?Sized>(
     phase!(Phase::Unmount, |r| r.unmount_all(&options.timeouts));
     phase!(Phase::VerifyDisk, |r| r.verify_disk(&verified));
     phase!(Phase::Install, |r| r.install(&verified, options.data));
-    phase!(Phase::BootOnce, |r| r.boot_once(
-        &verified,
-        options.reboot,
-        options.after
-    ));
-    match options.after {
-        AfterInstall::Stage => {
-            phase!(Phase::Reboot, |r| {
-                r.skip(SkipReason::Staged);
-                Ok(())
-            });
-            run.finish(Outcome::Staged)
-        }
-        AfterInstall::Reboot => {
-            let mode = phase!(Phase::Reboot, |r| r.reboot(&verified, options.reboot));
-            run.finish(Outcome::Rebooting(mode))
-        }
-    }
+    phase!(Phase::BootOnce, |r| r.boot_once(&verified, options.reboot));
+    let mode = phase!(Phase::Reboot, |r| r.reboot(&verified, options.reboot));
+    run.finish(Outcome::Rebooting(mode))
 }
 
 fn dry_run_report<H: Host + ?Sized, C: Clock + ?Sized>(

@@ -96,7 +96,7 @@ pub enum Call {
     Signal(u32, Signal),
     WaitExit(Vec<u32>),
     Unmount(PathBuf),
-    WriteMeta(MetaRecord),
+    WriteMeta(Box<MetaRecord>),
     WriteSlot(Slot, u64),
     SlotDigest(Slot, u64),
     WriteEsp(Slot, PayloadKind, u64),
@@ -442,7 +442,7 @@ impl Host for FakeHost {
     }
 
     fn write_meta(&mut self, record: &MetaRecord) -> Result<(), HostError> {
-        self.calls.push(Call::WriteMeta(record.clone()));
+        self.calls.push(Call::WriteMeta(Box::new(record.clone())));
         self.meta_writes += 1;
         if self.meta_writes == 2 && self.failing(&Fail::RecordTry) {
             return Err(failed("writing META /dev/vda3", "I/O error"));

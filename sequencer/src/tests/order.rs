@@ -135,27 +135,39 @@ fn failed_kexec_reboot_falls_back_to_firmware() {
 }
 
 #[test]
-fn staged_kexec_upgrade_sets_boot_once_and_does_not_reboot() {
+fn a_staged_upgrade_writes_the_slot_stops_nothing_and_leaves_the_try_to_the_next_boot() {
     let b = bundle("2.0.0");
     let mut host = host_with(&b);
     let options = UpgradeOptions {
         after: AfterInstall::Stage,
+        reboot: RebootMode::Firmware,
+        data: DataPolicy::Wipe,
         ..Default::default()
     };
     let (done, _) = run(&mut host, options);
     assert!(matches!(done.outcome, Outcome::Staged), "{}", done.outcome);
-    assert!(host.calls.contains(&Call::SetOnce(Slot::B)));
-    assert!(host.position("kexec_load").is_none());
-    assert!(host.position("reboot(kexec)").is_none());
-    assert!(host.position("reboot(firmware)").is_none());
-    let reboot = done.journal.phase(Phase::Reboot).expect("reboot phase");
-    assert_eq!(reboot.status, PhaseStatus::Skipped);
     assert_eq!(
-        reboot.notes,
-        [Note::Skipped {
-            reason: SkipReason::Staged
-        }]
+        host.changes(),
+        [
+            "write_meta",
+            "write_slot",
+            "write_esp(kernel)",
+            "write_esp(initramfs)",
+            "write_meta",
+        ],
+        "no service stopped, no loader entry, no reboot, /var kept for the boot that applies it"
     );
+    let staged = host.meta.staged.clone().expect("staged in META");
+    assert_eq!(
+        (staged.from_slot().slot(), staged.slot().slot()),
+        (Some(Slot::A), Some(Slot::B))
+    );
+    assert_eq!(staged.version, "2.0.0");
+    assert!(staged.wipe_data && staged.firmware_reboot);
+    assert_eq!(host.meta.slot_info(Slot::B).state(), SlotState::Prepared);
+    assert!(host.meta.pending_try.is_none());
+    let install = done.journal.phase(Phase::Install).expect("install phase");
+    assert!(install.notes.contains(&Note::Staged { slot: Slot::B }));
 }
 
 #[test]
@@ -216,7 +228,7 @@ fn meta_marks_the_slot_as_being_written_before_its_first_byte() {
     run(&mut host, UpgradeOptions::default());
     let first_write = host.position("write_slot").expect("slot written");
     let marked = host.calls[..first_write].iter().find_map(|c| match c {
-        Call::WriteMeta(m) => Some(m.clone()),
+        Call::WriteMeta(m) => Some((**m).clone()),
         _ => None,
     });
     let marked = marked.expect("META written before the slot");
