@@ -175,29 +175,6 @@ impl Conn {
         Ok(ReadOutcome::Open)
     }
 
-    /// Reads and drops what the last peer of a long-lived transport left
-    /// unread (the virtio-serial port keeps it for the next host client,
-    /// who would read it as the start of its own stream). Bounded, so a
-    /// peer that keeps writing cannot hold the loop.
-    /// Stops as soon as a host client is attached again: what arrives then
-    /// is the new client's.
-    pub fn discard_pending(&mut self) -> usize {
-        let mut buf = [0u8; 16 * 1024];
-        let mut dropped = 0;
-        for _ in 0..1024 {
-            if bascule_sys::vport::host_connected(&self.stream) {
-                break;
-            }
-            match self.stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => dropped += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        dropped
-    }
-
     /// Writes as much queued output as the socket takes.
     pub fn flush(&mut self) -> io::Result<()> {
         while self.out_pos < self.out.len() {

@@ -52,6 +52,8 @@ pub struct ControlServer {
     listener_paused: bool,
     /// Connections closed since the loop last asked (their waiters go).
     dropped: Vec<u64>,
+    /// The port's host client went away since the loop last asked.
+    port_left: bool,
     /// When the next idle connection times out.
     idle_deadline: Option<Instant>,
 }
@@ -83,6 +85,7 @@ impl ControlServer {
             port_registered: false,
             listener_paused: false,
             dropped: Vec::new(),
+            port_left: false,
             idle_deadline: None,
         };
         if let Some(path) = port {
@@ -100,6 +103,12 @@ impl ControlServer {
 
     /// Watches the port while a host client is attached, and only then:
     /// a detached port reports HUP without end.
+    ///
+    /// Attached or not is what the guest kernel last heard from QEMU, and
+    /// it lags: the next client's first bytes can be read while the port
+    /// still counts as detached from the last one. So neither state drops
+    /// what was read or queued: sessions begin at the client's marker
+    /// (`Conn::read_some`), and the client skips what precedes ours.
     pub fn port_check(&mut self, epoll: &Epoll) {
         let Some(conn) = self.conns.get_mut(&PORT_CONN) else {
             return;
@@ -107,20 +116,33 @@ impl ControlServer {
         let connected = bascule_sys::vport::host_connected(&conn.stream);
         let tok = Source::Conn(PORT_CONN).token();
         if connected && !self.port_registered {
-            conn.reset();
-            if epoll
-                .add(&conn.stream, tok, Interest::IN | Interest::RDHUP)
-                .is_ok()
-            {
+            if epoll.add(&conn.stream, tok, interest(conn.watch)).is_ok() {
                 self.port_registered = true;
             }
+            // Replies queued while it was away go out now.
+            self.service(epoll, PORT_CONN);
         } else if !connected && self.port_registered {
-            let _ = epoll.delete(&conn.stream);
-            conn.discard_pending();
-            conn.reset();
-            self.port_registered = false;
-            self.dropped.push(PORT_CONN);
+            self.port_detached(epoll);
         }
+    }
+
+    /// The port's host side went away (end of file, or HUP): stop watching
+    /// it until the next client, keep what is queued.
+    fn port_detached(&mut self, epoll: &Epoll) {
+        if let Some(conn) = self.conns.get(&PORT_CONN) {
+            if self.port_registered {
+                let _ = epoll.delete(&conn.stream);
+            }
+        }
+        self.port_registered = false;
+        self.port_left = true;
+        // It may be back already, its SIGIO consumed before this.
+        self.port_check(epoll);
+    }
+
+    /// Whether the port's host client went away since the last call.
+    pub fn take_port_left(&mut self) -> bool {
+        std::mem::take(&mut self.port_left)
     }
 
     pub fn accept(&mut self, epoll: &Epoll, ids: &mut Ids, now: Instant) {
@@ -286,23 +308,31 @@ impl ControlServer {
             && conn.input == Input::Open
             && conn.flow == Flow::Reading
         {
-            match conn.read_some() {
-                Ok(ReadOutcome::Open) => {}
-                Ok(ReadOutcome::Closed) => incoming.half_closed = true,
-                Err(_) => {
-                    // The connection broke: answer nothing more.
-                    self.drop_conn(epoll, id);
-                    return incoming;
-                }
-            }
+            let outcome = conn.read_some();
             let (requests, refusal) = decode_all(conn);
             if !requests.is_empty() {
                 conn.active_at = now;
             }
             incoming.requests = requests;
             incoming.refusal = refusal;
+            match outcome {
+                Ok(ReadOutcome::Open) => {}
+                // What was read before the end is answered all the same:
+                // it may be the next client's (see `port_check`).
+                Ok(ReadOutcome::Closed) | Err(_) if id == PORT_CONN => self.port_detached(epoll),
+                Ok(ReadOutcome::Closed) => incoming.half_closed = true,
+                Err(_) => {
+                    // The connection broke: answer nothing more.
+                    self.drop_conn(epoll, id);
+                    incoming.requests.clear();
+                }
+            }
         } else if flags.intersects(Interest::HUP | Interest::ERR) {
-            self.drop_conn(epoll, id);
+            if id == PORT_CONN {
+                self.port_detached(epoll);
+            } else {
+                self.drop_conn(epoll, id);
+            }
         }
         incoming
     }
@@ -364,29 +394,21 @@ impl ControlServer {
         };
         if watch != conn.watch {
             conn.watch = watch;
-            let interest = match watch {
-                Watch::ReadWrite => Interest::IN | Interest::OUT | Interest::RDHUP,
-                Watch::Read => Interest::IN | Interest::RDHUP,
-                Watch::PausedWrite => Interest::OUT,
-                Watch::Paused => Interest::empty(),
-            };
-            let _ = epoll.modify(&conn.stream, Source::Conn(id).token(), interest);
+            // A detached port is out of the epoll set: this fails, and
+            // `port_check` adds it back with the interest just recorded.
+            let _ = epoll.modify(&conn.stream, Source::Conn(id).token(), interest(watch));
         }
     }
 
     fn drop_conn(&mut self, epoll: &Epoll, id: u64) {
         self.dropped.push(id);
         if id == PORT_CONN {
-            // The port stays open: forget the session, wait for the next host client.
+            // The port stays open: end this session (a bad frame, a client
+            // that does not read); the next client's marker starts anew.
             if let Some(conn) = self.conns.get_mut(&PORT_CONN) {
-                if self.port_registered {
-                    let _ = epoll.delete(&conn.stream);
-                }
-                conn.discard_pending();
                 conn.reset();
             }
-            self.port_registered = false;
-            self.port_check(epoll);
+            self.service(epoll, PORT_CONN);
             return;
         }
         if let Some(conn) = self.conns.remove(&id) {
@@ -452,6 +474,16 @@ impl ControlServer {
 
     pub fn remove_socket(&self) {
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// What epoll watches for a connection in `watch`.
+fn interest(watch: Watch) -> Interest {
+    match watch {
+        Watch::ReadWrite => Interest::IN | Interest::OUT | Interest::RDHUP,
+        Watch::Read => Interest::IN | Interest::RDHUP,
+        Watch::PausedWrite => Interest::OUT,
+        Watch::Paused => Interest::empty(),
     }
 }
 

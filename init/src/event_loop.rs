@@ -339,6 +339,12 @@ impl Init {
             self.waiters.drop_conn(conn);
             self.upgrade_conn_dropped(conn);
         }
+        // A port client that left may have been streaming a bundle. Its
+        // waiters stay: their late replies are skipped by whoever reads
+        // next, and what was read just before may be that next client's.
+        if self.control.take_port_left() {
+            self.upgrade_conn_dropped(crate::control::PORT_CONN);
+        }
         self.check_stop();
         self.resolve_waiters();
         let action = self.advance_shutdown();

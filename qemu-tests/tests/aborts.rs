@@ -53,7 +53,10 @@ fn back_on_a_after_the_abort(m: &Machine, boots: usize, why: &str) {
     assert_eq!(slot_state(&st, "B"), "empty", "{st}");
     assert_eq!(st["default"], "A", "{st}");
     let out = m.cli(&["boot", "once", "B"]);
-    assert!(!out.status.success(), "the half-written slot is not bootable");
+    assert!(
+        !out.status.success(),
+        "the half-written slot is not bootable"
+    );
     let run = last_run(m);
     assert_eq!(run["result"], "aborted", "{run}");
     let install = run["phases"]

@@ -80,6 +80,19 @@ fn lifecycle(combo: Combo) {
     let out = ok(&m.cli(&["boot-time"]));
     assert!(out.contains("all services ready"), "{out}");
 
+    // Host clients follow one another on the one virtio-serial port as
+    // fast as they can: each gets its reply (the port's attached state
+    // lags the clients, and once lost a reply now and then).
+    let lost: Vec<String> = (0..3000)
+        .filter_map(|i| {
+            m.call(Call::Version(pb::VersionRequest {}))
+                .err()
+                .map(|e| format!("{i}: {e}"))
+        })
+        .take(3)
+        .collect();
+    assert!(lost.is_empty(), "calls without a reply: {lost:?}");
+
     // A crashed workload is restarted inside the VM.
     let before = m.service("httpd");
     m.console_run(

@@ -63,11 +63,7 @@ fn prepared_and_staged_upgrades_write_while_everything_runs() {
     let (code, r, out) = upgrade(&m, &["--image", b2.to_str().unwrap(), "--prepare"]);
     assert_eq!(code, 0, "prepare: {out}");
     assert_eq!(r["result"], "prepared", "{out}");
-    assert_eq!(
-        processes(&m),
-        before,
-        "no service was stopped or restarted"
-    );
+    assert_eq!(processes(&m), before, "no service was stopped or restarted");
     assert_eq!(m.boot_id(), boot, "no reboot");
     let st = m.cli_json(&["--json", "boot", "status"]);
     assert_eq!(slot_state(&st, "B"), "prepared", "{st}");
@@ -82,7 +78,10 @@ fn prepared_and_staged_upgrades_write_while_everything_runs() {
         .collect();
     assert_eq!(phases, ["verify", "verify_disk", "install"], "{run}");
     assert!(phase(&run, "install")["bytes"].as_u64().unwrap() > 1 << 20);
-    assert!(has_note(phase(&run, "install"), "prepared with 2.1.0"), "{run}");
+    assert!(
+        has_note(phase(&run, "install"), "prepared with 2.1.0"),
+        "{run}"
+    );
 
     let (code, r, out) = upgrade(
         &m,
@@ -149,7 +148,9 @@ fn prepared_and_staged_upgrades_write_while_everything_runs() {
     assert_eq!(m.running(), ("3.0.0".into(), "A"));
     let log = m.serial();
     let staged_boot = &log[from..];
-    let start = staged_boot.find("applying it before any service starts").unwrap();
+    let start = staged_boot
+        .find("applying it before any service starts")
+        .unwrap();
     let end = staged_boot[start..]
         .find("upgrade: reboot: started")
         .map(|e| start + e)
@@ -161,7 +162,10 @@ fn prepared_and_staged_upgrades_write_while_everything_runs() {
     );
     let run = last_run(&m);
     assert_eq!(run["target_version"], "3.0.0", "{run}");
-    assert!(has_note(phase(&run, "install"), "already holds 3.0.0"), "{run}");
+    assert!(
+        has_note(phase(&run, "install"), "already holds 3.0.0"),
+        "{run}"
+    );
     let st = m.cli_json(&["--json", "boot", "status"]);
     assert_eq!(st["default"], "A", "{st}");
     assert_eq!(slot_state(&st, "A"), "good", "{st}");
