@@ -298,6 +298,7 @@ impl Host for MachineHost {
                     bascule_sys::holders::HoldKind::Cwd => HoldKind::Cwd,
                     bascule_sys::holders::HoldKind::Root => HoldKind::Root,
                     bascule_sys::holders::HoldKind::Map(_) => HoldKind::MemoryMap,
+                    bascule_sys::holders::HoldKind::MountNamespace => HoldKind::MountNamespace,
                 },
             })
             .collect())
@@ -390,9 +391,57 @@ impl Host for MachineHost {
         unwatched
     }
 
+    /// Unmounts `mount` here, and once no mount of its device is left in
+    /// this namespace, checks that none is left anywhere: a mount
+    /// namespace kept alive by a namespace file (an nsfs bind mount) holds
+    /// the filesystem with no process to kill, and writing the partition
+    /// then (the EPHEMERAL wipe) would corrupt a mounted filesystem.
     fn unmount(&mut self, mount: &Path) -> Result<(), HostError> {
+        let what = || format!("unmounting {}", mount.display());
+        let device = bascule_sys::mountinfo::read_own().ok().and_then(|own| {
+            own.into_iter()
+                .rev()
+                .find(|m| m.mount_point == mount)
+                .map(|m| m.device)
+        });
         rustix::mount::unmount(mount, rustix::mount::UnmountFlags::empty())
-            .map_err(|e| host_err(format!("unmounting {}", mount.display()), e))
+            .map_err(|e| host_err(what(), e))?;
+        let Some(device) = device else {
+            return Ok(());
+        };
+        let own = bascule_sys::mountinfo::read_own().map_err(|e| host_err(what(), e))?;
+        if own.iter().any(|m| m.device == device) {
+            return Ok(());
+        }
+        let Some(node) = bascule_sys::blockdev::node_of(&device) else {
+            return Ok(());
+        };
+        match bascule_sys::blockdev::in_use(&node) {
+            Ok(false) => Ok(()),
+            Ok(true) => {
+                let ns_files: Vec<String> = own
+                    .iter()
+                    .filter(|m| m.fstype == "nsfs")
+                    .map(|m| m.mount_point.display().to_string())
+                    .collect();
+                let hint = if ns_files.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (mount namespaces kept by {}: unmount them)",
+                        ns_files.join(", ")
+                    )
+                };
+                Err(host_err(
+                    what(),
+                    format!(
+                        "unmounted here, but {} is still mounted in another mount namespace{hint}",
+                        node.display()
+                    ),
+                ))
+            }
+            Err(e) => Err(host_err(what(), e)),
+        }
     }
 
     fn write_meta(&mut self, record: &MetaRecord) -> Result<(), HostError> {

@@ -1,8 +1,9 @@
-//! Upgrades whose source goes away before the point of no return: the run
-//! ends with an error naming what went away, and the machine keeps serving
-//! on its current slot (at once while nothing was stopped; after a reboot
-//! into the unchanged slot once the filesystems were unmounted), with the
-//! slot that was being written never bootable.
+//! Upgrades that stop before the point of no return: a source that goes
+//! away (the run ends with an error naming it) and a filesystem that
+//! cannot be freed. The machine keeps serving on its current slot (at
+//! once while nothing was stopped; after a reboot into the unchanged slot
+//! once the filesystems were unmounted), and a slot that was being written
+//! is never bootable.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use bascule_api::pb;
@@ -117,5 +118,30 @@ fn sources_that_go_away_end_the_run_on_the_current_slot() {
     let r = last_json(&out.stdout).unwrap();
     assert_eq!(r["result"], "aborted", "{r}");
     back_on_a_after_the_abort(&m, boots, "the transfer broke after");
+    assert!(all_running(&m), "every service runs again on A");
+
+    // A mount namespace kept by a namespace file (an nsfs bind mount),
+    // with no process in it, still has /var mounted: unmounting /var here
+    // frees nothing, so the run aborts naming it, before any write.
+    m.console_run(
+        "touch /run/keep-ns && unshare --mount=/run/keep-ns true && echo ns-$((1+1))-kept",
+        "ns-2-kept",
+    );
+    let boots = m.boots_seen();
+    let out = m.cli(&["--json", "upgrade", "--image", b2.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(ABORTED), "{}", text(&out));
+    let r = last_json(&out.stdout).unwrap();
+    let message = r["message"].as_str().unwrap();
+    assert!(
+        message.contains("still mounted in another mount namespace")
+            && message.contains("/run/keep-ns"),
+        "the abort names the namespace file: {message}"
+    );
+    m.wait_next_boot(boots);
+    m.wait_ready();
+    assert_eq!(m.running(), ("1.0.0".into(), "A"));
+    let run = last_run(&m);
+    assert_eq!(run["result"], "aborted", "{run}");
+    assert_eq!(run["phase"], "unmount", "{run}");
     assert!(all_running(&m), "every service runs again on A");
 }

@@ -50,6 +50,8 @@ pub enum HoldKind {
     OpenFile,
     /// It has a file on it mapped.
     MemoryMap,
+    /// It lives in another mount namespace where the filesystem is mounted.
+    MountNamespace,
 }
 
 impl fmt::Display for HoldKind {
@@ -60,6 +62,7 @@ impl fmt::Display for HoldKind {
             HoldKind::Executable => "executable",
             HoldKind::OpenFile => "open file",
             HoldKind::MemoryMap => "mapped file",
+            HoldKind::MountNamespace => "mount namespace",
         })
     }
 }

@@ -11,6 +11,33 @@ use rustix::net::{bind, netlink, socket_with, AddressFamily, SocketFlags, Socket
 
 use crate::error::{Error, Op};
 
+/// The /dev node of block device `major:minor` (as mountinfo writes it),
+/// from `/sys/dev/block/M:m/uevent`.
+pub fn node_of(device: &str) -> Option<PathBuf> {
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{device}/uevent")).ok()?;
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .map(|n| Path::new("/dev").join(n))
+}
+
+/// Whether the block device at `node` is still claimed: mounted in any
+/// mount namespace (or opened exclusively). An exclusive open is refused
+/// with EBUSY then; it is closed again at once.
+pub fn in_use(node: &Path) -> Result<bool, Error> {
+    use rustix::fs::{open, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    match open(node, flags, Mode::empty()) {
+        Ok(_) => Ok(false),
+        Err(rustix::io::Errno::BUSY) => Ok(true),
+        Err(errno) => Err(Error::Os {
+            op: Op::Open,
+            path: Some(node.to_path_buf()),
+            errno,
+        }),
+    }
+}
+
 /// Where PID 1 records the disk it booted from, for every later lookup.
 pub const BOOT_DISK_FILE: &str = "/run/bascule/boot-disk";
 

@@ -19,6 +19,9 @@ pub enum HoldKind {
     Root,
     /// It maps this file (a binary or library run from there).
     Map(PathBuf),
+    /// It lives in another mount namespace where the filesystem is
+    /// mounted too: unmounting it here leaves it in use there.
+    MountNamespace,
 }
 
 /// A process keeping a mount busy.
@@ -40,6 +43,9 @@ impl fmt::Display for Holder {
             HoldKind::Cwd => f.write_str("has its working directory there"),
             HoldKind::Root => f.write_str("has its root directory there"),
             HoldKind::Map(p) => write!(f, "maps {}", p.display()),
+            HoldKind::MountNamespace => {
+                f.write_str("has it mounted in its own mount namespace")
+            }
         }
     }
 }
@@ -52,9 +58,21 @@ pub fn scan(mount_point: &Path) -> Vec<Holder> {
     let Ok(all) = procfs::process::all_processes() else {
         return Vec::new();
     };
+    let device = crate::mountinfo::read_own().ok().and_then(|own| {
+        own.into_iter()
+            .rev()
+            .find(|m| m.mount_point == mount_point)
+            .map(|m| m.device)
+    });
+    let own_ns = std::fs::read_link("/proc/self/ns/mnt").ok();
     let mut out = Vec::new();
     for p in all.flatten().filter(|p| p.pid() != me) {
-        let kinds = holds(&p, mount_point);
+        let mut kinds = holds(&p, mount_point);
+        if let Some(dev) = &device {
+            if mounted_elsewhere(&p, dev, own_ns.as_deref()) {
+                kinds.insert(HoldKind::MountNamespace);
+            }
+        }
         if kinds.is_empty() {
             continue;
         }
@@ -66,6 +84,18 @@ pub fn scan(mount_point: &Path) -> Vec<Holder> {
         }));
     }
     out
+}
+
+/// Whether `p` is in another mount namespace that has `device` mounted.
+fn mounted_elsewhere(p: &Process, device: &str, own_ns: Option<&Path>) -> bool {
+    let dir = PathBuf::from(format!("/proc/{}", p.pid()));
+    let ns = std::fs::read_link(dir.join("ns/mnt")).ok();
+    if ns.is_none() || ns.as_deref() == own_ns {
+        return false;
+    }
+    std::fs::read_to_string(dir.join("mountinfo"))
+        .map(|text| crate::mountinfo::parse(&text).iter().any(|m| m.device == device))
+        .unwrap_or(false)
 }
 
 fn holds(p: &Process, under: &Path) -> BTreeSet<HoldKind> {
@@ -163,5 +193,45 @@ mod tests {
         assert_eq!(c[0].name, "sleep2");
         // This process holds `file` open too, but is never listed.
         assert!(found.iter().all(|h| h.pid != std::process::id() as i32));
+    }
+
+    #[test]
+    fn finds_a_process_in_a_mount_namespace_of_its_own_that_has_the_filesystem() {
+        let Some(unshare) = ["/usr/bin/unshare", "/bin/unshare"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+        else {
+            return;
+        };
+        if !rustix::process::geteuid().is_root() {
+            return; // a mount namespace needs CAP_SYS_ADMIN
+        }
+        let child = sleeper(Command::new(unshare).args(["-m", "sleep"]));
+        let pid = child.0.id();
+        let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+        // spawn returns once unshare is exec'd; its unshare(2) follows.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().as_ref() == Some(&ours) {
+            assert!(std::time::Instant::now() < deadline, "never left our namespace");
+            std::thread::yield_now();
+        }
+        let found = scan(Path::new("/"));
+        assert!(
+            found
+                .iter()
+                .any(|h| h.pid == pid as i32 && h.how == HoldKind::MountNamespace),
+            "{found:?}"
+        );
+        let me = found
+            .iter()
+            .find(|h| h.pid == pid as i32 && h.how == HoldKind::MountNamespace)
+            .unwrap();
+        assert!(me.to_string().contains("mounted in its own mount namespace"), "{me}");
+    }
+
+    #[test]
+    fn a_missing_device_node_is_an_error_naming_it() {
+        let e = crate::blockdev::in_use(Path::new("/nonexistent/dev")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/dev"), "{e}");
     }
 }

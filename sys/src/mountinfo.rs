@@ -17,6 +17,8 @@ pub struct MountEntry {
     pub id: u32,
     /// The id of the mount it sits on.
     pub parent: u32,
+    /// The filesystem's device, `major:minor` as mountinfo writes it.
+    pub device: String,
     /// Where it is mounted, unescaped (bytes: need not be UTF-8).
     pub mount_point: PathBuf,
     /// The filesystem type (`ext4`, `tmpfs`, `cgroup2`...).
@@ -41,11 +43,13 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     let mut fields = left.split_whitespace();
     let id = fields.next()?.parse().ok()?;
     let parent = fields.next()?.parse().ok()?;
-    let mount_point = unescape(fields.nth(2)?);
+    let device = fields.next()?.to_owned();
+    let mount_point = unescape(fields.nth(1)?);
     let fstype = right.split_whitespace().next()?.to_owned();
     Some(MountEntry {
         id,
         parent,
+        device,
         mount_point,
         fstype,
     })
@@ -89,6 +93,7 @@ mod tests {
             MountEntry {
                 id: 22,
                 parent: 1,
+                device: "0:21".into(),
                 mount_point: "/proc".into(),
                 fstype: "proc".into()
             }
