@@ -228,6 +228,37 @@ impl Init {
         self.after_events()
     }
 
+    /// SIGHUP: rereads the service directory. A directory that cannot be
+    /// read changes nothing; a bad file is rejected by name, as at boot.
+    fn reload_services(&mut self) {
+        let dir = self.cfg.config_dir.clone();
+        let catalog = match bascule_services::graph::load_dir(&dir) {
+            Ok(c) => c,
+            Err(e) => {
+                log!(
+                    "SIGHUP: cannot reread {}: {e}; the services stay as they are",
+                    dir.display()
+                );
+                return;
+            }
+        };
+        let now = self.now();
+        let names: Vec<String> = catalog.specs.keys().cloned().collect();
+        self.logs.add(names.iter(), self.cfg.log_dir.as_deref());
+        let report = self.sup.reload(catalog, now, self.launcher.launcher());
+        for r in self.sup.rejected() {
+            log!("{}", r.reason);
+        }
+        let names = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
+        log!(
+            "SIGHUP: reread {}: started {}; stopping {}; restarting {}",
+            dir.display(),
+            names(&report.added),
+            names(&report.removed),
+            names(&report.changed)
+        );
+    }
+
     /// Routes one event to the part that owns its source.
     pub fn dispatch(&mut self, ev: LoopEvent) {
         match ev {
@@ -235,9 +266,7 @@ impl Init {
             LoopEvent::Signal(SignalEvent::PortChanged) => self.control.port_check(&self.epoll),
             LoopEvent::Signal(SignalEvent::Poweroff) => self.begin_shutdown(PowerAction::Poweroff),
             LoopEvent::Signal(SignalEvent::Reboot) => self.begin_shutdown(PowerAction::Reboot),
-            LoopEvent::Signal(SignalEvent::Reload) => {
-                log!("SIGHUP: reloading the service directory is not supported yet; ignoring it")
-            }
+            LoopEvent::Signal(SignalEvent::Reload) => self.reload_services(),
             LoopEvent::Signal(SignalEvent::Other(n)) => log!("ignoring signal {n}"),
             LoopEvent::Timer => {
                 let now = self.now();

@@ -32,22 +32,31 @@ pub struct LogCapture {
 impl LogCapture {
     /// A ring for every service, with a file under `log_dir` when given.
     pub fn new<'a>(services: impl Iterator<Item = &'a String>, log_dir: Option<&Path>) -> Self {
-        let mut rings = BTreeMap::new();
+        let mut capture = LogCapture {
+            rings: BTreeMap::new(),
+            pipes: HashMap::new(),
+            buf: vec![0u8; 64 * 1024],
+        };
         let mut names: Vec<String> = services.cloned().collect();
         names.push(crate::logging::INIT_STREAM.to_owned());
-        for name in &names {
+        capture.add(names.iter(), log_dir);
+        capture
+    }
+
+    /// A ring for each of `services` that has none yet (services a reload
+    /// added).
+    pub fn add<'a>(&mut self, services: impl Iterator<Item = &'a String>, log_dir: Option<&Path>) {
+        for name in services {
+            if self.rings.contains_key(name) {
+                continue;
+            }
             let mut ring = LogRing::new(LOG_RING_BYTES);
             if let Some(dir) = log_dir {
                 if let Err(e) = ring.attach_file(dir, name, RotationPolicy::default()) {
                     log!("service {name}: {e}; keeping its output in memory only");
                 }
             }
-            rings.insert(name.clone(), ring);
-        }
-        LogCapture {
-            rings,
-            pipes: HashMap::new(),
-            buf: vec![0u8; 64 * 1024],
+            self.rings.insert(name.clone(), ring);
         }
     }
 

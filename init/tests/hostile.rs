@@ -164,7 +164,7 @@ fn stray_signals_neither_kill_the_supervisor_nor_orphan_its_services() {
         quick_list(&sup).unwrap_or_else(|e| panic!("after signal {sig}: {e}"));
     }
     sup.wait_until(Duration::from_secs(5), "the loop logged the SIGHUP", || {
-        sup.init_log().contains("SIGHUP: reloading")
+        sup.init_log().contains("SIGHUP: reread")
     });
     assert!(alive(sup.pid()), "the supervisor survived every signal");
     assert!(sup.init_log().contains(&format!("ignoring signal {rtmax}")));
@@ -179,6 +179,60 @@ fn stray_signals_neither_kill_the_supervisor_nor_orphan_its_services() {
     sup.wait_until(Duration::from_secs(5), "the service is gone", || {
         !alive(svc_pid)
     });
+}
+
+#[test]
+fn sighup_rereads_the_service_directory() {
+    let sleeper = |arg: &str| format!("exec = [\"sleep\", \"{arg}\"]\n");
+    let sup = Sup::start(&[
+        ("keep", &sleeper("1001")),
+        ("change", &sleeper("1002")),
+        ("drop", &sleeper("1003")),
+    ]);
+    for name in ["keep", "change", "drop"] {
+        sup.wait_state(name, pb::ServiceState::Running);
+    }
+    let (keep, change, drop) = (sup.status("keep"), sup.status("change"), sup.status("drop"));
+    let cfg = sup.path("services");
+    std::fs::write(cfg.join("change.toml"), sleeper("2002")).unwrap();
+    std::fs::remove_file(cfg.join("drop.toml")).unwrap();
+    std::fs::write(cfg.join("add.toml"), sleeper("2004")).unwrap();
+    // A bad file is named and rejected; the rest is taken.
+    std::fs::write(cfg.join("bad.toml"), "exec = 5\n").unwrap();
+    send_signal(sup.pid(), libc::SIGHUP);
+    sup.wait_until(Duration::from_secs(10), "the reload took effect", || {
+        let list = sup.list();
+        let running = |n: &str| {
+            list.iter()
+                .any(|s| s.name == n && s.state == pb::ServiceState::Running as i32)
+        };
+        running("add")
+            && list.iter().all(|s| s.name != "drop")
+            && list
+                .iter()
+                .any(|s| s.name == "change" && s.pid != change.pid && s.pid != 0)
+    });
+    let cmdline = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let changed = sup.status("change");
+    assert!(cmdline(changed.pid).contains("2002"), "restarted with its new definition");
+    assert!(!alive(drop.pid) || reaped(drop.pid), "the removed service was stopped");
+    assert_eq!(sup.status("keep").pid, keep.pid, "an unchanged service is untouched");
+    let log = sup.init_log();
+    assert!(
+        log.contains("started add; stopping drop; restarting change"),
+        "{log}"
+    );
+    assert!(log.contains("bad.toml"), "the bad file is named: {log}");
+    // A directory that cannot be read changes nothing.
+    let moved = sup.path("services.moved");
+    std::fs::rename(&cfg, &moved).unwrap();
+    send_signal(sup.pid(), libc::SIGHUP);
+    sup.wait_until(Duration::from_secs(5), "the failed reread is logged", || {
+        sup.init_log().contains("the services stay as they are")
+    });
+    assert_eq!(sup.status("keep").pid, keep.pid);
+    assert_eq!(sup.state("add"), pb::ServiceState::Running);
+    std::fs::rename(&moved, &cfg).unwrap();
 }
 
 /// Runs `cmd` as uid `uid` in group 65534 (the supervisor's API group in

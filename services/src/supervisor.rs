@@ -32,6 +32,9 @@ pub struct Supervisor {
     /// A class being stopped in reverse dependency order (an upgrade's drain).
     draining: Option<Class>,
     events: Vec<Event>,
+    /// Services a reload removed or changed, waiting for their process to
+    /// end before they go or take their new definition.
+    pending: BTreeMap<String, reload::Pending>,
 }
 
 impl Supervisor {
@@ -50,6 +53,7 @@ impl Supervisor {
             cordoned: false,
             draining: None,
             events: Vec::new(),
+            pending: BTreeMap::new(),
         }
     }
 
@@ -391,6 +395,7 @@ impl Supervisor {
 
     /// Starts what can start and stops what must stop, until nothing changes.
     fn advance(&mut self, now: Instant, l: &mut dyn Launcher) {
+        self.settle_pending();
         loop {
             let mut changed = false;
             for i in 0..self.order.len() {
@@ -473,6 +478,10 @@ fn lookup<'a>(
         .get_mut(name)
         .ok_or_else(|| ControlError::NotFound(name.to_owned()))
 }
+
+#[path = "reload.rs"]
+mod reload;
+pub use reload::ReloadReport;
 
 #[cfg(test)]
 #[path = "supervisor_tests.rs"]

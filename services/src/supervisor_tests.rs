@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Call {
+pub(super) enum Call {
     Spawn(String, ProcessKind, u32),
     Signal(u32, Signal),
     KillAll(String),
@@ -18,8 +18,8 @@ enum Call {
 }
 
 #[derive(Default)]
-struct Fake {
-    calls: Vec<Call>,
+pub(super) struct Fake {
+    pub(super) calls: Vec<Call>,
     next_pid: u32,
     open_ports: BTreeSet<u16>,
     /// Ports whose connects stay in flight (a SYN nobody answers).
@@ -75,7 +75,7 @@ impl Launcher for Fake {
 }
 
 impl Fake {
-    fn spawned(&self, kind: ProcessKind) -> Vec<String> {
+    pub(super) fn spawned(&self, kind: ProcessKind) -> Vec<String> {
         self.calls
             .iter()
             .filter_map(|c| match c {
@@ -84,9 +84,19 @@ impl Fake {
             })
             .collect()
     }
-    fn last_pid(&self) -> u32 {
+    pub(super) fn last_pid(&self) -> u32 {
         100 + self.next_pid
     }
+}
+
+pub(super) fn catalog(services: &[(&str, &str)]) -> Catalog {
+    let specs = services
+        .iter()
+        .map(|(name, text)| {
+            spec::parse_str(name, Path::new(&format!("/t/{name}.toml")), text).unwrap()
+        })
+        .collect();
+    graph::check(specs)
 }
 
 fn sup(services: &[(&str, &str)]) -> Supervisor {
@@ -613,3 +623,6 @@ fn draining_a_class_stops_only_its_services() {
     assert_eq!(state(&s, "sshd"), State::Running);
     assert!(s.start("web", t0, &mut l).is_err(), "cordoned");
 }
+
+#[path = "reload_tests.rs"]
+mod reload_tests;
