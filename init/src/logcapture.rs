@@ -131,7 +131,7 @@ impl LogCapture {
             .get_mut(&service)
             .and_then(|r| r.file_error.take())
         {
-            log!("service {service}: {err}; keeping its output in memory only");
+            log!("service {service}: {err}");
         }
         got.then_some(service)
     }

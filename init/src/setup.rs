@@ -165,15 +165,21 @@ pub fn run(mode: Mode, args: &[String]) -> Result<Finished, SetupError> {
     }
 }
 
+/// A supervise-mode instance's cgroup is `<this prefix><its pid>`.
+const SUPERVISE_CGROUP_PREFIX: &str = "bascule-";
+
 fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
     let mode = cfg.mode;
     let catalog = load_dir(&cfg.config_dir).map_err(|err| SetupError::Config {
         path: cfg.config_dir.clone(),
         err,
     })?;
+    // The socket first: a second supervisor refused here leaves nothing
+    // behind (no cgroup of its own).
+    let listener = bind_socket(&cfg.socket, cfg.api_group)?;
     let leaf = match mode {
         Mode::Pid1 => "services".to_owned(),
-        Mode::Supervise => format!("bascule-{}", std::process::id()),
+        Mode::Supervise => format!("{SUPERVISE_CGROUP_PREFIX}{}", std::process::id()),
     };
     let cgroups = match CgroupRoot::create(&leaf) {
         Ok(cg) => Some(cg),
@@ -182,6 +188,17 @@ fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
             None
         }
     };
+    if mode == Mode::Supervise {
+        for stale in cgroups
+            .iter()
+            .flat_map(|cg| cg.reclaim_stale_siblings(SUPERVISE_CGROUP_PREFIX))
+        {
+            log!(
+                "killed what a previous supervisor that is gone left in {}, and removed it",
+                stale.display()
+            );
+        }
+    }
     let log_dir = cfg
         .log_dir
         .clone()
@@ -196,7 +213,6 @@ fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
             }
         });
     let cfg = Config { log_dir, ..cfg };
-    let listener = bind_socket(&cfg.socket, cfg.api_group)?;
     let launcher = RealLauncher::new(cgroups, cfg.run_dir.join("notify"));
     let journals = match mode {
         Mode::Pid1 => {

@@ -6,6 +6,7 @@
 mod harness;
 
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -233,6 +234,62 @@ fn sighup_rereads_the_service_directory() {
     assert_eq!(sup.status("keep").pid, keep.pid);
     assert_eq!(sup.state("add"), pb::ServiceState::Running);
     std::fs::rename(&moved, &cfg).unwrap();
+}
+
+/// A service whose tree ignores SIGTERM: a shutdown ends it with SIGKILL.
+fn stubborn(dir: &Path) -> String {
+    let script = dir.join("stubborn.sh");
+    std::fs::write(&script, "trap '' TERM\nsleep 1000 &\nsleep 1000 &\nwait\n").unwrap();
+    format!(
+        "exec = [\"/bin/sh\", \"{}\"]\n[stop]\ngrace_ms = 200\n",
+        script.display()
+    )
+}
+
+#[test]
+fn a_clean_shutdown_leaves_no_cgroup_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sup = Sup::start(&[("stubborn", &stubborn(dir.path()))]);
+    sup.wait_state("stubborn", pb::ServiceState::Running);
+    let Some(cg) = cgroup_dir(sup.pid()) else {
+        return; // no writable cgroup2 here: nothing to leave behind
+    };
+    send_signal(sup.pid(), libc::SIGTERM);
+    let status = sup.child.take().unwrap().wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !cg.exists(),
+        "{} is left (with {:?})",
+        cg.display(),
+        std::fs::read_dir(&cg).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+}
+
+#[test]
+fn a_rerun_after_the_supervisor_was_killed_does_not_run_its_services_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = stubborn(dir.path());
+    let mut first = Sup::start(&[("stubborn", &svc)]);
+    first.wait_state("stubborn", pb::ServiceState::Running);
+    let Some(cg) = cgroup_dir(first.pid()) else {
+        return;
+    };
+    let left = read_pids(&cg.join("stubborn/cgroup.procs"));
+    assert!(!left.is_empty());
+    send_signal(first.pid(), libc::SIGKILL);
+    let _ = first.child.take().unwrap().wait();
+    assert!(left.iter().all(|p| alive(*p)), "the services outlive a SIGKILLed supervisor");
+    let second = Sup::start(&[("stubborn", &svc)]);
+    second.wait_state("stubborn", pb::ServiceState::Running);
+    second.wait_until(Duration::from_secs(10), "the old instance's processes are gone", || {
+        left.iter().all(|p| !alive(*p) || reaped(*p))
+    });
+    assert!(!cg.exists(), "{} removed", cg.display());
+    assert!(
+        second.init_log().contains("a previous supervisor that is gone"),
+        "{}",
+        second.init_log()
+    );
 }
 
 /// Runs `cmd` as uid `uid` in group 65534 (the supervisor's API group in

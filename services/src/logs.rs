@@ -94,7 +94,11 @@ impl LogFile {
         if self.size > 0 && self.size + bytes.len() as u64 > self.policy.max_bytes {
             self.rotate()?;
         }
-        self.file.write_all(bytes)?;
+        if let Err(e) = self.file.write_all(bytes) {
+            // Part of it may be in: the size is what the file holds.
+            self.size = self.file.metadata().map_or(self.size, |m| m.len());
+            return Err(e);
+        }
         self.size += bytes.len() as u64;
         Ok(())
     }
@@ -130,8 +134,22 @@ pub struct LogRing {
     next_seq: u64,
     partial: [Vec<u8>; 2],
     file: Option<LogFile>,
-    /// Set when writing the file failed; reported once, then files are off.
+    /// What the file missed since a write failed (a full disk): each new
+    /// line tries again, and the first that gets in is preceded by a note
+    /// of the loss.
+    lost: Option<Lost>,
+    /// A change in the file's health to report once: a write failed, or
+    /// writing resumed.
     pub file_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Lost {
+    lines: u64,
+    bytes: u64,
+    error: String,
+    /// The file size when the first write failed: more means a torn line.
+    size_then: u64,
 }
 
 impl LogRing {
@@ -143,6 +161,7 @@ impl LogRing {
             next_seq: 0,
             partial: [Vec::new(), Vec::new()],
             file: None,
+            lost: None,
             file_error: None,
         }
     }
@@ -217,12 +236,7 @@ impl LogRing {
     }
 
     fn store(&mut self, stream: Stream, timestamp_us: u64, bytes: Vec<u8>) {
-        if let Some(f) = &mut self.file {
-            if let Err(e) = f.write(&bytes) {
-                self.file_error = Some(format!("cannot write log file {}: {e}", f.path.display()));
-                self.file = None;
-            }
-        }
+        self.write_file(&bytes);
         self.bytes += bytes.len();
         self.entries.push_back(Entry {
             seq: self.next_seq,
@@ -234,6 +248,54 @@ impl LogRing {
         while self.bytes > self.capacity && self.entries.len() > 1 {
             if let Some(old) = self.entries.pop_front() {
                 self.bytes -= old.bytes.len();
+            }
+        }
+    }
+
+    /// Writes `bytes` to the file, or counts them lost while it fails.
+    fn write_file(&mut self, bytes: &[u8]) {
+        let Some(f) = &mut self.file else {
+            return;
+        };
+        let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+        let before = f.size;
+        let result = match &self.lost {
+            None => f.write(bytes),
+            Some(lost) => {
+                let torn = if f.size > lost.size_then { "\n" } else { "" };
+                let note = format!(
+                    "{torn}[bascule] {} lines ({} bytes) are missing here: {}\n",
+                    lost.lines, lost.bytes, lost.error
+                );
+                f.write(note.as_bytes()).and_then(|()| f.write(bytes))
+            }
+        };
+        match (result, self.lost.take()) {
+            (Ok(()), None) => {}
+            (Ok(()), Some(lost)) => {
+                self.file_error = Some(format!(
+                    "log file {}: writing again; {} lines ({} bytes) were lost",
+                    f.path.display(),
+                    lost.lines,
+                    lost.bytes
+                ));
+            }
+            (Err(e), None) => {
+                self.file_error = Some(format!(
+                    "cannot write log file {}: {e}; the lines stay in memory, and writing resumes when it can",
+                    f.path.display()
+                ));
+                self.lost = Some(Lost {
+                    lines,
+                    bytes: bytes.len() as u64,
+                    error: e.to_string(),
+                    size_then: before,
+                });
+            }
+            (Err(_), Some(mut lost)) => {
+                lost.lines += lines;
+                lost.bytes += bytes.len() as u64;
+                self.lost = Some(lost);
             }
         }
     }
@@ -376,6 +438,36 @@ mod tests {
         assert!(cur.ends_with("line number 019\n"), "{cur}");
         assert!(dir.path().join("svc.log.2").exists());
         assert!(!dir.path().join("svc.log.3").exists());
+    }
+
+    #[test]
+    fn a_full_disk_costs_lines_not_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = LogRing::new(1 << 20);
+        r.attach_file(dir.path(), "svc", RotationPolicy::default())
+            .unwrap();
+        r.push(Stream::Stdout, 0, b"one\n");
+        // /dev/full answers every write with ENOSPC.
+        let real = std::mem::replace(
+            &mut r.file.as_mut().unwrap().file,
+            OpenOptions::new().write(true).open("/dev/full").unwrap(),
+        );
+        r.push(Stream::Stdout, 0, b"two\n");
+        r.push(Stream::Stdout, 0, b"three\nfour\n");
+        let e = r.file_error.take().expect("the failure is reported");
+        assert!(e.contains("No space left on device"), "{e}");
+        assert!(r.file_error.is_none(), "once");
+        r.file.as_mut().unwrap().file = real;
+        r.push(Stream::Stdout, 0, b"five\n");
+        let text = std::fs::read_to_string(dir.path().join("svc.log")).unwrap();
+        assert_eq!(
+            text,
+            "one\n[bascule] 3 lines (15 bytes) are missing here: No space left on device (os error 28)\nfive\n"
+        );
+        let e = r.file_error.take().expect("the recovery is reported");
+        assert!(e.contains("writing again; 3 lines (15 bytes) were lost"), "{e}");
+        // Every line is still in memory.
+        assert_eq!(texts(&r.tail(10).0), ["one", "two", "three", "four", "five"]);
     }
 
     #[test]

@@ -86,16 +86,105 @@ impl CgroupRoot {
         }
     }
 
-    /// Removes empty service groups and the root (supervise mode, on exit).
+    /// Removes the service groups and the root (supervise mode, on exit):
+    /// what is left in a group is killed, and the group removed once the
+    /// kernel reports it empty (a killed process lingers until reaped).
     pub fn remove_all(&self) {
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                if e.path().is_dir() {
-                    let _ = fs::remove_dir(e.path());
-                }
+        remove_tree(&self.dir, EMPTY_WAIT);
+    }
+
+    /// Groups left by earlier instances of this supervisor (siblings named
+    /// `<prefix><pid>` whose pid no longer runs, after a SIGKILL): their
+    /// processes are killed and the groups removed, so a rerun of the
+    /// same configuration does not run every service twice. Returns the
+    /// groups reclaimed.
+    pub fn reclaim_stale_siblings(&self, prefix: &str) -> Vec<PathBuf> {
+        let Some(parent) = self.dir.parent() else {
+            return Vec::new();
+        };
+        let Ok(entries) = fs::read_dir(parent) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            let pid = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|p| p.parse::<u32>().ok());
+            let Some(pid) = pid else {
+                continue;
+            };
+            if path == self.dir || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            remove_tree(&path, EMPTY_WAIT);
+            out.push(path);
+        }
+        out
+    }
+}
+
+/// How long a removal waits for killed processes to be reaped.
+const EMPTY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Kills what is in each group under `root` (and in `root`), waits for
+/// each to empty, and removes them, children first.
+fn remove_tree(root: &Path, wait: std::time::Duration) {
+    if let Ok(entries) = fs::read_dir(root) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_tree(&e.path(), wait);
             }
         }
-        let _ = fs::remove_dir(&self.dir);
+    }
+    if populated(root) {
+        let _ = kill_group_dir(root);
+        wait_empty(root, wait);
+    }
+    let _ = fs::remove_dir(root);
+}
+
+/// `cgroup.events` says `populated 1`.
+fn populated(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("cgroup.events"))
+        .map(|t| t.lines().any(|l| l == "populated 1"))
+        .unwrap_or(false)
+}
+
+/// Waits until the group is empty: the kernel signals each change of
+/// `cgroup.events` as POLLPRI on it.
+fn wait_empty(dir: &Path, wait: std::time::Duration) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let deadline = std::time::Instant::now() + wait;
+    let Ok(events) = fs::File::open(dir.join("cgroup.events")) else {
+        return;
+    };
+    // Reading through the polled fd is what re-arms its POLLPRI.
+    let still_populated = || {
+        let mut buf = [0u8; 256];
+        std::os::unix::fs::FileExt::read_at(&events, &mut buf, 0)
+            .map(|n| {
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .any(|l| l == "populated 1")
+            })
+            .unwrap_or(false)
+    };
+    while still_populated() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut fds = [PollFd::new(&events, PollFlags::PRI)];
+        let timeout = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        if poll(&mut fds, Some(&timeout)).is_err() {
+            return;
+        }
     }
 }
 
