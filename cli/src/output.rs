@@ -78,6 +78,7 @@ pub struct ServiceJson<'a> {
     pub health: &'static str,
     pub last_exit: &'a str,
     pub reason: &'a str,
+    pub status_text: &'a str,
     pub depends_on: &'a [String],
 }
 
@@ -94,6 +95,7 @@ impl<'a> From<&'a pb::ServiceStatus> for ServiceJson<'a> {
             health: s.health().label(),
             last_exit: &s.last_exit,
             reason: &s.reason,
+            status_text: &s.status_text,
             depends_on: &s.depends_on,
         }
     }
@@ -164,7 +166,7 @@ pub fn service_summary(s: &pb::ServiceStatus) -> String {
 /// `key: value` lines for `bascule service NAME status`.
 pub fn service_details(s: &pb::ServiceStatus) -> String {
     let depends = s.depends_on.join(", ");
-    let pairs: [(&str, String); 11] = [
+    let pairs: [(&str, String); 12] = [
         ("name", s.name.clone()),
         ("class", or_dash(&s.class).to_string()),
         ("state", s.state().label().to_string()),
@@ -175,6 +177,7 @@ pub fn service_details(s: &pb::ServiceStatus) -> String {
         ("health", s.health().label().to_string()),
         ("last exit", or_dash(&s.last_exit).to_string()),
         ("reason", or_dash(&s.reason).to_string()),
+        ("status", or_dash(&s.status_text).to_string()),
         ("depends on", or_dash(&depends).to_string()),
     ];
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
@@ -273,6 +276,7 @@ mod tests {
             class: "workload".into(),
             last_exit: "exited with status 1".into(),
             reason: String::new(),
+            status_text: "serving".into(),
             depends_on: vec!["db".into(), "net".into()],
         }
     }
@@ -345,6 +349,7 @@ mod tests {
                 "health": "-",
                 "last_exit": "exited with status 1",
                 "reason": "",
+                "status_text": "serving",
                 "depends_on": ["db", "net"],
             })
         );
@@ -372,6 +377,7 @@ mod tests {
         assert!(d.contains("\nstate:      failed\n"), "{d}");
         assert!(d.contains("\npid:        -\n"), "{d}");
         assert!(d.contains("\ndepends on: db, net\n"), "{d}");
+        assert!(d.contains("\nstatus:     serving\n"), "{d}");
     }
 
     #[test]

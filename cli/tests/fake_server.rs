@@ -25,6 +25,7 @@ fn status(name: &str, state: pb::ServiceState, pid: u32) -> pb::ServiceStatus {
         class: "system".into(),
         last_exit: String::new(),
         reason: String::new(),
+        status_text: String::new(),
         depends_on: vec!["net".into()],
     }
 }
@@ -123,6 +124,7 @@ fn services_json_has_the_documented_shape() {
             "reason",
             "restarts",
             "state",
+            "status_text",
             "uptime_ms"
         ]
     );

@@ -9,6 +9,10 @@ use bascule_sys::epoll::{Epoll, Interest};
 use crate::log;
 use crate::tokens::{Ids, Source};
 
+/// The longest notify message taken, as systemd (PIPE_BUF): a longer one is
+/// refused whole, never cut and half-applied.
+pub const NOTIFY_MAX: usize = 4096;
+
 #[derive(Debug, Default)]
 pub struct NotifySockets {
     socks: HashMap<u64, (String, UnixDatagram)>,
@@ -29,14 +33,19 @@ impl NotifySockets {
         let Some((name, sock)) = self.socks.get(&id) else {
             return Vec::new();
         };
-        let mut buf = [0u8; 4096];
+        let mut buf = [0u8; NOTIFY_MAX];
         let mut out = Vec::new();
         // Bounded, so one chatty service cannot hold the loop.
         for _ in 0..64 {
-            match sock.recv(&mut buf) {
-                Ok(n) => out.push((
+            // TRUNC: the datagram's real length, even when it did not fit.
+            let flags = rustix::net::RecvFlags::TRUNC | rustix::net::RecvFlags::DONTWAIT;
+            match rustix::net::recv(sock, &mut buf, flags) {
+                Ok((_, len)) if len > NOTIFY_MAX => log!(
+                    "service {name}: a notify message of {len} bytes is over the {NOTIFY_MAX}-byte limit: ignored whole"
+                ),
+                Ok((got, _)) => out.push((
                     name.clone(),
-                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    String::from_utf8_lossy(&buf[..got]).into_owned(),
                 )),
                 Err(_) => break,
             }

@@ -54,6 +54,7 @@ pub fn service_status(s: &ServiceStatus) -> pb::ServiceStatus {
         class: s.class.map(|c| c.label()).unwrap_or_default().to_owned(),
         last_exit: s.last_exit.map(|e| e.to_string()).unwrap_or_default(),
         reason: s.reason.clone(),
+        status_text: s.status_text.clone(),
         depends_on: s.depends_on.clone(),
     }
 }

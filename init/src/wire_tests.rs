@@ -158,6 +158,7 @@ fn service_status_fields_reach_the_wire() {
         class: Some(Class::Workload),
         last_exit: Some(Exit::Code(1)),
         reason: "why".into(),
+        status_text: "serving".into(),
         depends_on: vec!["db".into()],
     };
     let p = service_status(&s);
@@ -169,6 +170,7 @@ fn service_status_fields_reach_the_wire() {
     assert_eq!(p.class, "workload");
     assert_eq!(p.last_exit, "exited with status 1");
     assert_eq!(p.reason, "why");
+    assert_eq!(p.status_text, "serving");
     assert_eq!(p.depends_on, vec!["db".to_owned()]);
 
     // A rejected file: no process, no class, no exit.

@@ -88,6 +88,8 @@ pub struct Service {
     pub backoff_until: Option<Instant>,
     pub last_exit: Option<Exit>,
     pub reason: String,
+    /// The service's own word on itself (sd_notify `STATUS=`).
+    pub status_text: String,
 }
 
 impl Service {
@@ -117,6 +119,7 @@ impl Service {
             backoff_until: None,
             last_exit: None,
             reason: String::new(),
+            status_text: String::new(),
         }
     }
 
@@ -146,6 +149,7 @@ impl Service {
             class: Some(self.spec.class),
             last_exit: self.last_exit,
             reason: self.reason.clone(),
+            status_text: self.status_text.clone(),
             depends_on: self.spec.depends_on.clone(),
         }
     }

@@ -130,5 +130,7 @@ pub struct ServiceStatus {
     pub last_exit: Option<Exit>,
     /// Why the service is in its state, when not obvious.
     pub reason: String,
+    /// What the service last said of itself (sd_notify `STATUS=`).
+    pub status_text: String,
     pub depends_on: Vec<String>,
 }

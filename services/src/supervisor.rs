@@ -96,6 +96,7 @@ impl Supervisor {
             class: None,
             last_exit: None,
             reason: r.reason.clone(),
+            status_text: String::new(),
             depends_on: Vec::new(),
         }));
         out
@@ -353,7 +354,9 @@ impl Supervisor {
             {
                 transitions::mark_ready(s, now, &mut self.events);
             } else if let Some(status) = line.strip_prefix("STATUS=") {
-                s.reason = status.to_owned();
+                // Its own field: `reason` is ours (why it failed, what it
+                // waits for), not the service's.
+                s.status_text = status.to_owned();
             }
         }
         self.advance(now, l);

@@ -312,7 +312,8 @@ fn notify_readiness_and_timeout() {
     s.start_all(t0, &mut l);
     s.on_notify("n", "STATUS=loading\n", t0, &mut l);
     assert_eq!(state(&s, "n"), State::Starting);
-    assert_eq!(s.service("n").unwrap().reason, "loading");
+    assert_eq!(s.service("n").unwrap().status_text, "loading");
+    assert_eq!(s.service("n").unwrap().reason, "", "STATUS= is not our reason");
     s.on_notify("n", "STATUS=up\nREADY=1", t0 + ms(10), &mut l);
     assert_eq!(state(&s, "n"), State::Running);
     // The slow one never notifies: stopped as a failure, then restarted.
@@ -321,11 +322,14 @@ fn notify_readiness_and_timeout() {
     let pid = s.service("slow").unwrap().pid.unwrap();
     s.on_exit(pid, Exit::Signal(15), t0 + ms(1001), &mut l);
     assert_eq!(state(&s, "slow"), State::Backoff);
-    assert!(s
-        .service("slow")
-        .unwrap()
-        .reason
-        .contains("not ready within 1000 ms"));
+    s.on_notify("slow", "STATUS=still loading", t0 + ms(1002), &mut l);
+    let slow = s.service("slow").unwrap();
+    assert!(
+        slow.reason.contains("not ready within 1000 ms"),
+        "the failure reason survives the service's STATUS=: {}",
+        slow.reason
+    );
+    assert_eq!(slow.status_text, "still loading");
 }
 
 #[test]
