@@ -155,6 +155,11 @@ impl Launcher for RealLauncher {
                     file: self.etc.join("group"),
                 },
             })?;
+        // Checked here, not after the fork: it fails the same way every
+        // time until someone creates it.
+        if let Some(dir) = spec.working_dir.as_ref().filter(|d| !d.is_dir()) {
+            return Err(SpawnError::WorkingDir { path: dir.clone() });
+        }
         let mut env: Vec<(String, String)> = spec
             .env
             .iter()

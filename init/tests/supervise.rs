@@ -641,3 +641,15 @@ fn pid1_own_messages_are_the_init_log_stream() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("all services ready"));
 }
+
+#[test]
+fn a_missing_working_directory_fails_the_service_at_once() {
+    let sup = Sup::start(&[(
+        "nowhere",
+        "exec = [\"sleep\", \"1000\"]\nworking_dir = \"/nonexistent/wd\"\nrestart = \"always\"\n",
+    )]);
+    sup.wait_state("nowhere", pb::ServiceState::Failed);
+    let st = sup.status("nowhere");
+    assert!(st.reason.contains("/nonexistent/wd"), "{}", st.reason);
+    assert_eq!(st.restarts, 0, "not retried: it fails the same way every time");
+}

@@ -25,6 +25,8 @@ pub enum SpawnError {
     UnknownUser { user: String, file: PathBuf },
     #[error("group {group:?} is not in {}: add it there or change `group` in the service file", file.display())]
     UnknownGroup { group: String, file: PathBuf },
+    #[error("working directory {} does not exist or is not a directory: create it or change `working_dir` in the service file", path.display())]
+    WorkingDir { path: PathBuf },
     #[error("cannot set up the notify socket {}: {message}", path.display())]
     NotifySocket { path: PathBuf, message: String },
     #[error("cannot prepare cgroup {}: {message}", path.display())]
@@ -40,7 +42,9 @@ impl SpawnError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            SpawnError::UnknownUser { .. } | SpawnError::UnknownGroup { .. }
+            SpawnError::UnknownUser { .. }
+                | SpawnError::UnknownGroup { .. }
+                | SpawnError::WorkingDir { .. }
         )
     }
 }

@@ -9,6 +9,7 @@ pub mod graph;
 pub mod logs;
 pub mod signal;
 pub mod spec;
+mod spec_hints;
 pub mod state;
 pub mod status;
 pub mod supervisor;

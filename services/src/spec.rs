@@ -352,12 +352,17 @@ fn file_kind(t: std::fs::FileType) -> &'static str {
 
 pub fn parse_str(name: &str, path: &Path, text: &str) -> Result<ServiceSpec, SpecError> {
     let raw: RawSpec = toml::from_str(text).map_err(|e| {
-        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        let start = e.span().map_or(0, |s| s.start);
+        let (line, column) = e.span().map(|_| line_col(text, start)).unwrap_or((0, 0));
+        let message = match crate::spec_hints::misplaced_key(e.message(), text, start) {
+            Some(hint) => format!("{}; {hint}", e.message()),
+            None => e.message().to_string(),
+        };
         SpecError::Parse {
             path: path.to_owned(),
             line,
             column,
-            message: e.message().to_string(),
+            message,
         }
     })?;
     validate(name, path, raw)
