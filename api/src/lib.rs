@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 
 /// Messages generated from `proto/bascule/v1/api.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -13,6 +13,8 @@ pub mod bootcount;
 pub mod efivar;
 pub mod grubcfg;
 pub mod grubenv;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod meta;
 pub mod meta_record;
 pub mod slot;

@@ -44,6 +44,8 @@
 
 mod error;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 mod manifest;
 mod reader;

@@ -5,6 +5,8 @@
 
 pub mod backoff;
 pub mod effects;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod logs;
 pub mod signal;

@@ -5,6 +5,7 @@
 mod bench;
 mod bundle;
 mod deps;
+mod fuzz;
 mod image;
 mod run;
 mod test;
@@ -37,6 +38,8 @@ enum Task {
     Bundle(bundle::BundleArgs),
     /// Install the Debian packages the build and the tests need.
     Deps,
+    /// Run the fuzzer on one target (needs nightly and cargo-fuzz).
+    Fuzz(fuzz::FuzzArgs),
     /// The bench's own child process (not for people).
     #[command(hide = true)]
     BenchChild,
@@ -57,6 +60,7 @@ fn real_main() -> Result<()> {
         Some(Task::Image(a)) => image::run(&a),
         Some(Task::Bundle(a)) => bundle::run(&a),
         Some(Task::Deps) => deps::ensure(deps::ALL),
+        Some(Task::Fuzz(a)) => fuzz::run(&a),
         Some(Task::BenchChild) => bench::child_main(),
         None => {
             Cli::command().print_help()?;

@@ -287,7 +287,9 @@ fn an_outcome_while_the_bundle_is_still_being_written_ends_the_writer() {
         peer.event(req.id, send_bundle(1));
         thread::sleep(Duration::from_millis(300));
         peer.event(req.id, outcome(pb::UpgradeResult::Aborted, "drain failed"));
-        let _ = released.recv_timeout(Duration::from_secs(10));
+        // Held open well past the bound below: a writer that waits for
+        // the server to close would miss it.
+        let _ = released.recv_timeout(Duration::from_secs(60));
     });
     let started = Instant::now();
     let got = client
@@ -300,8 +302,9 @@ fn an_outcome_while_the_bundle_is_still_being_written_ends_the_writer() {
         .unwrap();
     assert_eq!(got.result(), pb::UpgradeResult::Aborted);
     assert_eq!(got.message, "drain failed");
+    // Generous for a loaded host; far below the server's 60 s.
     assert!(
-        started.elapsed() < FINISH_FRAME + Duration::from_secs(3),
+        started.elapsed() < FINISH_FRAME + Duration::from_secs(20),
         "{:?}",
         started.elapsed()
     );
