@@ -35,6 +35,18 @@ pub fn slot_state(status: &Value, slot: &str) -> String {
         .to_owned()
 }
 
+/// The phases of an `upgrade status` run, in order.
+pub fn phase_names(run: &Value) -> Vec<String> {
+    run["phases"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["phase"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The end of a serial log, for failure messages.
 pub fn tail(log: &str) -> &str {
     let mut start = log.len().saturating_sub(8000);
@@ -45,6 +57,27 @@ pub fn tail(log: &str) -> &str {
 }
 
 impl Machine {
+    /// `bascule --json upgrade ARGS`: the exit code, the last JSON line
+    /// (the result) and all the output, for messages.
+    pub fn upgrade_json(&self, args: &[&str]) -> (i32, Value, String) {
+        let mut all = vec!["--json", "upgrade"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        let v = last_json(&out.stdout)
+            .unwrap_or_else(|| panic!("bascule {all:?} printed no JSON: {}", text(&out)));
+        (out.status.code().unwrap_or(-1), v, text(&out))
+    }
+
+    /// The newest run in `upgrade status --json`.
+    pub fn last_run(&self) -> Value {
+        let st = self.cli_json(&["--json", "upgrade", "status"]);
+        st["runs"]
+            .as_array()
+            .and_then(|r| r.last())
+            .cloned()
+            .unwrap_or_else(|| panic!("no upgrade run in {st}"))
+    }
+
     /// Runs the CLI, which must succeed, and parses its JSON output.
     pub fn cli_json(&self, args: &[&str]) -> Value {
         let out = self.cli(args);

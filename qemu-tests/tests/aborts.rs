@@ -10,7 +10,6 @@ use bascule_api::pb;
 use bascule_qemu_tests::answers::{last_json, slot_state, text};
 use bascule_qemu_tests::upgrade::{self as up, HttpServer};
 use bascule_qemu_tests::{Combo, Machine};
-use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,11 +18,6 @@ const LIMIT: Duration = Duration::from_secs(600);
 
 /// `bascule upgrade` exit code for an aborted run.
 const ABORTED: i32 = 7;
-
-fn last_run(m: &Machine) -> Value {
-    let st = m.cli_json(&["--json", "upgrade", "status"]);
-    st["runs"].as_array().unwrap().last().unwrap().clone()
-}
 
 fn all_running(m: &Machine) -> bool {
     m.services()
@@ -58,7 +52,7 @@ fn back_on_a_after_the_abort(m: &Machine, boots: usize, why: &str) {
         !out.status.success(),
         "the half-written slot is not bootable"
     );
-    let run = last_run(m);
+    let run = m.last_run();
     assert_eq!(run["result"], "aborted", "{run}");
     let install = run["phases"]
         .as_array()
@@ -89,7 +83,7 @@ fn sources_that_go_away_end_the_run_on_the_current_slot() {
     // refused, nothing stopped, no reboot.
     let from = kill_client_at(&m, &b2, "upgrade: verify: started");
     m.wait_init_line(from, "upgrade: refused:", LIMIT);
-    let run = last_run(&m);
+    let run = m.last_run();
     assert_eq!(run["result"], "refused", "{run}");
     assert!(
         run["message"]
@@ -140,7 +134,7 @@ fn sources_that_go_away_end_the_run_on_the_current_slot() {
     m.wait_next_boot(boots);
     m.wait_ready();
     assert_eq!(m.running(), ("1.0.0".into(), "A"));
-    let run = last_run(&m);
+    let run = m.last_run();
     assert_eq!(run["result"], "aborted", "{run}");
     assert_eq!(run["phase"], "unmount", "{run}");
     assert!(all_running(&m), "every service runs again on A");

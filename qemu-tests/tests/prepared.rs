@@ -5,7 +5,7 @@
 //! the slot before any of its services starts.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use bascule_qemu_tests::answers::{last_json, slot_state, text};
+use bascule_qemu_tests::answers::{phase_names, slot_state, text};
 use bascule_qemu_tests::upgrade as up;
 use bascule_qemu_tests::{Combo, Machine};
 use serde_json::Value;
@@ -13,17 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn upgrade(m: &Machine, args: &[&str]) -> (i32, Value, String) {
-    let mut all = vec!["--json", "upgrade"];
-    all.extend_from_slice(args);
-    let out = m.cli(&all);
-    let v = last_json(&out.stdout)
-        .unwrap_or_else(|| panic!("bascule {all:?} printed no JSON: {}", text(&out)));
-    (out.status.code().unwrap_or(-1), v, text(&out))
-}
-
-fn last_run(m: &Machine) -> Value {
-    let st = m.cli_json(&["--json", "upgrade", "status"]);
-    st["runs"].as_array().unwrap().last().unwrap().clone()
+    m.upgrade_json(args)
 }
 
 fn phase<'a>(run: &'a Value, name: &str) -> &'a Value {
@@ -69,13 +59,8 @@ fn prepared_and_staged_upgrades_write_while_everything_runs() {
     assert_eq!(slot_state(&st, "B"), "prepared", "{st}");
     assert_eq!(st["default"], "A", "{st}");
     assert_eq!(st["pending_try"], "-", "{st}");
-    let run = last_run(&m);
-    let phases: Vec<&str> = run["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["phase"].as_str().unwrap())
-        .collect();
+    let run = m.last_run();
+    let phases = phase_names(&run);
     assert_eq!(phases, ["verify", "verify_disk", "install"], "{run}");
     assert!(phase(&run, "install")["bytes"].as_u64().unwrap() > 1 << 20);
     assert!(
@@ -100,7 +85,7 @@ fn prepared_and_staged_upgrades_write_while_everything_runs() {
     assert_eq!(r["booted_slot"], "B", "{out}");
     m.wait_ready();
     assert_eq!(m.running(), ("2.1.0".into(), "B"));
-    let run = last_run(&m);
+    let run = m.last_run();
     let install = phase(&run, "install");
     assert_eq!(install["bytes"], 0, "the apply wrote no payload: {run}");
     assert!(
@@ -160,7 +145,7 @@ fn prepared_and_staged_upgrades_write_while_everything_runs() {
         "no service ran in the boot that applied the stage:\n{}",
         &staged_boot[start..end]
     );
-    let run = last_run(&m);
+    let run = m.last_run();
     assert_eq!(run["target_version"], "3.0.0", "{run}");
     assert!(
         has_note(phase(&run, "install"), "already holds 3.0.0"),

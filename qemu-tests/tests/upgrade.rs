@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use bascule_api::pb;
-use bascule_qemu_tests::answers::{last_json, text};
+use bascule_qemu_tests::answers::{last_json, phase_names, text};
 use bascule_qemu_tests::upgrade::{self as up, HttpServer};
 use bascule_qemu_tests::{Combo, Machine};
 use serde_json::Value;
@@ -15,14 +15,8 @@ use std::path::Path;
 /// Generous bound for `--wait`: the install writes the slot through TCG.
 const WAIT: &str = "600";
 
-/// `bascule --json upgrade ...`: the exit code and the last JSON line.
 fn upgrade(m: &Machine, args: &[&str]) -> (i32, Value, String) {
-    let mut all = vec!["--json", "upgrade"];
-    all.extend_from_slice(args);
-    let out = m.cli(&all);
-    let v = last_json(&out.stdout)
-        .unwrap_or_else(|| panic!("bascule {all:?} printed no JSON: {}", text(&out)));
-    (out.status.code().unwrap_or(-1), v, text(&out))
+    m.upgrade_json(args)
 }
 
 fn s(p: &Path) -> &str {
@@ -36,12 +30,6 @@ fn kept(m: &Machine) -> bool {
         "the /var check",
         |l| l == "kept-yes" || l == "kept-no",
     ) == "kept-yes"
-}
-
-/// The last run of `upgrade status --json`.
-fn last_run(m: &Machine) -> Value {
-    let st = m.cli_json(&["--json", "upgrade", "status"]);
-    st["runs"].as_array().unwrap().last().unwrap().clone()
 }
 
 fn notes(run: &Value, phase: &str) -> Vec<String> {
@@ -108,13 +96,8 @@ fn there_and_back(combo: Combo, holder: bool) {
     assert!(kept(&m), "--preserve kept /var/keep-me");
 
     // The journal survived the kexec, phases after the unmount included.
-    let run = last_run(&m);
-    let phases: Vec<&str> = run["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["phase"].as_str().unwrap())
-        .collect();
+    let run = m.last_run();
+    let phases = phase_names(&run);
     assert_eq!(
         phases,
         [
@@ -190,7 +173,7 @@ fn there_and_back(combo: Combo, holder: bool) {
     m.wait_ready();
     assert_eq!(m.running(), ("3.0.0".into(), "A"));
     assert!(!kept(&m), "without --preserve /var starts empty");
-    let run = last_run(&m);
+    let run = m.last_run();
     assert!(
         notes(&run, "reboot").iter().any(|n| n.contains("firmware")),
         "{run}"

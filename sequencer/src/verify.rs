@@ -116,11 +116,7 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         running: &Running,
         options: &UpgradeOptions,
     ) -> Result<Verified, Stop> {
-        let booted = running.slot.ok_or(Refusal::NotBootedFromSlot)?;
-        let target = booted.other();
-        self.journal.to_slot = Some(target);
-        let meta = self.host.read_meta().map_err(PhaseError::ReadMeta)?;
-        check_no_pending_try(&meta)?;
+        let (booted, target, meta) = self.booted_target_meta(running)?;
         check_not_only_good(&meta, booted)?;
 
         let keys = self.host.trusted_keys();
@@ -195,6 +191,17 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         Ok(verified)
     }
 
+    /// The running slot, the one to install into, and META without a try
+    /// in flight: where every upgrade's checks start.
+    fn booted_target_meta(&mut self, running: &Running) -> Result<(Slot, Slot, MetaRecord), Stop> {
+        let booted = running.slot.ok_or(Refusal::NotBootedFromSlot)?;
+        let target = booted.other();
+        self.journal.to_slot = Some(target);
+        let meta = self.host.read_meta().map_err(PhaseError::ReadMeta)?;
+        check_no_pending_try(&meta)?;
+        Ok((booted, target, meta))
+    }
+
     /// Phase 1 of [`crate::RunMode::ApplyPrepared`]: the slot a prepare
     /// run wrote, from META alone (its bundle was verified then, and every
     /// payload read back).
@@ -203,11 +210,7 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         running: &Running,
         options: &UpgradeOptions,
     ) -> Result<Verified, Stop> {
-        let booted = running.slot.ok_or(Refusal::NotBootedFromSlot)?;
-        let target = booted.other();
-        self.journal.to_slot = Some(target);
-        let meta = self.host.read_meta().map_err(PhaseError::ReadMeta)?;
-        check_no_pending_try(&meta)?;
+        let (booted, target, meta) = self.booted_target_meta(running)?;
         let info = meta.slot_info(target);
         if info.state() != SlotState::Prepared {
             return Err(Refusal::NothingPrepared {

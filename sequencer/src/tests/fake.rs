@@ -215,6 +215,16 @@ pub struct FakeHost {
 
 pub const CAPACITY: u64 = 64 * 1024;
 
+/// What a prepare (or stage) changes, in order: META marks the slot as
+/// being written, the payloads, META marks it prepared. Nothing else.
+pub const PREPARE_CHANGES: [&str; 5] = [
+    "write_meta",
+    "write_slot",
+    "write_esp(kernel)",
+    "write_esp(initramfs)",
+    "write_meta",
+];
+
 /// Machine booted from slot A running 1.0.0, both slots good (B holds an
 /// older image), a worker, one mount `/var` held by nobody.
 pub fn host_with(bundle: &Bundle) -> FakeHost {

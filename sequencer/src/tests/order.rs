@@ -148,13 +148,7 @@ fn a_staged_upgrade_writes_the_slot_stops_nothing_and_leaves_the_try_to_the_next
     assert!(matches!(done.outcome, Outcome::Staged), "{}", done.outcome);
     assert_eq!(
         host.changes(),
-        [
-            "write_meta",
-            "write_slot",
-            "write_esp(kernel)",
-            "write_esp(initramfs)",
-            "write_meta",
-        ],
+        super::fake::PREPARE_CHANGES,
         "no service stopped, no loader entry, no reboot, /var kept for the boot that applies it"
     );
     let staged = host.meta.staged.clone().expect("staged in META");

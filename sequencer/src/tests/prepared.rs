@@ -35,16 +35,7 @@ fn prepare_writes_the_slot_and_stops_nothing() {
     let (done, _) = run(&mut host, mode(RunMode::Prepare));
     assert!(matches!(done.outcome, Outcome::Prepared), "{}", done.outcome);
     // No service is touched, /var is kept for the apply, nothing reboots.
-    assert_eq!(
-        host.changes(),
-        [
-            "write_meta",
-            "write_slot",
-            "write_esp(kernel)",
-            "write_esp(initramfs)",
-            "write_meta",
-        ]
-    );
+    assert_eq!(host.changes(), super::fake::PREPARE_CHANGES);
     let phases: Vec<Phase> = done.journal.phases.iter().map(|p| p.phase).collect();
     assert_eq!(phases, [Phase::Verify, Phase::VerifyDisk, Phase::Install]);
     assert_eq!(host.slots[&Slot::B], contents(PayloadKind::Rootfs));
