@@ -80,6 +80,26 @@ pub fn untrusted_bundle(version: &str, out: &Path) {
     write(version, &payloads, &stranger, out);
 }
 
+/// A bundle whose rootfs payload is one MiB larger than a slot partition
+/// (zeros: the size alone is refused, before a byte is read).
+pub fn oversized_bundle(version: &str) -> PathBuf {
+    cached(&format!("{version}-oversized"), || {
+        let (_, good) = built(GOOD_BASE);
+        let dir = bundles_dir();
+        let rootfs = dir.join(format!("{version}-oversized.squashfs"));
+        let slot_mib = bascule_boot::layout::PARTITIONS
+            .iter()
+            .find(|p| p.label == bascule_boot::layout::LABEL_SLOT_B)
+            .map_or(128, |p| p.size_mib);
+        let f = std::fs::File::create(&rootfs).expect("create the rootfs payload");
+        f.set_len((slot_mib + 1) << 20).expect("size the rootfs payload");
+        let payloads = SlotPayloads { rootfs, ..good };
+        let out = dir.join(format!("{version}-oversized.bundle"));
+        write(version, &payloads, &dev_private(), &out);
+        out
+    })
+}
+
 /// A bundle whose slot cannot boot: the good slot's rootfs and kernel
 /// with an initramfs that has no /init, so the kernel panics (and, with
 /// `panic=`, resets) before any init of the new slot runs.

@@ -225,6 +225,7 @@ fn bad_bundles_are_refused_and_change_nothing() {
     flipped[parts.first_payload + 5000] ^= 0x01;
     let flipped = write("flipped.bundle", &flipped);
     let truncated = write("truncated.bundle", &good[..parts.first_payload + 100_000]);
+    let oversized = up::oversized_bundle("2.1.0");
 
     let server = HttpServer::start();
     server.add("good.bundle", &good_path);
@@ -237,7 +238,7 @@ fn bad_bundles_are_refused_and_change_nothing() {
 
     let missing = server.url(NET, "missing.bundle");
     let closed = format!("http://{}:1/b.bundle", up::guest_host(NET));
-    let cases: [(&str, &str, &str); 7] = [
+    let cases: [(&str, &str, &str); 8] = [
         ("a bad signature", s(&bad_sig), "bad signature"),
         ("an untrusted key", s(&untrusted), "which is not trusted"),
         (
@@ -249,6 +250,11 @@ fn bad_bundles_are_refused_and_change_nothing() {
             "a truncated payload",
             s(&truncated),
             "rootfs payload is truncated",
+        ),
+        (
+            "a rootfs larger than the slot",
+            s(&oversized),
+            "does not fit slot B's partition",
         ),
         ("a missing file", "file:///nope.bundle", "/nope.bundle"),
         ("an HTTP 404", &missing, "HTTP status 404"),
