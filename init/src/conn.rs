@@ -14,7 +14,7 @@ use bascule_api::pb;
 /// Output a client may leave unread before it is disconnected.
 pub const MAX_PENDING_OUTPUT: usize = 8 << 20;
 /// Output above which follow streams drop lines for this client.
-pub const FOLLOW_BACKPRESSURE: usize = 1 << 20;
+pub const FOLLOW_BACKPRESSURE: usize = 256 * 1024;
 
 pub struct Follow {
     pub request_id: u64,

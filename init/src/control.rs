@@ -30,7 +30,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The virtio-serial port's connection id (never given to a socket client).
 pub const PORT_CONN: u64 = 0;
 /// Longest chunk of log lines in one follow frame.
-const FOLLOW_CHUNK_BYTES: usize = 256 * 1024;
+const FOLLOW_CHUNK_BYTES: usize = 64 * 1024;
 
 /// What a readable connection brought.
 #[derive(Debug, Default)]
@@ -489,14 +489,17 @@ fn interest(watch: Watch) -> Interest {
 
 /// The next frame of one follow, or None when there is nothing to send.
 fn follow_frame(f: &mut Follow, ring: &LogRing, backlogged: bool) -> Option<pb::Response> {
+    if backlogged {
+        // The client is not reading: skip ahead rather than buffer without
+        // bound, and without copying what it will never get.
+        let (next, skipped) = ring.skip_to_end(f.cursor);
+        f.dropped += skipped;
+        f.cursor = next;
+        return None;
+    }
     let (lines, next, lost) = ring.since(f.cursor, FOLLOW_CHUNK_BYTES);
     f.dropped += lost;
     f.cursor = next;
-    if backlogged {
-        // The client is not reading: skip ahead rather than buffer without bound.
-        f.dropped += lines.len() as u64;
-        return None;
-    }
     if lines.is_empty() {
         return None;
     }

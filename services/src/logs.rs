@@ -52,6 +52,8 @@ struct Entry {
     stream: Stream,
     /// One or more complete lines, each ending in '\n'.
     bytes: Vec<u8>,
+    /// How many lines `bytes` holds.
+    lines: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,11 +240,13 @@ impl LogRing {
     fn store(&mut self, stream: Stream, timestamp_us: u64, bytes: Vec<u8>) {
         self.write_file(&bytes);
         self.bytes += bytes.len();
+        let lines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
         self.entries.push_back(Entry {
             seq: self.next_seq,
             timestamp_us,
             stream,
             bytes,
+            lines,
         });
         self.next_seq += 1;
         while self.bytes > self.capacity && self.entries.len() > 1 {
@@ -334,8 +338,7 @@ impl LogRing {
         let start = cursor.max(first);
         let mut next = start;
         for e in self.entries.iter().filter(|e| e.seq >= start) {
-            let lines = e.bytes.iter().filter(|b| **b == b'\n').count();
-            let encoded = e.bytes.len() + lines * LINE_OVERHEAD;
+            let encoded = e.bytes.len() + e.lines as usize * LINE_OVERHEAD;
             if size > 0 && size + encoded > max_bytes {
                 break;
             }
@@ -344,6 +347,25 @@ impl LogRing {
             next = e.seq + 1;
         }
         (out, next, lost)
+    }
+}
+
+impl LogRing {
+    /// Moves a follower's `cursor` to the end without copying anything:
+    /// the new cursor, and the lines passed over (those still in the ring
+    /// and the entries evicted since the cursor). For a follower that does
+    /// not read, whose lines are dropped anyway.
+    pub fn skip_to_end(&self, cursor: u64) -> (u64, u64) {
+        let first = self.entries.front().map(|e| e.seq).unwrap_or(self.next_seq);
+        let evicted = first.saturating_sub(cursor);
+        let start = cursor.max(first);
+        let skipped: u64 = self
+            .entries
+            .iter()
+            .filter(|e| e.seq >= start)
+            .map(|e| e.lines)
+            .sum();
+        (self.next_seq, evicted + skipped)
     }
 }
 
@@ -391,6 +413,17 @@ mod tests {
         assert_eq!(next, r.next_seq());
         let (none, _, lost) = r.since(next, usize::MAX);
         assert!(none.is_empty() && lost == 0);
+    }
+
+    #[test]
+    fn skipping_to_the_end_counts_lines_and_copies_nothing() {
+        let mut r = LogRing::new(1 << 20);
+        r.push(Stream::Stdout, 0, b"a\nb\n");
+        let cursor = r.next_seq();
+        r.push(Stream::Stdout, 0, b"c\nd\ne\n");
+        r.push(Stream::Stderr, 0, b"f\n");
+        assert_eq!(r.skip_to_end(cursor), (r.next_seq(), 4));
+        assert_eq!(r.skip_to_end(r.next_seq()), (r.next_seq(), 0));
     }
 
     #[test]
