@@ -41,7 +41,9 @@ mod tests {
     fn frame_decoder_holds_for_generated_input() {
         let req = pb::Request {
             id: 7,
-            call: Some(pb::request::Call::ServiceList(pb::ServiceListRequest::default())),
+            call: Some(pb::request::Call::ServiceList(
+                pb::ServiceListRequest::default(),
+            )),
         };
         let mut frame = (req.encoded_len() as u32).to_be_bytes().to_vec();
         frame.extend_from_slice(&req.encode_to_vec());

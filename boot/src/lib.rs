@@ -11,10 +11,10 @@ pub mod blockio;
 pub mod bls;
 pub mod bootcount;
 pub mod efivar;
-pub mod grubcfg;
-pub mod grubenv;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod grubcfg;
+pub mod grubenv;
 pub mod meta;
 pub mod meta_record;
 pub mod slot;

@@ -49,7 +49,8 @@ mod tests {
             w.payload(kind, &p).unwrap();
         }
         let mut bytes = Vec::new();
-        w.write(&mut bytes, &SigningKey::from_bytes(&[5; 32])).unwrap();
+        w.write(&mut bytes, &SigningKey::from_bytes(&[5; 32]))
+            .unwrap();
         super::bundle(&bytes);
         for case in bascule_testgen::cases(&[&bytes], 200, 7) {
             super::bundle(&case);

@@ -249,7 +249,13 @@ impl Init {
         for r in self.sup.rejected() {
             log!("{}", r.reason);
         }
-        let names = |v: &[String]| if v.is_empty() { "-".to_owned() } else { v.join(", ") };
+        let names = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_owned()
+            } else {
+                v.join(", ")
+            }
+        };
         log!(
             "SIGHUP: reread {}: started {}; stopping {}; restarting {}",
             dir.display(),

@@ -132,7 +132,10 @@ pub fn mount_partitions(var: Var) -> Vec<&'static str> {
 
 /// Mounts /var after all (a staged upgrade that did not start).
 pub fn mount_var() {
-    for t in TARGETS.iter().filter(|t| t.label == layout::LABEL_EPHEMERAL) {
+    for t in TARGETS
+        .iter()
+        .filter(|t| t.label == layout::LABEL_EPHEMERAL)
+    {
         if let Err(e) = mount_one(t) {
             log!("partition {}: {e}; continuing without {}", t.label, t.dir);
         }

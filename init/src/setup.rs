@@ -145,9 +145,8 @@ pub fn run(mode: Mode, args: &[String]) -> Result<Finished, SetupError> {
     // A staged upgrade runs before any service; if it cannot start, the
     // boot goes on as usual.
     let var_left_unmounted = staged.is_some();
-    let applying = staged.is_some_and(|s| {
-        catch_unwind(AssertUnwindSafe(|| init.start_staged(s))).unwrap_or(false)
-    });
+    let applying = staged
+        .is_some_and(|s| catch_unwind(AssertUnwindSafe(|| init.start_staged(s))).unwrap_or(false));
     if !applying && var_left_unmounted {
         crate::machine::mount_var();
     }

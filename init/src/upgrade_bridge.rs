@@ -5,8 +5,8 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
 
 use bascule_boot::meta_record::MetaRecord;
 use bascule_boot::Slot;

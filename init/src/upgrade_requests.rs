@@ -11,9 +11,9 @@ use std::sync::Arc;
 use bascule_api::pb;
 use bascule_api::pb::response::Result as Reply;
 use bascule_sequencer::journal::RunKind;
-use bascule_sequencer::{RunMode, 
-    AfterInstall, DataPolicy, Finished, Outcome, Pass, RebootMode, Recovery, Running, SystemClock,
-    UpgradeOptions, VersionPolicy,
+use bascule_sequencer::{
+    AfterInstall, DataPolicy, Finished, Outcome, Pass, RebootMode, Recovery, RunMode, Running,
+    SystemClock, UpgradeOptions, VersionPolicy,
 };
 use bascule_services::Class;
 use bascule_sys::epoll::Interest;
@@ -22,10 +22,10 @@ use bascule_sys::power::PowerAction;
 use crate::conn::Flow;
 use crate::event_loop::Init;
 use crate::log;
+use crate::staged::Staged;
 use crate::tokens::Source as Token;
 use crate::upgrade_bridge::{self, LoopCall};
 use crate::upgrade_host::{MachineHost, Source, JOURNAL_FILE};
-use crate::staged::Staged;
 use crate::upgrades::{
     self, event_to_pb, outcome_to_pb, Feed, PendingStop, Run, RunOrigin, StopScope,
     FEED_HIGH_WATER, NO_CLIENT, STOP_DEADLINE,

@@ -66,7 +66,8 @@ fn followers_that_do_not_read_cost_bounded_memory_and_others_are_served() {
     );
     // One of them reads at last: what it gets says how much it missed.
     let mut late = stuck[0].try_clone().unwrap();
-    late.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut dec = frame::FrameDecoder::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut lost = 0u64;

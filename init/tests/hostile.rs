@@ -213,11 +213,22 @@ fn sighup_rereads_the_service_directory() {
                 .iter()
                 .any(|s| s.name == "change" && s.pid != change.pid && s.pid != 0)
     });
-    let cmdline = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let cmdline =
+        |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let changed = sup.status("change");
-    assert!(cmdline(changed.pid).contains("2002"), "restarted with its new definition");
-    assert!(!alive(drop.pid) || reaped(drop.pid), "the removed service was stopped");
-    assert_eq!(sup.status("keep").pid, keep.pid, "an unchanged service is untouched");
+    assert!(
+        cmdline(changed.pid).contains("2002"),
+        "restarted with its new definition"
+    );
+    assert!(
+        !alive(drop.pid) || reaped(drop.pid),
+        "the removed service was stopped"
+    );
+    assert_eq!(
+        sup.status("keep").pid,
+        keep.pid,
+        "an unchanged service is untouched"
+    );
     let log = sup.init_log();
     assert!(
         log.contains("started add; stopping drop; restarting change"),
@@ -228,9 +239,11 @@ fn sighup_rereads_the_service_directory() {
     let moved = sup.path("services.moved");
     std::fs::rename(&cfg, &moved).unwrap();
     send_signal(sup.pid(), libc::SIGHUP);
-    sup.wait_until(Duration::from_secs(5), "the failed reread is logged", || {
-        sup.init_log().contains("the services stay as they are")
-    });
+    sup.wait_until(
+        Duration::from_secs(5),
+        "the failed reread is logged",
+        || sup.init_log().contains("the services stay as they are"),
+    );
     assert_eq!(sup.status("keep").pid, keep.pid);
     assert_eq!(sup.state("add"), pb::ServiceState::Running);
     std::fs::rename(&moved, &cfg).unwrap();
@@ -278,15 +291,22 @@ fn a_rerun_after_the_supervisor_was_killed_does_not_run_its_services_twice() {
     assert!(!left.is_empty());
     send_signal(first.pid(), libc::SIGKILL);
     let _ = first.child.take().unwrap().wait();
-    assert!(left.iter().all(|p| alive(*p)), "the services outlive a SIGKILLed supervisor");
+    assert!(
+        left.iter().all(|p| alive(*p)),
+        "the services outlive a SIGKILLed supervisor"
+    );
     let second = Sup::start(&[("stubborn", &svc)]);
     second.wait_state("stubborn", pb::ServiceState::Running);
-    second.wait_until(Duration::from_secs(10), "the old instance's processes are gone", || {
-        left.iter().all(|p| !alive(*p) || reaped(*p))
-    });
+    second.wait_until(
+        Duration::from_secs(10),
+        "the old instance's processes are gone",
+        || left.iter().all(|p| !alive(*p) || reaped(*p)),
+    );
     assert!(!cg.exists(), "{} removed", cg.display());
     assert!(
-        second.init_log().contains("a previous supervisor that is gone"),
+        second
+            .init_log()
+            .contains("a previous supervisor that is gone"),
         "{}",
         second.init_log()
     );

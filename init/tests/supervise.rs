@@ -651,5 +651,8 @@ fn a_missing_working_directory_fails_the_service_at_once() {
     sup.wait_state("nowhere", pb::ServiceState::Failed);
     let st = sup.status("nowhere");
     assert!(st.reason.contains("/nonexistent/wd"), "{}", st.reason);
-    assert_eq!(st.restarts, 0, "not retried: it fails the same way every time");
+    assert_eq!(
+        st.restarts, 0,
+        "not retried: it fails the same way every time"
+    );
 }

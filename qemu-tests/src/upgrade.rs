@@ -92,7 +92,8 @@ pub fn oversized_bundle(version: &str) -> PathBuf {
             .find(|p| p.label == bascule_boot::layout::LABEL_SLOT_B)
             .map_or(128, |p| p.size_mib);
         let f = std::fs::File::create(&rootfs).expect("create the rootfs payload");
-        f.set_len((slot_mib + 1) << 20).expect("size the rootfs payload");
+        f.set_len((slot_mib + 1) << 20)
+            .expect("size the rootfs payload");
         let payloads = SlotPayloads { rootfs, ..good };
         let out = dir.join(format!("{version}-oversized.bundle"));
         write(version, &payloads, &dev_private(), &out);

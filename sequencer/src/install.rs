@@ -2,15 +2,15 @@
 //! the second pass over the bundle and read each back.
 
 use crate::clock::Clock;
+use crate::host::RebootMode;
 use crate::host::{Host, Pass};
 use crate::journal::Note;
 use crate::options::DataPolicy;
+use crate::options::UpgradeOptions;
 use crate::outcome::{InstallTarget, MetaChange, PhaseError};
 use crate::progress::{Event, Progress};
 use crate::run::{Run, Stop};
 use crate::verify::{bundle_error, SlotContent, Verified};
-use crate::host::RebootMode;
-use crate::options::UpgradeOptions;
 use bascule_boot::meta_record::{SlotId, SlotState, StagedApply};
 use bascule_boot::Slot;
 use bascule_bundle::{BundleReader, Manifest, PayloadInfo, PayloadKind};
@@ -67,7 +67,10 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         let info = meta.slot_info_mut(slot);
         info.version.clone_from(&v.version);
         info.set_state(SlotState::Prepared);
-        info.prepared = v.manifest().map(|m| m.fingerprint().to_vec()).unwrap_or_default();
+        info.prepared = v
+            .manifest()
+            .map(|m| m.fingerprint().to_vec())
+            .unwrap_or_default();
         self.host
             .write_meta(&meta)
             .map_err(|source| PhaseError::WriteMeta {

@@ -498,9 +498,15 @@ mod tests {
             "one\n[bascule] 3 lines (15 bytes) are missing here: No space left on device (os error 28)\nfive\n"
         );
         let e = r.file_error.take().expect("the recovery is reported");
-        assert!(e.contains("writing again; 3 lines (15 bytes) were lost"), "{e}");
+        assert!(
+            e.contains("writing again; 3 lines (15 bytes) were lost"),
+            "{e}"
+        );
         // Every line is still in memory.
-        assert_eq!(texts(&r.tail(10).0), ["one", "two", "three", "four", "five"]);
+        assert_eq!(
+            texts(&r.tail(10).0),
+            ["one", "two", "three", "four", "five"]
+        );
     }
 
     #[test]

@@ -67,7 +67,8 @@ impl Supervisor {
                     report.added.push(name);
                 }
                 Some(s) if s.spec != spec => {
-                    self.pending.insert(name.clone(), Pending::Replace(Box::new(spec)));
+                    self.pending
+                        .insert(name.clone(), Pending::Replace(Box::new(spec)));
                     report.changed.push(name);
                 }
                 // Unchanged. One already on its way out (removed or changed

@@ -34,7 +34,11 @@ fn a_reload_starts_new_stops_removed_and_restarts_changed_services() {
     assert_eq!(l.spawned(ProcessKind::Main).last().unwrap(), "add");
     assert!(l.calls.contains(&Call::Signal(change_pid, Signal::TERM)));
     assert!(l.calls.contains(&Call::Signal(drop_pid, Signal::TERM)));
-    assert_eq!(s.service("keep").unwrap().pid, keep_pid, "unchanged: untouched");
+    assert_eq!(
+        s.service("keep").unwrap().pid,
+        keep_pid,
+        "unchanged: untouched"
+    );
     assert_eq!(s.service("change").unwrap().spec.exec, ["c", "old"]);
 
     s.on_exit(drop_pid, Exit::Signal(15), t0 + ms(5), &mut l);
@@ -43,7 +47,11 @@ fn a_reload_starts_new_stops_removed_and_restarts_changed_services() {
     let changed = s.service("change").unwrap();
     assert_eq!(changed.spec.exec, ["c", "new"]);
     assert_eq!(changed.state, State::Running);
-    assert_eq!(changed.pid, Some(l.last_pid()), "started again, new definition");
+    assert_eq!(
+        changed.pid,
+        Some(l.last_pid()),
+        "started again, new definition"
+    );
     assert!(s.list(t0 + ms(7)).iter().all(|st| st.name != "drop"));
 }
 

@@ -18,14 +18,24 @@ const TABLES: &[(&str, &[&str])] = &[
             "restart",
         ],
     ),
-    ("[backoff]", &["initial_ms", "max_ms", "limit", "reset_after_ms"]),
+    (
+        "[backoff]",
+        &["initial_ms", "max_ms", "limit", "reset_after_ms"],
+    ),
     (
         "[readiness]",
         &["notify", "exec", "tcp", "path", "interval_ms", "timeout_ms"],
     ),
     (
         "[health]",
-        &["exec", "tcp", "path", "interval_ms", "timeout_ms", "failures"],
+        &[
+            "exec",
+            "tcp",
+            "path",
+            "interval_ms",
+            "timeout_ms",
+            "failures",
+        ],
     ),
     ("[stop]", &["pre", "signal", "grace_ms"]),
 ];
@@ -33,10 +43,7 @@ const TABLES: &[(&str, &[&str])] = &[
 /// For an "unknown field `KEY`" error at byte `offset` of `text`: which
 /// table the key was found in, and which tables take it.
 pub fn misplaced_key(message: &str, text: &str, offset: usize) -> Option<String> {
-    let key = message
-        .strip_prefix("unknown field `")?
-        .split('`')
-        .next()?;
+    let key = message.strip_prefix("unknown field `")?.split('`').next()?;
     let before = &text[..offset.min(text.len())];
     let here = before
         .lines()

@@ -313,7 +313,11 @@ fn notify_readiness_and_timeout() {
     s.on_notify("n", "STATUS=loading\n", t0, &mut l);
     assert_eq!(state(&s, "n"), State::Starting);
     assert_eq!(s.service("n").unwrap().status_text, "loading");
-    assert_eq!(s.service("n").unwrap().reason, "", "STATUS= is not our reason");
+    assert_eq!(
+        s.service("n").unwrap().reason,
+        "",
+        "STATUS= is not our reason"
+    );
     s.on_notify("n", "STATUS=up\nREADY=1", t0 + ms(10), &mut l);
     assert_eq!(state(&s, "n"), State::Running);
     // The slow one never notifies: stopped as a failure, then restarted.

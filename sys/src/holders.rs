@@ -43,9 +43,7 @@ impl fmt::Display for Holder {
             HoldKind::Cwd => f.write_str("has its working directory there"),
             HoldKind::Root => f.write_str("has its root directory there"),
             HoldKind::Map(p) => write!(f, "maps {}", p.display()),
-            HoldKind::MountNamespace => {
-                f.write_str("has it mounted in its own mount namespace")
-            }
+            HoldKind::MountNamespace => f.write_str("has it mounted in its own mount namespace"),
         }
     }
 }
@@ -94,7 +92,11 @@ fn mounted_elsewhere(p: &Process, device: &str, own_ns: Option<&Path>) -> bool {
         return false;
     }
     std::fs::read_to_string(dir.join("mountinfo"))
-        .map(|text| crate::mountinfo::parse(&text).iter().any(|m| m.device == device))
+        .map(|text| {
+            crate::mountinfo::parse(&text)
+                .iter()
+                .any(|m| m.device == device)
+        })
         .unwrap_or(false)
 }
 
@@ -211,8 +213,15 @@ mod tests {
         let ours = std::fs::read_link("/proc/self/ns/mnt").unwrap();
         // spawn returns once unshare is exec'd; its unshare(2) follows.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok().as_ref() == Some(&ours) {
-            assert!(std::time::Instant::now() < deadline, "never left our namespace");
+        while std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+            .ok()
+            .as_ref()
+            == Some(&ours)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never left our namespace"
+            );
             std::thread::yield_now();
         }
         let found = scan(Path::new("/"));
@@ -226,7 +235,11 @@ mod tests {
             .iter()
             .find(|h| h.pid == pid as i32 && h.how == HoldKind::MountNamespace)
             .unwrap();
-        assert!(me.to_string().contains("mounted in its own mount namespace"), "{me}");
+        assert!(
+            me.to_string()
+                .contains("mounted in its own mount namespace"),
+            "{me}"
+        );
     }
 
     #[test]

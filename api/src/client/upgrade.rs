@@ -102,7 +102,12 @@ fn phase_note(phase: &Option<String>) -> String {
 }
 
 impl UpgradeSource {
-    fn split(self) -> (Option<pb::upgrade_request::Source>, Option<Box<dyn BundleReader>>) {
+    fn split(
+        self,
+    ) -> (
+        Option<pb::upgrade_request::Source>,
+        Option<Box<dyn BundleReader>>,
+    ) {
         use pb::upgrade_request::Source;
         match self {
             UpgradeSource::MachinePath(p) => (Some(Source::Path(p)), None),

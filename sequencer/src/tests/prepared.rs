@@ -33,7 +33,11 @@ fn prepare_writes_the_slot_and_stops_nothing() {
     let b = bundle("2.0.0");
     let mut host = host_with(&b);
     let (done, _) = run(&mut host, mode(RunMode::Prepare));
-    assert!(matches!(done.outcome, Outcome::Prepared), "{}", done.outcome);
+    assert!(
+        matches!(done.outcome, Outcome::Prepared),
+        "{}",
+        done.outcome
+    );
     // No service is touched, /var is kept for the apply, nothing reboots.
     assert_eq!(host.changes(), super::fake::PREPARE_CHANGES);
     let phases: Vec<Phase> = done.journal.phases.iter().map(|p| p.phase).collect();
@@ -77,12 +81,17 @@ fn applying_a_prepared_slot_reads_no_bundle_and_writes_no_payload() {
         ]
     );
     assert_eq!(done.journal.to_version.as_deref(), Some("2.0.0"));
-    assert!(notes(&done, Phase::Install).contains(&Note::AlreadyPrepared {
-        slot: Slot::B,
-        version: "2.0.0".into()
-    }));
+    assert!(
+        notes(&done, Phase::Install).contains(&Note::AlreadyPrepared {
+            slot: Slot::B,
+            version: "2.0.0".into()
+        })
+    );
     let t = host.meta.pending_try.clone().expect("pending try");
-    assert_eq!((t.slot().slot(), t.version.as_str()), (Some(Slot::B), "2.0.0"));
+    assert_eq!(
+        (t.slot().slot(), t.version.as_str()),
+        (Some(Slot::B), "2.0.0")
+    );
     assert_eq!(host.meta.slot_info(Slot::B).state(), SlotState::Trying);
     assert!(host.meta.slot_info(Slot::B).prepared.is_empty());
 }
@@ -94,7 +103,11 @@ fn the_same_bundle_again_skips_the_write_and_its_second_pass() {
     run(&mut host, mode(RunMode::Prepare));
     host.calls.clear();
     let (done, _) = run(&mut host, mode(RunMode::Apply));
-    assert!(matches!(done.outcome, Outcome::Rebooting(_)), "{}", done.outcome);
+    assert!(
+        matches!(done.outcome, Outcome::Rebooting(_)),
+        "{}",
+        done.outcome
+    );
     assert!(host.calls.contains(&Call::OpenBundle(Pass::Verify)));
     assert!(!host.calls.contains(&Call::OpenBundle(Pass::Install)));
     assert!(!host
@@ -113,7 +126,11 @@ fn another_bundle_after_a_prepare_is_written_in_full() {
     host.install_bytes = None;
     host.calls.clear();
     let (done, _) = run(&mut host, mode(RunMode::Apply));
-    assert!(matches!(done.outcome, Outcome::Rebooting(_)), "{}", done.outcome);
+    assert!(
+        matches!(done.outcome, Outcome::Rebooting(_)),
+        "{}",
+        done.outcome
+    );
     assert!(host.calls.contains(&Call::OpenBundle(Pass::Install)));
     assert!(host
         .calls
