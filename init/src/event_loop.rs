@@ -186,6 +186,7 @@ impl Init {
             self.watchdog_due,
             self.control.idle_deadline(),
             self.keeper.deadline(),
+            self.launcher.lineage_due(),
         ]
         .into_iter()
         .flatten()
@@ -276,6 +277,7 @@ impl Init {
             LoopEvent::Signal(SignalEvent::Other(n)) => log!("ignoring signal {n}"),
             LoopEvent::Timer => {
                 let now = self.now();
+                self.launcher.refresh_lineage(now);
                 self.sup.on_timer(now, self.launcher.launcher());
                 self.check_self_check(now);
             }

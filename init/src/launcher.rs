@@ -7,11 +7,13 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use bascule_services::logs::Stream;
 use bascule_services::spec::Readiness;
 use bascule_services::{Launcher, ProcessKind, ServiceSpec, Signal, SpawnError, TcpProbe};
 
+use crate::lineage::Lineage;
 use crate::log;
 use bascule_sys::cgroup::CgroupRoot;
 use bascule_sys::creds;
@@ -37,6 +39,13 @@ pub trait ServiceLauncher {
     fn take_new_fds(&mut self) -> NewFds;
     /// Removes every service cgroup (supervise mode, at exit).
     fn remove_cgroups(&mut self);
+    /// When the record of the services' processes is next refreshed
+    /// (only without cgroups).
+    fn lineage_due(&self) -> Option<Instant> {
+        None
+    }
+    /// Refreshes that record if it is due.
+    fn refresh_lineage(&mut self, _now: Instant) {}
 }
 
 impl ServiceLauncher for RealLauncher {
@@ -58,6 +67,16 @@ impl ServiceLauncher for RealLauncher {
             cg.remove_all();
         }
     }
+
+    fn lineage_due(&self) -> Option<Instant> {
+        self.lineage.due()
+    }
+
+    fn refresh_lineage(&mut self, now: Instant) {
+        if self.lineage.due().is_some_and(|d| now >= d) {
+            self.lineage.refresh(now);
+        }
+    }
 }
 
 pub struct RealLauncher {
@@ -75,6 +94,8 @@ pub struct RealLauncher {
     new_probes: Vec<(u64, OwnedFd)>,
     cancelled_probes: Vec<u64>,
     next_probe: u64,
+    /// Without cgroups: each service's processes, by parentage.
+    lineage: Lineage,
 }
 
 impl RealLauncher {
@@ -90,6 +111,7 @@ impl RealLauncher {
             new_probes: Vec::new(),
             cancelled_probes: Vec::new(),
             next_probe: 0,
+            lineage: Lineage::default(),
         }
     }
 
@@ -199,10 +221,18 @@ impl Launcher for RealLauncher {
         if let Some(fd) = spawned.stderr {
             self.new_pipes.push((spec.name.clone(), Stream::Stderr, fd));
         }
+        if main && self.cgroups.is_none() {
+            self.lineage.started(&spec.name, spawned.pid);
+        }
         Ok(spawned.pid)
     }
 
     fn signal(&mut self, pid: u32, signal: Signal) {
+        // A stop begins: what the main process has started so far is
+        // recorded before it can exit and orphan it.
+        if self.cgroups.is_none() {
+            self.lineage.note_main_signalled(pid);
+        }
         let (Some(pid), Some(sig)) = (
             rustix::process::Pid::from_raw(pid as i32),
             rustix::process::Signal::from_named_raw(signal.raw()),
@@ -223,6 +253,21 @@ impl Launcher for RealLauncher {
                     "service {}: cannot kill cgroup {}: {e}",
                     spec.name,
                     cg.service_dir(&spec.name).display()
+                );
+            }
+        }
+        if self.cgroups.is_none() {
+            let killed = self.lineage.kill(&spec.name, main_pid);
+            if !killed.is_empty() {
+                log!(
+                    "service {}: killed {} process(es) it left behind: {}",
+                    spec.name,
+                    killed.len(),
+                    killed
+                        .iter()
+                        .map(|p| p.pid.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }

@@ -76,6 +76,7 @@ impl LogCapture {
             log!("service {service}: cannot make its output pipe non-blocking: {e}");
             return;
         }
+        self.retire(epoll, &service, stream);
         let id = ids.next();
         if let Err(e) = epoll.add(fd.as_fd(), Source::Pipe(id).token(), Interest::IN) {
             log!("service {service}: cannot capture output: {e}");
@@ -89,6 +90,27 @@ impl LogCapture {
                 fd,
             },
         );
+    }
+
+    /// Drains and closes the pipe a previous run of `service` left open on
+    /// `stream`: a process that escaped the kill may hold its write end, and
+    /// without this every restart would keep two more fds.
+    fn retire(&mut self, epoll: &Epoll, service: &str, stream: Stream) {
+        let old: Vec<u64> = self
+            .pipes
+            .iter()
+            .filter(|(_, p)| p.service == service && p.stream == stream)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in old {
+            let _ = self.on_readable(epoll, id);
+            if let Some(p) = self.pipes.remove(&id) {
+                let _ = epoll.delete(&p.fd);
+                if let Some(r) = self.rings.get_mut(service) {
+                    r.flush_stream(p.stream, clock::wall_us());
+                }
+            }
+        }
     }
 
     /// Reads what pipe `id` holds; returns the service when it got new lines.

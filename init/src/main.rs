@@ -14,6 +14,7 @@ mod control;
 mod effects;
 mod event_loop;
 mod launcher;
+mod lineage;
 mod logcapture;
 mod logging;
 mod machine;

@@ -656,3 +656,87 @@ fn a_missing_working_directory_fails_the_service_at_once() {
         "not retried: it fails the same way every time"
     );
 }
+
+/// Open fds of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn without_cgroups_setsid_escapees_are_killed_at_stop_and_restart_and_leak_no_fds() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("pids");
+    // One escapee stays the main process's child; the other is orphaned
+    // (to the supervisor, the subreaper) 1.5 s after it started.
+    let script = dir.path().join("escape.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "setsid sleep 1000 &\necho $! >> {p}\n(setsid sleep 1000 & echo $! >> {p}; sleep 1.5) &\nexec sleep 1000\n",
+            p = pids.display()
+        ),
+    )
+    .unwrap();
+    let svc = format!(
+        "exec = [\"/bin/sh\", \"{}\"]\n[stop]\ngrace_ms = 300\n",
+        script.display()
+    );
+    let sup = Sup::start_with(&[("escape", &svc)], Cgroups::Hidden);
+    assert!(
+        sup.init_log().contains("stopping by process group instead"),
+        "the supervisor must run without cgroups here:\n{}",
+        sup.init_log()
+    );
+    let run = |n: usize| -> Vec<u32> {
+        sup.wait_until(Duration::from_secs(5), "escapees started", || {
+            read_pids(&pids).len() == 2 * n
+        });
+        let these = read_pids(&pids)[2 * (n - 1)..].to_vec();
+        sup.wait_until(
+            Duration::from_secs(5),
+            "the second escapee is orphaned to the supervisor",
+            || parent_of(these[1]) == Some(sup.pid()),
+        );
+        these
+    };
+    let first = run(1);
+    let fds = fd_count(sup.pid());
+    let mut all = first.clone();
+    for n in 2..=4 {
+        let out = sup.cli(&["service", "escape", "restart"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        all.extend(run(n));
+        let gone: Vec<u32> = all[..all.len() - 2].to_vec();
+        sup.wait_until(
+            Duration::from_secs(3),
+            "the previous run's escapees are killed and reaped at restart",
+            || gone.iter().all(|p| reaped(*p)),
+        );
+    }
+    assert!(
+        fd_count(sup.pid()) <= fds,
+        "restarts must not leave fds behind: {} open, {fds} after the first run",
+        fd_count(sup.pid())
+    );
+    let out = sup.cli(&["service", "escape", "stop"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sup.wait_until(Duration::from_secs(3), "stop kills every escapee", || {
+        all.iter().all(|p| reaped(*p))
+    });
+    assert!(
+        sup.init_log()
+            .contains("service escape: killed 2 process(es) it left behind"),
+        "{}",
+        sup.init_log()
+    );
+}

@@ -23,6 +23,7 @@ pub mod mount;
 pub mod mountinfo;
 pub mod net;
 pub mod power;
+pub mod proctree;
 pub mod reap;
 pub mod signals;
 pub mod spawn;
