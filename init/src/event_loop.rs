@@ -312,16 +312,25 @@ impl Init {
                 }
             }
             LoopEvent::Notify(id) => {
-                let now = self.now();
-                for (service, msg) in self.notify.read(id) {
-                    self.sup
-                        .on_notify(&service, &msg, now, self.launcher.launcher());
-                }
+                let messages = self.notify.read(id);
+                self.take_notify(messages);
             }
         }
     }
 
+    fn take_notify(&mut self, messages: Vec<(String, Option<u32>, String)>) {
+        let now = self.now();
+        for (service, sender, msg) in messages {
+            self.sup
+                .on_notify(&service, sender, &msg, now, self.launcher.launcher());
+        }
+    }
+
     fn reap(&mut self) {
+        // What a process said before it exited counts first (a launcher's
+        // MAINPID=, a last STATUS=), as in systemd.
+        let pending = self.notify.read_all();
+        self.take_notify(pending);
         let now = self.now();
         for (pid, status) in self.effects.reap() {
             let exit = match status {
@@ -432,6 +441,12 @@ impl Init {
             Event::Failed { name, reason } => log!("service {name}: failed: {reason}"),
             Event::Stopped { name } => log!("service {name}: stopped"),
             Event::Unhealthy { name } => log!("service {name}: unhealthy"),
+            Event::MainPid { name, pid } => {
+                log!("service {name}: main process is now pid {pid} (MAINPID=)")
+            }
+            Event::NotifyRefused { name, why } => {
+                log!("service {name}: notify message ignored: {why}")
+            }
         }
     }
 

@@ -78,6 +78,9 @@ impl Launcher for FakeLauncher {
     fn probe_path(&mut self, _path: &Path) -> bool {
         false
     }
+    fn belongs(&mut self, _spec: &ServiceSpec, _pid: u32) -> bool {
+        false
+    }
 }
 
 impl ServiceLauncher for FakeLauncher {

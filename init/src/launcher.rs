@@ -115,8 +115,9 @@ impl RealLauncher {
         }
     }
 
-    /// One datagram socket per service: the sender is known by the socket,
-    /// so no credential matching is needed.
+    /// One datagram socket per service: the service is known by the socket;
+    /// the sending process by its credentials (SO_PASSCRED), checked
+    /// against the service's `notify_access`.
     fn notify_socket(
         &mut self,
         name: &str,
@@ -153,6 +154,8 @@ impl RealLauncher {
         let sock = UnixDatagram::bind(&path).map_err(|e| err(format!("cannot bind it: {e}")))?;
         sock.set_nonblocking(true)
             .map_err(|e| err(format!("cannot make it non-blocking: {e}")))?;
+        rustix::net::sockopt::set_socket_passcred(&sock, true)
+            .map_err(|e| err(format!("cannot ask for senders' credentials: {e}")))?;
         self.new_notify.push((name.to_owned(), sock));
         self.notify_sockets.insert(name.to_owned(), path.clone());
         Ok(path)
@@ -307,6 +310,19 @@ impl Launcher for RealLauncher {
 
     fn cancel_probe(&mut self, id: u64) {
         self.cancelled_probes.push(id);
+    }
+
+    fn belongs(&mut self, spec: &ServiceSpec, pid: u32) -> bool {
+        match &self.cgroups {
+            Some(cg) => cg.contains(&spec.name, pid),
+            None => self.lineage.contains(&spec.name, pid),
+        }
+    }
+
+    fn main_pid_changed(&mut self, spec: &ServiceSpec, pid: u32) {
+        if self.cgroups.is_none() {
+            self.lineage.adopt(&spec.name, pid);
+        }
     }
 
     fn probe_path(&mut self, path: &Path) -> bool {

@@ -63,6 +63,27 @@ impl Lineage {
         *known = Table::read().family(known);
     }
 
+    /// True when `pid` is one of the service's processes now (the record is
+    /// refreshed first: it may have been started since the last refresh).
+    pub fn contains(&mut self, service: &str, pid: u32) -> bool {
+        let Some(known) = self.services.get_mut(service) else {
+            return false;
+        };
+        *known = Table::read().family(known);
+        known.iter().any(|p| p.pid == pid)
+    }
+
+    /// A process of `service` became its main process (sd_notify
+    /// `MAINPID=`): it is followed even once its parent's record is gone.
+    pub fn adopt(&mut self, service: &str, pid: u32) {
+        if let Some(id) = proctree::read_one(pid) {
+            let known = self.services.entry(service.to_owned()).or_default();
+            if !known.contains(&id) {
+                known.push(id);
+            }
+        }
+    }
+
     /// Kills every recorded process of `service` and their descendants;
     /// returns those killed other than `main`.
     pub fn kill(&mut self, service: &str, main: Option<u32>) -> Vec<ProcId> {

@@ -2,9 +2,12 @@
 //! message's sender is known by the socket it arrives on.
 
 use std::collections::HashMap;
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
 use std::os::unix::net::UnixDatagram;
 
 use bascule_sys::epoll::{Epoll, Interest};
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
 use crate::log;
 use crate::tokens::{Ids, Source};
@@ -28,8 +31,15 @@ impl NotifySockets {
         self.socks.insert(id, (service, sock));
     }
 
-    /// Every message waiting on socket `id`, with the service it is for.
-    pub fn read(&mut self, id: u64) -> Vec<(String, String)> {
+    /// Every message waiting on every socket.
+    pub fn read_all(&mut self) -> Vec<(String, Option<u32>, String)> {
+        let ids: Vec<u64> = self.socks.keys().copied().collect();
+        ids.into_iter().flat_map(|id| self.read(id)).collect()
+    }
+
+    /// Every message waiting on socket `id`: the service it is for, the
+    /// sending process (from SCM_CREDENTIALS) and the text.
+    pub fn read(&mut self, id: u64) -> Vec<(String, Option<u32>, String)> {
         let Some((name, sock)) = self.socks.get(&id) else {
             return Vec::new();
         };
@@ -37,15 +47,27 @@ impl NotifySockets {
         let mut out = Vec::new();
         // Bounded, so one chatty service cannot hold the loop.
         for _ in 0..64 {
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
             // TRUNC: the datagram's real length, even when it did not fit.
-            let flags = rustix::net::RecvFlags::TRUNC | rustix::net::RecvFlags::DONTWAIT;
-            match rustix::net::recv(sock, &mut buf, flags) {
-                Ok((_, len)) if len > NOTIFY_MAX => log!(
-                    "service {name}: a notify message of {len} bytes is over the {NOTIFY_MAX}-byte limit: ignored whole"
+            let flags = RecvFlags::TRUNC | RecvFlags::DONTWAIT;
+            let got =
+                rustix::net::recvmsg(sock, &mut [IoSliceMut::new(&mut buf)], &mut control, flags);
+            let sender = control.drain().find_map(|m| match m {
+                RecvAncillaryMessage::ScmCredentials(c) => {
+                    Some(c.pid.as_raw_nonzero().get() as u32)
+                }
+                _ => None,
+            });
+            match got {
+                Ok(m) if m.bytes > NOTIFY_MAX => log!(
+                    "service {name}: a notify message of {} bytes is over the {NOTIFY_MAX}-byte limit: ignored whole",
+                    m.bytes
                 ),
-                Ok((got, _)) => out.push((
+                Ok(m) => out.push((
                     name.clone(),
-                    String::from_utf8_lossy(&buf[..got]).into_owned(),
+                    sender,
+                    String::from_utf8_lossy(&buf[..m.bytes]).into_owned(),
                 )),
                 Err(_) => break,
             }

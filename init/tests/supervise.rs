@@ -79,62 +79,6 @@ fn dependencies_start_in_order_after_readiness() {
     );
 }
 
-#[test]
-fn notify_readiness_uses_the_sd_notify_protocol() {
-    // python3 stands in for a daemon using sd_notify (etcd does the same).
-    let daemon = "import os, socket, time\ntime.sleep(0.5)\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.connect(os.environ['NOTIFY_SOCKET'])\ns.send(b'STATUS=serving\\nREADY=1')\ntime.sleep(1000)\n";
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("daemon.py");
-    std::fs::write(&script, daemon).unwrap();
-    let svc = format!(
-        "exec = [\"python3\", \"{}\"]\nreadiness = \"notify\"\n",
-        script.display()
-    );
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // The same daemon as an unprivileged user: the socket must be its to use.
-    let as_nobody = format!("{svc}user = \"65534\"\ngroup = \"65534\"\n");
-    let sup = Sup::start(&[
-        ("d", &svc),
-        ("dn", &as_nobody),
-        (
-            "after",
-            "exec = [\"sleep\", \"1000\"]\ndepends_on = [\"d\"]\n",
-        ),
-    ]);
-    assert_eq!(sup.state("d"), pb::ServiceState::Starting);
-    assert_eq!(sup.state("after"), pb::ServiceState::Waiting);
-    sup.wait_state("d", pb::ServiceState::Running);
-    let st = sup.status("d");
-    assert_eq!(st.readiness, pb::Readiness::Ready as i32);
-    assert_eq!(st.status_text, "serving");
-    assert_eq!(st.reason, "", "STATUS= has its own field");
-    sup.wait_state("after", pb::ServiceState::Running);
-    sup.wait_state("dn", pb::ServiceState::Running);
-}
-
-#[test]
-fn a_notify_message_over_the_limit_is_refused_whole() {
-    // READY=1 inside the first 4096 bytes: a cut message would count.
-    let daemon = "import os, socket, time\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.connect(os.environ['NOTIFY_SOCKET'])\ns.send(b'READY=1\\nX=' + b'y' * 5000)\ntime.sleep(1000)\n";
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("daemon.py");
-    std::fs::write(&script, daemon).unwrap();
-    let svc = format!(
-        "exec = [\"python3\", \"{}\"]\n[readiness]\nnotify = true\ntimeout_ms = 600000\n",
-        script.display()
-    );
-    let sup = Sup::start(&[("big", &svc)]);
-    sup.wait_until(Duration::from_secs(10), "the refusal is logged", || {
-        sup.init_log()
-            .contains("service big: a notify message of 5010 bytes is over the 4096-byte limit")
-    });
-    assert_eq!(
-        sup.state("big"),
-        pb::ServiceState::Starting,
-        "no part of it was taken"
-    );
-}
-
 /// How long after the grace period the whole tree may take to go.
 const KILL_BOUND: Duration = Duration::from_millis(1500);
 

@@ -70,6 +70,11 @@ pub trait Launcher {
     /// Abandons a connect that took too long.
     fn cancel_probe(&mut self, id: u64);
     fn probe_path(&mut self, path: &Path) -> bool;
+    /// True when `pid` is one of the service's processes (in its cgroup,
+    /// or descended from its main process where there is none).
+    fn belongs(&mut self, spec: &ServiceSpec, pid: u32) -> bool;
+    /// The service named `pid` its main process (sd_notify `MAINPID=`).
+    fn main_pid_changed(&mut self, _spec: &ServiceSpec, _pid: u32) {}
 }
 
 /// How a TCP probe started.
@@ -84,13 +89,41 @@ pub enum TcpProbe {
 /// Something worth telling the operator or the boot timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Started { name: String, pid: u32 },
-    Ready { name: String },
-    Exited { name: String, exit: Exit },
-    Restarting { name: String, delay_ms: u64 },
-    Failed { name: String, reason: String },
-    Stopped { name: String },
-    Unhealthy { name: String },
+    Started {
+        name: String,
+        pid: u32,
+    },
+    Ready {
+        name: String,
+    },
+    Exited {
+        name: String,
+        exit: Exit,
+    },
+    Restarting {
+        name: String,
+        delay_ms: u64,
+    },
+    Failed {
+        name: String,
+        reason: String,
+    },
+    Stopped {
+        name: String,
+    },
+    Unhealthy {
+        name: String,
+    },
+    /// The main process is now `pid` (sd_notify `MAINPID=`).
+    MainPid {
+        name: String,
+        pid: u32,
+    },
+    /// A notify message was ignored; `why` says for what.
+    NotifyRefused {
+        name: String,
+        why: String,
+    },
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod effects;
 pub mod fuzzing;
 pub mod graph;
 pub mod logs;
+mod notify;
 pub mod signal;
 pub mod spec;
 mod spec_hints;

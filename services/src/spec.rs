@@ -38,6 +38,17 @@ pub enum RestartPolicy {
     Never,
 }
 
+/// Who may send sd_notify messages for a service (systemd's NotifyAccess).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotifyAccess {
+    /// Only the main process (the one started, or the one `MAINPID=` named).
+    #[default]
+    Main,
+    /// Any process of the service.
+    All,
+}
+
 /// Exponential backoff between restarts: `initial`, doubled each consecutive
 /// failure up to `max`; after `limit` consecutive restarts the service fails.
 /// A run longer than `reset_after` forgets earlier failures.
@@ -137,6 +148,7 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     pub backoff: BackoffSpec,
     pub readiness: ReadinessSpec,
+    pub notify_access: NotifyAccess,
     pub health: Option<HealthSpec>,
     pub stop: StopSpec,
 }
@@ -199,6 +211,7 @@ struct RawSpec {
     restart: RestartPolicy,
     backoff: Option<RawBackoff>,
     readiness: Option<RawReadiness>,
+    notify_access: Option<NotifyAccess>,
     health: Option<RawHealth>,
     stop: Option<RawStop>,
 }
@@ -459,6 +472,12 @@ fn validate(name: &str, path: &Path, raw: RawSpec) -> Result<ServiceSpec, SpecEr
         }
     };
     let readiness = parse_readiness(raw.readiness, &invalid)?;
+    if raw.notify_access.is_some() && readiness.kind != Readiness::Notify {
+        return Err(invalid(
+            "notify_access",
+            "only means something with readiness = \"notify\" (no other service gets a notify socket)".into(),
+        ));
+    }
     let health = match raw.health {
         None => None,
         Some(h) => {
@@ -510,6 +529,7 @@ fn validate(name: &str, path: &Path, raw: RawSpec) -> Result<ServiceSpec, SpecEr
         restart: raw.restart,
         backoff,
         readiness,
+        notify_access: raw.notify_access.unwrap_or_default(),
         health,
         stop,
     })

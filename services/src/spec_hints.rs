@@ -16,6 +16,7 @@ const TABLES: &[(&str, &[&str])] = &[
             "depends_on",
             "class",
             "restart",
+            "notify_access",
         ],
     ),
     (

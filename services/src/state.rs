@@ -90,6 +90,8 @@ pub struct Service {
     pub reason: String,
     /// The service's own word on itself (sd_notify `STATUS=`).
     pub status_text: String,
+    /// The last sender whose notify message was refused (logged once).
+    pub notify_refused: Option<Option<u32>>,
 }
 
 impl Service {
@@ -120,6 +122,7 @@ impl Service {
             last_exit: None,
             reason: String::new(),
             status_text: String::new(),
+            notify_refused: None,
         }
     }
 

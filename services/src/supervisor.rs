@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::effects::{Event, Launcher};
 use crate::graph::{self, Catalog, Rejected};
-use crate::spec::{Class, Readiness};
+use crate::spec::Class;
 use crate::state::{AfterStop, Check, CheckId, ReadyState, Service, StopPhase, Stopping};
 use crate::status::{Exit, Health, ReadinessStatus, ServiceStatus, State};
-use crate::transitions;
+use crate::{notify, transitions};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -342,23 +342,20 @@ impl Supervisor {
         true
     }
 
-    /// A datagram from the service's NOTIFY_SOCKET (sd_notify protocol).
-    pub fn on_notify(&mut self, name: &str, message: &str, now: Instant, l: &mut dyn Launcher) {
+    /// A datagram from the service's NOTIFY_SOCKET (sd_notify protocol),
+    /// sent by process `sender`.
+    pub fn on_notify(
+        &mut self,
+        name: &str,
+        sender: Option<u32>,
+        message: &str,
+        now: Instant,
+        l: &mut dyn Launcher,
+    ) {
         let Some(s) = self.services.get_mut(name) else {
             return;
         };
-        for line in message.lines() {
-            if line == "READY=1"
-                && s.state == State::Starting
-                && s.spec.readiness.kind == Readiness::Notify
-            {
-                transitions::mark_ready(s, now, &mut self.events);
-            } else if let Some(status) = line.strip_prefix("STATUS=") {
-                // Its own field: `reason` is ours (why it failed, what it
-                // waits for), not the service's.
-                s.status_text = status.to_owned();
-            }
-        }
+        notify::apply(s, sender, message, now, l, &mut self.events);
         self.advance(now, l);
     }
 

@@ -28,6 +28,8 @@ pub(super) struct Fake {
     fail_spawn: BTreeSet<String>,
     /// Services whose user does not exist.
     unknown_user: BTreeSet<String>,
+    /// Pids `belongs` vouches for.
+    members: BTreeSet<u32>,
 }
 
 impl Launcher for Fake {
@@ -71,6 +73,9 @@ impl Launcher for Fake {
     }
     fn probe_path(&mut self, _path: &Path) -> bool {
         false
+    }
+    fn belongs(&mut self, _spec: &ServiceSpec, pid: u32) -> bool {
+        self.members.contains(&pid)
     }
 }
 
@@ -310,7 +315,8 @@ fn notify_readiness_and_timeout() {
         ),
     ]);
     s.start_all(t0, &mut l);
-    s.on_notify("n", "STATUS=loading\n", t0, &mut l);
+    let n = s.service("n").unwrap().pid;
+    s.on_notify("n", n, "STATUS=loading\n", t0, &mut l);
     assert_eq!(state(&s, "n"), State::Starting);
     assert_eq!(s.service("n").unwrap().status_text, "loading");
     assert_eq!(
@@ -318,15 +324,21 @@ fn notify_readiness_and_timeout() {
         "",
         "STATUS= is not our reason"
     );
-    s.on_notify("n", "STATUS=up\nREADY=1", t0 + ms(10), &mut l);
+    s.on_notify("n", n, "STATUS=up\nREADY=1", t0 + ms(10), &mut l);
     assert_eq!(state(&s, "n"), State::Running);
     // The slow one never notifies: stopped as a failure, then restarted.
     s.on_timer(t0 + ms(1000), &mut l);
     assert_eq!(state(&s, "slow"), State::Stopping);
     let pid = s.service("slow").unwrap().pid.unwrap();
+    s.on_notify(
+        "slow",
+        Some(pid),
+        "STATUS=still loading",
+        t0 + ms(1000),
+        &mut l,
+    );
     s.on_exit(pid, Exit::Signal(15), t0 + ms(1001), &mut l);
     assert_eq!(state(&s, "slow"), State::Backoff);
-    s.on_notify("slow", "STATUS=still loading", t0 + ms(1002), &mut l);
     let slow = s.service("slow").unwrap();
     assert!(
         slow.reason.contains("not ready within 1000 ms"),
@@ -334,6 +346,84 @@ fn notify_readiness_and_timeout() {
         slow.reason
     );
     assert_eq!(slow.status_text, "still loading");
+}
+
+#[test]
+fn notify_messages_count_only_from_the_main_process_unless_access_is_all() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[
+        ("m", "exec=[\"x\"]\nreadiness=\"notify\""),
+        (
+            "a",
+            "exec=[\"x\"]\nreadiness=\"notify\"\nnotify_access=\"all\"",
+        ),
+    ]);
+    s.start_all(t0, &mut l);
+    let (m, a) = (
+        s.service("m").unwrap().pid.unwrap(),
+        s.service("a").unwrap().pid.unwrap(),
+    );
+    let child = 900;
+    l.members.insert(child);
+    s.take_events();
+    s.on_notify("m", Some(child), "READY=1", t0, &mut l);
+    s.on_notify("m", Some(child), "READY=1", t0, &mut l);
+    s.on_notify("m", None, "READY=1", t0, &mut l);
+    assert_eq!(state(&s, "m"), State::Starting, "a child is not main");
+    let refused: Vec<_> = s
+        .take_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::NotifyRefused { name, why } => Some((name, why)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "once per sender: {refused:?}");
+    assert!(refused[0].1.contains("pid 900") && refused[0].1.contains("notify_access"));
+    s.on_notify("m", Some(m), "READY=1", t0, &mut l);
+    assert_eq!(state(&s, "m"), State::Running);
+    // With access "all": a process of the service counts, a stranger not.
+    s.on_notify("a", Some(4242), "READY=1", t0, &mut l);
+    assert_eq!(state(&s, "a"), State::Starting);
+    s.on_notify("a", Some(child), "READY=1", t0, &mut l);
+    assert_eq!(state(&s, "a"), State::Running);
+    assert_ne!(a, child);
+}
+
+#[test]
+fn mainpid_moves_the_main_process_to_the_daemon() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let mut s = sup(&[(
+        "d",
+        "exec=[\"x\"]\nreadiness=\"notify\"\nrestart=\"always\"\n[backoff]\ninitial_ms=0",
+    )]);
+    s.start_all(t0, &mut l);
+    let launcher = s.service("d").unwrap().pid.unwrap();
+    let daemon = 777;
+    // A pid outside the service is refused; the main stays.
+    s.on_notify("d", Some(launcher), "MAINPID=4242", t0, &mut l);
+    assert_eq!(s.service("d").unwrap().pid, Some(launcher));
+    l.members.insert(daemon);
+    s.take_events();
+    s.on_notify("d", Some(launcher), "MAINPID=777\nREADY=1", t0, &mut l);
+    assert_eq!(s.service("d").unwrap().pid, Some(daemon));
+    assert_eq!(state(&s, "d"), State::Running);
+    assert!(s.take_events().contains(&Event::MainPid {
+        name: "d".into(),
+        pid: daemon
+    }));
+    // The launcher exiting is no longer the service's exit.
+    assert!(!s.on_exit(launcher, Exit::Code(0), t0 + ms(5), &mut l));
+    assert_eq!(state(&s, "d"), State::Running);
+    // Only the new main may notify now.
+    s.on_notify("d", Some(daemon), "STATUS=serving", t0 + ms(6), &mut l);
+    assert_eq!(s.service("d").unwrap().status_text, "serving");
+    // The daemon's exit is: the service restarts.
+    assert!(s.on_exit(daemon, Exit::Code(1), t0 + ms(10), &mut l));
+    assert_ne!(s.service("d").unwrap().pid, Some(daemon));
+    assert_eq!(s.status("d", t0 + ms(10)).unwrap().restarts, 1);
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub(crate) fn spawn_main(
     events: &mut Vec<Event>,
 ) {
     s.generation += 1;
+    s.notify_refused = None;
     s.backoff_until = None;
     match l.spawn(&s.spec, ProcessKind::Main, &s.spec.exec) {
         Ok(pid) => {

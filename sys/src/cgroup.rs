@@ -77,6 +77,13 @@ impl CgroupRoot {
         Ok(OwnedFd::from(f))
     }
 
+    /// True when `pid` is in the service's group.
+    pub fn contains(&self, service: &str, pid: u32) -> bool {
+        fs::read_to_string(self.service_dir(service).join("cgroup.procs"))
+            .map(|procs| procs.lines().any(|l| l.trim().parse() == Ok(pid)))
+            .unwrap_or(false)
+    }
+
     /// SIGKILLs every process in the service's group.
     pub fn kill(&self, service: &str) -> Result<(), Error> {
         match kill_group_dir(&self.service_dir(service)) {
