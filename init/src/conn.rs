@@ -13,6 +13,10 @@ use bascule_api::pb;
 
 /// Output a client may leave unread before it is disconnected.
 pub const MAX_PENDING_OUTPUT: usize = 8 << 20;
+/// Replies pending above which no further request of the client is taken
+/// until it reads: pipelined requests then wait in the socket (the
+/// client's writes block) instead of their replies piling up.
+pub const REPLY_HIGH_WATER: usize = 1 << 20;
 /// Output above which follow streams drop lines for this client.
 pub const FOLLOW_BACKPRESSURE: usize = 256 * 1024;
 
@@ -29,6 +33,9 @@ pub struct Conn {
     out: Vec<u8>,
     out_pos: usize,
     pub input: Input,
+    /// The peer shut down its sending side: what it sent is answered, then
+    /// the connection closes.
+    pub peer_closed: bool,
     pub follows: Vec<Follow>,
     /// What the connection is registered for in the epoll set.
     pub watch: Watch,
@@ -82,6 +89,7 @@ impl Conn {
             out: Vec::new(),
             out_pos: 0,
             input: Input::Open,
+            peer_closed: false,
             follows: Vec::new(),
             watch: Watch::Read,
             flow: Flow::Reading,
@@ -104,6 +112,7 @@ impl Conn {
         self.out.clear();
         self.out_pos = 0;
         self.input = Input::Open;
+        self.peer_closed = false;
         self.follows.clear();
         // `watch` is what epoll has: the next `service` adjusts it.
         self.flow = Flow::Reading;
@@ -111,6 +120,16 @@ impl Conn {
 
     pub fn pending_output(&self) -> usize {
         self.out.len() - self.out_pos
+    }
+
+    /// More replies wait than [`REPLY_HIGH_WATER`].
+    pub fn backlogged(&self) -> bool {
+        self.pending_output() > REPLY_HIGH_WATER
+    }
+
+    /// Whether requests are taken from this connection now.
+    pub fn takes_requests(&self) -> bool {
+        self.input == Input::Open && self.flow == Flow::Reading && !self.backlogged()
     }
 
     /// Queues [`frame::SESSION_START`]: the client drops what it reads

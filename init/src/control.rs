@@ -35,7 +35,6 @@ const FOLLOW_CHUNK_BYTES: usize = 64 * 1024;
 /// What a readable connection brought.
 #[derive(Debug, Default)]
 pub struct Incoming {
-    pub requests: Vec<pb::Request>,
     /// A bad frame ended the input: answered after the requests before it.
     pub refusal: Option<(pb::ErrorCode, String)>,
     /// The peer shut down its sending side: answer these, then close.
@@ -52,6 +51,8 @@ pub struct ControlServer {
     listener_paused: bool,
     /// Connections closed since the loop last asked (their waiters go).
     dropped: Vec<u64>,
+    /// Connections that stopped taking requests (see [`Self::next_request`]).
+    stalled: BTreeSet<u64>,
     /// The port's host client went away since the loop last asked.
     port_left: bool,
     /// When the next idle connection times out.
@@ -85,6 +86,7 @@ impl ControlServer {
             port_registered: false,
             listener_paused: false,
             dropped: Vec::new(),
+            stalled: BTreeSet::new(),
             port_left: false,
             idle_deadline: None,
         };
@@ -291,40 +293,26 @@ impl ControlServer {
         self.idle_deadline
     }
 
-    /// Reads a connection and decodes its complete requests. A malformed
-    /// frame is answered and closes the connection.
-    pub fn on_readable(
-        &mut self,
-        epoll: &Epoll,
-        id: u64,
-        flags: Interest,
-        now: Instant,
-    ) -> Incoming {
-        let mut incoming = Incoming::default();
+    /// Reads what a connection sent into its decoder, while it takes
+    /// requests; [`Self::next_request`] decodes them.
+    pub fn on_readable(&mut self, epoll: &Epoll, id: u64, flags: Interest) {
         let Some(conn) = self.conns.get_mut(&id) else {
-            return incoming;
+            return;
         };
         if flags.intersects(Interest::IN | Interest::RDHUP | Interest::HUP | Interest::ERR)
-            && conn.input == Input::Open
-            && conn.flow == Flow::Reading
+            && conn.takes_requests()
+            && !conn.peer_closed
         {
             let outcome = conn.read_some();
-            let (requests, refusal) = decode_all(conn);
-            if !requests.is_empty() {
-                conn.active_at = now;
-            }
-            incoming.requests = requests;
-            incoming.refusal = refusal;
             match outcome {
                 Ok(ReadOutcome::Open) => {}
                 // What was read before the end is answered all the same:
                 // it may be the next client's (see `port_check`).
                 Ok(ReadOutcome::Closed) | Err(_) if id == PORT_CONN => self.port_detached(epoll),
-                Ok(ReadOutcome::Closed) => incoming.half_closed = true,
+                Ok(ReadOutcome::Closed) => conn.peer_closed = true,
                 Err(_) => {
                     // The connection broke: answer nothing more.
                     self.drop_conn(epoll, id);
-                    incoming.requests.clear();
                 }
             }
         } else if flags.intersects(Interest::HUP | Interest::ERR) {
@@ -334,7 +322,58 @@ impl ControlServer {
                 self.drop_conn(epoll, id);
             }
         }
-        incoming
+    }
+
+    /// The connection's next request, while it takes requests (see
+    /// [`Conn::takes_requests`]). One that stops taking them with requests
+    /// possibly left in its decoder is remembered for
+    /// [`Self::take_resumable`].
+    pub fn next_request(
+        &mut self,
+        id: u64,
+        incoming: &mut Incoming,
+        now: Instant,
+    ) -> Option<pb::Request> {
+        let conn = self.conns.get_mut(&id)?;
+        if incoming.refusal.is_some() || conn.input != Input::Open {
+            return None;
+        }
+        if !conn.takes_requests() {
+            self.stalled.insert(id);
+            return None;
+        }
+        match decode_one(conn) {
+            Ok(Some(req)) => {
+                conn.active_at = now;
+                Some(req)
+            }
+            Ok(None) => {
+                incoming.half_closed = conn.peer_closed;
+                None
+            }
+            Err(refusal) => {
+                incoming.refusal = Some(refusal);
+                None
+            }
+        }
+    }
+
+    /// Connections that stopped taking requests (input paused, replies
+    /// piling up) and take them again now: their decoders may hold some.
+    pub fn take_resumable(&mut self) -> Vec<u64> {
+        if self.stalled.is_empty() {
+            return Vec::new();
+        }
+        let conns = &self.conns;
+        let ready: Vec<u64> = self
+            .stalled
+            .iter()
+            .copied()
+            .filter(|id| conns.get(id).is_some_and(|c| c.takes_requests()))
+            .collect();
+        self.stalled
+            .retain(|id| conns.contains_key(id) && !ready.contains(id));
+        ready
     }
 
     /// After the requests of [`Self::on_readable`] were answered: sends the
@@ -386,11 +425,12 @@ impl ControlServer {
             self.drop_conn(epoll, id);
             return;
         }
-        let watch = match (conn.flow, conn.pending_output() > 0) {
-            (Flow::Reading, true) => Watch::ReadWrite,
-            (Flow::Reading, false) => Watch::Read,
-            (Flow::Paused, true) => Watch::PausedWrite,
-            (Flow::Paused, false) => Watch::Paused,
+        let reading = conn.takes_requests() && !conn.peer_closed;
+        let watch = match (reading, conn.pending_output() > 0) {
+            (true, true) => Watch::ReadWrite,
+            (true, false) => Watch::Read,
+            (false, true) => Watch::PausedWrite,
+            (false, false) => Watch::Paused,
         };
         if watch != conn.watch {
             conn.watch = watch;
@@ -517,23 +557,19 @@ fn follow_frame(f: &mut Follow, ring: &LogRing, backlogged: bool) -> Option<pb::
 
 /// Every complete request in the connection's input, and the refusal of
 /// the bad frame that ended it, if one did.
-fn decode_all(conn: &mut Conn) -> (Vec<pb::Request>, Option<(pb::ErrorCode, String)>) {
-    let mut out = Vec::new();
-    loop {
-        let payload = match conn.decoder.next_frame() {
-            Ok(Some(p)) => p,
-            Ok(None) => return (out, None),
-            Err(e) => {
-                let code = match e {
-                    bascule_api::FrameError::TooLarge { .. } => pb::ErrorCode::FrameTooLarge,
-                    _ => pb::ErrorCode::Malformed,
-                };
-                return (out, Some((code, e.to_string())));
-            }
-        };
-        match bascule_api::frame::decode::<pb::Request>(&payload, "bascule.v1.Request") {
-            Ok(req) => out.push(req),
-            Err(e) => return (out, Some((pb::ErrorCode::Malformed, e.to_string()))),
+fn decode_one(conn: &mut Conn) -> Result<Option<pb::Request>, (pb::ErrorCode, String)> {
+    let payload = match conn.decoder.next_frame() {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            let code = match e {
+                bascule_api::FrameError::TooLarge { .. } => pb::ErrorCode::FrameTooLarge,
+                _ => pb::ErrorCode::Malformed,
+            };
+            return Err((code, e.to_string()));
         }
-    }
+    };
+    bascule_api::frame::decode::<pb::Request>(&payload, "bascule.v1.Request")
+        .map(Some)
+        .map_err(|e| (pb::ErrorCode::Malformed, e.to_string()))
 }

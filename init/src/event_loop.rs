@@ -286,12 +286,8 @@ impl Init {
                 self.control.accept(&self.epoll, &mut self.ids, now)
             }
             LoopEvent::Conn(id, flags) => {
-                let now = self.now();
-                let mut incoming = self.control.on_readable(&self.epoll, id, flags, now);
-                for req in std::mem::take(&mut incoming.requests) {
-                    self.handle_request(id, req);
-                }
-                self.control.settle(&self.epoll, id, incoming);
+                self.control.on_readable(&self.epoll, id, flags);
+                self.serve_requests(id);
             }
             LoopEvent::Pipe(id) => {
                 if let Some(service) = self.logs.on_readable(&self.epoll, id) {
@@ -316,6 +312,16 @@ impl Init {
                 self.take_notify(messages);
             }
         }
+    }
+
+    /// Answers the connection's requests while it takes them.
+    fn serve_requests(&mut self, id: u64) {
+        let mut incoming = crate::control::Incoming::default();
+        let now = self.now();
+        while let Some(req) = self.control.next_request(id, &mut incoming, now) {
+            self.handle_request(id, req);
+        }
+        self.control.settle(&self.epoll, id, incoming);
     }
 
     fn take_notify(&mut self, messages: Vec<(String, Option<u32>, String)>) {
@@ -345,6 +351,9 @@ impl Init {
     /// Registers new fds, reports supervisor events, confirms a slot try,
     /// answers waiters and moves a shutdown along.
     pub fn after_events(&mut self) -> Option<PowerAction> {
+        for id in self.control.take_resumable() {
+            self.serve_requests(id);
+        }
         let fds = self.launcher.take_new_fds();
         for (service, stream, fd) in fds.pipes {
             self.logs

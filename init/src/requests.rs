@@ -297,17 +297,20 @@ impl Init {
             chunks.push(Vec::new());
         }
         let n = chunks.len();
-        let Some(conn) = self.control.conn_mut(tok) else {
-            return;
-        };
         for (i, lines) in chunks.into_iter().enumerate() {
             let more = l.follow || i + 1 < n;
-            conn.send(&pb::Response {
+            // A client too far behind is dropped with a log line, never
+            // left with a reply cut short.
+            let resp = pb::Response {
                 id,
                 more,
                 result: Some(Reply::Log(pb::LogChunk { lines, dropped: 0 })),
-            });
+            };
+            self.control.reply(&self.epoll, tok, &resp);
         }
+        let Some(conn) = self.control.conn_mut(tok) else {
+            return;
+        };
         if l.follow {
             conn.follows.push(crate::conn::Follow {
                 request_id: id,

@@ -85,3 +85,62 @@ fn followers_that_do_not_read_cost_bounded_memory_and_others_are_served() {
     drop(stuck);
     assert!(alive(sup.pid()));
 }
+
+#[test]
+fn pipelined_log_tails_past_the_output_bound_all_arrive_whole() {
+    // About 1.1 MiB of lines: every tail is the whole 1 MiB ring.
+    let svc = "exec = [\"/bin/sh\", \"-c\", \"yes 'a line of about eighty bytes, written to fill the ring of this service up' | head -n 14000; echo END; exec sleep 1000\"]\n";
+    let sup = Sup::start(&[("big", svc)]);
+    sup.wait_until(Duration::from_secs(20), "the output is captured", || {
+        sup.log_text("big").last().map(String::as_str) == Some("END")
+    });
+    const N: u64 = 30;
+    let mut requests = frame::SESSION_START.to_vec();
+    for id in 1..=N {
+        let req = pb::Request {
+            id,
+            call: Some(Call::Logs(pb::LogsRequest {
+                name: "big".into(),
+                tail: 1_000_000,
+                follow: false,
+            })),
+        };
+        requests.extend_from_slice(&frame::encode(&req).unwrap());
+    }
+    requests.extend_from_slice(
+        &frame::encode(&pb::Request {
+            id: N + 1,
+            call: Some(Call::Version(pb::VersionRequest {})),
+        })
+        .unwrap(),
+    );
+    // About 30 MiB of replies to requests sent at once, far past the 8 MiB
+    // a client may leave unread.
+    let mut s = UnixStream::connect(&sup.socket).unwrap();
+    s.write_all(&requests).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut dec = frame::FrameDecoder::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut lines = vec![0usize; N as usize + 2];
+    let mut ended = vec![false; N as usize + 2];
+    while !ended[N as usize + 1] {
+        let n = s.read(&mut buf).expect("replies keep coming");
+        assert!(n > 0, "the connection was closed; ended: {ended:?}");
+        dec.push_watching_sessions(&buf[..n]);
+        while let Some(p) = dec.next_frame().unwrap() {
+            let r: pb::Response = frame::decode(&p, "Response").unwrap();
+            let id = r.id as usize;
+            assert!(!ended[id], "a frame for request {id} after its last");
+            if let Some(Reply::Log(c)) = r.result {
+                lines[id] += c.lines.len();
+            }
+            ended[id] |= !r.more;
+        }
+    }
+    assert!(ended[1..=N as usize].iter().all(|e| *e), "{ended:?}");
+    assert!(lines[1] > 10_000, "a whole ring: {}", lines[1]);
+    assert!(
+        lines[1..=N as usize].iter().all(|n| *n == lines[1]),
+        "every tail is whole: {lines:?}"
+    );
+}
