@@ -128,6 +128,11 @@ impl FrameDecoder {
         let mut header = [0u8; HEADER_LEN];
         header.copy_from_slice(&buf[..HEADER_LEN]);
         let len = u32::from_be_bytes(header) as usize;
+        // The start of a session marker whose rest has not arrived yet:
+        // not a frame, but not an error before the marker is whole.
+        if buf.len() < SESSION_START.len() && SESSION_START.starts_with(buf) {
+            return Ok(None);
+        }
         if len > MAX_FRAME_LEN {
             return Err(FrameError::TooLarge {
                 len,
@@ -146,6 +151,26 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the control-requests fuzz body: a marker read in two
+    /// pieces was refused as a frame of 4294967295 bytes.
+    #[test]
+    fn a_session_marker_split_across_reads_is_not_a_frame_too_large() {
+        let mut d = FrameDecoder::new();
+        let req = frame_of(b"abc");
+        let mut stream = SESSION_START.to_vec();
+        stream.extend_from_slice(&req);
+        for cut in 1..SESSION_START.len() {
+            let mut d2 = FrameDecoder::new();
+            assert!(!d2.push_watching_sessions(&stream[..cut]));
+            assert!(d2.next_frame().unwrap().is_none(), "cut at {cut}");
+            assert!(d2.push_watching_sessions(&stream[cut..]));
+            assert_eq!(d2.next_frame().unwrap().unwrap(), b"abc");
+        }
+        // Not a marker after all: the length is refused once that is clear.
+        d.push(&[0xff, 0xff, 0xff, 0xff, b'x']);
+        assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { .. })));
+    }
 
     fn frame_of(payload: &[u8]) -> Vec<u8> {
         let mut f = (payload.len() as u32).to_be_bytes().to_vec();

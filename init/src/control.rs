@@ -411,6 +411,12 @@ impl ControlServer {
         self.service(epoll, id);
     }
 
+    /// The open connections, by id.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn conn_ids(&self) -> Vec<u64> {
+        self.conns.keys().copied().collect()
+    }
+
     pub fn conn_mut(&mut self, id: u64) -> Option<&mut Conn> {
         self.conns.get_mut(&id)
     }

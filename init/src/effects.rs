@@ -99,7 +99,9 @@ impl Effects for SystemEffects {
     }
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
+// The fuzz bodies use only part of what the unit tests do.
+#[cfg_attr(not(test), allow(dead_code))]
 pub mod fake {
     //! A recording [`Effects`] for unit tests.
 

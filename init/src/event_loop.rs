@@ -324,7 +324,7 @@ impl Init {
         self.control.settle(&self.epoll, id, incoming);
     }
 
-    fn take_notify(&mut self, messages: Vec<(String, Option<u32>, String)>) {
+    fn take_notify(&mut self, messages: Vec<(String, Option<bascule_services::Sender>, String)>) {
         let now = self.now();
         for (service, sender, msg) in messages {
             self.sup

@@ -78,8 +78,11 @@ impl Launcher for FakeLauncher {
     fn probe_path(&mut self, _path: &Path) -> bool {
         false
     }
-    fn belongs(&mut self, _spec: &ServiceSpec, _pid: u32) -> bool {
-        false
+    fn membership(&mut self, _spec: &ServiceSpec, _pid: u32) -> bascule_services::Membership {
+        bascule_services::Membership::Stranger
+    }
+    fn uid_of(&mut self, _pid: u32) -> Option<u32> {
+        None
     }
 }
 

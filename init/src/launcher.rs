@@ -11,12 +11,15 @@ use std::time::Instant;
 
 use bascule_services::logs::Stream;
 use bascule_services::spec::Readiness;
-use bascule_services::{Launcher, ProcessKind, ServiceSpec, Signal, SpawnError, TcpProbe};
+use bascule_services::{
+    Launcher, Membership, ProcessKind, ServiceSpec, Signal, SpawnError, TcpProbe,
+};
 
 use crate::lineage::Lineage;
 use crate::log;
 use bascule_sys::cgroup::CgroupRoot;
 use bascule_sys::creds;
+use bascule_sys::proctree;
 use bascule_sys::spawn::{self, Output, SpawnPlan};
 
 /// Fds of processes started since the event loop last looked.
@@ -312,11 +315,22 @@ impl Launcher for RealLauncher {
         self.cancelled_probes.push(id);
     }
 
-    fn belongs(&mut self, spec: &ServiceSpec, pid: u32) -> bool {
-        match &self.cgroups {
+    fn membership(&mut self, spec: &ServiceSpec, pid: u32) -> Membership {
+        let member = match &self.cgroups {
             Some(cg) => cg.contains(&spec.name, pid),
             None => self.lineage.contains(&spec.name, pid),
+        };
+        if member {
+            Membership::Member
+        } else if proctree::running(pid) {
+            Membership::Stranger
+        } else {
+            Membership::Gone
         }
+    }
+
+    fn uid_of(&mut self, pid: u32) -> Option<u32> {
+        proctree::uid_of(pid)
     }
 
     fn main_pid_changed(&mut self, spec: &ServiceSpec, pid: u32) {

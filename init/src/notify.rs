@@ -6,6 +6,7 @@ use std::io::IoSliceMut;
 use std::mem::MaybeUninit;
 use std::os::unix::net::UnixDatagram;
 
+use bascule_services::Sender;
 use bascule_sys::epoll::{Epoll, Interest};
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
@@ -32,14 +33,14 @@ impl NotifySockets {
     }
 
     /// Every message waiting on every socket.
-    pub fn read_all(&mut self) -> Vec<(String, Option<u32>, String)> {
+    pub fn read_all(&mut self) -> Vec<(String, Option<Sender>, String)> {
         let ids: Vec<u64> = self.socks.keys().copied().collect();
         ids.into_iter().flat_map(|id| self.read(id)).collect()
     }
 
     /// Every message waiting on socket `id`: the service it is for, the
     /// sending process (from SCM_CREDENTIALS) and the text.
-    pub fn read(&mut self, id: u64) -> Vec<(String, Option<u32>, String)> {
+    pub fn read(&mut self, id: u64) -> Vec<(String, Option<Sender>, String)> {
         let Some((name, sock)) = self.socks.get(&id) else {
             return Vec::new();
         };
@@ -54,9 +55,10 @@ impl NotifySockets {
             let got =
                 rustix::net::recvmsg(sock, &mut [IoSliceMut::new(&mut buf)], &mut control, flags);
             let sender = control.drain().find_map(|m| match m {
-                RecvAncillaryMessage::ScmCredentials(c) => {
-                    Some(c.pid.as_raw_nonzero().get() as u32)
-                }
+                RecvAncillaryMessage::ScmCredentials(c) => Some(Sender {
+                    pid: c.pid.as_raw_nonzero().get() as u32,
+                    uid: c.uid.as_raw(),
+                }),
                 _ => None,
             });
             match got {

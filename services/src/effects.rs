@@ -70,11 +70,31 @@ pub trait Launcher {
     /// Abandons a connect that took too long.
     fn cancel_probe(&mut self, id: u64);
     fn probe_path(&mut self, path: &Path) -> bool;
-    /// True when `pid` is one of the service's processes (in its cgroup,
-    /// or descended from its main process where there is none).
-    fn belongs(&mut self, spec: &ServiceSpec, pid: u32) -> bool;
+    /// Whether `pid` is one of the service's processes (in its cgroup, or
+    /// descended from its main process where there is none).
+    fn membership(&mut self, spec: &ServiceSpec, pid: u32) -> Membership;
+    /// The real uid of a running process.
+    fn uid_of(&mut self, pid: u32) -> Option<u32>;
     /// The service named `pid` its main process (sd_notify `MAINPID=`).
     fn main_pid_changed(&mut self, _spec: &ServiceSpec, _pid: u32) {}
+}
+
+/// Whether a process belongs to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    Member,
+    /// It runs, outside the service.
+    Stranger,
+    /// It no longer runs: nothing is left to check.
+    Gone,
+}
+
+/// The process that sent a notify message, as the kernel names it
+/// (SCM_CREDENTIALS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender {
+    pub pid: u32,
+    pub uid: u32,
 }
 
 /// How a TCP probe started.

@@ -18,7 +18,7 @@ pub mod status;
 pub mod supervisor;
 mod transitions;
 
-pub use effects::{Event, Launcher, ProcessKind, SpawnError, TcpProbe};
+pub use effects::{Event, Launcher, Membership, ProcessKind, Sender, SpawnError, TcpProbe};
 pub use graph::{load_dir, Catalog, Rejected};
 pub use signal::Signal;
 pub use spec::{Class, ServiceSpec};

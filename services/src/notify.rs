@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::effects::{Event, Launcher};
+use crate::effects::{Event, Launcher, Membership, Sender};
 use crate::spec::{NotifyAccess, Readiness};
 use crate::state::Service;
 use crate::status::State;
@@ -13,37 +13,33 @@ use crate::transitions;
 /// credentials), to `s`.
 pub fn apply(
     s: &mut Service,
-    sender: Option<u32>,
+    sender: Option<Sender>,
     message: &str,
     now: Instant,
     l: &mut dyn Launcher,
     events: &mut Vec<Event>,
 ) {
+    let from = sender.map(|s| s.pid);
     let Some(main) = s.pid else {
-        return refuse(
-            s,
-            sender,
-            "the service has no running process".into(),
-            events,
-        );
+        let why = "the service has no running process".to_owned();
+        return refuse(s, from, why, events);
     };
     let allowed = match (s.spec.notify_access, sender) {
         (_, None) => Err("the sender is unknown".to_owned()),
-        (NotifyAccess::Main, Some(pid)) if pid == main => Ok(()),
-        (NotifyAccess::Main, Some(pid)) => Err(format!(
+        (_, Some(Sender { pid, .. })) if pid == main => Ok(()),
+        (NotifyAccess::Main, Some(Sender { pid, .. })) => Err(format!(
             "pid {pid} is not the main process (pid {main}); set notify_access = \"all\" to accept any of the service's processes"
         )),
-        (NotifyAccess::All, Some(pid)) if pid == main || l.belongs(&s.spec, pid) => Ok(()),
-        (NotifyAccess::All, Some(pid)) => Err(format!("pid {pid} is not one of the service's processes")),
+        (NotifyAccess::All, Some(sender)) => from_the_service(s, main, sender, l),
     };
     if let Err(why) = allowed {
-        return refuse(s, sender, why, events);
+        return refuse(s, from, why, events);
     }
     // MAINPID first, as systemd: "MAINPID=n\nREADY=1" is ready with n as main.
     for value in message.lines().filter_map(|l| l.strip_prefix("MAINPID=")) {
         match value.trim().parse::<u32>() {
             Ok(pid) if pid == main => {}
-            Ok(pid) if pid > 1 && l.belongs(&s.spec, pid) => {
+            Ok(pid) if pid > 1 && l.membership(&s.spec, pid) == Membership::Member => {
                 s.pid = Some(pid);
                 l.main_pid_changed(&s.spec, pid);
                 events.push(Event::MainPid {
@@ -53,7 +49,7 @@ pub fn apply(
             }
             _ => refuse(
                 s,
-                sender,
+                from,
                 format!("MAINPID={value} does not name one of the service's processes"),
                 events,
             ),
@@ -70,6 +66,28 @@ pub fn apply(
             // waits for), not the service's.
             s.status_text = status.to_owned();
         }
+    }
+}
+
+/// With `notify_access = "all"`: the sender must be in the service. One
+/// that has exited by the time its message is read (a helper such as
+/// `systemd-notify` that sends and exits) cannot be placed any more: it
+/// is taken when it ran as root or as the main process's user, as
+/// nothing else is left to check.
+fn from_the_service(
+    s: &Service,
+    main: u32,
+    sender: Sender,
+    l: &mut dyn Launcher,
+) -> Result<(), String> {
+    let Sender { pid, uid } = sender;
+    match l.membership(&s.spec, pid) {
+        Membership::Member => Ok(()),
+        Membership::Stranger => Err(format!("pid {pid} is not one of the service's processes")),
+        Membership::Gone if uid == 0 || l.uid_of(main) == Some(uid) => Ok(()),
+        Membership::Gone => Err(format!(
+            "pid {pid} has exited and ran as uid {uid}, neither root nor the main process's user"
+        )),
     }
 }
 

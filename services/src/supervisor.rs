@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::effects::{Event, Launcher};
+use crate::effects::{Event, Launcher, Sender};
 use crate::graph::{self, Catalog, Rejected};
 use crate::spec::Class;
 use crate::state::{AfterStop, Check, CheckId, ReadyState, Service, StopPhase, Stopping};
@@ -347,7 +347,7 @@ impl Supervisor {
     pub fn on_notify(
         &mut self,
         name: &str,
-        sender: Option<u32>,
+        sender: Option<Sender>,
         message: &str,
         now: Instant,
         l: &mut dyn Launcher,

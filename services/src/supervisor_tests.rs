@@ -1,7 +1,7 @@
 //! Unit tests of the supervisor with a recording fake launcher.
 
 use super::*;
-use crate::effects::{ProcessKind, SpawnError, TcpProbe};
+use crate::effects::{Membership, ProcessKind, Sender, SpawnError, TcpProbe};
 use crate::graph;
 use crate::signal::Signal;
 use crate::spec::{self, ServiceSpec};
@@ -28,8 +28,10 @@ pub(super) struct Fake {
     fail_spawn: BTreeSet<String>,
     /// Services whose user does not exist.
     unknown_user: BTreeSet<String>,
-    /// Pids `belongs` vouches for.
+    /// Pids that are processes of the service.
     members: BTreeSet<u32>,
+    /// Pids that are no more.
+    gone: BTreeSet<u32>,
 }
 
 impl Launcher for Fake {
@@ -74,8 +76,17 @@ impl Launcher for Fake {
     fn probe_path(&mut self, _path: &Path) -> bool {
         false
     }
-    fn belongs(&mut self, _spec: &ServiceSpec, pid: u32) -> bool {
-        self.members.contains(&pid)
+    fn membership(&mut self, _spec: &ServiceSpec, pid: u32) -> Membership {
+        if self.members.contains(&pid) {
+            Membership::Member
+        } else if self.gone.contains(&pid) {
+            Membership::Gone
+        } else {
+            Membership::Stranger
+        }
+    }
+    fn uid_of(&mut self, _pid: u32) -> Option<u32> {
+        Some(1000)
     }
 }
 
@@ -102,6 +113,11 @@ pub(super) fn catalog(services: &[(&str, &str)]) -> Catalog {
         })
         .collect();
     graph::check(specs)
+}
+
+/// A notify message's sender running as root.
+fn root(pid: u32) -> Sender {
+    Sender { pid, uid: 0 }
 }
 
 fn sup(services: &[(&str, &str)]) -> Supervisor {
@@ -316,7 +332,7 @@ fn notify_readiness_and_timeout() {
     ]);
     s.start_all(t0, &mut l);
     let n = s.service("n").unwrap().pid;
-    s.on_notify("n", n, "STATUS=loading\n", t0, &mut l);
+    s.on_notify("n", n.map(root), "STATUS=loading\n", t0, &mut l);
     assert_eq!(state(&s, "n"), State::Starting);
     assert_eq!(s.service("n").unwrap().status_text, "loading");
     assert_eq!(
@@ -324,7 +340,7 @@ fn notify_readiness_and_timeout() {
         "",
         "STATUS= is not our reason"
     );
-    s.on_notify("n", n, "STATUS=up\nREADY=1", t0 + ms(10), &mut l);
+    s.on_notify("n", n.map(root), "STATUS=up\nREADY=1", t0 + ms(10), &mut l);
     assert_eq!(state(&s, "n"), State::Running);
     // The slow one never notifies: stopped as a failure, then restarted.
     s.on_timer(t0 + ms(1000), &mut l);
@@ -332,7 +348,7 @@ fn notify_readiness_and_timeout() {
     let pid = s.service("slow").unwrap().pid.unwrap();
     s.on_notify(
         "slow",
-        Some(pid),
+        Some(root(pid)),
         "STATUS=still loading",
         t0 + ms(1000),
         &mut l,
@@ -367,8 +383,8 @@ fn notify_messages_count_only_from_the_main_process_unless_access_is_all() {
     let child = 900;
     l.members.insert(child);
     s.take_events();
-    s.on_notify("m", Some(child), "READY=1", t0, &mut l);
-    s.on_notify("m", Some(child), "READY=1", t0, &mut l);
+    s.on_notify("m", Some(root(child)), "READY=1", t0, &mut l);
+    s.on_notify("m", Some(root(child)), "READY=1", t0, &mut l);
     s.on_notify("m", None, "READY=1", t0, &mut l);
     assert_eq!(state(&s, "m"), State::Starting, "a child is not main");
     let refused: Vec<_> = s
@@ -381,14 +397,31 @@ fn notify_messages_count_only_from_the_main_process_unless_access_is_all() {
         .collect();
     assert_eq!(refused.len(), 2, "once per sender: {refused:?}");
     assert!(refused[0].1.contains("pid 900") && refused[0].1.contains("notify_access"));
-    s.on_notify("m", Some(m), "READY=1", t0, &mut l);
+    s.on_notify("m", Some(root(m)), "READY=1", t0, &mut l);
     assert_eq!(state(&s, "m"), State::Running);
     // With access "all": a process of the service counts, a stranger not.
-    s.on_notify("a", Some(4242), "READY=1", t0, &mut l);
+    s.on_notify("a", Some(root(4242)), "READY=1", t0, &mut l);
     assert_eq!(state(&s, "a"), State::Starting);
-    s.on_notify("a", Some(child), "READY=1", t0, &mut l);
+    s.on_notify("a", Some(root(child)), "READY=1", t0, &mut l);
     assert_eq!(state(&s, "a"), State::Running);
     assert_ne!(a, child);
+}
+
+#[test]
+fn a_sender_that_exited_counts_only_as_root_or_the_main_processs_user() {
+    let t0 = Instant::now();
+    let mut l = Fake::default();
+    let svc = "exec=[\"x\"]\nreadiness=\"notify\"\nnotify_access=\"all\"";
+    let mut s = sup(&[("a", svc), ("b", svc), ("c", svc)]);
+    s.start_all(t0, &mut l);
+    l.gone.extend([901, 902, 903]);
+    let sent = |pid, uid| Some(Sender { pid, uid });
+    s.on_notify("a", sent(901, 1001), "READY=1", t0, &mut l);
+    assert_eq!(state(&s, "a"), State::Starting, "another user's helper");
+    s.on_notify("b", sent(902, 1000), "READY=1", t0, &mut l);
+    assert_eq!(state(&s, "b"), State::Running, "the main process's user");
+    s.on_notify("c", sent(903, 0), "READY=1", t0, &mut l);
+    assert_eq!(state(&s, "c"), State::Running, "root");
 }
 
 #[test]
@@ -403,11 +436,17 @@ fn mainpid_moves_the_main_process_to_the_daemon() {
     let launcher = s.service("d").unwrap().pid.unwrap();
     let daemon = 777;
     // A pid outside the service is refused; the main stays.
-    s.on_notify("d", Some(launcher), "MAINPID=4242", t0, &mut l);
+    s.on_notify("d", Some(root(launcher)), "MAINPID=4242", t0, &mut l);
     assert_eq!(s.service("d").unwrap().pid, Some(launcher));
     l.members.insert(daemon);
     s.take_events();
-    s.on_notify("d", Some(launcher), "MAINPID=777\nREADY=1", t0, &mut l);
+    s.on_notify(
+        "d",
+        Some(root(launcher)),
+        "MAINPID=777\nREADY=1",
+        t0,
+        &mut l,
+    );
     assert_eq!(s.service("d").unwrap().pid, Some(daemon));
     assert_eq!(state(&s, "d"), State::Running);
     assert!(s.take_events().contains(&Event::MainPid {
@@ -418,7 +457,13 @@ fn mainpid_moves_the_main_process_to_the_daemon() {
     assert!(!s.on_exit(launcher, Exit::Code(0), t0 + ms(5), &mut l));
     assert_eq!(state(&s, "d"), State::Running);
     // Only the new main may notify now.
-    s.on_notify("d", Some(daemon), "STATUS=serving", t0 + ms(6), &mut l);
+    s.on_notify(
+        "d",
+        Some(root(daemon)),
+        "STATUS=serving",
+        t0 + ms(6),
+        &mut l,
+    );
     assert_eq!(s.service("d").unwrap().status_text, "serving");
     // The daemon's exit is: the service restarts.
     assert!(s.on_exit(daemon, Exit::Code(1), t0 + ms(10), &mut l));

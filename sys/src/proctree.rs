@@ -87,6 +87,22 @@ pub fn read_one(pid: u32) -> Option<ProcId> {
     })
 }
 
+/// True while `pid` runs (a zombie has ended: it waits only to be reaped).
+pub fn running(pid: u32) -> bool {
+    procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .is_ok_and(|st| st.state != 'Z')
+}
+
+/// The real uid of process `pid`.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    procfs::process::Process::new(pid as i32)
+        .ok()?
+        .status()
+        .ok()
+        .map(|s| s.ruid)
+}
+
 /// Most rounds of freezing before the kill: each round stops what the last
 /// one found, so a process forking in a loop cannot outrun it.
 const FREEZE_ROUNDS: usize = 32;

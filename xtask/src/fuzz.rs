@@ -10,6 +10,7 @@ use crate::workspace_root;
 /// The targets in `fuzz/fuzz_targets/`.
 pub const TARGETS: &[&str] = &[
     "frame_decoder",
+    "control_requests",
     "service_file",
     "grubenv",
     "bls_entry",
@@ -20,7 +21,7 @@ pub const TARGETS: &[&str] = &[
 
 #[derive(clap::Args)]
 pub struct FuzzArgs {
-    /// One of: frame_decoder, service_file, grubenv, bls_entry, meta_copy, gpt, bundle.
+    /// One of: frame_decoder, control_requests, service_file, grubenv, bls_entry, meta_copy, gpt, bundle.
     pub target: String,
     /// How long to fuzz, in seconds.
     #[arg(long, default_value_t = 60)]
