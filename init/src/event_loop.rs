@@ -22,7 +22,6 @@ use crate::console::Backlog;
 use crate::control::ControlServer;
 use crate::effects::Effects;
 use crate::launcher::ServiceLauncher;
-use crate::log;
 use crate::logcapture::LogCapture;
 use crate::notify::NotifySockets;
 use crate::probes::Probes;
@@ -32,6 +31,7 @@ use crate::timeline::Timeline;
 use crate::tokens::{Ids, Source};
 use crate::upgrades::Upgrades;
 use crate::waiters::Waiters;
+use crate::{log, log_routine};
 
 /// One thing that woke the loop, as the parts see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,17 +438,17 @@ impl Init {
 
     fn report(&mut self, ev: Event) {
         match ev {
-            Event::Started { name, pid } => log!("service {name}: started, pid {pid}"),
+            Event::Started { name, pid } => log_routine!("service {name}: started, pid {pid}"),
             Event::Ready { name } => {
                 self.timeline.service_ready(&name);
-                log!("service {name}: ready");
+                log_routine!("service {name}: ready");
             }
-            Event::Exited { name, exit } => log!("service {name}: {exit}"),
+            Event::Exited { name, exit } => log_routine!("service {name}: {exit}"),
             Event::Restarting { name, delay_ms } => {
-                log!("service {name}: restarting in {delay_ms} ms")
+                log_routine!("service {name}: restarting in {delay_ms} ms")
             }
             Event::Failed { name, reason } => log!("service {name}: failed: {reason}"),
-            Event::Stopped { name } => log!("service {name}: stopped"),
+            Event::Stopped { name } => log_routine!("service {name}: stopped"),
             Event::Unhealthy { name } => log!("service {name}: unhealthy"),
             Event::MainPid { name, pid } => {
                 log!("service {name}: main process is now pid {pid} (MAINPID=)")

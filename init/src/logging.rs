@@ -2,7 +2,19 @@
 //! also for its log stream `init` (`bascule logs -f init`), and the panic
 //! hook.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+
+/// Whether routine lines ([`crate::log_routine!`]) reach the console too.
+static ROUTINE_ON_CONSOLE: AtomicBool = AtomicBool::new(true);
+
+/// With `quiet` on the kernel command line, as systemd does, routine lines
+/// (a service started, ready, exited) stay off the console: a serial
+/// console costs the guest time per byte. They are still in the `init`
+/// stream; failures and everything else still reach the console.
+pub fn quiet_console(quiet: bool) {
+    ROUTINE_ON_CONSOLE.store(!quiet, Ordering::Relaxed);
+}
 
 /// PID 1's own lines not yet moved into its log ring (they are written on
 /// the loop's thread and on the upgrade's).
@@ -34,8 +46,30 @@ macro_rules! log {
     }};
 }
 
+/// Like [`crate::log!`], for the lines a `quiet` console leaves out.
+#[macro_export]
+macro_rules! log_routine {
+    ($($arg:tt)*) => {{
+        let line = format!("bascule-init: {}\n", format_args!($($arg)*));
+        $crate::logging::emit_routine(&line);
+    }};
+}
+
+pub fn emit_routine(line: &str) {
+    if ROUTINE_ON_CONSOLE.load(Ordering::Relaxed) {
+        emit(line);
+    } else {
+        keep(line);
+    }
+}
+
 pub fn emit(line: &str) {
     crate::console::write_line(line);
+    keep(line);
+}
+
+/// Keeps `line` for the `init` log stream.
+fn keep(line: &str) {
     // A poisoned lock only means a panic mid-append: the bytes are still usable.
     let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
     if p.bytes.len() + line.len() > PENDING_MAX {

@@ -103,6 +103,8 @@ pub fn run(mode: Mode, args: &[String]) -> Result<Finished, SetupError> {
     timeline.mark("init start");
     let mut staged = None;
     if mode == Mode::Pid1 {
+        let cmdline = config::read_trimmed("/proc/cmdline").unwrap_or_default();
+        crate::logging::quiet_console(cmdline.split_whitespace().any(|w| w == "quiet"));
         crate::pid1::early_setup();
         staged = crate::staged::take_from_disk(
             config::read_trimmed("/proc/cmdline").and_then(|c| crate::pid1::booted_slot(&c)),

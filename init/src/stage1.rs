@@ -266,17 +266,34 @@ fn switch_root() -> Stage1Error {
         return step("chdir /")(e);
     }
     use std::os::unix::process::CommandExt;
-    // The slot's own copy of this binary, by its real name so that
-    // /proc/1/comm says bascule-init; /sbin/init for roots without it.
-    let next = ["/sbin/bascule-init", "/sbin/init"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or("/sbin/init");
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let next = slot_init(&cmdline, |p| Path::new(p).exists());
     let err = std::process::Command::new(next).exec();
     Stage1Error::Switch {
         step: "exec the slot's init",
         err,
     }
+}
+
+/// The program to run as the slot's PID 1: `init=` from the kernel command
+/// line when the slot has it (as initramfs-tools and dracut honour it),
+/// else the slot's own copy of this binary, by its real name so that
+/// /proc/1/comm says bascule-init, else /sbin/init.
+fn slot_init(cmdline: &str, exists: impl Fn(&str) -> bool) -> String {
+    let asked = cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("init="))
+        .next_back();
+    match asked {
+        Some(p) if exists(p) => return p.to_owned(),
+        Some(p) => log!("initramfs: init={p} is not in the slot; starting its own init"),
+        None => {}
+    }
+    ["/sbin/bascule-init", "/sbin/init"]
+        .into_iter()
+        .find(|p| exists(p))
+        .unwrap_or("/sbin/init")
+        .to_owned()
 }
 
 /// Deletes the initramfs's own files (what `switch_root` does), staying on
@@ -311,8 +328,27 @@ fn free_initramfs() {
 
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn init_on_the_command_line_picks_the_slots_pid_1() {
+        let has = |p: &str| ["/sbin/bascule-init", "/sbin/init", "/bin/sh"].contains(&p);
+        assert_eq!(slot_init("quiet bascule.slot=A", has), "/sbin/bascule-init");
+        assert_eq!(slot_init("init=/sbin/init quiet", has), "/sbin/init");
+        assert_eq!(
+            slot_init("init=/x init=/bin/sh", has),
+            "/bin/sh",
+            "the last wins"
+        );
+        assert_eq!(
+            slot_init("init=/nope", has),
+            "/sbin/bascule-init",
+            "missing: ours"
+        );
+        assert_eq!(slot_init("", |p| p == "/sbin/init"), "/sbin/init");
+    }
     use std::path::PathBuf;
 
     /// A fake /sys/class/block and /dev: `vda` and `vdb` carry the same

@@ -80,6 +80,20 @@ fn lifecycle(combo: Combo) {
     let out = ok(&m.cli(&["boot-time"]));
     assert!(out.contains("all services ready"), "{out}");
 
+    // `quiet` on the command line: routine lines stay off the serial
+    // console (it costs the guest time per byte) and are in PID 1's log.
+    let serial = m.serial();
+    assert!(
+        serial.contains("bascule-init: all services ready"),
+        "{serial}"
+    );
+    assert!(
+        !serial.contains("bascule-init: service httpd: started"),
+        "{serial}"
+    );
+    let init_log = ok(&m.cli(&["logs", "init", "--tail", "5000"]));
+    assert!(init_log.contains("service httpd: started"), "{init_log}");
+
     // Host clients follow one another on the one virtio-serial port as
     // fast as they can: each gets its reply (the port's attached state
     // lags the clients, and once lost a reply now and then).

@@ -72,6 +72,9 @@ pub struct ImageSpec {
     /// Public keys every slot trusts for upgrade bundles (default none:
     /// such an image refuses every bundle).
     pub trusted_keys: Vec<bascule_bundle::VerifyingKey>,
+    /// Appended to every entry's kernel command line (e.g. a benchmark's
+    /// `init=`).
+    pub extra_kernel_params: Option<String>,
 }
 
 impl ImageSpec {
@@ -98,6 +101,7 @@ impl ImageSpec {
                 .collect(),
             extra_root_files: Vec::new(),
             trusted_keys: Vec::new(),
+            extra_kernel_params: None,
         }
     }
 }
@@ -172,7 +176,17 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
     // The table comes first: the loader entries name the slot partitions
     // by its unique GUIDs.
     let table = disk::new_table(&disk_path)?;
-    for f in loader::loader_files(spec.bootloader, &entries, spec.default_slot, &table)? {
+    let params = match &spec.extra_kernel_params {
+        None => loader::KERNEL_PARAMS.to_owned(),
+        Some(extra) => format!("{} {extra}", loader::KERNEL_PARAMS),
+    };
+    for f in loader::loader_files(
+        spec.bootloader,
+        &entries,
+        spec.default_slot,
+        &table,
+        &params,
+    )? {
         esp_files.push(EspFile::from_bytes(&f.path, f.contents));
     }
     let mut bios_core_img = None;

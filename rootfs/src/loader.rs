@@ -71,13 +71,15 @@ pub fn slot_partuuid(table: &Gpt, slot: Slot) -> Result<Guid> {
 
 /// Every configuration file the bootloader reads, for these entries (only
 /// slots that hold an image) with `default` booted unless told otherwise,
-/// on the disk whose partition table is `table`. `default` must be one of
+/// on the disk whose partition table is `table`, each entry's kernel
+/// getting `params` (normally [`KERNEL_PARAMS`]). `default` must be one of
 /// the entries.
 pub fn loader_files(
     bootloader: Bootloader,
     entries: &[BootEntry],
     default: Slot,
     table: &Gpt,
+    params: &str,
 ) -> Result<Vec<ConfigFile>> {
     if !entries.iter().any(|e| e.slot == default) {
         return Err(Error::Invalid(format!(
@@ -88,7 +90,7 @@ pub fn loader_files(
         Bootloader::Grub => Ok(vec![
             ConfigFile {
                 path: layout::ESP_GRUB_CFG.to_string(),
-                contents: grub_cfg(entries, default, table)?.into_bytes(),
+                contents: grub_cfg(entries, default, table, params)?.into_bytes(),
             },
             ConfigFile {
                 path: layout::ESP_GRUBENV.to_string(),
@@ -107,7 +109,8 @@ pub fn loader_files(
                 contents: conf.into_bytes(),
             }];
             for e in entries {
-                let (path, text) = bls_entry(e, e.slot == default, slot_partuuid(table, e.slot)?)?;
+                let partuuid = slot_partuuid(table, e.slot)?;
+                let (path, text) = bls_entry(e, e.slot == default, partuuid, params)?;
                 files.push(ConfigFile {
                     path,
                     contents: text.into_bytes(),
@@ -121,7 +124,7 @@ pub fn loader_files(
 /// grub.cfg from the boot crate's generator: serial console on BIOS (on
 /// UEFI the firmware's console already reaches the serial port), no menu
 /// delay, entries `A` and `B`, `default` baked in.
-pub fn grub_cfg(entries: &[BootEntry], default: Slot, table: &Gpt) -> Result<String> {
+pub fn grub_cfg(entries: &[BootEntry], default: Slot, table: &Gpt, params: &str) -> Result<String> {
     let version = |slot: Slot| {
         entries
             .iter()
@@ -129,7 +132,7 @@ pub fn grub_cfg(entries: &[BootEntry], default: Slot, table: &Gpt) -> Result<Str
             .map(|e| e.version.clone())
     };
     let mut inputs = GrubCfgInputs::new(default);
-    inputs.cmdline = KERNEL_PARAMS.to_string();
+    inputs.cmdline = params.to_string();
     inputs.files = boot_files();
     inputs.version_a = version(Slot::A);
     inputs.version_b = version(Slot::B);
@@ -162,7 +165,12 @@ pub fn initial_grubenv(default: Slot) -> Result<Vec<u8>> {
 
 /// One slot's Boot Loader Specification entry: its ESP path and text.
 /// `partuuid` is the unique GUID of the slot's partition.
-pub fn bls_entry(e: &BootEntry, is_default: bool, partuuid: Guid) -> Result<(String, String)> {
+pub fn bls_entry(
+    e: &BootEntry,
+    is_default: bool,
+    partuuid: Guid,
+    params: &str,
+) -> Result<(String, String)> {
     let name = bls::entry_file_name(e.slot).to_string();
     let path = format!("{}/{name}", layout::ESP_LOADER_ENTRIES);
     let err = |source| Error::Bls {
@@ -174,7 +182,7 @@ pub fn bls_entry(e: &BootEntry, is_default: bool, partuuid: Guid) -> Result<(Str
         Some(&e.version),
         Some(partuuid),
         is_default,
-        KERNEL_PARAMS,
+        params,
         &boot_files(),
     )
     .map_err(err)?;

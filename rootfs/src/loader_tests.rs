@@ -48,7 +48,14 @@ fn text(f: &ConfigFile) -> String {
 
 #[test]
 fn grub_cfg_from_the_generator() {
-    let files = loader_files(Bootloader::Grub, &entries(), Slot::B, &table()).expect("grub files");
+    let files = loader_files(
+        Bootloader::Grub,
+        &entries(),
+        Slot::B,
+        &table(),
+        KERNEL_PARAMS,
+    )
+    .expect("grub files");
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["/grub/grub.cfg", "/grub/grubenv"]);
     let cfg = text(&files[0]);
@@ -73,7 +80,7 @@ fn grub_cfg_from_the_generator() {
     assert!(cfg.contains("terminal_output serial console"));
     // An empty slot B still has its (never default) menu entry, without a
     // version.
-    let cfg = grub_cfg(&entries()[..1], Slot::A, &table()).expect("slot A only");
+    let cfg = grub_cfg(&entries()[..1], Slot::A, &table(), KERNEL_PARAMS).expect("slot A only");
     assert!(cfg.contains(&format!(
         "  linux /bascule/B/vmlinuz bascule.slot=B root=PARTUUID={PARTUUID_B} \
          console=ttyS0 quiet panic=10\n"
@@ -83,8 +90,14 @@ fn grub_cfg_from_the_generator() {
 #[test]
 fn default_must_hold_an_image() {
     for bootloader in [Bootloader::Grub, Bootloader::SdBoot] {
-        let err =
-            loader_files(bootloader, &entries()[..1], Slot::B, &table()).expect_err("B is empty");
+        let err = loader_files(
+            bootloader,
+            &entries()[..1],
+            Slot::B,
+            &table(),
+            KERNEL_PARAMS,
+        )
+        .expect_err("B is empty");
         assert!(err.to_string().contains("default slot B"), "{err}");
     }
 }
@@ -95,12 +108,14 @@ fn bad_version_is_reported_with_the_file() {
         slot: Slot::A,
         version: "1 0".into(),
     }];
-    let err = loader_files(Bootloader::Grub, &bad, Slot::A, &table()).expect_err("grub");
+    let err =
+        loader_files(Bootloader::Grub, &bad, Slot::A, &table(), KERNEL_PARAMS).expect_err("grub");
     assert!(
         err.to_string().starts_with("generating /grub/grub.cfg: "),
         "{err}"
     );
-    let err = loader_files(Bootloader::SdBoot, &bad, Slot::A, &table()).expect_err("sd-boot");
+    let err = loader_files(Bootloader::SdBoot, &bad, Slot::A, &table(), KERNEL_PARAMS)
+        .expect_err("sd-boot");
     assert!(
         err.to_string()
             .starts_with("generating /loader/entries/bascule-a.conf: "),
@@ -132,7 +147,14 @@ fn initial_grubenv_names_the_default() {
 fn grub_tools_accept_the_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     for default in Slot::ALL {
-        let files = loader_files(Bootloader::Grub, &entries(), default, &table()).expect("files");
+        let files = loader_files(
+            Bootloader::Grub,
+            &entries(),
+            default,
+            &table(),
+            KERNEL_PARAMS,
+        )
+        .expect("files");
         let cfg = dir.path().join("grub.cfg");
         fs::write(&cfg, &files[0].contents).expect("write grub.cfg");
         Cmd::new("grub-script-check")
@@ -198,7 +220,7 @@ fn lst(dir: &str, file: &str) -> Vec<(String, Vec<String>)> {
 /// directory to load one from.
 #[test]
 fn grub_cfg_uses_only_built_in_commands() {
-    let cfg = grub_cfg(&entries(), Slot::A, &table()).expect("grub.cfg");
+    let cfg = grub_cfg(&entries(), Slot::A, &table(), KERNEL_PARAMS).expect("grub.cfg");
     let used = script_commands(&cfg);
     for must in [
         "[",
@@ -256,11 +278,17 @@ fn grub_cfg_uses_only_built_in_commands() {
 fn grubenv_on_the_esp_is_allocated_and_listable() {
     let dir = tempfile::tempdir().expect("tempdir");
     let img = dir.path().join("esp.img");
-    let files: Vec<EspFile> = loader_files(Bootloader::Grub, &entries(), Slot::A, &table())
-        .expect("files")
-        .into_iter()
-        .map(|f| EspFile::from_bytes(&f.path, f.contents))
-        .collect();
+    let files: Vec<EspFile> = loader_files(
+        Bootloader::Grub,
+        &entries(),
+        Slot::A,
+        &table(),
+        KERNEL_PARAMS,
+    )
+    .expect("files")
+    .into_iter()
+    .map(|f| EspFile::from_bytes(&f.path, f.contents))
+    .collect();
     esp::build(&img, 64 << 20, "ESP", &files, &dir.path().join("work")).expect("ESP");
     let img_s = img.to_str().expect("utf8");
     let out = dir.path().join("grubenv");
@@ -325,7 +353,14 @@ pub(crate) fn check_grubenv_on_fat(image: &str, out: &Path) {
 
 #[test]
 fn sdboot_files_from_the_generator() {
-    let files = loader_files(Bootloader::SdBoot, &entries(), Slot::A, &table()).expect("files");
+    let files = loader_files(
+        Bootloader::SdBoot,
+        &entries(),
+        Slot::A,
+        &table(),
+        KERNEL_PARAMS,
+    )
+    .expect("files");
     let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -359,13 +394,26 @@ fn sdboot_files_from_the_generator() {
     assert_eq!(b.initrd, [Slot::B.layout().esp_initrd]);
 
     // Default B: the sort keys swap.
-    let files = loader_files(Bootloader::SdBoot, &entries(), Slot::B, &table()).expect("files");
+    let files = loader_files(
+        Bootloader::SdBoot,
+        &entries(),
+        Slot::B,
+        &table(),
+        KERNEL_PARAMS,
+    )
+    .expect("files");
     assert!(text(&files[1]).contains("sort-key bascule-1-standby\n"));
     assert!(text(&files[2]).contains("sort-key bascule-0-default\n"));
 
     // An empty slot B gets no entry.
-    let files =
-        loader_files(Bootloader::SdBoot, &entries()[..1], Slot::A, &table()).expect("files");
+    let files = loader_files(
+        Bootloader::SdBoot,
+        &entries()[..1],
+        Slot::A,
+        &table(),
+        KERNEL_PARAMS,
+    )
+    .expect("files");
     assert_eq!(files.len(), 2);
     assert_eq!(files[1].path, "/loader/entries/bascule-a.conf");
 }
@@ -390,7 +438,7 @@ fn entries_name_the_slot_partitions_of_their_disk() {
     let table = crate::disk::new_table(&img).expect("table");
     crate::disk::assemble(&img, &table, &crate::disk::DiskContents::default()).expect("disk");
     let files = loader_files(Bootloader::SdBoot, &entries(), Slot::A, &table).expect("files");
-    let grub = grub_cfg(&entries(), Slot::A, &table).expect("grub.cfg");
+    let grub = grub_cfg(&entries(), Slot::A, &table, KERNEL_PARAMS).expect("grub.cfg");
     for (slot, file) in Slot::ALL.into_iter().zip(&files[1..]) {
         let entry = BlsEntry::parse(&file.path, &text(file)).expect("entry");
         let guid = root_partuuid(&entry.options)

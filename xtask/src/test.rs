@@ -2,9 +2,9 @@
 //! after installing what they need.
 //!
 //! Clippy runs first with the workspace lints as errors; then unit and
-//! host tests run in parallel; the tests that boot VMs run one at
-//! a time afterwards: two TCG guests on two cores slow each other past the
-//! point where boot timings mean anything.
+//! host tests run in parallel; then the tests that boot VMs, two at a
+//! time (one per core); last `cargo xtask bench --smoke`, one VM at a
+//! time, which fails if any benchmark figure can no longer be produced.
 
 use anyhow::Result;
 
@@ -77,5 +77,13 @@ pub fn run(args: &TestArgs) -> Result<()> {
     vm.extend(["--", "--test-threads=2"]);
     vm.extend(&harness);
     let vm_result = cmd(&cargo, &vm);
-    lint_result.and(host_result).and(vm_result)
+    // The bench, once over, so that it never rots: every figure must
+    // still be produced (a whole run only when no test was picked).
+    let bench_result = if extra.is_empty() && harness.is_empty() {
+        println!("xtask: cargo xtask bench --smoke");
+        crate::bench::run(&crate::bench::BenchArgs::smoke())
+    } else {
+        Ok(())
+    };
+    lint_result.and(host_result).and(vm_result).and(bench_result)
 }

@@ -29,14 +29,17 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use bascule_api::pb;
 use bascule_rootfs::{
     build_image, Bootloader, BuiltImage, Firmware, ImageSpec, InitramfsInit, SlotBuild,
 };
 
 use super::boot_guest::Guest;
-use super::boot_images::{bench_services, busybox_root_files, initramfs_init, BUSYBOX_MARKER};
+use super::boot_images::{bench_services, busybox_root_files, BUSYBOX_INIT_PARAM, BUSYBOX_MARKER};
 
-pub const DEFAULT_BOOTS: usize = 3;
+/// Boots per image that count; one warm-up boot of each comes first and
+/// is dropped.
+pub const DEFAULT_BOOTS: usize = 10;
 /// `busybox sleep` services added to the example services in both images.
 pub const SLEEP_SERVICES: usize = 20;
 /// Bound on one boot to all-ready (about 10 s under TCG).
@@ -45,6 +48,8 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const SETTLE: Duration = Duration::from_secs(3);
 /// The readiness polling interval of port 8080, in both images.
 pub const PROBE_MS: u64 = 20;
+/// One clock tick of /proc/PID/stat (USER_HZ = 100), in ms.
+pub const TICK_MS: f64 = 10.0;
 /// Memory and CPUs of every VM.
 pub const MEMORY_MIB: u32 = 1024;
 pub const CPUS: u32 = 1;
@@ -94,11 +99,16 @@ pub struct Boot {
     pub modules: u32,
     /// QEMU start to all-ready seen on the host (serial log), seconds.
     pub wall_s: f64,
+    /// PID 1's utime + stime when all was ready, ms (10 ms steps).
+    pub cpu_ms: f64,
     /// /proc/1/comm.
     pub comm: String,
-    /// Rss and Anonymous of /proc/1/smaps_rollup, kB.
+    /// Rss, Pss and Anonymous of /proc/1/smaps_rollup, kB.
     pub rss_kb: u64,
+    pub pss_kb: u64,
     pub anon_kb: u64,
+    /// The whole system's used memory (MemTotal - MemAvailable), kB.
+    pub used_kb: u64,
 }
 
 impl Boot {
@@ -116,6 +126,8 @@ pub struct Figures {
     pub qemu_args: String,
     /// Services in each image.
     pub services: usize,
+    /// Warm-up boots of each image, dropped.
+    pub warmup: usize,
 }
 
 /// Median of a non-empty list.
@@ -135,11 +147,25 @@ impl Figures {
             Which::Busybox => &self.busybox,
         }
     }
-    pub fn to_ready_ms(&self, which: Which) -> f64 {
-        median(self.of(which).iter().map(Boot::to_ready_ms).collect())
-    }
     pub fn rss_kb(&self, which: Which) -> f64 {
-        median(self.of(which).iter().map(|b| b.rss_kb as f64).collect())
+        self.median_of(which, |b| b.rss_kb as f64)
+    }
+    /// Median of `f` over the boots of `which`.
+    pub fn median_of(&self, which: Which, f: impl Fn(&Boot) -> f64) -> f64 {
+        median(self.of(which).iter().map(f).collect())
+    }
+    /// Min and max of `f` over the boots of `which`.
+    pub fn range_of(&self, which: Which, f: impl Fn(&Boot) -> f64) -> (f64, f64) {
+        self.of(which)
+            .iter()
+            .map(f)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            })
+    }
+    /// Slot PID 1 start to all ready, ms.
+    pub fn slot_to_ready_ms(&self, which: Which) -> f64 {
+        self.median_of(which, |b| b.stamps[5] - b.stamps[3])
     }
     /// Median length of phase `i` (from stamp i-1 to stamp i), ms; phase 0
     /// is kernel start to hand-over.
@@ -156,8 +182,9 @@ impl Figures {
     }
 }
 
-/// Builds both images, boots each `boots` times, alternating.
-pub fn run(boots: usize) -> Result<Figures> {
+/// Builds both images, boots each `warmup + boots` times, alternating,
+/// and keeps the last `boots` of each.
+pub fn run(boots: usize, warmup: usize) -> Result<Figures> {
     crate::deps::ensure(crate::deps::ALL)?;
     let root = crate::workspace_root();
     let scratch = tempfile::Builder::new()
@@ -185,11 +212,10 @@ pub fn run(boots: usize) -> Result<Figures> {
     };
     let bascule_img = build_image(&spec(Which::Bascule, InitramfsInit::SameAsRoot))
         .context("building the Bascule benchmark image")?;
-    let mut busybox_spec = spec(
-        Which::Busybox,
-        InitramfsInit::BusyboxScript(initramfs_init()),
-    );
+    // The same first stage (Bascule's initramfs), handing over to busybox.
+    let mut busybox_spec = spec(Which::Busybox, InitramfsInit::SameAsRoot);
     busybox_spec.extra_root_files = busybox_root_files(&busybox_spec.busybox)?;
+    busybox_spec.extra_kernel_params = Some(BUSYBOX_INIT_PARAM.to_owned());
     let busybox_img = build_image(&busybox_spec).context("building the busybox benchmark image")?;
 
     let mut fig = Figures {
@@ -198,25 +224,34 @@ pub fn run(boots: usize) -> Result<Figures> {
         kernel_version: bascule_img.kernel_version.clone(),
         qemu_args: String::new(),
         services: services.len(),
+        warmup,
     };
-    for i in 0..boots {
+    for i in 0..warmup + boots {
         for (which, img) in [
             (Which::Bascule, &bascule_img),
             (Which::Busybox, &busybox_img),
         ] {
-            let (b, args) = boot_once(which, img, scratch.path())
+            let (b, args) = boot_once(which, img, scratch.path(), services.len())
                 .with_context(|| format!("{} boot {}", which.name(), i + 1))?;
+            let what = if i < warmup {
+                "warm-up, dropped".to_owned()
+            } else {
+                format!("{}/{boots}", i + 1 - warmup)
+            };
             println!(
-                "boot {}/{boots} {}: hand-over {:.0} ms after kernel start, ready {:.0} ms later (wall {:.1} s); PID 1 {} Rss {} kB",
-                i + 1,
+                "boot {what} {}: hand-over {:.0} ms after kernel start, ready {:.0} ms later (wall {:.1} s); PID 1 {} CPU {:.0} ms, Rss {} kB",
                 which.name(),
                 b.stamps[0],
                 b.to_ready_ms(),
                 b.wall_s,
                 b.comm,
+                b.cpu_ms,
                 b.rss_kb
             );
             fig.qemu_args = args;
+            if i < warmup {
+                continue;
+            }
             match which {
                 Which::Bascule => fig.bascule.push(b),
                 Which::Busybox => fig.busybox.push(b),
@@ -226,10 +261,15 @@ pub fn run(boots: usize) -> Result<Figures> {
     Ok(fig)
 }
 
-fn boot_once(which: Which, img: &BuiltImage, scratch: &Path) -> Result<(Boot, String)> {
+fn boot_once(
+    which: Which,
+    img: &BuiltImage,
+    scratch: &Path,
+    services: usize,
+) -> Result<(Boot, String)> {
     let (mut g, args) = Guest::start(img, scratch)?;
     let t = Instant::now();
-    let (stamps, modules, wall_s) = match which {
+    let (stamps, modules, wall_s, cpu_ms) = match which {
         Which::Bascule => {
             g.wait(BOOT_TIMEOUT, "\"all services ready\" on the console", |g| {
                 g.line_with("bascule-init: all services ready", 0)
@@ -263,7 +303,20 @@ fn boot_once(which: Which, img: &BuiltImage, scratch: &Path) -> Result<(Boot, St
                 .find(|e| e.name.starts_with("modules loaded"))
                 .and_then(|e| e.name.split(['(', ')']).nth(1)?.parse().ok())
                 .unwrap_or(0);
-            (stamps, modules, wall_s)
+            let cpu_ms = g.pid1_cpu_ms()?;
+            let states = g.service_states()?;
+            let down: Vec<String> = states
+                .iter()
+                .filter(|(_, s)| *s != pb::ServiceState::Running)
+                .map(|(n, s)| format!("{n} {s:?}"))
+                .collect();
+            if states.len() != services || !down.is_empty() {
+                bail!(
+                    "not every service is running: {} listed, not running: {down:?}",
+                    states.len()
+                );
+            }
+            (stamps, modules, wall_s, cpu_ms)
         }
         Which::Busybox => {
             let line = g.wait(BOOT_TIMEOUT, "the reference's ready marker", |g| {
@@ -276,25 +329,35 @@ fn boot_once(which: Which, img: &BuiltImage, scratch: &Path) -> Result<(Boot, St
                 .map(|w| w.parse::<f64>())
                 .collect::<Result<_, _>>()
                 .map_err(|e| anyhow!("cannot parse {line:?}: {e}"))?;
-            if nums.len() != 7 {
+            // Three stamps in µs (the first stage's), three in s
+            // (/proc/uptime), the modules, PID 1's CPU ticks.
+            if nums.len() != 8 {
                 bail!("unexpected marker line {line:?}");
             }
             let mut stamps = [0f64; 6];
-            for (s, v) in stamps.iter_mut().zip(&nums) {
-                *s = v * 1e3;
+            for (i, s) in stamps.iter_mut().enumerate() {
+                *s = if i < 3 { nums[i] / 1e3 } else { nums[i] * 1e3 };
             }
-            (stamps, nums[6] as u32, wall_s)
+            let counts = g.count_processes(&[
+                "^/bin/busybox sleep 1000[0-9][0-9]",
+                "^/bin/busybox http[d] ",
+                "/etc/bench/heartbea[t]",
+            ])?;
+            if counts != [SLEEP_SERVICES, 1, 1] {
+                bail!("not every service is running: sleeps, httpd, heartbeat = {counts:?}");
+            }
+            (stamps, nums[6] as u32, wall_s, nums[7] * TICK_MS)
         }
     };
     // Let the first round of health checks and restarts pass.
     std::thread::sleep(SETTLE);
-    let (comm, rss_kb, anon_kb) = g.pid1_memory()?;
+    let m = g.pid1_memory()?;
     let want = match which {
         Which::Bascule => "bascule-init",
         Which::Busybox => "init",
     };
-    if comm != want {
-        bail!("PID 1 is {comm:?}, not {want:?}");
+    if m.comm != want {
+        bail!("PID 1 is {:?}, not {want:?}", m.comm);
     }
     drop(g);
     Ok((
@@ -302,9 +365,12 @@ fn boot_once(which: Which, img: &BuiltImage, scratch: &Path) -> Result<(Boot, St
             stamps,
             modules,
             wall_s,
-            comm,
-            rss_kb,
-            anon_kb,
+            cpu_ms,
+            comm: m.comm,
+            rss_kb: m.rss_kb,
+            pss_kb: m.pss_kb,
+            anon_kb: m.anon_kb,
+            used_kb: m.used_kb,
         },
         args,
     ))

@@ -15,6 +15,16 @@ use bascule_rootfs::BuiltImage;
 
 use super::boot::{CPUS, MEMORY_MIB};
 
+/// What [`Guest::pid1_memory`] reads, kB.
+pub struct Memory {
+    pub comm: String,
+    pub rss_kb: u64,
+    pub pss_kb: u64,
+    pub anon_kb: u64,
+    /// MemTotal - MemAvailable.
+    pub used_kb: u64,
+}
+
 /// A booting VM on its own copy of a disk; QEMU is killed and the copy
 /// removed when dropped.
 pub struct Guest {
@@ -118,37 +128,81 @@ impl Guest {
             .find_map(|l| l.find(marker).map(|i| l[i..].trim_end().to_owned()))
     }
 
-    /// Bascule's boot timeline over the API, retried while the port settles.
-    pub fn timeline(&mut self) -> Result<Vec<pb::BootEvent>> {
+    /// One call to Bascule's API, retried while the port settles.
+    fn api_call<T>(
+        &mut self,
+        what: &str,
+        call: impl Fn() -> Call,
+        pick: impl Fn(Reply) -> Option<T>,
+    ) -> Result<T> {
         let api = self.api.clone();
         let mut last = String::new();
-        let events = self.wait(
-            Duration::from_secs(30),
-            "a boot timeline over the API",
-            |_| {
-                let r = UnixStream::connect(&api)
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| {
-                        Client::from_stream(s, Duration::from_secs(5)).map_err(|e| e.to_string())
-                    })
-                    .and_then(|mut c| {
-                        c.call(Call::BootTime(pb::BootTimeRequest {}))
-                            .map_err(|e| e.to_string())
-                    });
-                match r {
-                    Ok(Reply::BootTime(t)) => Some(t.events),
-                    Ok(other) => {
-                        last = format!("unexpected reply {other:?}");
-                        None
-                    }
-                    Err(e) => {
-                        last = e;
-                        None
-                    }
+        let got = self.wait(Duration::from_secs(30), what, |_| {
+            let r = UnixStream::connect(&api)
+                .map_err(|e| e.to_string())
+                .and_then(|s| {
+                    Client::from_stream(s, Duration::from_secs(5)).map_err(|e| e.to_string())
+                })
+                .and_then(|mut c| c.call(call()).map_err(|e| e.to_string()));
+            match r.map(&pick) {
+                Ok(Some(v)) => Some(v),
+                Ok(None) => {
+                    last = "unexpected reply".into();
+                    None
                 }
+                Err(e) => {
+                    last = e;
+                    None
+                }
+            }
+        });
+        got.map_err(|e| anyhow!("{e}\nlast API error: {last}"))
+    }
+
+    /// Bascule's boot timeline over the API.
+    pub fn timeline(&mut self) -> Result<Vec<pb::BootEvent>> {
+        self.api_call(
+            "a boot timeline over the API",
+            || Call::BootTime(pb::BootTimeRequest {}),
+            |r| match r {
+                Reply::BootTime(t) => Some(t.events),
+                _ => None,
             },
-        );
-        events.map_err(|e| anyhow!("{e}\nlast API error: {last}"))
+        )
+    }
+
+    /// Every service's name and state, over Bascule's API.
+    pub fn service_states(&mut self) -> Result<Vec<(String, pb::ServiceState)>> {
+        self.api_call(
+            "the service list over the API",
+            || Call::ServiceList(pb::ServiceListRequest::default()),
+            |r| match r {
+                Reply::ServiceList(l) => Some(
+                    l.services
+                        .into_iter()
+                        .map(|s| (s.name.clone(), s.state()))
+                        .collect(),
+                ),
+                _ => None,
+            },
+        )
+    }
+
+    /// Processes whose command line matches each of `patterns` (busybox
+    /// grep regexes), counted through the console shell.
+    pub fn count_processes(&mut self, patterns: &[&str]) -> Result<Vec<usize>> {
+        let counts: Vec<String> = patterns
+            .iter()
+            .map(|p| format!("$(ps -o args | grep -c '{p}')"))
+            .collect();
+        let line = self.console(
+            &format!("echo BENCH\"\"-PS {}", counts.join(" ")),
+            "BENCH-PS ",
+        )?;
+        line.split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().map_err(|e| anyhow!("cannot parse {line:?}: {e}")))
+            .collect()
     }
 
     /// Types `command` into the console shell and returns the first new
@@ -178,21 +232,37 @@ impl Guest {
         }
     }
 
-    /// PID 1's comm, and the Rss and Anonymous (kB) of its smaps_rollup.
-    pub fn pid1_memory(&mut self) -> Result<(String, u64, u64)> {
+    /// PID 1's comm, its memory (smaps_rollup) and the system's.
+    pub fn pid1_memory(&mut self) -> Result<Memory> {
         // The marker is split in the typed text, so the echo never matches.
         let line = self.console(
-            "awk '/^(Rss|Anonymous):/{v=v\" \"$2} END{getline c <\"/proc/1/comm\"; print \"BENCH\" \"-RSS \" c v}' /proc/1/smaps_rollup",
+            "awk '/^(Rss|Pss|Anonymous):/{v[$1]=$2} END{getline c <\"/proc/1/comm\"; while ((getline l <\"/proc/meminfo\") > 0) {split(l, f, \" \"); m[f[1]]=f[2]}; print \"BENCH\" \"-RSS \" c, v[\"Rss:\"], v[\"Pss:\"], v[\"Anonymous:\"], m[\"MemTotal:\"] - m[\"MemAvailable:\"]}' /proc/1/smaps_rollup",
             "BENCH-RSS ",
         )?;
         let w: Vec<&str> = line.split_whitespace().collect();
-        match (
-            w.get(1),
-            w.get(2).and_then(|v| v.parse().ok()),
-            w.get(3).and_then(|v| v.parse().ok()),
-        ) {
-            (Some(comm), Some(rss), Some(anon)) => Ok((comm.to_string(), rss, anon)),
+        let num = |i: usize| w.get(i).and_then(|v| v.parse::<u64>().ok());
+        match (w.get(1), num(2), num(3), num(4), num(5)) {
+            (Some(comm), Some(rss_kb), Some(pss_kb), Some(anon_kb), Some(used_kb)) => Ok(Memory {
+                comm: comm.to_string(),
+                rss_kb,
+                pss_kb,
+                anon_kb,
+                used_kb,
+            }),
             _ => bail!("cannot parse {line:?}"),
         }
+    }
+
+    /// PID 1's utime + stime so far, ms (10 ms steps).
+    pub fn pid1_cpu_ms(&mut self) -> Result<f64> {
+        let line = self.console(
+            "awk '{sub(/.*\\) /, \"\"); print \"BENCH\" \"-CPU \" $12 + $13}' /proc/1/stat",
+            "BENCH-CPU ",
+        )?;
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|ticks| ticks * super::boot::TICK_MS)
+            .ok_or_else(|| anyhow!("cannot parse {line:?}"))
     }
 }

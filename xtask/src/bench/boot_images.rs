@@ -1,6 +1,7 @@
 //! What the two benchmark images hold beyond the stock image: the
-//! services both run, and the busybox reference's /init, sysinit, inittab
-//! and readiness poller.
+//! services both run, and the busybox reference's slot: busybox as
+//! /sbin/init (started by Bascule's own first stage through `init=`), its
+//! sysinit, inittab, watchdog feeder and readiness poller.
 
 use std::path::Path;
 
@@ -40,38 +41,6 @@ fn sleep_arg(i: usize) -> u32 {
     100_000 + i as u32
 }
 
-/// The reference's initramfs /init: bascule-init's first stage in busybox sh.
-const INITRAMFS_INIT_TEMPLATE: &str = r#"#!/bin/busybox sh
-# cargo xtask bench reference: bascule-init's initramfs stage in busybox sh.
-bb=/bin/busybox
-$bb mount -t proc -o nosuid,nodev,noexec proc /proc
-read t0 _ < /proc/uptime
-$bb mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
-$bb mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
-$bb mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
-n=0
-while read -r ko params; do
-  case "$ko" in ''|'#'*) continue ;; esac
-  $bb insmod "$ko" $params 2>/dev/null && n=$((n + 1))
-done < /etc/bascule/modules.load
-read t1 _ < /proc/uptime
-@FIND_PART@
-slot=A
-read -r cmdline < /proc/cmdline
-for w in $cmdline; do case "$w" in bascule.slot=*) slot=${w#bascule.slot=} ;; esac; done
-tries=0
-until find_part "SLOT-$slot"; do
-  tries=$((tries + 1))
-  if [ $tries -gt 1500 ]; then echo "bench init: no SLOT-$slot"; exec $bb sh; fi
-  $bb usleep 10000
-done
-$bb mount -t squashfs -o ro "$found" /newroot || exec $bb sh
-read t2 _ < /proc/uptime
-for d in dev proc sys run; do $bb mount --move /$d /newroot/$d; done
-echo "$t0 $t1 $t2 $n" > /newroot/run/bench-initramfs
-exec $bb switch_root /newroot /sbin/init
-"#;
-
 /// busybox init's sysinit: what bascule-init does between its start in
 /// the slot and starting services.
 const SYSINIT_TEMPLATE: &str = r#"#!/bin/sh
@@ -103,14 +72,31 @@ const HEARTBEAT: &str = "#!/bin/sh\nwhile true; do date > /run/heartbeat; sleep 
 /// Marker of the reference's all-ready line.
 pub const BUSYBOX_MARKER: &str = "BENCH-BOOT";
 
+/// The kernel parameter that makes Bascule's first stage start busybox
+/// init in the slot.
+pub const BUSYBOX_INIT_PARAM: &str = "init=/sbin/init";
+
+/// Polls port 8080, then prints the marker line: the first stage's stamps
+/// (µs, from the timeline bascule-init's initramfs stage leaves in /run),
+/// sysinit's and its own (s, /proc/uptime), the modules loaded, and PID
+/// 1's utime + stime (clock ticks) at that moment.
 fn ready_script() -> String {
     format!(
         r#"#!/bin/sh
 until nc 127.0.0.1 8080 </dev/null >/dev/null 2>&1; do usleep {us}; done
 read t5 _ < /proc/uptime
-read t0 t1 t2 n < /run/bench-initramfs
+read -r stat < /proc/1/stat
+set -- ${{stat##*) }}
+cpu=$(( ${{12}} + ${{13}} ))
+while read -r us name; do
+  case "$name" in
+    "initramfs start") t0=$us ;;
+    "modules loaded"*) t1=$us; n=${{name#*(}}; n=${{n%)}} ;;
+    "root mounted"*) t2=$us ;;
+  esac
+done < /run/bascule/boot-timeline
 read t3 t4 < /run/bench-sysinit
-echo "{BUSYBOX_MARKER} $t0 $t1 $t2 $t3 $t4 $t5 $n"
+echo "{BUSYBOX_MARKER} $t0 $t1 $t2 $t3 $t4 $t5 $n $cpu"
 "#,
         us = PROBE_MS * 1000
     )
@@ -120,6 +106,7 @@ fn inittab() -> String {
     let mut s = String::from(
         "# cargo xtask bench reference: the Bascule image's services under busybox init.\n\
          ::sysinit:/etc/bench/sysinit\n\
+         ::respawn:/bin/busybox watchdog -F -t 5 -T 30 /dev/watchdog0\n\
          ::once:/etc/bench/ready\n\
          ttyS0::respawn:-/bin/sh\n\
          ::respawn:/etc/bench/heartbeat\n",
@@ -152,7 +139,7 @@ pub fn busybox_root_files(busybox: &Path) -> Result<Vec<RootFile>> {
     ])
 }
 
-/// Both reference scripts find partitions by GPT label, as bascule-init does.
+/// The reference's sysinit finds partitions by GPT label, as bascule-init does.
 const FIND_PART: &str = r#"find_part() {
   for u in /sys/class/block/*/uevent; do
     name=; part=
@@ -163,11 +150,6 @@ const FIND_PART: &str = r#"find_part() {
   done
   return 1
 }"#;
-
-/// The reference initramfs /init (busybox).
-pub fn initramfs_init() -> String {
-    INITRAMFS_INIT_TEMPLATE.replace("@FIND_PART@", FIND_PART)
-}
 
 /// busybox init's sysinit script.
 fn sysinit() -> String {
@@ -193,7 +175,7 @@ mod tests {
             assert!(tab.contains(&format!("sleep {arg}\n")));
             assert!(svc.iter().any(|(_, t)| t.contains(&format!("\"{arg}\""))));
         }
-        assert_eq!(tab.matches("::respawn:").count(), 2 + SLEEP_SERVICES + 1);
+        assert_eq!(tab.matches("::respawn:").count(), 3 + SLEEP_SERVICES + 1);
         assert!(tab.trim_end().ends_with("httpd -f -p 8080 -h /srv/www"));
         assert!(ready_script().contains(&format!("usleep {}", PROBE_MS * 1000)));
     }

@@ -1,0 +1,83 @@
+//! docs/benchmarks/results.json: every raw sample of a bench run, with
+//! what it ran on and from which tree, so that a figure can be traced.
+
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use super::boot::{Boot, Figures, Which, PHASES};
+
+/// The first line a command prints, or what went wrong.
+fn first_line(program: &str, args: &[&str]) -> String {
+    match Command::new(program).args(args).output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned(),
+        Err(e) => format!("({program}: {e})"),
+    }
+}
+
+/// Where and from what the run was made.
+pub fn provenance() -> Value {
+    let root = crate::workspace_root();
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&root)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    json!({
+        "commit": git(&["rev-parse", "HEAD"]),
+        "tree_clean": git(&["status", "--porcelain"]).is_empty(),
+        "arguments": std::env::args().skip(1).collect::<Vec<_>>(),
+        "date_utc": first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        "qemu": first_line(bascule_rootfs::qemu::QEMU, &["--version"]),
+        "rustc": first_line("rustc", &["--version"]),
+        "host_kernel": first_line("uname", &["-r"]),
+        "cpu_model": cpu,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    })
+}
+
+fn boot_json(b: &Boot) -> Value {
+    let stamps: serde_json::Map<String, Value> = PHASES
+        .iter()
+        .zip(b.stamps)
+        .map(|(name, ms)| (name.to_string(), json!(ms)))
+        .collect();
+    json!({
+        "stamps_ms_since_kernel_start": stamps,
+        "modules": b.modules,
+        "wall_s": b.wall_s,
+        "pid1_cpu_ms": b.cpu_ms,
+        "pid1_comm": b.comm,
+        "pid1_rss_kb": b.rss_kb,
+        "pid1_pss_kb": b.pss_kb,
+        "pid1_anon_kb": b.anon_kb,
+        "system_used_kb": b.used_kb,
+    })
+}
+
+/// The boot section's samples.
+pub fn boots(fig: &Figures) -> Value {
+    let of = |w: Which| fig.of(w).iter().map(boot_json).collect::<Vec<_>>();
+    json!({
+        "kernel": fig.kernel_version,
+        "qemu_args": fig.qemu_args,
+        "services": fig.services,
+        "bascule": of(Which::Bascule),
+        "busybox_init": of(Which::Busybox),
+    })
+}
