@@ -23,6 +23,7 @@ use crate::control::ControlServer;
 use crate::effects::Effects;
 use crate::launcher::ServiceLauncher;
 use crate::logcapture::LogCapture;
+use crate::main_pids::MainPids;
 use crate::notify::NotifySockets;
 use crate::probes::Probes;
 use crate::shutdown::{Progress, Shutdown, Step};
@@ -43,6 +44,8 @@ pub enum LoopEvent {
     Pipe(u64),
     Notify(u64),
     Probe(u64),
+    /// A main process named by MAINPID= has exited.
+    MainPid(u64),
     UpgradeBell,
     UpgradeFeed,
     /// The console can take more of PID 1's output.
@@ -71,6 +74,7 @@ pub struct Init {
     pub(crate) control: ControlServer,
     pub(crate) logs: LogCapture,
     notify: NotifySockets,
+    main_pids: MainPids,
     probes: Probes,
     pub(crate) waiters: Waiters,
     pub(crate) timeline: Timeline,
@@ -129,6 +133,7 @@ impl Init {
             control,
             logs,
             notify: NotifySockets::default(),
+            main_pids: MainPids::default(),
             probes: Probes::default(),
             waiters: Waiters::default(),
             timeline: p.timeline,
@@ -217,6 +222,7 @@ impl Init {
                 Some(Source::Pipe(id)) => self.dispatch(LoopEvent::Pipe(id)),
                 Some(Source::Notify(id)) => self.dispatch(LoopEvent::Notify(id)),
                 Some(Source::Probe(id)) => self.dispatch(LoopEvent::Probe(id)),
+                Some(Source::MainPid(id)) => self.dispatch(LoopEvent::MainPid(id)),
                 Some(Source::UpgradeBell) => self.dispatch(LoopEvent::UpgradeBell),
                 Some(Source::UpgradeFeed) => self.dispatch(LoopEvent::UpgradeFeed),
                 Some(Source::Console) => self.dispatch(LoopEvent::Console),
@@ -311,6 +317,7 @@ impl Init {
                 let messages = self.notify.read(id);
                 self.take_notify(messages);
             }
+            LoopEvent::MainPid(id) => self.main_pid_exited(id),
         }
     }
 
@@ -348,6 +355,21 @@ impl Init {
         }
     }
 
+    /// A main process named by MAINPID= has exited. Reaped by init (it was
+    /// reparented), its status is known from the reap; reaped by its own
+    /// parent, only that it is gone.
+    fn main_pid_exited(&mut self, id: u64) {
+        self.reap();
+        let Some((service, pid)) = self.main_pids.exited(&self.epoll, id) else {
+            return;
+        };
+        if self.sup.service(&service).and_then(|s| s.pid) == Some(pid) {
+            let now = self.now();
+            let exit = bascule_services::Exit::Unknown;
+            let _ = self.sup.on_exit(pid, exit, now, self.launcher.launcher());
+        }
+    }
+
     /// Registers new fds, reports supervisor events, confirms a slot try,
     /// answers waiters and moves a shutdown along.
     pub fn after_events(&mut self) -> Option<PowerAction> {
@@ -368,6 +390,10 @@ impl Init {
                 self.sup
                     .on_probe_result(id, ok, now, self.launcher.launcher());
             }
+        }
+        for (service, pid, fd) in fds.main_pids {
+            self.main_pids
+                .watch(&self.epoll, &mut self.ids, service, pid, fd);
         }
         for id in fds.cancelled {
             self.probes.cancel(&self.epoll, id);

@@ -33,6 +33,8 @@ pub struct NewFds {
     pub probes: Vec<(u64, OwnedFd)>,
     /// Probes the supervisor gave up on.
     pub cancelled: Vec<u64>,
+    /// Pidfds of main processes named by MAINPID=, by service.
+    pub main_pids: Vec<(String, u32, OwnedFd)>,
 }
 
 /// What the event loop needs of a launcher beyond the supervisor's
@@ -62,6 +64,7 @@ impl ServiceLauncher for RealLauncher {
             notify: std::mem::take(&mut self.new_notify),
             probes: std::mem::take(&mut self.new_probes),
             cancelled: std::mem::take(&mut self.cancelled_probes),
+            main_pids: std::mem::take(&mut self.new_main_pids),
         }
     }
 
@@ -96,6 +99,7 @@ pub struct RealLauncher {
     pub new_notify: Vec<(String, UnixDatagram)>,
     new_probes: Vec<(u64, OwnedFd)>,
     cancelled_probes: Vec<u64>,
+    new_main_pids: Vec<(String, u32, OwnedFd)>,
     next_probe: u64,
     /// Without cgroups: each service's processes, by parentage.
     lineage: Lineage,
@@ -113,6 +117,7 @@ impl RealLauncher {
             new_notify: Vec::new(),
             new_probes: Vec::new(),
             cancelled_probes: Vec::new(),
+            new_main_pids: Vec::new(),
             next_probe: 0,
             lineage: Lineage::default(),
         }
@@ -336,6 +341,17 @@ impl Launcher for RealLauncher {
     fn main_pid_changed(&mut self, spec: &ServiceSpec, pid: u32) {
         if self.cgroups.is_none() {
             self.lineage.adopt(&spec.name, pid);
+        }
+        // While its launcher lives, the new main process is the launcher's
+        // child, and its exit is the launcher's to reap: a pidfd sees it.
+        use rustix::process::{pidfd_open, Pid, PidfdFlags};
+        match Pid::from_raw(pid as i32).map(|p| pidfd_open(p, PidfdFlags::empty())) {
+            Some(Ok(fd)) => self.new_main_pids.push((spec.name.clone(), pid, fd)),
+            Some(Err(e)) => log!(
+                "service {}: cannot watch main process {pid} (pidfd_open: {e}); its exit is seen only once it is reparented to init",
+                spec.name
+            ),
+            None => {}
         }
     }
 

@@ -20,6 +20,7 @@ mod lineage;
 mod logcapture;
 mod logging;
 mod machine;
+mod main_pids;
 mod notify;
 mod pid1;
 mod probes;

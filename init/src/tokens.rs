@@ -13,6 +13,8 @@ pub enum Source {
     Notify(u64),
     /// A TCP probe's connecting socket.
     Probe(u64),
+    /// The pidfd of a main process named by MAINPID= (not our child).
+    MainPid(u64),
     /// The running upgrade's doorbell.
     UpgradeBell,
     /// The pipe a streamed bundle is fed into.
@@ -26,6 +28,7 @@ const KIND_CONN: u64 = 4;
 const KIND_PIPE: u64 = 5;
 const KIND_NOTIFY: u64 = 6;
 const KIND_PROBE: u64 = 7;
+const KIND_MAIN_PID: u64 = 8;
 
 impl Source {
     pub fn token(self) -> u64 {
@@ -40,6 +43,7 @@ impl Source {
             Source::Pipe(id) => (KIND_PIPE << SHIFT) | id,
             Source::Notify(id) => (KIND_NOTIFY << SHIFT) | id,
             Source::Probe(id) => (KIND_PROBE << SHIFT) | id,
+            Source::MainPid(id) => (KIND_MAIN_PID << SHIFT) | id,
         }
     }
 
@@ -56,6 +60,7 @@ impl Source {
             (KIND_PIPE, _) => Source::Pipe(id),
             (KIND_NOTIFY, _) => Source::Notify(id),
             (KIND_PROBE, _) => Source::Probe(id),
+            (KIND_MAIN_PID, _) => Source::MainPid(id),
             _ => return None,
         })
     }
@@ -92,6 +97,7 @@ mod tests {
             Source::Pipe(9),
             Source::Notify(1 << 40),
             Source::Probe(3),
+            Source::MainPid(5),
             Source::UpgradeBell,
             Source::UpgradeFeed,
             Source::Console,

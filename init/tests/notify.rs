@@ -101,9 +101,21 @@ fn only_the_main_process_may_notify_by_default() {
     );
 }
 
+/// What a forking daemon's launcher does after `MAINPID=` and `READY=1`.
+#[derive(Clone, Copy, PartialEq)]
+enum LauncherThen {
+    /// Exits at once: the daemon is reparented to the supervisor, which
+    /// reaps it with its status.
+    Exits,
+    /// Waits for the daemon and so reaps it itself: the supervisor sees
+    /// the exit only through the daemon's pidfd.
+    Waits,
+}
+
 /// A forking daemon: the launcher starts it, a helper (not main) says
-/// `MAINPID=` and `READY=1`, the launcher exits; the daemon is the service.
-fn forking_daemon_is_followed_by_mainpid(cgroups: Cgroups) {
+/// `MAINPID=` and `READY=1`; the daemon is the service, and its death is
+/// the service's whoever reaps it.
+fn forking_daemon_is_followed_by_mainpid(cgroups: Cgroups, then: LauncherThen) {
     let dir = tempfile::tempdir().unwrap();
     let helper = dir.path().join("notify.py");
     std::fs::write(
@@ -112,25 +124,40 @@ fn forking_daemon_is_followed_by_mainpid(cgroups: Cgroups) {
     )
     .unwrap();
     let pidfile = dir.path().join("daemon.pid");
+    let launcher_file = dir.path().join("launcher.pid");
+    let tail = match then {
+        LauncherThen::Exits => "exit 0",
+        LauncherThen::Waits => "wait",
+    };
     let svc = format!(
-        "exec = [\"/bin/sh\", \"-c\", \"sleep 1000 & echo $! > {pid}; python3 {helper} \\\"MAINPID=$!|READY=1\\\"; exit 0\"]\nreadiness = \"notify\"\nnotify_access = \"all\"\nrestart = \"always\"\n[backoff]\ninitial_ms = 0\n",
+        "exec = [\"/bin/sh\", \"-c\", \"echo $$ > {launcher}; sleep 1000 & echo $! > {pid}; python3 {helper} \\\"MAINPID=$!|READY=1\\\"; {tail}\"]\nreadiness = \"notify\"\nnotify_access = \"all\"\nrestart = \"always\"\n[backoff]\ninitial_ms = 0\n",
+        launcher = launcher_file.display(),
         pid = pidfile.display(),
         helper = helper.display()
     );
     let sup = Sup::start_with(&[("fork", &svc)], cgroups);
     sup.wait_state("fork", pb::ServiceState::Running);
     let daemon = read_pids(&pidfile)[0];
-    sup.wait_until(
-        Duration::from_secs(5),
-        "the launcher's exit is seen",
-        || {
-            sup.init_log()
-                .contains(&format!("service fork: main process is now pid {daemon}"))
-        },
-    );
+    let launcher = read_pids(&launcher_file)[0];
+    sup.wait_until(Duration::from_secs(5), "MAINPID= is taken", || {
+        sup.init_log()
+            .contains(&format!("service fork: main process is now pid {daemon}"))
+    });
     let st = sup.status("fork");
     assert_eq!(st.pid, daemon, "the daemon is the main process");
-    assert_eq!(st.restarts, 0, "the launcher's exit 0 is not the service's");
+    match then {
+        LauncherThen::Exits => {
+            sup.wait_until(Duration::from_secs(5), "the launcher has exited", || {
+                reaped(launcher)
+            });
+            assert_eq!(
+                sup.status("fork").restarts,
+                0,
+                "the launcher's exit 0 is not the service's"
+            );
+        }
+        LauncherThen::Waits => assert!(!reaped(launcher), "the launcher waits"),
+    }
     // The daemon's death is the service's: it restarts.
     let pid = rustix::process::Pid::from_raw(daemon as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
@@ -138,7 +165,11 @@ fn forking_daemon_is_followed_by_mainpid(cgroups: Cgroups) {
         let st = sup.status("fork");
         st.restarts == 1 && st.state == pb::ServiceState::Running as i32
     });
-    assert!(sup.status("fork").last_exit.contains("SIGKILL"));
+    let last_exit = sup.status("fork").last_exit;
+    match then {
+        LauncherThen::Exits => assert!(last_exit.contains("SIGKILL"), "{last_exit}"),
+        LauncherThen::Waits => assert!(last_exit.contains("reaped by its parent"), "{last_exit}"),
+    }
     // A stop signals the new daemon and ends there.
     let daemon = read_pids(&pidfile)[0];
     let out = sup.cli(&["service", "fork", "stop"]);
@@ -155,10 +186,15 @@ fn forking_daemon_is_followed_by_mainpid(cgroups: Cgroups) {
 
 #[test]
 fn mainpid_makes_a_forked_daemon_the_main_process_with_cgroups() {
-    forking_daemon_is_followed_by_mainpid(Cgroups::Host);
+    forking_daemon_is_followed_by_mainpid(Cgroups::Host, LauncherThen::Exits);
 }
 
 #[test]
 fn mainpid_makes_a_forked_daemon_the_main_process_without_cgroups() {
-    forking_daemon_is_followed_by_mainpid(Cgroups::Hidden);
+    forking_daemon_is_followed_by_mainpid(Cgroups::Hidden, LauncherThen::Exits);
+}
+
+#[test]
+fn a_forked_daemon_reaped_by_its_lingering_launcher_is_still_seen_to_die() {
+    forking_daemon_is_followed_by_mainpid(Cgroups::Host, LauncherThen::Waits);
 }

@@ -437,7 +437,14 @@ fn entries_name_the_slot_partitions_of_their_disk() {
     let img = dir.path().join("disk.img");
     let table = crate::disk::new_table(&img).expect("table");
     crate::disk::assemble(&img, &table, &crate::disk::DiskContents::default()).expect("disk");
-    let files = loader_files(Bootloader::SdBoot, &entries(), Slot::A, &table).expect("files");
+    let files = loader_files(
+        Bootloader::SdBoot,
+        &entries(),
+        Slot::A,
+        &table,
+        KERNEL_PARAMS,
+    )
+    .expect("files");
     let grub = grub_cfg(&entries(), Slot::A, &table, KERNEL_PARAMS).expect("grub.cfg");
     for (slot, file) in Slot::ALL.into_iter().zip(&files[1..]) {
         let entry = BlsEntry::parse(&file.path, &text(file)).expect("entry");

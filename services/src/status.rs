@@ -57,6 +57,9 @@ impl State {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// Gone, its status taken by its own parent: a main process named by
+    /// MAINPID= that its launcher reaped.
+    Unknown,
 }
 
 impl Exit {
@@ -70,6 +73,7 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exited with status {c}"),
             Exit::Signal(s) => write!(f, "killed by {}", crate::signal::Signal::from_raw(*s)),
+            Exit::Unknown => f.write_str("exited, its status reaped by its parent"),
         }
     }
 }

@@ -85,5 +85,8 @@ pub fn run(args: &TestArgs) -> Result<()> {
     } else {
         Ok(())
     };
-    lint_result.and(host_result).and(vm_result).and(bench_result)
+    lint_result
+        .and(host_result)
+        .and(vm_result)
+        .and(bench_result)
 }

@@ -17,6 +17,16 @@ fn spread(fig: &Figures, which: Which, f: &dyn Fn(&Boot) -> f64, digits: usize) 
     )
 }
 
+/// One row of the boot table: label, the figure, the goal's text, decimals,
+/// the goal as a ratio to busybox.
+type Row<'a> = (
+    &'a str,
+    &'a dyn Fn(&Boot) -> f64,
+    &'a str,
+    usize,
+    Option<f64>,
+);
+
 /// The boot section of docs/benchmarks.md.
 pub fn report(fig: &Figures) -> String {
     let (b, r) = (Which::Bascule, Which::Busybox);
@@ -25,7 +35,7 @@ pub fn report(fig: &Figures) -> String {
     let slot_ready = |x: &Boot| x.stamps[5] - x.stamps[3];
     let mib = |kb: u64| kb as f64 / 1024.0;
     let ratio = |f: &dyn Fn(&Boot) -> f64| fig.median_of(b, f) / fig.median_of(r, f);
-    let rows: [(&str, &dyn Fn(&Boot) -> f64, &str, usize, Option<f64>); 7] = [
+    let rows: [Row; 7] = [
         (
             "init's share: the slot's PID 1 starts → every service running, ms",
             &slot_ready,
