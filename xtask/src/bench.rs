@@ -209,7 +209,10 @@ fn restart_latency(init: &Path, me: &Path, sizes: Sizes) -> Result<(f64, f64)> {
     // Reference: the same child, spawned and waited for in a plain loop.
     let mut lines = Vec::new();
     for _ in 0..300 {
-        let out = Command::new(me).arg("bench-child").output()?;
+        let out = Command::new(me)
+            .arg("bench-child")
+            .output()
+            .with_context(|| format!("running {}", me.display()))?;
         lines.extend(
             String::from_utf8_lossy(&out.stdout)
                 .lines()
@@ -403,7 +406,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     cmd(&cargo, &["build", "--release", "-p", "bascule-init"])?;
     let init = workspace_root().join("target/release/bascule-init");
-    let me = std::env::current_exe()?;
+    // The bench child is this very binary. `cargo xtask test` rebuilds
+    // target/debug/xtask under it (the workspace's feature set differs from
+    // `cargo run -p xtask`'s), so its path may name a deleted file by now:
+    // run a copy of the running executable instead.
+    let exe_dir = tempfile::tempdir().context("creating a directory for the bench child")?;
+    let me = exe_dir.path().join("bench-child");
+    std::fs::copy("/proc/self/exe", &me)
+        .with_context(|| format!("copying /proc/self/exe to {}", me.display()))?;
     let (restart, restart_ref) = restart_latency(&init, &me, sizes)?;
     let (p50, p99, echo99) = api_latency(&init, sizes)?;
     let (mbs, ref_mbs) = log_throughput(&init, sizes)?;

@@ -25,6 +25,13 @@ pub struct Memory {
     pub used_kb: u64,
 }
 
+/// What a reset of the guest does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    EndsTheVm,
+    Reboots,
+}
+
 /// A booting VM on its own copy of a disk; QEMU is killed and the copy
 /// removed when dropped.
 pub struct Guest {
@@ -37,6 +44,12 @@ pub struct Guest {
 
 impl Guest {
     pub fn start(img: &BuiltImage, scratch: &Path) -> Result<(Guest, String)> {
+        Self::start_with(img, scratch, Reset::EndsTheVm)
+    }
+
+    /// As [`Guest::start`]; `reset` says whether a guest reset reboots
+    /// (the upgrade figures reboot through the firmware) or ends QEMU.
+    pub fn start_with(img: &BuiltImage, scratch: &Path, reset: Reset) -> Result<(Guest, String)> {
         let dir = tempfile::Builder::new().prefix("vm-").tempdir_in(scratch)?;
         let disk = dir.path().join("disk.img");
         let st = Command::new("cp")
@@ -59,7 +72,7 @@ impl Guest {
         };
         config.api_socket = Some(api.clone());
         // A guest that resets (watchdog, panic) ends the boot instead of looping.
-        config.no_reboot = true;
+        config.no_reboot = reset == Reset::EndsTheVm;
         let shown = format!(
             "{} {}",
             bascule_rootfs::qemu::QEMU,
@@ -81,11 +94,16 @@ impl Guest {
         ))
     }
 
-    fn serial(&self) -> String {
+    /// The host end of Bascule's API (virtio-serial).
+    pub fn api_socket(&self) -> &Path {
+        &self.api
+    }
+
+    pub fn serial(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
     }
 
-    fn tail(&self) -> String {
+    pub fn tail(&self) -> String {
         let s = self.serial();
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
@@ -209,7 +227,7 @@ impl Guest {
     /// serial line containing `marker`. The socket is drained meanwhile:
     /// QEMU writes the serial output one byte at a time, so a client that
     /// does not read stalls the guest's console after a few hundred bytes.
-    fn console(&mut self, command: &str, marker: &str) -> Result<String> {
+    pub fn console(&mut self, command: &str, marker: &str) -> Result<String> {
         let before = self.serial().len();
         let mut s = UnixStream::connect(&self.console)
             .with_context(|| format!("console socket {}", self.console.display()))?;
