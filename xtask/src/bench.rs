@@ -28,6 +28,7 @@ mod boot_images;
 mod boot_report;
 mod charts;
 mod results;
+mod upgrade;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -368,6 +369,13 @@ pub struct BenchArgs {
     /// Only the boot figures, printed; docs/benchmarks.md left as it is.
     #[arg(long)]
     boot_only: bool,
+    /// Upgrade rounds (one VM each).
+    #[arg(long, value_name = "N", default_value_t = upgrade::DEFAULT_ROUNDS,
+          value_parser = positive)]
+    upgrade_rounds: usize,
+    /// Only the upgrade figures, printed; docs/benchmarks.md left as it is.
+    #[arg(long, conflicts_with = "boot_only")]
+    upgrade_only: bool,
     /// One boot of each image and short host runs, written under
     /// target/bench-smoke/: fails if any figure cannot be produced.
     #[arg(long)]
@@ -380,6 +388,8 @@ impl BenchArgs {
         BenchArgs {
             boots: 1,
             boot_only: false,
+            upgrade_rounds: 1,
+            upgrade_only: false,
             smoke: true,
         }
     }
@@ -398,6 +408,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         (args.boots, 1, FULL)
     };
+    let rounds = if args.smoke { 1 } else { args.upgrade_rounds };
+    if args.upgrade_only {
+        let fig = upgrade::run(rounds, args.smoke)?;
+        println!("{}", upgrade::report(&fig));
+        return Ok(());
+    }
     if args.boot_only {
         let fig = boot::run(boots, warmup)?;
         println!("{}", boot_report::report(&fig));
@@ -418,6 +434,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let (p50, p99, echo99) = api_latency(&init, sizes)?;
     let (mbs, ref_mbs) = log_throughput(&init, sizes)?;
     let fig = boot::run(boots, warmup)?;
+    let up = upgrade::run(rounds, args.smoke)?;
     let host = [restart, restart_ref, p50, p99, echo99, mbs, ref_mbs];
     let boot_figures = [
         fig.slot_to_ready_ms(boot::Which::Bascule),
@@ -428,6 +445,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(bad) = host
         .iter()
         .chain(&boot_figures)
+        .chain(&up.all())
         .find(|v| !v.is_finite() || **v <= 0.0)
     {
         bail!("a figure could not be produced (got {bad})");
@@ -453,12 +471,12 @@ figure is bytes over wall time until the supervisor reports it exited, so a slow
 would show up as a slow producer; the bench checks that the file ends with the producer's\n\
 last line.\n\
 {boot}\n\
+{upgrade}\n\
 ## Not measured yet\n\n\
 These figures are asked for and not produced by this bench yet; nothing here claims them: \
 systemd as a reference (full and trimmed), clean shutdown, restarts as PID 1 inside the \
 VM, the scaling series (1, 20, 100, 500 services), API p99 under a log flood, and the \
-upgrade figures (install throughput against `dd`, kexec and firmware-reboot downtime, an \
-applied prepared upgrade, install memory).\n",
+install memory of a 1 GiB image (the slots hold 128 MiB).\n",
         args = std::env::args().skip(2).map(|a| format!(" {a}")).collect::<String>(),
         commit = provenance["commit"].as_str().unwrap_or("?"),
         dirty = if provenance["tree_clean"].as_bool() == Some(true) { "" } else { " (with uncommitted changes)" },
@@ -475,6 +493,7 @@ applied prepared upgrade, install memory).\n",
         v3 = verdict(mbs >= 200.0),
         mb = sizes.log_bytes >> 20,
         boot = boot_report::report(&fig),
+        upgrade = upgrade::report(&up),
     );
     let json = serde_json::json!({
         "provenance": provenance,
@@ -489,6 +508,7 @@ applied prepared upgrade, install memory).\n",
             "log_bytes": sizes.log_bytes,
         },
         "boot": results::boots(&fig),
+        "upgrade": upgrade::json(&up),
     });
     let out = if args.smoke {
         workspace_root().join("target/bench-smoke")

@@ -44,12 +44,18 @@ pub struct Guest {
 
 impl Guest {
     pub fn start(img: &BuiltImage, scratch: &Path) -> Result<(Guest, String)> {
-        Self::start_with(img, scratch, Reset::EndsTheVm)
+        Self::start_with(img, scratch, Reset::EndsTheVm, &[])
     }
 
     /// As [`Guest::start`]; `reset` says whether a guest reset reboots
     /// (the upgrade figures reboot through the firmware) or ends QEMU.
-    pub fn start_with(img: &BuiltImage, scratch: &Path, reset: Reset) -> Result<(Guest, String)> {
+    /// `extra_args` go to QEMU as they are (e.g. a second disk).
+    pub fn start_with(
+        img: &BuiltImage,
+        scratch: &Path,
+        reset: Reset,
+        extra_args: &[String],
+    ) -> Result<(Guest, String)> {
         let dir = tempfile::Builder::new().prefix("vm-").tempdir_in(scratch)?;
         let disk = dir.path().join("disk.img");
         let st = Command::new("cp")
@@ -73,6 +79,7 @@ impl Guest {
         config.api_socket = Some(api.clone());
         // A guest that resets (watchdog, panic) ends the boot instead of looping.
         config.no_reboot = reset == Reset::EndsTheVm;
+        config.extra_args.extend_from_slice(extra_args);
         let shown = format!(
             "{} {}",
             bascule_rootfs::qemu::QEMU,

@@ -1,0 +1,536 @@
+//! The upgrade figures of `cargo xtask bench`, in one VM per round (the
+//! stock image, GRUB on SeaBIOS, with Debian's `kexec` in its slot):
+//!
+//! 1. **kexec downtime**: `bascule upgrade --reboot-mode kexec --wait` of a
+//!    bundle streamed from the host; downtime is host-observed, from the
+//!    console line `upgrade: drain: done` (the last workload stopped) to the
+//!    new slot's `all services ready`.
+//! 2. **firmware downtime**: the same with `--reboot-mode firmware` (SeaBIOS
+//!    and GRUB run again).
+//! 3. **install**: `upgrade --prepare` of a bundle already on the machine
+//!    (`file:///tmp/...`, copied from a second, read-only virtual disk so
+//!    the transfer over the API is not measured), whose rootfs is the real
+//!    slot padded to [`FULL_ROOTFS_MIB`] with random bytes (squashfs ignores
+//!    what follows its image). Throughput is the install phase's bytes over
+//!    its duration from the upgrade journal; PID 1's peak memory is VmHWM
+//!    of /proc/1/status after it.
+//! 4. **dd reference**: the same rootfs bytes, read back into tmpfs, written
+//!    by `dd bs=4M oflag=direct` to the same partition (identical bytes, so
+//!    the prepared slot stays as it was).
+//! 5. **prepared downtime**: `upgrade --apply --reboot-mode kexec --wait`.
+//! 6. **bare kexec**: `kexec -s -l` of the running slot's kernel and
+//!    initramfs with the same command line, then `kexec -e` typed into the
+//!    console shell: from the line printed right before `kexec -e` to all
+//!    services ready (nothing stopped, nothing unmounted).
+//!
+//! Every upgrade runs with `--preserve` (no /var to recreate).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use bascule_rootfs::bundle::{self, BundleSpec, OverlaySlot, SlotPayloads};
+use bascule_rootfs::cargo::StaticBinaries;
+use bascule_rootfs::{
+    build_image, Bootloader, BuiltImage, Firmware, ImageSpec, InitramfsInit, SlotBuild,
+};
+
+use super::boot_guest::{Guest, Reset};
+
+/// Rounds (one VM each) of the full bench; the smoke run does one.
+pub const DEFAULT_ROUNDS: usize = 3;
+/// The padded rootfs of the install figure in a full run (the slots are
+/// 128 MiB); a smoke run installs the slot as it is.
+pub const FULL_ROOTFS_MIB: u64 = 100;
+/// Bound on one upgrade, from the request to the new slot confirmed.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bound on one boot to all-ready.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Where the running system keeps its ESP (kernel and initramfs per slot).
+const ESP: &str = bascule_rootfs::layout::MOUNT_ESP;
+/// The line the new slot's PID 1 prints once every service is ready.
+const READY: &str = "bascule-init: all services ready";
+/// The sequencer's line once every workload service is stopped.
+const DRAINED: &str = "upgrade: drain: done";
+
+/// One round's figures.
+#[derive(Clone, Debug, Default)]
+pub struct Round {
+    /// Host-observed downtime, seconds.
+    pub kexec_s: f64,
+    pub firmware_s: f64,
+    pub prepared_s: f64,
+    pub bare_kexec_s: f64,
+    /// The install phase of the prepare: bytes and ms.
+    pub install_bytes: u64,
+    pub install_ms: u64,
+    /// dd of the rootfs payload: bytes and ms (/proc/uptime, 10 ms steps).
+    pub dd_bytes: u64,
+    pub dd_ms: f64,
+    /// PID 1's VmHWM before and after the prepare, kB.
+    pub hwm_before_kb: u64,
+    pub hwm_after_kb: u64,
+    /// PID 1's Rss after the prepare, kB.
+    pub rss_after_kb: u64,
+}
+
+pub struct Figures {
+    pub rounds: Vec<Round>,
+    /// The rootfs payload of the install figure, bytes.
+    pub rootfs_bytes: u64,
+    pub kernel_version: String,
+}
+
+fn median(v: impl Iterator<Item = f64>) -> f64 {
+    super::boot::median(v.collect())
+}
+
+impl Figures {
+    pub fn median_of(&self, f: impl Fn(&Round) -> f64) -> f64 {
+        median(self.rounds.iter().map(f))
+    }
+    pub fn install_mb_s(&self) -> f64 {
+        self.median_of(|r| r.install_bytes as f64 / 1e6 / (r.install_ms as f64 / 1e3))
+    }
+    pub fn dd_mb_s(&self) -> f64 {
+        self.median_of(|r| r.dd_bytes as f64 / 1e6 / (r.dd_ms / 1e3))
+    }
+    /// Every figure the report shows, to check none is missing.
+    pub fn all(&self) -> [f64; 7] {
+        [
+            self.median_of(|r| r.kexec_s),
+            self.median_of(|r| r.firmware_s),
+            self.median_of(|r| r.prepared_s),
+            self.median_of(|r| r.bare_kexec_s),
+            self.install_mb_s(),
+            self.dd_mb_s(),
+            self.median_of(|r| r.hwm_after_kb as f64),
+        ]
+    }
+}
+
+/// What one round needs: the image, the bundles and the CLI.
+struct Inputs {
+    image: BuiltImage,
+    /// Versions 2.0.0 (kexec) and 3.0.0 (firmware), streamed from the host.
+    streamed: [PathBuf; 2],
+    /// Version 4.0.0 with the padded rootfs, attached as a second disk.
+    padded: PathBuf,
+    padded_len: u64,
+    rootfs_len: u64,
+    cli: PathBuf,
+}
+
+pub fn run(rounds: usize, smoke: bool) -> Result<Figures> {
+    crate::deps::ensure(crate::deps::ALL)?;
+    crate::deps::ensure(&[crate::deps::Package {
+        name: "kexec-tools",
+        probe: "/sbin/kexec",
+    }])?;
+    let root = crate::workspace_root();
+    let scratch = tempfile::Builder::new()
+        .prefix("bascule-bench-upgrade-")
+        .tempdir()
+        .context("creating a scratch directory")?;
+    let bins = bascule_rootfs::cargo::build_static_binaries(&root)?;
+    let inputs = build_inputs(&root, &bins, scratch.path(), smoke)?;
+    let mut fig = Figures {
+        rounds: Vec::new(),
+        rootfs_bytes: inputs.rootfs_len,
+        kernel_version: inputs.image.kernel_version.clone(),
+    };
+    for i in 0..rounds {
+        let r = round(&inputs, scratch.path()).with_context(|| format!("upgrade round {}", i + 1))?;
+        println!(
+            "upgrade round {}/{rounds}: downtime kexec {:.2} s, firmware {:.2} s, prepared {:.2} s, bare kexec -e {:.2} s; install {} B in {} ms, dd {} B in {:.0} ms; PID 1 VmHWM {} → {} kB",
+            i + 1,
+            r.kexec_s,
+            r.firmware_s,
+            r.prepared_s,
+            r.bare_kexec_s,
+            r.install_bytes,
+            r.install_ms,
+            r.dd_bytes,
+            r.dd_ms,
+            r.hwm_before_kb,
+            r.hwm_after_kb
+        );
+        fig.rounds.push(r);
+    }
+    Ok(fig)
+}
+
+fn build_inputs(root: &Path, bins: &StaticBinaries, scratch: &Path, smoke: bool) -> Result<Inputs> {
+    // Debian's kexec and its libraries, in the image and in every bundle.
+    let overlay = scratch.join("kexec-overlay");
+    bascule_rootfs::dynlib::install_with_libraries(Path::new("/sbin/kexec"), &overlay, "/sbin/kexec")
+        .context("copying Debian's kexec into the slot")?;
+    let keys = bundle::dev_keys(root)?;
+    let public = keys.load_public()?;
+    let private = keys.load_private()?;
+    let mut spec = ImageSpec::new(
+        Bootloader::Grub,
+        Firmware::Bios,
+        SlotBuild {
+            version: "1.0.0".into(),
+            init: bins.init.clone(),
+            cli: bins.cli.clone(),
+            initramfs_init: InitramfsInit::SameAsRoot,
+        },
+        &scratch.join("image"),
+        &bascule_rootfs::image::default_cache_dir(root),
+    );
+    spec.extra_root_files = bundle::overlay_files(&overlay)?;
+    spec.trusted_keys = vec![public];
+    let image = build_image(&spec).context("building the upgrade benchmark image")?;
+
+    let payloads = |version: &str| -> Result<SlotPayloads> {
+        Ok(bundle::build_slot_payloads(&OverlaySlot {
+            workspace: root.to_path_buf(),
+            version: version.into(),
+            overlay: Some(overlay.clone()),
+            trusted_keys: vec![public],
+            work: scratch.join(format!("{version}.work")),
+        })?)
+    };
+    let write = |version: &str, p: &SlotPayloads| -> Result<PathBuf> {
+        let out = scratch.join(format!("{version}.bundle"));
+        bundle::write_bundle(
+            &BundleSpec {
+                version: version.into(),
+                upgrade_from: Vec::new(),
+                payloads: p.clone(),
+            },
+            &private,
+            &out,
+        )?;
+        Ok(out)
+    };
+    let streamed = [
+        write("2.0.0", &payloads("2.0.0")?)?,
+        write("3.0.0", &payloads("3.0.0")?)?,
+    ];
+    let mut p4 = payloads("4.0.0")?;
+    let rootfs_len = if smoke {
+        std::fs::metadata(&p4.rootfs)?.len()
+    } else {
+        let padded = scratch.join("4.0.0-padded.squashfs");
+        pad_random(&p4.rootfs, &padded, FULL_ROOTFS_MIB << 20)?;
+        p4.rootfs = padded;
+        FULL_ROOTFS_MIB << 20
+    };
+    let padded = write("4.0.0", &p4)?;
+    // QEMU sizes a raw disk in whole sectors: pad the copy it reads, and
+    // let the guest read exactly the bundle's length.
+    let padded_len = std::fs::metadata(&padded)?.len();
+    let disk = scratch.join("4.0.0-bundle.disk");
+    std::fs::copy(&padded, &disk)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)?
+        .set_len(padded_len.div_ceil(512) * 512)?;
+    Ok(Inputs {
+        image,
+        streamed,
+        padded: disk,
+        padded_len,
+        rootfs_len,
+        cli: bins.cli.clone(),
+    })
+}
+
+/// Copies `src` to `dest` and fills it up to `len` bytes with random ones
+/// (incompressible: nothing in the path may shortcut zeros).
+fn pad_random(src: &Path, dest: &Path, len: u64) -> Result<()> {
+    std::fs::copy(src, dest).with_context(|| format!("copying {}", src.display()))?;
+    let have = std::fs::metadata(dest)?.len();
+    if have > len {
+        bail!("{} is {have} bytes, more than the {len} it is padded to", src.display());
+    }
+    let mut out = std::fs::OpenOptions::new().append(true).open(dest)?;
+    let mut random = std::fs::File::open("/dev/urandom")?;
+    std::io::copy(&mut std::io::Read::take(&mut random, len - have), &mut out)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
+    let extra = [
+        "-drive".to_owned(),
+        format!(
+            "file={},format=raw,if=none,id=bundle,readonly=on",
+            inputs.padded.display()
+        ),
+        "-device".to_owned(),
+        "virtio-blk-pci,drive=bundle".to_owned(),
+    ];
+    let (mut g, _) = Guest::start_with(&inputs.image, scratch, Reset::Reboots, &extra)?;
+    g.wait(BOOT_TIMEOUT, "the first boot's all-ready", |g| g.line_with(READY, 0))?;
+    let mut r = Round::default();
+
+    let [v2, v3] = &inputs.streamed;
+    r.kexec_s = upgrade_downtime(&mut g, inputs, &[&v2.display().to_string(), "--reboot-mode", "kexec"])?;
+    r.firmware_s = upgrade_downtime(&mut g, inputs, &[&v3.display().to_string(), "--reboot-mode", "firmware"])?;
+
+    // Install: the bundle is copied into tmpfs first, so the figure is the
+    // install's own (no transfer from the host).
+    g.console(
+        &format!(
+            "head -c {} /dev/vdb > /tmp/b.bundle && echo BENCH\"\"-COPIED",
+            inputs.padded_len
+        ),
+        "BENCH-COPIED",
+    )?;
+    r.hwm_before_kb = pid1_status(&mut g, "VmHWM")?;
+    let out = cli(inputs, &g, &["upgrade", "--image", "file:///tmp/b.bundle", "--prepare", "--preserve"])
+        .output()?;
+    if !out.status.success() {
+        bail!("upgrade --prepare failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    r.hwm_after_kb = pid1_status(&mut g, "VmHWM")?;
+    r.rss_after_kb = pid1_status(&mut g, "VmRSS")?;
+    (r.install_bytes, r.install_ms) = install_phase(inputs, &g)?;
+
+    // The dd reference: the same bytes to the same partition (slot B,
+    // /dev/vda5), from tmpfs.
+    let line = g.console(
+        &format!(
+            "rm /tmp/b.bundle; head -c {n} /dev/vda5 > /tmp/rootfs && read a _ </proc/uptime && dd if=/tmp/rootfs of=/dev/vda5 bs=4M oflag=direct 2>/dev/null && read b _ </proc/uptime && rm /tmp/rootfs && echo BENCH\"\"-DD $a $b",
+            n = inputs.rootfs_len
+        ),
+        "BENCH-DD ",
+    )?;
+    let t: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!("cannot parse {line:?}: {e}"))?;
+    let [a, b] = t[..] else {
+        bail!("unexpected dd line {line:?}")
+    };
+    r.dd_bytes = inputs.rootfs_len;
+    r.dd_ms = ((b - a) * 1e3).max(10.0);
+
+    r.prepared_s = upgrade_downtime(&mut g, inputs, &["--apply", "--reboot-mode", "kexec"])?;
+    r.bare_kexec_s = bare_kexec(&mut g)?;
+    Ok(r)
+}
+
+fn cli(inputs: &Inputs, g: &Guest, args: &[&str]) -> Command {
+    let mut c = Command::new(&inputs.cli);
+    c.arg("--socket")
+        .arg(g.api_socket())
+        .args(args)
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs one upgrade with `--wait` and returns its host-observed downtime:
+/// the sequencer's "drain: done" line to the new slot's all-ready line.
+/// `what` is `--image REF` (given as the bare reference) or `--apply`.
+fn upgrade_downtime(g: &mut Guest, inputs: &Inputs, what: &[&str]) -> Result<f64> {
+    let mut args = vec!["upgrade"];
+    if what[0] != "--apply" {
+        args.push("--image");
+    }
+    args.extend(what);
+    args.extend(["--preserve", "--wait", "--wait-timeout", "600"]);
+    let from = g.serial().len();
+    let mut child: Child = cli(inputs, g, &args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the bascule CLI")?;
+    let result = (|| -> Result<f64> {
+        let drained = g.wait(UPGRADE_TIMEOUT, &format!("{DRAINED:?} for {what:?}"), |g| {
+            let s = g.serial();
+            s.get(from..)?.find(DRAINED).map(|at| (from + at, Instant::now()))
+        })?;
+        let (at, t0) = drained;
+        let t1 = g.wait(BOOT_TIMEOUT, "the new slot's all-ready", |g| {
+            g.line_with(READY, at).map(|_| Instant::now())
+        })?;
+        Ok((t1 - t0).as_secs_f64())
+    })();
+    let status = wait_child(&mut child, UPGRADE_TIMEOUT);
+    let downtime = result?;
+    let out = status?;
+    if !out.status.success() {
+        bail!(
+            "bascule {} failed ({}): {}{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(downtime)
+}
+
+/// Waits for `child` at most `limit`, killing it past that.
+fn wait_child(child: &mut Child, limit: Duration) -> Result<std::process::Output> {
+    let deadline = Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the bascule CLI did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = std::process::Output {
+        status: child.wait()?,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    if let Some(mut s) = child.stdout.take() {
+        std::io::Read::read_to_end(&mut s, &mut out.stdout)?;
+    }
+    if let Some(mut s) = child.stderr.take() {
+        std::io::Read::read_to_end(&mut s, &mut out.stderr)?;
+    }
+    Ok(out)
+}
+
+/// A field of /proc/1/status, kB.
+fn pid1_status(g: &mut Guest, field: &str) -> Result<u64> {
+    let line = g.console(
+        &format!("awk '/^{field}:/{{print \"BENCH\" \"-ST \" $2}}' /proc/1/status"),
+        "BENCH-ST ",
+    )?;
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("cannot parse {line:?}"))
+}
+
+/// The install phase of the newest upgrade run: bytes and ms.
+fn install_phase(inputs: &Inputs, g: &Guest) -> Result<(u64, u64)> {
+    let out = cli(inputs, g, &["--json", "upgrade", "status"]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("upgrade status printed no JSON: {text}"))?;
+    let run = v["runs"]
+        .as_array()
+        .and_then(|r| r.last())
+        .ok_or_else(|| anyhow!("no upgrade run in {v}"))?;
+    let install = run["phases"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["phase"] == "install"))
+        .ok_or_else(|| anyhow!("no install phase in {run}"))?;
+    match (install["bytes"].as_u64(), install["duration_ms"].as_u64()) {
+        (Some(b), Some(ms)) if b > 0 && ms > 0 => Ok((b, ms)),
+        _ => bail!("the install phase has no bytes or duration: {install}"),
+    }
+}
+
+/// `kexec -e` into the running slot's kernel, typed into the console;
+/// seconds from the line printed just before it to all-ready.
+fn bare_kexec(g: &mut Guest) -> Result<f64> {
+    let slot = g
+        .console("echo BENCH\"\"-SLOT $(cat /proc/cmdline)", "BENCH-SLOT ")?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("bascule.slot=").map(str::to_owned))
+        .ok_or_else(|| anyhow!("no bascule.slot= on the kernel command line"))?;
+    let dir = format!("{ESP}/bascule/{slot}");
+    // The marker line comes after the load (1-2 s under TCG), right before
+    // the jump; kexec -e does not return.
+    let typed = format!(
+        "kexec -s -l {dir}/vmlinuz --initrd={dir}/initrd.img --reuse-cmdline && echo BENCH\"\"-KEXEC && kexec -e"
+    );
+    g.console(&typed, "BENCH-KEXEC")?;
+    let t0 = Instant::now();
+    let at = g.serial().len();
+    let t1 = g.wait(BOOT_TIMEOUT, "all-ready after the bare kexec", |g| {
+        g.line_with(READY, at).map(|_| Instant::now())
+    })?;
+    Ok((t1 - t0).as_secs_f64())
+}
+
+/// The upgrade section of docs/benchmarks.md.
+pub fn report(fig: &Figures) -> String {
+    let m = |f: &dyn Fn(&Round) -> f64| fig.median_of(f);
+    let (kexec, firmware, prepared, bare) = (
+        m(&|r| r.kexec_s),
+        m(&|r| r.firmware_s),
+        m(&|r| r.prepared_s),
+        m(&|r| r.bare_kexec_s),
+    );
+    let (install, dd) = (fig.install_mb_s(), fig.dd_mb_s());
+    let hwm = m(&|r| r.hwm_after_kb as f64) / 1024.0;
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let all = |f: &dyn Fn(&Round) -> String| {
+        fig.rounds.iter().map(f).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "## Upgrade\n\n\
+Produced by the same run: one VM per round ({n} rounds), the stock image (GRUB on SeaBIOS, kernel {kernel}) \
+with Debian's `kexec` added to its slot; every upgrade with `--preserve`. Medians over the rounds.\n\n\
+| measure | Bascule | reference (same VM) | ratio | target | |\n\
+|---|---|---|---|---|---|\n\
+| downtime, kexec upgrade (last workload stopped → new slot all ready) | {kexec:.2} s | {bare:.2} s (bare `kexec -e`) | {r1:.2}× | ≤ 1.2× bare kexec | {v1} |\n\
+| downtime, kexec against firmware reboot | {kexec:.2} s | {firmware:.2} s (firmware reboot upgrade) | {r2:.2}× | ≤ 0.65× firmware | {v2} |\n\
+| downtime, applied prepared upgrade (kexec) | {prepared:.2} s | {bare:.2} s (bare `kexec -e`) | {r3:.2}× | | |\n\
+| install throughput (`--prepare`, {mib:.0} MiB rootfs, journal's install phase) | {install:.0} MB/s | {dd:.0} MB/s (`dd bs=4M oflag=direct`) | {r4:.2}× | ≥ 0.9× dd | {v4} |\n\
+| PID 1 peak memory (VmHWM) after installing {mib:.0} MiB | {hwm:.1} MiB | | | < 32 MiB | {v5} |\n\n\
+Downtime is seen from the host on the serial console: from the sequencer's line `upgrade: drain: done` \
+(every workload service stopped) to the new slot's `all services ready`, polled every 20 ms. It covers \
+stopping the remaining services, unmounting, the install (for the streamed upgrades: the bundle is \
+verified before the drain, written after it), recording the try, the reboot and the new slot's whole \
+boot. The prepared upgrade wrote its slot while everything ran, so its downtime has no install in it. \
+The bare `kexec -e` is typed into the console shell after `kexec -s -l` of the running slot's kernel \
+and initramfs with the same command line; it is timed from the line printed right before the jump, and \
+stops and unmounts nothing. The install figure is the journal's install phase (write, then read back \
+and digest check) of a bundle already in the guest's tmpfs, whose rootfs is the real slot padded with \
+random bytes; `dd` writes the same bytes from tmpfs to the same partition, timed with /proc/uptime \
+(10 ms steps). The slots are 128 MiB, so the memory figure is for {mib:.0} MiB, not 1 GiB: the install \
+streams in fixed-size buffers, so its peak does not grow with the image.\n\n\
+Every round: kexec {k_all} s; firmware {f_all} s; prepared {p_all} s; bare kexec {b_all} s; \
+install {i_all} MB/s; dd {d_all} MB/s; VmHWM before → after the prepare {h_all} kB.\n",
+        n = fig.rounds.len(),
+        kernel = fig.kernel_version,
+        mib = fig.rootfs_bytes as f64 / (1u64 << 20) as f64,
+        r1 = kexec / bare,
+        v1 = verdict(kexec <= 1.2 * bare),
+        r2 = kexec / firmware,
+        v2 = verdict(kexec <= 0.65 * firmware),
+        r3 = prepared / bare,
+        r4 = install / dd,
+        v4 = verdict(install >= 0.9 * dd),
+        v5 = verdict(hwm < 32.0),
+        k_all = all(&|r| format!("{:.2}", r.kexec_s)),
+        f_all = all(&|r| format!("{:.2}", r.firmware_s)),
+        p_all = all(&|r| format!("{:.2}", r.prepared_s)),
+        b_all = all(&|r| format!("{:.2}", r.bare_kexec_s)),
+        i_all = all(&|r| format!(
+            "{:.0}",
+            r.install_bytes as f64 / 1e6 / (r.install_ms as f64 / 1e3)
+        )),
+        d_all = all(&|r| format!("{:.0}", r.dd_bytes as f64 / 1e6 / (r.dd_ms / 1e3))),
+        h_all = all(&|r| format!("{} → {}", r.hwm_before_kb, r.hwm_after_kb)),
+    )
+}
+
+/// Every round's raw figures for results.json.
+pub fn json(fig: &Figures) -> serde_json::Value {
+    serde_json::json!({
+        "rootfs_bytes": fig.rootfs_bytes,
+        "kernel": fig.kernel_version,
+        "rounds": fig.rounds.iter().map(|r| serde_json::json!({
+            "downtime_kexec_s": r.kexec_s,
+            "downtime_firmware_s": r.firmware_s,
+            "downtime_prepared_kexec_s": r.prepared_s,
+            "downtime_bare_kexec_s": r.bare_kexec_s,
+            "install_bytes": r.install_bytes,
+            "install_ms": r.install_ms,
+            "dd_bytes": r.dd_bytes,
+            "dd_ms": r.dd_ms,
+            "pid1_vmhwm_before_kb": r.hwm_before_kb,
+            "pid1_vmhwm_after_kb": r.hwm_after_kb,
+            "pid1_rss_after_kb": r.rss_after_kb,
+        })).collect::<Vec<_>>(),
+    })
+}
