@@ -194,6 +194,12 @@ pub enum Note {
     },
     /// The target slot was prepared from this very bundle: nothing is
     /// written again.
+    /// The prepared slot's kernel was loaded for kexec before the drain,
+    /// so the load is not part of the downtime.
+    KexecPreloaded {
+        #[serde(with = "slot_name")]
+        slot: Slot,
+    },
     AlreadyPrepared {
         #[serde(with = "slot_name")]
         slot: Slot,

@@ -86,6 +86,10 @@ impl fmt::Display for Note {
                 f,
                 "staged: the next boot tries slot {slot} before its services start"
             ),
+            Note::KexecPreloaded { slot } => write!(
+                f,
+                "slot {slot}'s kernel loaded for kexec before any service stops"
+            ),
             Note::AlreadyPrepared { slot, version } => write!(
                 f,
                 "slot {slot} already holds {version}, prepared from this bundle: nothing written"

@@ -43,6 +43,9 @@ pub(crate) struct Run<'a, H: Host + ?Sized, C: Clock + ?Sized> {
     pub(crate) journal: Journal,
     mode: RunMode,
     current: Option<Current>,
+    /// The target's kernel is already loaded for kexec (a prepared slot,
+    /// loaded before the drain).
+    pub(crate) kexec_preloaded: bool,
 }
 
 impl<'a, H: Host + ?Sized, C: Clock + ?Sized> Run<'a, H, C> {
@@ -60,6 +63,7 @@ impl<'a, H: Host + ?Sized, C: Clock + ?Sized> Run<'a, H, C> {
             journal,
             mode,
             current: None,
+            kexec_preloaded: false,
         }
     }
 

@@ -4,11 +4,12 @@
 use crate::clock::Clock;
 use crate::host::Host;
 use crate::journal::{Journal, Phase, RecordedOptions, RunKind, SkipReason};
+use crate::machine::RebootMode;
 use crate::options::{AfterInstall, DataPolicy, RunMode, UpgradeOptions};
 use crate::outcome::{DryRunReport, Finished, Outcome, PhaseError, PlannedStep, Recovery};
 use crate::progress::Progress;
 use crate::run::{Run, Stop};
-use crate::verify::Verified;
+use crate::verify::{SlotContent, Verified};
 
 /// What the host must do if `phase` fails.
 fn recovery_after(phase: Phase, stop: &Stop, options: &UpgradeOptions) -> Recovery {
@@ -74,6 +75,13 @@ pub fn upgrade<H: Host + ?Sized, C: Clock + ?Sized>(
             RunMode::DryRun => r.survey_mounts()?,
             _ => Vec::new(),
         };
+        if matches!(v.content, SlotContent::Prepared(_))
+            && options.reboot == RebootMode::Kexec
+            && options.after == AfterInstall::Reboot
+            && options.run != RunMode::DryRun
+        {
+            r.preload_kexec(&v);
+        }
         Ok((v, mounts))
     });
     match options.run {

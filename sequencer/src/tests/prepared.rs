@@ -1,7 +1,7 @@
 //! Prepared upgrades: the slot written while everything runs, then only
 //! the disruptive phases, from META alone or from the same bundle.
 
-use super::fake::{bundle, contents, host_with, Call};
+use super::fake::{bundle, contents, host_with, Call, Fail};
 use super::run;
 use crate::host::{Pass, RebootMode};
 use crate::journal::{Note, Phase};
@@ -70,16 +70,18 @@ fn applying_a_prepared_slot_reads_no_bundle_and_writes_no_payload() {
     assert_eq!(
         host.changes(),
         [
+            // The prepared kernel is loaded while every service still runs.
+            "kexec_load",
             "cordon",
             "drain",
             "stop_services",
             "unmount",
             "wipe_ephemeral",
             "write_meta",
-            "kexec_load",
             "reboot(kexec)",
         ]
     );
+    assert!(notes(&done, Phase::Verify).contains(&Note::KexecPreloaded { slot: Slot::B }));
     assert_eq!(done.journal.to_version.as_deref(), Some("2.0.0"));
     assert!(
         notes(&done, Phase::Install).contains(&Note::AlreadyPrepared {
@@ -94,6 +96,28 @@ fn applying_a_prepared_slot_reads_no_bundle_and_writes_no_payload() {
     );
     assert_eq!(host.meta.slot_info(Slot::B).state(), SlotState::Trying);
     assert!(host.meta.slot_info(Slot::B).prepared.is_empty());
+}
+
+#[test]
+fn a_prepared_kernel_that_kexec_refuses_is_tried_again_then_booted_by_the_firmware() {
+    let b = bundle("2.0.0");
+    let mut host = host_with(&b);
+    run(&mut host, mode(RunMode::Prepare));
+    host.calls.clear();
+    host.fail.insert(Fail::KexecRefused);
+    let (done, _) = run(&mut host, mode(RunMode::ApplyPrepared));
+    assert!(
+        matches!(done.outcome, Outcome::Rebooting(RebootMode::Firmware)),
+        "{}",
+        done.outcome
+    );
+    assert!(notes(&done, Phase::Verify).is_empty(), "no preload noted");
+    let changes = host.changes();
+    assert_eq!(changes[0], "kexec_load", "{changes:?}");
+    assert_eq!(
+        &changes[changes.len() - 3..],
+        ["kexec_load", "set_once", "reboot(firmware)"]
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -142,7 +143,8 @@ pub fn run(rounds: usize, smoke: bool) -> Result<Figures> {
         kernel_version: inputs.image.kernel_version.clone(),
     };
     for i in 0..rounds {
-        let r = round(&inputs, scratch.path()).with_context(|| format!("upgrade round {}", i + 1))?;
+        let r =
+            round(&inputs, scratch.path()).with_context(|| format!("upgrade round {}", i + 1))?;
         println!(
             "upgrade round {}/{rounds}: downtime kexec {:.2} s, firmware {:.2} s, prepared {:.2} s, bare kexec -e {:.2} s; install {} B in {} ms, dd {} B in {:.0} ms; PID 1 VmHWM {} → {} kB",
             i + 1,
@@ -165,8 +167,12 @@ pub fn run(rounds: usize, smoke: bool) -> Result<Figures> {
 fn build_inputs(root: &Path, bins: &StaticBinaries, scratch: &Path, smoke: bool) -> Result<Inputs> {
     // Debian's kexec and its libraries, in the image and in every bundle.
     let overlay = scratch.join("kexec-overlay");
-    bascule_rootfs::dynlib::install_with_libraries(Path::new("/sbin/kexec"), &overlay, "/sbin/kexec")
-        .context("copying Debian's kexec into the slot")?;
+    bascule_rootfs::dynlib::install_with_libraries(
+        Path::new("/sbin/kexec"),
+        &overlay,
+        "/sbin/kexec",
+    )
+    .context("copying Debian's kexec into the slot")?;
     let keys = bundle::dev_keys(root)?;
     let public = keys.load_public()?;
     let private = keys.load_private()?;
@@ -247,7 +253,10 @@ fn pad_random(src: &Path, dest: &Path, len: u64) -> Result<()> {
     std::fs::copy(src, dest).with_context(|| format!("copying {}", src.display()))?;
     let have = std::fs::metadata(dest)?.len();
     if have > len {
-        bail!("{} is {have} bytes, more than the {len} it is padded to", src.display());
+        bail!(
+            "{} is {have} bytes, more than the {len} it is padded to",
+            src.display()
+        );
     }
     let mut out = std::fs::OpenOptions::new().append(true).open(dest)?;
     let mut random = std::fs::File::open("/dev/urandom")?;
@@ -267,12 +276,22 @@ fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
         "virtio-blk-pci,drive=bundle".to_owned(),
     ];
     let (mut g, _) = Guest::start_with(&inputs.image, scratch, Reset::Reboots, &extra)?;
-    g.wait(BOOT_TIMEOUT, "the first boot's all-ready", |g| g.line_with(READY, 0))?;
+    g.wait(BOOT_TIMEOUT, "the first boot's all-ready", |g| {
+        g.line_with(READY, 0)
+    })?;
     let mut r = Round::default();
 
     let [v2, v3] = &inputs.streamed;
-    r.kexec_s = upgrade_downtime(&mut g, inputs, &[&v2.display().to_string(), "--reboot-mode", "kexec"])?;
-    r.firmware_s = upgrade_downtime(&mut g, inputs, &[&v3.display().to_string(), "--reboot-mode", "firmware"])?;
+    r.kexec_s = upgrade_downtime(
+        &mut g,
+        inputs,
+        &[&v2.display().to_string(), "--reboot-mode", "kexec"],
+    )?;
+    r.firmware_s = upgrade_downtime(
+        &mut g,
+        inputs,
+        &[&v3.display().to_string(), "--reboot-mode", "firmware"],
+    )?;
 
     // Install: the bundle is copied into tmpfs first, so the figure is the
     // install's own (no transfer from the host).
@@ -284,10 +303,23 @@ fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
         "BENCH-COPIED",
     )?;
     r.hwm_before_kb = pid1_status(&mut g, "VmHWM")?;
-    let out = cli(inputs, &g, &["upgrade", "--image", "file:///tmp/b.bundle", "--prepare", "--preserve"])
-        .output()?;
+    let out = cli(
+        inputs,
+        &g,
+        &[
+            "upgrade",
+            "--image",
+            "file:///tmp/b.bundle",
+            "--prepare",
+            "--preserve",
+        ],
+    )
+    .output()?;
     if !out.status.success() {
-        bail!("upgrade --prepare failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "upgrade --prepare failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     r.hwm_after_kb = pid1_status(&mut g, "VmHWM")?;
     r.rss_after_kb = pid1_status(&mut g, "VmRSS")?;
@@ -316,6 +348,10 @@ fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
 
     r.prepared_s = upgrade_downtime(&mut g, inputs, &["--apply", "--reboot-mode", "kexec"])?;
     r.bare_kexec_s = bare_kexec(&mut g)?;
+    println!("  where each upgrade's time went (journal, ms):");
+    for line in phase_lines(inputs, &g)? {
+        println!("    {line}");
+    }
     Ok(r)
 }
 
@@ -326,6 +362,60 @@ fn cli(inputs: &Inputs, g: &Guest, args: &[&str]) -> Command {
         .args(args)
         .stdin(Stdio::null());
     c
+}
+
+/// Console lines, each with the host time it was first seen.
+type Stamped = Vec<(Instant, String)>;
+
+/// Records every complete console line after byte `from` with the time it
+/// was first seen (polled every 20 ms) until a line holding `until` follows
+/// one holding `start`; returns the lines from that `start` line on.
+fn stamped_lines(
+    g: &mut Guest,
+    from: usize,
+    start: &str,
+    until: &str,
+    limit: Duration,
+) -> Result<Stamped> {
+    let mut seen: Stamped = Vec::new();
+    let mut used = from;
+    g.wait(limit, &format!("{start:?}, then {until:?}"), |g| {
+        let s = g.serial();
+        let new = s.get(used..)?;
+        let now = Instant::now();
+        let complete = new.rfind('\n').map_or(0, |i| i + 1);
+        for line in new[..complete].lines() {
+            seen.push((now, line.trim_end().to_owned()));
+        }
+        used += complete;
+        let begin = seen.iter().position(|(_, l)| l.contains(start))?;
+        seen[begin..]
+            .iter()
+            .any(|(_, l)| l.contains(until))
+            .then_some(())
+    })?;
+    let begin = seen
+        .iter()
+        .position(|(_, l)| l.contains(start))
+        .ok_or_else(|| anyhow!("no {start:?}"))?;
+    let mut lines = seen.split_off(begin);
+    if let Some(end) = lines.iter().position(|(_, l)| l.contains(until)) {
+        lines.truncate(end + 1);
+    }
+    Ok(lines)
+}
+
+/// Seconds from the first to the last of `lines`, and the lines, each
+/// with its offset, to show where the time went.
+fn span(lines: &Stamped) -> (f64, Vec<String>) {
+    let (Some((t0, _)), Some((t1, _))) = (lines.first(), lines.last()) else {
+        return (f64::NAN, Vec::new());
+    };
+    let shown = lines
+        .iter()
+        .map(|(t, l)| format!("+{:6.2} s {l}", (*t - *t0).as_secs_f64()))
+        .collect();
+    ((*t1 - *t0).as_secs_f64(), shown)
 }
 
 /// Runs one upgrade with `--wait` and returns its host-observed downtime:
@@ -339,41 +429,46 @@ fn upgrade_downtime(g: &mut Guest, inputs: &Inputs, what: &[&str]) -> Result<f64
     args.extend(what);
     args.extend(["--preserve", "--wait", "--wait-timeout", "600"]);
     let from = g.serial().len();
+    // Files, not pipes: nobody reads the CLI's output until it exits.
+    let out_file = tempfile::tempfile()?;
+    let err_file = tempfile::tempfile()?;
     let mut child: Child = cli(inputs, g, &args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(out_file.try_clone()?)
+        .stderr(err_file.try_clone()?)
         .spawn()
         .context("starting the bascule CLI")?;
-    let result = (|| -> Result<f64> {
-        let drained = g.wait(UPGRADE_TIMEOUT, &format!("{DRAINED:?} for {what:?}"), |g| {
-            let s = g.serial();
-            s.get(from..)?.find(DRAINED).map(|at| (from + at, Instant::now()))
-        })?;
-        let (at, t0) = drained;
-        let t1 = g.wait(BOOT_TIMEOUT, "the new slot's all-ready", |g| {
-            g.line_with(READY, at).map(|_| Instant::now())
-        })?;
-        Ok((t1 - t0).as_secs_f64())
-    })();
+    let lines = stamped_lines(g, from, DRAINED, READY, UPGRADE_TIMEOUT);
     let status = wait_child(&mut child, UPGRADE_TIMEOUT);
-    let downtime = result?;
-    let out = status?;
-    if !out.status.success() {
+    let (downtime, shown) = span(&lines?);
+    let status = status?;
+    if !status.success() {
+        let read = |mut f: std::fs::File| {
+            use std::io::{Read, Seek};
+            let mut s = String::new();
+            let _ = f.rewind().and_then(|()| f.read_to_string(&mut s));
+            s
+        };
         bail!(
-            "bascule {} failed ({}): {}{}",
+            "bascule {} failed ({status}): {}{}",
             args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            read(out_file),
+            read(err_file)
         );
+    }
+    println!("  {what:?}: downtime {downtime:.2} s, as the console showed it:");
+    for l in shown {
+        println!("    {l}");
     }
     Ok(downtime)
 }
 
 /// Waits for `child` at most `limit`, killing it past that.
-fn wait_child(child: &mut Child, limit: Duration) -> Result<std::process::Output> {
+fn wait_child(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
-    while child.try_wait()?.is_none() {
+    loop {
+        if let Some(st) = child.try_wait()? {
+            return Ok(st);
+        }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
@@ -381,18 +476,6 @@ fn wait_child(child: &mut Child, limit: Duration) -> Result<std::process::Output
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut out = std::process::Output {
-        status: child.wait()?,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-    };
-    if let Some(mut s) = child.stdout.take() {
-        std::io::Read::read_to_end(&mut s, &mut out.stdout)?;
-    }
-    if let Some(mut s) = child.stderr.take() {
-        std::io::Read::read_to_end(&mut s, &mut out.stderr)?;
-    }
-    Ok(out)
 }
 
 /// A field of /proc/1/status, kB.
@@ -407,12 +490,41 @@ fn pid1_status(g: &mut Guest, field: &str) -> Result<u64> {
         .ok_or_else(|| anyhow!("cannot parse {line:?}"))
 }
 
-/// The install phase of the newest upgrade run: bytes and ms.
-fn install_phase(inputs: &Inputs, g: &Guest) -> Result<(u64, u64)> {
+/// The upgrade journal over the API.
+fn journal(inputs: &Inputs, g: &Guest) -> Result<serde_json::Value> {
     let out = cli(inputs, g, &["--json", "upgrade", "status"]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("upgrade status printed no JSON: {text}"))?;
+    serde_json::from_str(&text).with_context(|| format!("upgrade status printed no JSON: {text}"))
+}
+
+/// One line per run of the journal: its target and each phase's ms.
+fn phase_lines(inputs: &Inputs, g: &Guest) -> Result<Vec<String>> {
+    let v = journal(inputs, g)?;
+    Ok(v["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|run| {
+            let phases: Vec<String> = run["phases"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    format!(
+                        "{} {}",
+                        p["phase"].as_str().unwrap_or("?"),
+                        p["duration_ms"]
+                    )
+                })
+                .collect();
+            format!("{}: {}", run["target_version"], phases.join(", "))
+        })
+        .collect())
+}
+
+/// The install phase of the newest upgrade run: bytes and ms.
+fn install_phase(inputs: &Inputs, g: &Guest) -> Result<(u64, u64)> {
+    let v = journal(inputs, g)?;
     let run = v["runs"]
         .as_array()
         .and_then(|r| r.last())
@@ -441,13 +553,15 @@ fn bare_kexec(g: &mut Guest) -> Result<f64> {
     let typed = format!(
         "kexec -s -l {dir}/vmlinuz --initrd={dir}/initrd.img --reuse-cmdline && echo BENCH\"\"-KEXEC && kexec -e"
     );
+    let from = g.serial().len();
     g.console(&typed, "BENCH-KEXEC")?;
-    let t0 = Instant::now();
-    let at = g.serial().len();
-    let t1 = g.wait(BOOT_TIMEOUT, "all-ready after the bare kexec", |g| {
-        g.line_with(READY, at).map(|_| Instant::now())
-    })?;
-    Ok((t1 - t0).as_secs_f64())
+    let lines = stamped_lines(g, from, "BENCH-KEXEC", READY, BOOT_TIMEOUT)?;
+    let (took, shown) = span(&lines);
+    println!("  bare kexec -e: {took:.2} s, as the console showed it:");
+    for l in shown {
+        println!("    {l}");
+    }
+    Ok(took)
 }
 
 /// The upgrade section of docs/benchmarks.md.
@@ -462,9 +576,8 @@ pub fn report(fig: &Figures) -> String {
     let (install, dd) = (fig.install_mb_s(), fig.dd_mb_s());
     let hwm = m(&|r| r.hwm_after_kb as f64) / 1024.0;
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let all = |f: &dyn Fn(&Round) -> String| {
-        fig.rounds.iter().map(f).collect::<Vec<_>>().join(", ")
-    };
+    let all =
+        |f: &dyn Fn(&Round) -> String| fig.rounds.iter().map(f).collect::<Vec<_>>().join(", ");
     format!(
         "## Upgrade\n\n\
 Produced by the same run: one VM per round ({n} rounds), the stock image (GRUB on SeaBIOS, kernel {kernel}) \
