@@ -69,6 +69,9 @@ pub struct ImageSpec {
     pub services: Vec<(String, String)>,
     /// More files for every slot's root (e.g. a benchmark's inittab).
     pub extra_root_files: Vec<squashfs::RootFile>,
+    /// A directory copied over every slot's root before
+    /// `extra_root_files` (e.g. a benchmark's Debian root with systemd).
+    pub root_overlay: Option<PathBuf>,
     /// Public keys every slot trusts for upgrade bundles (default none:
     /// such an image refuses every bundle).
     pub trusted_keys: Vec<bascule_bundle::VerifyingKey>,
@@ -100,6 +103,7 @@ impl ImageSpec {
                 .map(|(n, t)| (n.to_string(), t.to_string()))
                 .collect(),
             extra_root_files: Vec::new(),
+            root_overlay: None,
             trusted_keys: Vec::new(),
             extra_kernel_params: None,
         }
@@ -317,6 +321,7 @@ pub(crate) fn build_slot(
         host_files: squashfs::HOST_CONFIG_FILES,
         version: &build.version,
         services: &services,
+        overlay_dir: spec.root_overlay.as_deref(),
         extra_files: &spec.extra_root_files,
         trusted_keys: &spec.trusted_keys,
     };

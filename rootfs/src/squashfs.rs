@@ -110,6 +110,9 @@ pub struct RootfsSpec<'a> {
     pub version: &'a str,
     /// `(file name, contents)` for /etc/bascule/services/.
     pub services: &'a [(&'a str, &'a str)],
+    /// A directory copied over the staged tree before `extra_files`
+    /// (its files replace ours): e.g. a Debian root for a benchmark.
+    pub overlay_dir: Option<&'a Path>,
     /// More files, written last (they may replace ours).
     pub extra_files: &'a [RootFile],
     /// Public keys the slot trusts for upgrade bundles, written to
@@ -236,6 +239,15 @@ fn stage(spec: &RootfsSpec, root: &Path) -> Result<()> {
         spec.version
     );
     write(&at("/srv/www/index.html"), index.as_bytes(), 0o644)?;
+    if let Some(dir) = spec.overlay_dir {
+        // --remove-destination: a file replacing one of our symlinks (an
+        // applet) must not be written through it into busybox.
+        Cmd::new("cp")
+            .args(["-a", "--remove-destination"])
+            .arg(dir.join("."))
+            .arg(root)
+            .run()?;
+    }
     for f in spec.extra_files {
         if f.path.split('/').any(|c| c == "..") || !f.path.starts_with('/') {
             return Err(Error::Invalid(format!(
@@ -299,6 +311,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn overlay_replaces_applets_without_writing_through_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("fake-bin");
+        fs::write(&fake, b"\x7fELF").expect("fake");
+        // A Debian-like tree: merged /usr, a real awk, an /sbin/init link.
+        let overlay = dir.path().join("overlay");
+        fs::create_dir_all(overlay.join("usr/bin")).expect("mkdir");
+        fs::create_dir_all(overlay.join("usr/sbin")).expect("mkdir");
+        symlink("usr/bin", overlay.join("bin")).expect("bin link");
+        fs::write(overlay.join("usr/bin/awk"), b"real awk").expect("awk");
+        symlink("/lib/systemd/systemd", overlay.join("usr/sbin/init")).expect("init");
+        let spec = RootfsSpec {
+            init: &fake,
+            cli: &fake,
+            busybox: Path::new(HOST_BUSYBOX),
+            host_tools: &[],
+            host_files: &[],
+            version: "1",
+            services: &[],
+            overlay_dir: Some(&overlay),
+            extra_files: &[],
+            trusted_keys: &[],
+        };
+        let root = dir.path().join("root");
+        stage(&spec, &root).expect("stage");
+        assert_eq!(fs::read(root.join("bin/awk")).expect("awk"), b"real awk");
+        assert_eq!(
+            fs::read(root.join("bin/busybox")).expect("busybox"),
+            fs::read(HOST_BUSYBOX).expect("host busybox")
+        );
+        assert_eq!(
+            fs::read_link(root.join("sbin/init"))
+                .expect("init")
+                .to_str(),
+            Some("/lib/systemd/systemd")
+        );
+        assert_eq!(
+            fs::read_link(root.join("bin")).expect("bin").to_str(),
+            Some("usr/bin")
+        );
+    }
+
+    #[test]
     fn staged_tree_has_everything() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fake = dir.path().join("fake-bin");
@@ -313,6 +368,7 @@ mod tests {
             host_files: HOST_CONFIG_FILES,
             version: "7.7",
             services: EXAMPLE_SERVICES,
+            overlay_dir: None,
             extra_files: &[RootFile {
                 path: "/etc/inittab".into(),
                 contents: b"x".to_vec(),

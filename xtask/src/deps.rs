@@ -41,6 +41,9 @@ pub const ALL: &[Package] = &[
     pkg("kmod", "/usr/sbin/depmod"),
     pkg("cpio", "/usr/bin/cpio"),
     pkg("zstd", "/usr/bin/zstd"),
+    // The benchmark's systemd reference: a Debian root from the host's apt
+    // sources (xtask/src/bench/systemd_root.rs).
+    pkg("mmdebstrap", "/usr/bin/mmdebstrap"),
 ];
 
 pub fn ensure(packages: &[Package]) -> Result<()> {

@@ -1,9 +1,9 @@
 //! The boot figures of `cargo xtask bench`: init's own share of
 //! boot-to-ready, and PID 1's resident memory after boot, for Bascule and
-//! for busybox init on the same kernel, with the same services, in the
-//! same run.
+//! for busybox init and systemd on the same kernel, with the same
+//! services, in the same run.
 //!
-//! Two images are built from the same kernel, modules and slot contents:
+//! Four images are built from the same kernel, modules and slot contents:
 //! - **Bascule**: the real image, with the example services plus
 //!   [`SLEEP_SERVICES`] `busybox sleep` services (and the httpd readiness
 //!   probe at the reference's 20 ms polling interval).
@@ -16,6 +16,12 @@
 //!   `e2fsck -p` when the image has it) and
 //!   whose inittab runs the same services. A `once` entry polls port 8080
 //!   every 20 ms and prints a marker with /proc/uptime stamps.
+//! - **systemd** and **systemd trimmed**: the same first stage hands over
+//!   to Debian 12's systemd (`init=/lib/systemd/systemd`) in a slot built
+//!   from Debian's packages ([`systemd_root`]), the same services as unit
+//!   files, the mounts in fstab, and a oneshot after every service that
+//!   prints the busybox reference's marker; trimmed masks what systemd
+//!   users mask on a small system ([`systemd_units`]).
 //!
 //! Each image boots [`DEFAULT_BOOTS`] times (alternating, one VM at a
 //! time, each on a fresh copy of its disk, GRUB on SeaBIOS, `-accel tcg
@@ -36,6 +42,13 @@ use bascule_rootfs::{
 
 use super::boot_guest::Guest;
 use super::boot_images::{bench_services, busybox_root_files, BUSYBOX_INIT_PARAM, BUSYBOX_MARKER};
+
+// Declared here, not in bench.rs: they belong to the boot figures.
+#[path = "systemd_root.rs"]
+mod systemd_root;
+#[path = "systemd_units.rs"]
+pub mod systemd_units;
+use systemd_units::{Variant, SYSTEMD_INIT_PARAM};
 
 /// Boots per image that count; one warm-up boot of each comes first and
 /// is dropped.
@@ -79,13 +92,32 @@ const BASCULE_EVENTS: [&str; 6] = [
 pub enum Which {
     Bascule,
     Busybox,
+    Systemd,
+    SystemdTrimmed,
 }
 
 impl Which {
+    /// Every system, in the order they boot and are shown.
+    pub const ALL: [Which; 4] = [
+        Which::Bascule,
+        Which::Busybox,
+        Which::Systemd,
+        Which::SystemdTrimmed,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             Which::Bascule => "Bascule",
             Which::Busybox => "busybox init",
+            Which::Systemd => "systemd",
+            Which::SystemdTrimmed => "systemd trimmed",
+        }
+    }
+    /// /proc/1/comm once all is running.
+    fn comm(self) -> &'static str {
+        match self {
+            Which::Bascule => "bascule-init",
+            Which::Busybox => "init",
+            Which::Systemd | Which::SystemdTrimmed => "systemd",
         }
     }
 }
@@ -121,11 +153,15 @@ impl Boot {
 pub struct Figures {
     pub bascule: Vec<Boot>,
     pub busybox: Vec<Boot>,
+    pub systemd: Vec<Boot>,
+    pub systemd_trimmed: Vec<Boot>,
     pub kernel_version: String,
     /// The QEMU arguments of a VM (its temporary directory shown as `$VM`).
     pub qemu_args: String,
     /// Services in each image.
     pub services: usize,
+    /// Debian's version of the systemd package in the systemd images.
+    pub systemd_version: String,
     /// Warm-up boots of each image, dropped.
     pub warmup: usize,
 }
@@ -145,6 +181,16 @@ impl Figures {
         match which {
             Which::Bascule => &self.bascule,
             Which::Busybox => &self.busybox,
+            Which::Systemd => &self.systemd,
+            Which::SystemdTrimmed => &self.systemd_trimmed,
+        }
+    }
+    fn of_mut(&mut self, which: Which) -> &mut Vec<Boot> {
+        match which {
+            Which::Bascule => &mut self.bascule,
+            Which::Busybox => &mut self.busybox,
+            Which::Systemd => &mut self.systemd,
+            Which::SystemdTrimmed => &mut self.systemd_trimmed,
         }
     }
     pub fn rss_kb(&self, which: Which) -> f64 {
@@ -182,7 +228,7 @@ impl Figures {
     }
 }
 
-/// Builds both images, boots each `warmup + boots` times, alternating,
+/// Builds the four images, boots each `warmup + boots` times, alternating,
 /// and keeps the last `boots` of each.
 pub fn run(boots: usize, warmup: usize) -> Result<Figures> {
     crate::deps::ensure(crate::deps::ALL)?;
@@ -217,19 +263,41 @@ pub fn run(boots: usize, warmup: usize) -> Result<Figures> {
     busybox_spec.extra_root_files = busybox_root_files(&busybox_spec.busybox)?;
     busybox_spec.extra_kernel_params = Some(BUSYBOX_INIT_PARAM.to_owned());
     let busybox_img = build_image(&busybox_spec).context("building the busybox benchmark image")?;
+    // The same first stage again, handing over to Debian's systemd.
+    let debian = systemd_root::debian_root(&bascule_rootfs::image::default_cache_dir(&root))?;
+    let systemd_img = |which: Which, variant| -> Result<BuiltImage> {
+        let tree = scratch
+            .path()
+            .join(format!("{which:?}-root").to_lowercase());
+        systemd_units::slot_tree(&debian, &tree, variant)?;
+        let mut s = spec(which, InitramfsInit::SameAsRoot);
+        s.root_overlay = Some(tree.clone());
+        s.extra_kernel_params = Some(SYSTEMD_INIT_PARAM.to_owned());
+        let img = build_image(&s).with_context(|| format!("building the {} image", which.name()));
+        // The staged copy is in the squashfs now.
+        std::fs::remove_dir_all(&tree).ok();
+        img
+    };
+    let systemd = systemd_img(Which::Systemd, Variant::Debian)?;
+    let trimmed = systemd_img(Which::SystemdTrimmed, Variant::Trimmed)?;
 
     let mut fig = Figures {
         bascule: Vec::new(),
         busybox: Vec::new(),
+        systemd: Vec::new(),
+        systemd_trimmed: Vec::new(),
         kernel_version: bascule_img.kernel_version.clone(),
         qemu_args: String::new(),
         services: services.len(),
+        systemd_version: systemd_root::package_version(&debian, "systemd"),
         warmup,
     };
     for i in 0..warmup + boots {
         for (which, img) in [
             (Which::Bascule, &bascule_img),
             (Which::Busybox, &busybox_img),
+            (Which::Systemd, &systemd),
+            (Which::SystemdTrimmed, &trimmed),
         ] {
             let (b, args) = boot_once(which, img, scratch.path(), services.len())
                 .with_context(|| format!("{} boot {}", which.name(), i + 1))?;
@@ -252,10 +320,7 @@ pub fn run(boots: usize, warmup: usize) -> Result<Figures> {
             if i < warmup {
                 continue;
             }
-            match which {
-                Which::Bascule => fig.bascule.push(b),
-                Which::Busybox => fig.busybox.push(b),
-            }
+            fig.of_mut(which).push(b);
         }
     }
     Ok(fig)
@@ -318,7 +383,7 @@ fn boot_once(
             }
             (stamps, modules, wall_s, cpu_ms)
         }
-        Which::Busybox => {
+        Which::Busybox | Which::Systemd | Which::SystemdTrimmed => {
             let line = g.wait(BOOT_TIMEOUT, "the reference's ready marker", |g| {
                 g.line_with(&format!("{BUSYBOX_MARKER} "), 0)
             })?;
@@ -330,9 +395,21 @@ fn boot_once(
                 .collect::<Result<_, _>>()
                 .map_err(|e| anyhow!("cannot parse {line:?}: {e}"))?;
             // Three stamps in µs (the first stage's), three in s
-            // (/proc/uptime), the modules, PID 1's CPU ticks.
+            // (/proc/uptime, or systemd's µs records as seconds), the
+            // modules, PID 1's CPU ticks.
             if nums.len() != 8 {
                 bail!("unexpected marker line {line:?}");
+            }
+            if matches!(which, Which::Systemd | Which::SystemdTrimmed) {
+                // A reference that did not boot cleanly is not measured.
+                let m = format!("{} ", systemd_units::FAILED_MARKER);
+                let failed = g.wait(Duration::from_secs(30), "systemd's failed units", |g| {
+                    g.line_with(&m, 0)
+                })?;
+                let failed = failed.trim_start_matches(m.trim_end()).trim();
+                if !failed.is_empty() {
+                    bail!("units failed in the {} boot: {failed}", which.name());
+                }
             }
             let mut stamps = [0f64; 6];
             for (i, s) in stamps.iter_mut().enumerate() {
@@ -352,10 +429,7 @@ fn boot_once(
     // Let the first round of health checks and restarts pass.
     std::thread::sleep(SETTLE);
     let m = g.pid1_memory()?;
-    let want = match which {
-        Which::Bascule => "bascule-init",
-        Which::Busybox => "init",
-    };
+    let want = which.comm();
     if m.comm != want {
         bail!("PID 1 is {:?}, not {want:?}", m.comm);
     }

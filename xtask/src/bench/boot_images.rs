@@ -37,7 +37,7 @@ pub fn bench_services() -> Result<Vec<(String, String)>> {
 }
 
 /// Distinct arguments: busybox init merges identical respawn lines.
-fn sleep_arg(i: usize) -> u32 {
+pub fn sleep_arg(i: usize) -> u32 {
     100_000 + i as u32
 }
 
@@ -67,7 +67,7 @@ echo "$t3 $t4" > /run/bench-sysinit
 "#;
 
 /// The busybox heartbeat service: the loop of heartbeat.toml.
-const HEARTBEAT: &str = "#!/bin/sh\nwhile true; do date > /run/heartbeat; sleep 1; done\n";
+pub const HEARTBEAT: &str = "#!/bin/sh\nwhile true; do date > /run/heartbeat; sleep 1; done\n";
 
 /// Marker of the reference's all-ready line.
 pub const BUSYBOX_MARKER: &str = "BENCH-BOOT";

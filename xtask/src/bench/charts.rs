@@ -15,7 +15,7 @@ fn escape(s: &str) -> String {
 /// One horizontal bar per system, its phases stacked in boot order
 /// (medians, ms since the kernel started).
 pub fn boot_phases(fig: &Figures) -> String {
-    let systems = [Which::Bascule, Which::Busybox];
+    let systems = Which::ALL;
     let total = |w: Which| (0..PHASES.len()).map(|i| fig.phase_ms(w, i)).sum::<f64>();
     let longest = systems.iter().map(|w| total(*w)).fold(1.0, f64::max);
     let (left, width, bar, gap) = (120.0, 640.0, 28.0, 14.0);

@@ -77,7 +77,10 @@ pub fn boots(fig: &Figures) -> Value {
         "kernel": fig.kernel_version,
         "qemu_args": fig.qemu_args,
         "services": fig.services,
+        "systemd_version": fig.systemd_version,
         "bascule": of(Which::Bascule),
         "busybox_init": of(Which::Busybox),
+        "systemd": of(Which::Systemd),
+        "systemd_trimmed": of(Which::SystemdTrimmed),
     })
 }
