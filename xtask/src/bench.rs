@@ -29,6 +29,7 @@ mod boot_report;
 mod charts;
 mod results;
 mod upgrade;
+mod upgrade_report;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -411,7 +412,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let rounds = if args.smoke { 1 } else { args.upgrade_rounds };
     if args.upgrade_only {
         let fig = upgrade::run(rounds, args.smoke)?;
-        println!("{}", upgrade::report(&fig));
+        println!("{}", upgrade_report::report(&fig));
         return Ok(());
     }
     if args.boot_only {
@@ -493,7 +494,7 @@ install memory of a 1 GiB image (the slots hold 128 MiB).\n",
         v3 = verdict(mbs >= 200.0),
         mb = sizes.log_bytes >> 20,
         boot = boot_report::report(&fig),
-        upgrade = upgrade::report(&up),
+        upgrade = upgrade_report::report(&up),
     );
     let json = serde_json::json!({
         "provenance": provenance,
@@ -508,7 +509,7 @@ install memory of a 1 GiB image (the slots hold 128 MiB).\n",
             "log_bytes": sizes.log_bytes,
         },
         "boot": results::boots(&fig),
-        "upgrade": upgrade::json(&up),
+        "upgrade": upgrade_report::json(&up),
     });
     let out = if args.smoke {
         workspace_root().join("target/bench-smoke")

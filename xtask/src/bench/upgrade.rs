@@ -56,14 +56,27 @@ const READY: &str = "bascule-init: all services ready";
 /// The sequencer's line once every workload service is stopped.
 const DRAINED: &str = "upgrade: drain: done";
 
+/// One host-observed downtime, seconds, and where it went.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Downtime {
+    pub total_s: f64,
+    /// From the start (last workload stopped) to the old system's last
+    /// line before the jump (`kexec` or `reboot`).
+    pub before_jump_s: f64,
+    /// From there to the new initramfs's first line (kexec or firmware
+    /// and loader, then the kernel's boot).
+    pub jump_s: f64,
+    /// From the new initramfs's first line to all services ready.
+    pub boot_s: f64,
+}
+
 /// One round's figures.
 #[derive(Clone, Debug, Default)]
 pub struct Round {
-    /// Host-observed downtime, seconds.
-    pub kexec_s: f64,
-    pub firmware_s: f64,
-    pub prepared_s: f64,
-    pub bare_kexec_s: f64,
+    pub kexec: Downtime,
+    pub firmware: Downtime,
+    pub prepared: Downtime,
+    pub bare_kexec: Downtime,
     /// The install phase of the prepare: bytes and ms.
     pub install_bytes: u64,
     pub install_ms: u64,
@@ -101,10 +114,10 @@ impl Figures {
     /// Every figure the report shows, to check none is missing.
     pub fn all(&self) -> [f64; 7] {
         [
-            self.median_of(|r| r.kexec_s),
-            self.median_of(|r| r.firmware_s),
-            self.median_of(|r| r.prepared_s),
-            self.median_of(|r| r.bare_kexec_s),
+            self.median_of(|r| r.kexec.total_s),
+            self.median_of(|r| r.firmware.total_s),
+            self.median_of(|r| r.prepared.total_s),
+            self.median_of(|r| r.bare_kexec.total_s),
             self.install_mb_s(),
             self.dd_mb_s(),
             self.median_of(|r| r.hwm_after_kb as f64),
@@ -148,10 +161,10 @@ pub fn run(rounds: usize, smoke: bool) -> Result<Figures> {
         println!(
             "upgrade round {}/{rounds}: downtime kexec {:.2} s, firmware {:.2} s, prepared {:.2} s, bare kexec -e {:.2} s; install {} B in {} ms, dd {} B in {:.0} ms; PID 1 VmHWM {} → {} kB",
             i + 1,
-            r.kexec_s,
-            r.firmware_s,
-            r.prepared_s,
-            r.bare_kexec_s,
+            r.kexec.total_s,
+            r.firmware.total_s,
+            r.prepared.total_s,
+            r.bare_kexec.total_s,
             r.install_bytes,
             r.install_ms,
             r.dd_bytes,
@@ -282,12 +295,12 @@ fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
     let mut r = Round::default();
 
     let [v2, v3] = &inputs.streamed;
-    r.kexec_s = upgrade_downtime(
+    r.kexec = upgrade_downtime(
         &mut g,
         inputs,
         &[&v2.display().to_string(), "--reboot-mode", "kexec"],
     )?;
-    r.firmware_s = upgrade_downtime(
+    r.firmware = upgrade_downtime(
         &mut g,
         inputs,
         &[&v3.display().to_string(), "--reboot-mode", "firmware"],
@@ -346,8 +359,8 @@ fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
     r.dd_bytes = inputs.rootfs_len;
     r.dd_ms = ((b - a) * 1e3).max(10.0);
 
-    r.prepared_s = upgrade_downtime(&mut g, inputs, &["--apply", "--reboot-mode", "kexec"])?;
-    r.bare_kexec_s = bare_kexec(&mut g)?;
+    r.prepared = upgrade_downtime(&mut g, inputs, &["--apply", "--reboot-mode", "kexec"])?;
+    r.bare_kexec = bare_kexec(&mut g)?;
     println!("  where each upgrade's time went (journal, ms):");
     for line in phase_lines(inputs, &g)? {
         println!("    {line}");
@@ -405,23 +418,54 @@ fn stamped_lines(
     Ok(lines)
 }
 
-/// Seconds from the first to the last of `lines`, and the lines, each
-/// with its offset, to show where the time went.
-fn span(lines: &Stamped) -> (f64, Vec<String>) {
+/// The old system's last line before the jump, by bascule-init's
+/// shutdown (`kexec`, `reboot`) or the bench's own marker.
+const JUMP_LINES: [&str; 3] = ["bascule-init: kexec", "bascule-init: reboot", "BENCH-KEXEC"];
+/// The new initramfs's first line (it arms the watchdog first).
+const FIRST_NEW_LINE: &str = "bascule-init: hardware watchdog armed";
+
+/// The downtime from the first to the last of `lines` and where it went,
+/// and the lines, each with its offset.
+fn span(lines: &Stamped) -> (Downtime, Vec<String>) {
     let (Some((t0, _)), Some((t1, _))) = (lines.first(), lines.last()) else {
-        return (f64::NAN, Vec::new());
+        return (Downtime::default(), Vec::new());
+    };
+    let at = |i: usize| (lines[i].0 - *t0).as_secs_f64();
+    let jump = lines
+        .iter()
+        .position(|(_, l)| JUMP_LINES.iter().any(|j| l.trim_end() == *j));
+    let first_new = jump.and_then(|j| {
+        lines[j..]
+            .iter()
+            .position(|(_, l)| l.contains(FIRST_NEW_LINE))
+            .map(|i| i + j)
+    });
+    let total = (*t1 - *t0).as_secs_f64();
+    let d = match (jump, first_new) {
+        (Some(j), Some(n)) => Downtime {
+            total_s: total,
+            before_jump_s: at(j),
+            jump_s: at(n) - at(j),
+            boot_s: total - at(n),
+        },
+        _ => Downtime {
+            total_s: total,
+            before_jump_s: f64::NAN,
+            jump_s: f64::NAN,
+            boot_s: f64::NAN,
+        },
     };
     let shown = lines
         .iter()
         .map(|(t, l)| format!("+{:6.2} s {l}", (*t - *t0).as_secs_f64()))
         .collect();
-    ((*t1 - *t0).as_secs_f64(), shown)
+    (d, shown)
 }
 
 /// Runs one upgrade with `--wait` and returns its host-observed downtime:
 /// the sequencer's "drain: done" line to the new slot's all-ready line.
 /// `what` is `--image REF` (given as the bare reference) or `--apply`.
-fn upgrade_downtime(g: &mut Guest, inputs: &Inputs, what: &[&str]) -> Result<f64> {
+fn upgrade_downtime(g: &mut Guest, inputs: &Inputs, what: &[&str]) -> Result<Downtime> {
     let mut args = vec!["upgrade"];
     if what[0] != "--apply" {
         args.push("--image");
@@ -455,7 +499,10 @@ fn upgrade_downtime(g: &mut Guest, inputs: &Inputs, what: &[&str]) -> Result<f64
             read(err_file)
         );
     }
-    println!("  {what:?}: downtime {downtime:.2} s, as the console showed it:");
+    println!(
+        "  {what:?}: downtime {:.2} s, as the console showed it:",
+        downtime.total_s
+    );
     for l in shown {
         println!("    {l}");
     }
@@ -541,7 +588,7 @@ fn install_phase(inputs: &Inputs, g: &Guest) -> Result<(u64, u64)> {
 
 /// `kexec -e` into the running slot's kernel, typed into the console;
 /// seconds from the line printed just before it to all-ready.
-fn bare_kexec(g: &mut Guest) -> Result<f64> {
+fn bare_kexec(g: &mut Guest) -> Result<Downtime> {
     let slot = g
         .console("echo BENCH\"\"-SLOT $(cat /proc/cmdline)", "BENCH-SLOT ")?
         .split_whitespace()
@@ -557,93 +604,12 @@ fn bare_kexec(g: &mut Guest) -> Result<f64> {
     g.console(&typed, "BENCH-KEXEC")?;
     let lines = stamped_lines(g, from, "BENCH-KEXEC", READY, BOOT_TIMEOUT)?;
     let (took, shown) = span(&lines);
-    println!("  bare kexec -e: {took:.2} s, as the console showed it:");
+    println!(
+        "  bare kexec -e: {:.2} s, as the console showed it:",
+        took.total_s
+    );
     for l in shown {
         println!("    {l}");
     }
     Ok(took)
-}
-
-/// The upgrade section of docs/benchmarks.md.
-pub fn report(fig: &Figures) -> String {
-    let m = |f: &dyn Fn(&Round) -> f64| fig.median_of(f);
-    let (kexec, firmware, prepared, bare) = (
-        m(&|r| r.kexec_s),
-        m(&|r| r.firmware_s),
-        m(&|r| r.prepared_s),
-        m(&|r| r.bare_kexec_s),
-    );
-    let (install, dd) = (fig.install_mb_s(), fig.dd_mb_s());
-    let hwm = m(&|r| r.hwm_after_kb as f64) / 1024.0;
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let all =
-        |f: &dyn Fn(&Round) -> String| fig.rounds.iter().map(f).collect::<Vec<_>>().join(", ");
-    format!(
-        "## Upgrade\n\n\
-Produced by the same run: one VM per round ({n} rounds), the stock image (GRUB on SeaBIOS, kernel {kernel}) \
-with Debian's `kexec` added to its slot; every upgrade with `--preserve`. Medians over the rounds.\n\n\
-| measure | Bascule | reference (same VM) | ratio | target | |\n\
-|---|---|---|---|---|---|\n\
-| downtime, kexec upgrade (last workload stopped → new slot all ready) | {kexec:.2} s | {bare:.2} s (bare `kexec -e`) | {r1:.2}× | ≤ 1.2× bare kexec | {v1} |\n\
-| downtime, kexec against firmware reboot | {kexec:.2} s | {firmware:.2} s (firmware reboot upgrade) | {r2:.2}× | ≤ 0.65× firmware | {v2} |\n\
-| downtime, applied prepared upgrade (kexec) | {prepared:.2} s | {bare:.2} s (bare `kexec -e`) | {r3:.2}× | | |\n\
-| install throughput (`--prepare`, {mib:.0} MiB rootfs, journal's install phase) | {install:.0} MB/s | {dd:.0} MB/s (`dd bs=4M oflag=direct`) | {r4:.2}× | ≥ 0.9× dd | {v4} |\n\
-| PID 1 peak memory (VmHWM) after installing {mib:.0} MiB | {hwm:.1} MiB | | | < 32 MiB | {v5} |\n\n\
-Downtime is seen from the host on the serial console: from the sequencer's line `upgrade: drain: done` \
-(every workload service stopped) to the new slot's `all services ready`, polled every 20 ms. It covers \
-stopping the remaining services, unmounting, the install (for the streamed upgrades: the bundle is \
-verified before the drain, written after it), recording the try, the reboot and the new slot's whole \
-boot. The prepared upgrade wrote its slot while everything ran, so its downtime has no install in it. \
-The bare `kexec -e` is typed into the console shell after `kexec -s -l` of the running slot's kernel \
-and initramfs with the same command line; it is timed from the line printed right before the jump, and \
-stops and unmounts nothing. The install figure is the journal's install phase (write, then read back \
-and digest check) of a bundle already in the guest's tmpfs, whose rootfs is the real slot padded with \
-random bytes; `dd` writes the same bytes from tmpfs to the same partition, timed with /proc/uptime \
-(10 ms steps). The slots are 128 MiB, so the memory figure is for {mib:.0} MiB, not 1 GiB: the install \
-streams in fixed-size buffers, so its peak does not grow with the image.\n\n\
-Every round: kexec {k_all} s; firmware {f_all} s; prepared {p_all} s; bare kexec {b_all} s; \
-install {i_all} MB/s; dd {d_all} MB/s; VmHWM before → after the prepare {h_all} kB.\n",
-        n = fig.rounds.len(),
-        kernel = fig.kernel_version,
-        mib = fig.rootfs_bytes as f64 / (1u64 << 20) as f64,
-        r1 = kexec / bare,
-        v1 = verdict(kexec <= 1.2 * bare),
-        r2 = kexec / firmware,
-        v2 = verdict(kexec <= 0.65 * firmware),
-        r3 = prepared / bare,
-        r4 = install / dd,
-        v4 = verdict(install >= 0.9 * dd),
-        v5 = verdict(hwm < 32.0),
-        k_all = all(&|r| format!("{:.2}", r.kexec_s)),
-        f_all = all(&|r| format!("{:.2}", r.firmware_s)),
-        p_all = all(&|r| format!("{:.2}", r.prepared_s)),
-        b_all = all(&|r| format!("{:.2}", r.bare_kexec_s)),
-        i_all = all(&|r| format!(
-            "{:.0}",
-            r.install_bytes as f64 / 1e6 / (r.install_ms as f64 / 1e3)
-        )),
-        d_all = all(&|r| format!("{:.0}", r.dd_bytes as f64 / 1e6 / (r.dd_ms / 1e3))),
-        h_all = all(&|r| format!("{} → {}", r.hwm_before_kb, r.hwm_after_kb)),
-    )
-}
-
-/// Every round's raw figures for results.json.
-pub fn json(fig: &Figures) -> serde_json::Value {
-    serde_json::json!({
-        "rootfs_bytes": fig.rootfs_bytes,
-        "kernel": fig.kernel_version,
-        "rounds": fig.rounds.iter().map(|r| serde_json::json!({
-            "downtime_kexec_s": r.kexec_s,
-            "downtime_firmware_s": r.firmware_s,
-            "downtime_prepared_kexec_s": r.prepared_s,
-            "downtime_bare_kexec_s": r.bare_kexec_s,
-            "install_bytes": r.install_bytes,
-            "install_ms": r.install_ms,
-            "dd_bytes": r.dd_bytes,
-            "dd_ms": r.dd_ms,
-            "pid1_vmhwm_before_kb": r.hwm_before_kb,
-            "pid1_vmhwm_after_kb": r.hwm_after_kb,
-            "pid1_rss_after_kb": r.rss_after_kb,
-        })).collect::<Vec<_>>(),
-    })
 }
