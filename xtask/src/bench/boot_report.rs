@@ -262,4 +262,51 @@ mod tests {
         assert!(verdicts([1.0, 0.05, 0.05], 1.2, 0.1).starts_with("met ("));
         assert!(verdicts([1.0, f64::NAN, 0.05], 1.2, 0.1).starts_with("MISSED"));
     }
+
+    /// One boot of each system: the report, the chart and the samples
+    /// show all four.
+    #[test]
+    fn every_system_is_shown() {
+        let boot = |scale: f64| Boot {
+            stamps: [
+                1000.0,
+                1500.0,
+                1600.0,
+                1700.0,
+                1800.0,
+                1700.0 + 1000.0 * scale,
+            ],
+            modules: 23,
+            wall_s: 10.0 * scale,
+            cpu_ms: 100.0 * scale,
+            comm: "x".into(),
+            rss_kb: (1024.0 * scale) as u64,
+            pss_kb: 1024,
+            anon_kb: 512,
+            used_kb: 100_000,
+        };
+        let fig = Figures {
+            bascule: vec![boot(1.0)],
+            busybox: vec![boot(1.0)],
+            systemd: vec![boot(20.0)],
+            systemd_trimmed: vec![boot(8.0)],
+            kernel_version: "6.1".into(),
+            qemu_args: "qemu".into(),
+            services: 23,
+            systemd_version: "252".into(),
+            warmup: 0,
+        };
+        let r = report(&fig);
+        assert!(r.contains("| 0.05× | 0.12× |"), "{r}");
+        assert!(
+            r.contains("MISSED (busybox met, systemd met, trimmed MISSED)"),
+            "{r}"
+        );
+        assert!(r.contains("| phase | Bascule | busybox init | systemd | systemd trimmed |"));
+        let svg = crate::bench::charts::boot_phases(&fig);
+        assert!(svg.contains(">systemd trimmed</text>"), "{svg}");
+        let json = crate::bench::results::boots(&fig);
+        assert_eq!(json["systemd_trimmed"].as_array().map(Vec::len), Some(1));
+        assert_eq!(json["systemd_version"], "252");
+    }
 }
