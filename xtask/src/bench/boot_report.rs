@@ -218,7 +218,8 @@ ordered after every service prints the busybox reference's marker line: its /pro
 stamp is all-ready, systemd's `UserspaceTimestampMonotonic` its PID 1 start and \
 local-fs.target's `ActiveEnterTimestampMonotonic` the mounts; PID 1's CPU ticks are read \
 before `systemctl` asks PID 1 for those. The host then counts the processes as for \
-busybox. **systemd** keeps Debian's defaults (udev coldplug, the journal flushed to /var, \
+busybox; a boot with a failed unit, or whose PID 1 does not hold /dev/watchdog, fails the \
+bench. **systemd** keeps Debian's defaults (udev coldplug, the journal flushed to /var, \
 getty@tty1, logind, timesyncd, the timers); **systemd trimmed** masks what systemd users \
 mask on a small system ({masked}) and keeps journald with a volatile journal.\n\
 - **What \"running\" means**: for all, port 8080 accepts a connection on 127.0.0.1 and \

@@ -157,7 +157,8 @@ pub fn units() -> Vec<(String, String)> {
 /// systemd's own µs records: the first stage's exec of systemd, and the
 /// moment every fstab mount was done), its own /proc/uptime stamp, the
 /// modules, and PID 1's CPU ticks, read before systemctl asks PID 1.
-/// Then the failed units, on a line of their own.
+/// Then the failed units, and whether PID 1 holds the watchdog, on a line
+/// of their own.
 fn ready_script() -> String {
     format!(
         r#"#!/bin/sh
@@ -176,7 +177,10 @@ sec() {{ printf '%d.%06d' $(($1 / 1000000)) $(($1 % 1000000)); }}
 t3=$(sec "$(systemctl show -P UserspaceTimestampMonotonic)")
 t4=$(sec "$(systemctl show -P ActiveEnterTimestampMonotonic local-fs.target)")
 echo "{BUSYBOX_MARKER} $t0 $t1 $t2 $t3 $t4 $t5 $n $cpu" > /dev/console
-echo "{FAILED_MARKER} $(systemctl --failed --no-legend --plain | tr '\n' ' ')" > /dev/console
+failed=$(systemctl --failed --no-legend --plain | tr '\n' ' ')
+# The first stage's watchdog fd closed at exec (CLOEXEC): a held one is systemd's.
+ls -l /proc/1/fd | grep -q /dev/watchdog || failed="$failed watchdog-not-held-by-PID-1"
+echo "{FAILED_MARKER} $failed" > /dev/console
 "#
     )
 }
