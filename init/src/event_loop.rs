@@ -176,6 +176,7 @@ impl Init {
             log!("{note}");
         }
         self.sup.start_all(now, self.launcher.launcher());
+        self.timeline.mark("services started");
         self.after_events();
     }
 

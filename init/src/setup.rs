@@ -169,12 +169,13 @@ pub fn run(mode: Mode, args: &[String]) -> Result<Finished, SetupError> {
 /// A supervise-mode instance's cgroup is `<this prefix><its pid>`.
 const SUPERVISE_CGROUP_PREFIX: &str = "bascule-";
 
-fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
+fn build(cfg: Config, mut timeline: Timeline) -> Result<Init, SetupError> {
     let mode = cfg.mode;
     let catalog = load_dir(&cfg.config_dir).map_err(|err| SetupError::Config {
         path: cfg.config_dir.clone(),
         err,
     })?;
+    timeline.mark(format!("service files read ({})", catalog.specs.len()));
     // The socket first: a second supervisor refused here leaves nothing
     // behind (no cgroup of its own).
     let listener = bind_socket(&cfg.socket, cfg.api_group)?;
@@ -242,6 +243,7 @@ fn build(cfg: Config, timeline: Timeline) -> Result<Init, SetupError> {
         }
         Mode::Supervise => (None, SlotKeeper::unmanaged()),
     };
+    timeline.mark("journal, boot slots and watchdog ready");
     Init::new(Parts {
         cfg,
         clock: Box::new(SystemClock),
