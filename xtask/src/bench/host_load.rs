@@ -47,7 +47,10 @@ pub fn gaps_in_order(lines: &[String]) -> Vec<f64> {
     let mut last_exit: Option<u64> = None;
     for l in lines {
         let mut parts = l.split_whitespace();
-        match (parts.next(), parts.next().and_then(|n| n.parse::<u64>().ok())) {
+        match (
+            parts.next(),
+            parts.next().and_then(|n| n.parse::<u64>().ok()),
+        ) {
             (Some("S"), Some(t)) => {
                 if let Some(e) = last_exit.take() {
                     gaps.push(t.saturating_sub(e) as f64 / 1e6);
