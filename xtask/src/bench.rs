@@ -130,24 +130,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// Exit-to-start gaps (ms), sorted.
 fn gaps_from_lines(lines: &[String]) -> Vec<f64> {
-    let mut gaps = Vec::new();
-    let mut last_exit: Option<u64> = None;
-    for l in lines {
-        let mut parts = l.split_whitespace();
-        match (
-            parts.next(),
-            parts.next().and_then(|n| n.parse::<u64>().ok()),
-        ) {
-            (Some("S"), Some(t)) => {
-                if let Some(e) = last_exit.take() {
-                    gaps.push((t.saturating_sub(e)) as f64 / 1e6);
-                }
-            }
-            (Some("E"), Some(t)) => last_exit = Some(t),
-            _ => {}
-        }
-    }
+    let mut gaps = host_load::gaps_in_order(lines);
     gaps.sort_by(|a, b| a.total_cmp(b));
     gaps
 }
