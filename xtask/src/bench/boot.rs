@@ -29,7 +29,8 @@
 //! from its boot timeline over the API (CLOCK_BOOTTIME, µs); busybox's
 //! from /proc/uptime (CLOCK_BOOTTIME, 10 ms steps). PID 1's Rss is read
 //! from /proc/1/smaps_rollup by typing into the console shell of each VM,
-//! [`SETTLE`] after all-ready.
+//! [`SETTLE`] after all-ready. Then, in the same VM, a crash loop and a
+//! clean shutdown are measured ([`boot_after`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,7 +42,14 @@ use bascule_rootfs::{
 };
 
 use super::boot_guest::Guest;
-use super::boot_images::{bench_services, busybox_root_files, BUSYBOX_INIT_PARAM, BUSYBOX_MARKER};
+use super::boot_images::{
+    bascule_root_files, bench_services, busybox_root_files, BUSYBOX_INIT_PARAM, BUSYBOX_MARKER,
+};
+
+// Declared here, as the systemd modules below: bench.rs is not ours.
+#[path = "boot_after.rs"]
+pub mod boot_after;
+use boot_after::Crash;
 
 // Declared here, not in bench.rs: they belong to the boot figures.
 #[path = "systemd_root.rs"]
@@ -141,6 +149,10 @@ pub struct Boot {
     pub anon_kb: u64,
     /// The whole system's used memory (MemTotal - MemAvailable), kB.
     pub used_kb: u64,
+    /// The crash loop run after the memory read.
+    pub crash: Crash,
+    /// Poweroff request to QEMU's exit, s, with a service ignoring SIGTERM.
+    pub shutdown_s: f64,
 }
 
 impl Boot {
@@ -256,8 +268,9 @@ pub fn run(boots: usize, warmup: usize) -> Result<Figures> {
         s.services = services.clone();
         s
     };
-    let bascule_img = build_image(&spec(Which::Bascule, InitramfsInit::SameAsRoot))
-        .context("building the Bascule benchmark image")?;
+    let mut bascule_spec = spec(Which::Bascule, InitramfsInit::SameAsRoot);
+    bascule_spec.extra_root_files = bascule_root_files();
+    let bascule_img = build_image(&bascule_spec).context("building the Bascule benchmark image")?;
     // The same first stage (Bascule's initramfs), handing over to busybox.
     let mut busybox_spec = spec(Which::Busybox, InitramfsInit::SameAsRoot);
     busybox_spec.extra_root_files = busybox_root_files(&busybox_spec.busybox)?;
@@ -307,14 +320,20 @@ pub fn run(boots: usize, warmup: usize) -> Result<Figures> {
                 format!("{}/{boots}", i + 1 - warmup)
             };
             println!(
-                "boot {what} {}: hand-over {:.0} ms after kernel start, ready {:.0} ms later (wall {:.1} s); PID 1 {} CPU {:.0} ms, Rss {} kB",
+                "boot {what} {}: hand-over {:.0} ms after kernel start, ready {:.0} ms later (wall {:.1} s); PID 1 {} CPU {:.0} ms, Rss {} kB; crash loop {:.1} restarts/s (start-to-start p50 {:.1} / p99 {:.1} ms; {} starts stamped, PID 1 counted {:?} restarts); shutdown {:.2} s",
                 which.name(),
                 b.stamps[0],
                 b.to_ready_ms(),
                 b.wall_s,
                 b.comm,
                 b.cpu_ms,
-                b.rss_kb
+                b.rss_kb,
+                b.crash.per_s(),
+                b.crash.p50_ms,
+                b.crash.p99_ms,
+                b.crash.starts_total,
+                b.crash.own_counter,
+                b.shutdown_s
             );
             fig.qemu_args = args;
             if i < warmup {
@@ -419,9 +438,12 @@ fn boot_once(
                 "^/bin/busybox sleep 1000[0-9][0-9]",
                 "^/bin/busybox http[d] ",
                 "/etc/bench/heartbea[t]",
+                "/etc/bench/stubbor[n]",
             ])?;
-            if counts != [SLEEP_SERVICES, 1, 1] {
-                bail!("not every service is running: sleeps, httpd, heartbeat = {counts:?}");
+            if counts != [SLEEP_SERVICES, 1, 1, 1] {
+                bail!(
+                    "not every service is running: sleeps, httpd, heartbeat, stubborn = {counts:?}"
+                );
             }
             (stamps, nums[6] as u32, wall_s, nums[7] * TICK_MS)
         }
@@ -433,6 +455,8 @@ fn boot_once(
     if m.comm != want {
         bail!("PID 1 is {:?}, not {want:?}", m.comm);
     }
+    let crash = boot_after::crash_loop(&mut g, which).context("the crash loop")?;
+    let shutdown_s = boot_after::shutdown(&mut g, which).context("the clean shutdown")?;
     drop(g);
     Ok((
         Boot {
@@ -445,6 +469,8 @@ fn boot_once(
             pss_kb: m.pss_kb,
             anon_kb: m.anon_kb,
             used_kb: m.used_kb,
+            crash,
+            shutdown_s,
         },
         args,
     ))

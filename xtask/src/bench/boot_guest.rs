@@ -213,6 +213,23 @@ impl Guest {
         )
     }
 
+    /// Bascule's own restart count of service `name`, over the API.
+    pub fn service_restarts(&mut self, name: &str) -> Result<u32> {
+        let want = name.to_owned();
+        self.api_call(
+            "a service's restart count over the API",
+            || {
+                Call::ServiceList(pb::ServiceListRequest {
+                    names: vec![want.clone()],
+                })
+            },
+            |r| match r {
+                Reply::ServiceList(l) => l.services.first().map(|s| s.restarts),
+                _ => None,
+            },
+        )
+    }
+
     /// Processes whose command line matches each of `patterns` (busybox
     /// grep regexes), counted through the console shell.
     pub fn count_processes(&mut self, patterns: &[&str]) -> Result<Vec<usize>> {
@@ -253,6 +270,57 @@ impl Guest {
             match found {
                 Err(_) if attempt < 3 => attempt += 1,
                 done => return done,
+            }
+        }
+    }
+
+    /// Asks Bascule to power off over its API and returns the seconds
+    /// from the request to QEMU's exit, bounded by `limit`.
+    pub fn poweroff_over_api(&mut self, limit: Duration) -> Result<f64> {
+        let s = UnixStream::connect(&self.api)
+            .with_context(|| format!("API socket {}", self.api.display()))?;
+        let mut c = Client::from_stream(s, Duration::from_secs(5))?;
+        let t0 = Instant::now();
+        // The reply may be lost as the machine goes down: QEMU's exit is the answer.
+        let _ = c.call(Call::Power(pb::PowerRequest {
+            action: pb::PowerAction::Poweroff as i32,
+        }));
+        self.exit_after(t0, limit, None)
+    }
+
+    /// Types `command` into the console shell and returns the seconds from
+    /// the write to QEMU's exit, bounded by `limit`. The connection stays
+    /// open and drained meanwhile: QEMU drops input a client did not wait
+    /// for, and a client that does not read stalls the guest's console.
+    pub fn type_until_exit(&mut self, command: &str, limit: Duration) -> Result<f64> {
+        let mut s = UnixStream::connect(&self.console)
+            .with_context(|| format!("console socket {}", self.console.display()))?;
+        s.write_all(format!("{command}\n").as_bytes())?;
+        let t0 = Instant::now();
+        s.set_nonblocking(true)?;
+        self.exit_after(t0, limit, Some(&mut s))
+    }
+
+    /// Seconds from `t0` to QEMU's exit, polled every 5 ms.
+    fn exit_after(
+        &mut self,
+        t0: Instant,
+        limit: Duration,
+        mut drain: Option<&mut UnixStream>,
+    ) -> Result<f64> {
+        let mut sink = [0u8; 4096];
+        loop {
+            if let Some(s) = drain.as_mut() {
+                while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+            }
+            if self.vm.wait_timeout(Duration::from_millis(5))?.is_some() {
+                return Ok(t0.elapsed().as_secs_f64());
+            }
+            if t0.elapsed() >= limit {
+                bail!(
+                    "QEMU still running {limit:?} after the poweroff request\n--- serial log (tail) ---\n{}",
+                    self.tail()
+                );
             }
         }
     }

@@ -8,6 +8,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use bascule_rootfs::squashfs::{RootFile, EXAMPLE_SERVICES};
 
+use super::boot::boot_after::{
+    bascule_crash, bascule_stubborn, BASCULE_CRASH_TOML, CRASH, CRASH_PATH, STUBBORN, STUBBORN_PATH,
+};
 use super::boot::{PROBE_MS, SLEEP_SERVICES};
 
 /// The example services (httpd probed every [`PROBE_MS`]) plus the sleeps.
@@ -33,7 +36,37 @@ pub fn bench_services() -> Result<Vec<(String, String)>> {
             ),
         ));
     }
+    // Ignores SIGTERM: what the shutdown figure waits out.
+    v.push(("bench-stubborn.toml".into(), bascule_stubborn()));
     Ok(v)
+}
+
+fn file(path: &str, contents: Vec<u8>, mode: u32) -> RootFile {
+    RootFile {
+        path: path.into(),
+        contents,
+        mode,
+    }
+}
+
+/// The scripts of the shutdown and crash-loop figures, in every image.
+pub fn after_scripts() -> Vec<RootFile> {
+    vec![
+        file(STUBBORN_PATH, STUBBORN.into(), 0o755),
+        file(CRASH_PATH, CRASH.into(), 0o755),
+    ]
+}
+
+/// What the Bascule image holds beyond its services: the scripts, and the
+/// crashing service outside the service directory until it is measured.
+pub fn bascule_root_files() -> Vec<RootFile> {
+    let mut v = after_scripts();
+    v.push(file(
+        BASCULE_CRASH_TOML,
+        bascule_crash().into_bytes(),
+        0o644,
+    ));
+    v
 }
 
 /// Distinct arguments: busybox init merges identical respawn lines.
@@ -109,7 +142,9 @@ fn inittab() -> String {
          ::respawn:/bin/busybox watchdog -F -t 5 -T 30 /dev/watchdog0\n\
          ::once:/etc/bench/ready\n\
          ttyS0::respawn:-/bin/sh\n\
-         ::respawn:/etc/bench/heartbeat\n",
+         ::respawn:/etc/bench/heartbeat\n\
+         ::respawn:/etc/bench/stubborn\n\
+         ::shutdown:/bin/umount -a -r\n",
     );
     for i in 1..=SLEEP_SERVICES {
         s.push_str(&format!("::respawn:/bin/busybox sleep {}\n", sleep_arg(i)));
@@ -121,12 +156,7 @@ fn inittab() -> String {
 
 /// /sbin/init = busybox (so /proc/1/comm is "init"), its inittab and scripts.
 pub fn busybox_root_files(busybox: &Path) -> Result<Vec<RootFile>> {
-    let file = |path: &str, contents: Vec<u8>, mode| RootFile {
-        path: path.into(),
-        contents,
-        mode,
-    };
-    Ok(vec![
+    let mut v = vec![
         file(
             "/sbin/init",
             std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?,
@@ -136,7 +166,9 @@ pub fn busybox_root_files(busybox: &Path) -> Result<Vec<RootFile>> {
         file("/etc/bench/sysinit", sysinit().into_bytes(), 0o755),
         file("/etc/bench/ready", ready_script().into_bytes(), 0o755),
         file("/etc/bench/heartbeat", HEARTBEAT.into(), 0o755),
-    ])
+    ];
+    v.extend(after_scripts());
+    Ok(v)
 }
 
 /// The reference's sysinit finds partitions by GPT label, as bascule-init does.
@@ -163,7 +195,7 @@ mod tests {
     #[test]
     fn services_match_between_images() {
         let svc = bench_services().unwrap();
-        assert_eq!(svc.len(), EXAMPLE_SERVICES.len() + SLEEP_SERVICES);
+        assert_eq!(svc.len(), EXAMPLE_SERVICES.len() + SLEEP_SERVICES + 1);
         let httpd = &svc.iter().find(|(n, _)| n == "httpd.toml").unwrap().1;
         assert!(
             httpd.contains(&format!("interval_ms = {PROBE_MS}")),
@@ -175,7 +207,9 @@ mod tests {
             assert!(tab.contains(&format!("sleep {arg}\n")));
             assert!(svc.iter().any(|(_, t)| t.contains(&format!("\"{arg}\""))));
         }
-        assert_eq!(tab.matches("::respawn:").count(), 3 + SLEEP_SERVICES + 1);
+        assert_eq!(tab.matches("::respawn:").count(), 4 + SLEEP_SERVICES + 1);
+        assert!(tab.contains("::respawn:/etc/bench/stubborn\n"));
+        assert!(!tab.contains("crash"), "added only after the boot figures");
         assert!(tab.trim_end().ends_with("httpd -f -p 8080 -h /srv/www"));
         assert!(ready_script().contains(&format!("usleep {}", PROBE_MS * 1000)));
     }

@@ -2,6 +2,7 @@
 //! against busybox init and systemd, where the time goes, and how it was
 //! measured.
 
+use super::boot::boot_after::{CRASH, CRASH_WINDOW, GRACE_MS, STUBBORN};
 use super::boot::systemd_units::TRIMMED_MASKS;
 use super::boot::{Boot, Figures, Which, PHASES, PROBE_MS, SETTLE, SLEEP_SERVICES};
 
@@ -43,6 +44,126 @@ fn verdicts(q: [f64; 3], busybox: f64, systemd: f64) -> String {
         .map(|(n, o)| format!("{n} {}", verdict(o)))
         .collect();
     format!("{} ({})", verdict(ok.iter().all(|o| *o)), detail.join(", "))
+}
+
+/// A target against systemd only: Bascule's figure over systemd's (and
+/// over trimmed's) at most (`Le`) or at least (`Ge`) the bound.
+#[derive(Clone, Copy)]
+enum Goal {
+    Le(f64),
+    Ge(f64),
+}
+
+/// "met" or "MISSED" against systemd and systemd trimmed; a ratio that is
+/// not a number is a miss.
+fn systemd_verdict(systemd: f64, trimmed: f64, goal: Goal) -> String {
+    let holds = |q: f64| match goal {
+        Goal::Le(b) => q <= b,
+        Goal::Ge(b) => q >= b,
+    };
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    let (a, b) = (holds(systemd), holds(trimmed));
+    format!(
+        "{} (systemd {}, trimmed {})",
+        verdict(a && b),
+        verdict(a),
+        verdict(b)
+    )
+}
+
+/// The figures measured after boot: the crash loop and the shutdown.
+fn after_boot(fig: &Figures) -> String {
+    let b = Which::Bascule;
+    type AfterRow<'a> = (
+        &'a str,
+        &'a dyn Fn(&Boot) -> f64,
+        &'a str,
+        usize,
+        Option<Goal>,
+    );
+    let rows: [AfterRow; 4] = [
+        (
+            "clean shutdown: poweroff request → QEMU exits, s (a service ignores SIGTERM)",
+            &|x: &Boot| x.shutdown_s,
+            "≤ 0.5× systemd",
+            2,
+            Some(Goal::Le(0.5)),
+        ),
+        (
+            "crash loop at zero delay: restarts per second",
+            &|x: &Boot| x.crash.per_s(),
+            "≥ 2× systemd",
+            1,
+            Some(Goal::Ge(2.0)),
+        ),
+        (
+            "crash loop: start-to-start interval p50, ms",
+            &|x: &Boot| x.crash.p50_ms,
+            "",
+            1,
+            None,
+        ),
+        (
+            "crash loop: start-to-start interval p99, ms",
+            &|x: &Boot| x.crash.p99_ms,
+            "",
+            1,
+            None,
+        ),
+    ];
+    let mut s = String::from(
+        "\nMeasured in the same boots, after the memory read:\n\n\
+| measure | Bascule | busybox init | systemd | systemd trimmed | ÷ busybox | ÷ systemd | ÷ trimmed | target | |\n\
+|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (name, f, target, digits, goal) in rows {
+        let q = REFERENCES.map(|r| fig.median_of(b, f) / fig.median_of(r, f));
+        let figures: Vec<String> = Which::ALL
+            .iter()
+            .map(|w| spread(fig, *w, f, digits))
+            .collect();
+        s.push_str(&format!(
+            "| {name} | {} | {:.2}× | {:.2}× | {:.2}× | {target} | {} |\n",
+            figures.join(" | "),
+            q[0],
+            q[1],
+            q[2],
+            goal.map_or(String::new(), |g| systemd_verdict(q[1], q[2], g)),
+        ));
+    }
+    s.push_str(&format!(
+        "\n- **Clean shutdown**: every image runs one more service, `{stubborn}` \
+(a busybox sh script; its `sleep` children inherit the ignored SIGTERM, since SIG_IGN \
+survives exec), so each system must wait out its grace and SIGKILL it. The grace is \
+{GRACE_MS} ms everywhere: busybox 1.35 init's is fixed (`kill(-1, SIGTERM)`, `sleep(1)`, \
+`kill(-1, SIGKILL)`, then another fixed 1 s pause before `reboot()`), Bascule's is \
+`[stop] grace_ms = {GRACE_MS}` in that service's file, systemd's `TimeoutStopSec={GRACE_MS}ms` \
+on that unit. busybox's inittab runs `umount -a -r` at shutdown, as its example inittab \
+does; systemd's console shell unit stops on SIGHUP (`KillSignal=SIGHUP`), as Bascule's \
+console service does (an interactive shell ignores SIGTERM). The request is Bascule's API \
+(`Power` poweroff over virtio-serial), busybox's `poweroff` and systemd's `systemctl \
+poweroff`, typed into each console shell; the host times it from the write to QEMU's \
+exit (a pidfd, polled every 5 ms), at the end of each boot.\n\
+- **Crash loop**: once the memory is read, a service that exits at once is added: \
+`{crash}` (its start stamped with busybox ash's `$EPOCHREALTIME`, µs, appended to a file \
+in /run). Bascule: `restart = \"always\"`, `[backoff] initial_ms = 0, limit = 0`, added \
+by binding a copy of /etc/bascule/services holding it over the directory and SIGHUP to \
+PID 1 (Bascule rereads its services); systemd: `Restart=always`, `RestartSec=0`, \
+`StartLimitIntervalSec=0`, `systemctl start`; busybox init: a `::respawn:` entry added \
+the same way to a bound copy of /etc/inittab and SIGHUP (busybox init pauses 1 s after \
+each round of reaping children — `sleep1()` in its main loop — so it respawns about once \
+a second by design). After {w} s and a margin the service is removed again; the rate is \
+the restarts within {w} s of its first start, counted from the stamps in the guest, the \
+same way for every system; each PID 1's own count (Bascule's restarts over the API, \
+systemd's `NRestarts`; busybox init keeps none) is kept in results.json next to the \
+stamps as a cross-check. The intervals are start to next start (the script's exit, \
+PID 1 noticing, fork and exec, the shell starting): the exit-to-running latency alone \
+cannot be seen cleanly from inside the guest without tracing, so it is not given.\n",
+        stubborn = STUBBORN.lines().skip(1).collect::<Vec<_>>().join("; "),
+        crash = CRASH.lines().skip(1).collect::<Vec<_>>().join("; "),
+        w = CRASH_WINDOW.as_secs(),
+    ));
+    s
 }
 
 /// The boot section of docs/benchmarks.md.
@@ -135,6 +256,7 @@ systemd trimmed alike.\n\n\
             limit.map_or(String::new(), |(bb, sd)| verdicts(q, bb, sd)),
         ));
     }
+    s.push_str(&after_boot(fig));
     s.push_str("\n![Boot phases, medians](benchmarks/boot-phases.svg)\n\n");
     s.push_str(
         "Where the time goes (medians of each phase, ms; a phase ends at the named event; for \
@@ -262,6 +384,11 @@ mod tests {
         );
         assert!(verdicts([1.0, 0.05, 0.05], 1.2, 0.1).starts_with("met ("));
         assert!(verdicts([1.0, f64::NAN, 0.05], 1.2, 0.1).starts_with("MISSED"));
+        assert!(systemd_verdict(3.0, f64::NAN, Goal::Ge(2.0)).starts_with("MISSED"));
+        assert_eq!(
+            systemd_verdict(0.4, 0.6, Goal::Le(0.5)),
+            "MISSED (systemd met, trimmed MISSED)"
+        );
     }
 
     /// One boot of each system: the report, the chart and the samples
@@ -285,6 +412,15 @@ mod tests {
             pss_kb: 1024,
             anon_kb: 512,
             used_kb: 100_000,
+            crash: crate::bench::boot::boot_after::Crash {
+                restarts: (500.0 / scale) as u64,
+                p50_ms: 10.0 * scale,
+                p99_ms: 20.0 * scale,
+                max_ms: 30.0 * scale,
+                starts_total: 600,
+                own_counter: None,
+            },
+            shutdown_s: 1.0 + scale / 10.0,
         };
         let fig = Figures {
             bascule: vec![boot(1.0)],
@@ -304,6 +440,16 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("| phase | Bascule | busybox init | systemd | systemd trimmed |"));
+        // Shutdown 1.1 s against 3.0 and 1.8: trimmed misses ≤ 0.5×.
+        assert!(
+            r.contains("| ≤ 0.5× systemd | MISSED (systemd met, trimmed MISSED) |"),
+            "{r}"
+        );
+        // 100/s against 5/s and 12.4/s: ≥ 2× holds against both.
+        assert!(
+            r.contains("| ≥ 2× systemd | met (systemd met, trimmed met) |"),
+            "{r}"
+        );
         let svg = crate::bench::charts::boot_phases(&fig);
         assert!(svg.contains(">systemd trimmed</text>"), "{svg}");
         let json = crate::bench::results::boots(&fig);

@@ -67,6 +67,17 @@ fn boot_json(b: &Boot) -> Value {
         "pid1_pss_kb": b.pss_kb,
         "pid1_anon_kb": b.anon_kb,
         "system_used_kb": b.used_kb,
+        "shutdown_s": b.shutdown_s,
+        "crash_loop": {
+            "window_s": super::boot::boot_after::CRASH_WINDOW.as_secs_f64(),
+            "restarts": b.crash.restarts,
+            "restarts_per_s": b.crash.per_s(),
+            "start_to_start_p50_ms": b.crash.p50_ms,
+            "start_to_start_p99_ms": b.crash.p99_ms,
+            "start_to_start_max_ms": b.crash.max_ms,
+            "starts_stamped_whole_run": b.crash.starts_total,
+            "restarts_by_pid1_counter": b.crash.own_counter,
+        },
     })
 }
 

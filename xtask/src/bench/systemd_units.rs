@@ -12,6 +12,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use bascule_rootfs::layout;
 
+use crate::bench::boot::boot_after::{CRASH, CRASH_PATH, GRACE_MS, STUBBORN, STUBBORN_PATH};
 use crate::bench::boot::{PROBE_MS, SLEEP_SERVICES};
 use crate::bench::boot_images::{sleep_arg, BUSYBOX_MARKER, HEARTBEAT};
 
@@ -124,12 +125,23 @@ pub fn units() -> Vec<(String, String)> {
         "bench-heartbeat.service".into(),
         service("bench heartbeat", "/etc/bench/heartbeat", ""),
     ));
+    // An interactive shell ignores SIGTERM: stopped by a hangup, as
+    // Bascule's console service is (else shutdown waits out 90 s).
     v.push((
         "bench-console.service".into(),
         service(
             "bench console shell on ttyS0",
             "/bin/sh -l",
-            "StandardInput=tty\nStandardOutput=tty\nTTYPath=/dev/ttyS0\nTTYReset=yes\nTTYVHangup=yes\n",
+            "StandardInput=tty\nStandardOutput=tty\nTTYPath=/dev/ttyS0\nTTYReset=yes\nTTYVHangup=yes\nKillSignal=SIGHUP\n",
+        ),
+    ));
+    // Ignores SIGTERM: SIGKILL after the same grace as the other systems'.
+    v.push((
+        "bench-stubborn.service".into(),
+        service(
+            "bench service that ignores SIGTERM",
+            STUBBORN_PATH,
+            &format!("TimeoutStopSec={GRACE_MS}ms\n"),
         ),
     ));
     names.extend(
@@ -137,6 +149,7 @@ pub fn units() -> Vec<(String, String)> {
             "bench-httpd.service",
             "bench-heartbeat.service",
             "bench-console.service",
+            "bench-stubborn.service",
         ]
         .map(String::from),
     );
@@ -150,6 +163,15 @@ pub fn units() -> Vec<(String, String)> {
         ),
     ));
     v
+}
+
+/// The crashing service: not wanted by any target, started by the bench
+/// after the boot figures are read; zero delay and no start limit.
+pub fn crash_unit() -> String {
+    format!(
+        "[Unit]\nDescription=bench: exits at once, restarted at zero delay\nStartLimitIntervalSec=0\n\n\
+         [Service]\nExecStart={CRASH_PATH}\nRestart=always\nRestartSec=0\n"
+    )
 }
 
 /// Prints the marker line in the busybox reference's format: the first
@@ -238,6 +260,14 @@ pub fn slot_tree(debian: &Path, dest: &Path, variant: Variant) -> Result<()> {
     )?;
     put(dest, "/etc/bench/heartbeat", HEARTBEAT, 0o755)?;
     put(dest, "/etc/bench/ready", &ready_script(), 0o755)?;
+    put(dest, STUBBORN_PATH, STUBBORN, 0o755)?;
+    put(dest, CRASH_PATH, CRASH, 0o755)?;
+    put(
+        dest,
+        "/etc/systemd/system/bench-crash.service",
+        &crash_unit(),
+        0o644,
+    )?;
     for (name, text) in units() {
         put(dest, &format!("/etc/systemd/system/{name}"), &text, 0o644)?;
         link(
@@ -271,7 +301,10 @@ mod tests {
     #[test]
     fn units_match_the_other_systems() {
         let u = units();
-        assert_eq!(u.len(), SLEEP_SERVICES + 4);
+        assert_eq!(u.len(), SLEEP_SERVICES + 5);
+        assert!(u.iter().any(|(_, t)| t.contains("TimeoutStopSec=1000ms")));
+        assert!(!u.iter().any(|(n, _)| n.contains("crash")));
+        assert!(crash_unit().contains("RestartSec=0\n"));
         for i in 1..=SLEEP_SERVICES {
             let arg = format!("/bin/busybox sleep {}\n", sleep_arg(i));
             assert_eq!(u.iter().filter(|(_, t)| t.contains(&arg)).count(), 1);
