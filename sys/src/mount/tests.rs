@@ -129,6 +129,7 @@ fn an_api_filesystem_already_mounted_is_left_as_it_is() {
             fstype: "tmpfs",
             flags: MountFlags::NOSUID,
             data: c"",
+            data_fallback: None,
         };
         mount_api(&m).unwrap();
         assert!(
@@ -137,5 +138,27 @@ fn an_api_filesystem_already_mounted_is_left_as_it_is() {
         );
         assert_eq!(mounts_under(&run).len(), 1);
         assert!(unmount_tree(&run).is_empty());
+    });
+}
+
+#[test]
+fn an_option_the_kernel_refuses_falls_back_to_the_plain_mount() {
+    in_private_mount_namespace(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let at = std::fs::canonicalize(dir.path()).unwrap().join("t");
+        let target: &'static str = Box::leak(at.display().to_string().into_boxed_str());
+        let mut m = ApiMount {
+            source: "tmpfs",
+            target,
+            fstype: "tmpfs",
+            flags: MountFlags::NOSUID,
+            data: c"no-such-option",
+            data_fallback: None,
+        };
+        assert!(mount_api(&m).is_err(), "tmpfs refuses an unknown option");
+        m.data_fallback = Some(c"mode=0700");
+        mount_api(&m).unwrap();
+        assert_eq!(mounts_under(&at).len(), 1);
+        assert!(unmount_tree(&at).is_empty());
     });
 }
