@@ -146,9 +146,12 @@ impl Guest {
     }
 
     /// The first serial line containing `marker`, from the marker on.
+    /// Only whole lines count: the serial log is read while QEMU writes
+    /// it, so its last line may still be cut short.
     pub fn line_with(&self, marker: &str, from: usize) -> Option<String> {
         let s = self.serial();
-        s.get(from..)?
+        let whole = s.rfind('\n').map_or(0, |i| i + 1);
+        s.get(from..whole)?
             .lines()
             .find_map(|l| l.find(marker).map(|i| l[i..].trim_end().to_owned()))
     }
