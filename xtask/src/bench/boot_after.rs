@@ -128,7 +128,10 @@ pub fn crash_loop(g: &mut Guest, which: Which) -> Result<Crash> {
         bail!("removing the crashing service failed: {line:?}");
     }
     if let Some(n) = words.next() {
-        own_counter = Some(n.parse().map_err(|e| anyhow!("cannot parse {line:?}: {e}"))?);
+        own_counter = Some(
+            n.parse()
+                .map_err(|e| anyhow!("cannot parse {line:?}: {e}"))?,
+        );
     }
     let w = CRASH_WINDOW.as_secs_f64();
     // Nearest-rank percentiles of the sorted intervals; the line count
