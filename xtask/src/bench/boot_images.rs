@@ -117,23 +117,29 @@ fn ready_script() -> String {
     format!(
         r#"#!/bin/sh
 until nc 127.0.0.1 8080 </dev/null >/dev/null 2>&1; do usleep {us}; done
-read t5 _ < /proc/uptime
-read -r stat < /proc/1/stat
-set -- ${{stat##*) }}
-cpu=$(( ${{12}} + ${{13}} ))
-while read -r us name; do
-  case "$name" in
-    "initramfs start") t0=$us ;;
-    "modules loaded"*) t1=$us; n=${{name#*(}}; n=${{n%)}} ;;
-    "root mounted"*) t2=$us ;;
-  esac
-done < /run/bascule/boot-timeline
-read t3 t4 < /run/bench-sysinit
+{READY_STAMPS}read t3 t4 < /run/bench-sysinit
 echo "{BUSYBOX_MARKER} $t0 $t1 $t2 $t3 $t4 $t5 $n $cpu"
 "#,
         us = PROBE_MS * 1000
     )
 }
+
+/// Shell lines every reference's ready script starts with: its own
+/// /proc/uptime stamp (`t5`), PID 1's CPU ticks (`cpu`), and the first
+/// stage's stamps (`t0`..`t2`, µs) and module count (`n`) from the
+/// timeline bascule-init's initramfs stage leaves in /run.
+pub const READY_STAMPS: &str = r#"read t5 _ < /proc/uptime
+read -r stat < /proc/1/stat
+set -- ${stat##*) }
+cpu=$(( ${12} + ${13} ))
+while read -r us name; do
+  case "$name" in
+    "initramfs start") t0=$us ;;
+    "modules loaded"*) t1=$us; n=${name#*(}; n=${n%)} ;;
+    "root mounted"*) t2=$us ;;
+  esac
+done < /run/bascule/boot-timeline
+"#;
 
 fn inittab() -> String {
     let mut s = String::from(

@@ -14,7 +14,7 @@ use bascule_rootfs::layout;
 
 use crate::bench::boot::boot_after::{CRASH, CRASH_PATH, GRACE_MS, STUBBORN, STUBBORN_PATH};
 use crate::bench::boot::{PROBE_MS, SLEEP_SERVICES};
-use crate::bench::boot_images::{sleep_arg, BUSYBOX_MARKER, HEARTBEAT};
+use crate::bench::boot_images::{sleep_arg, BUSYBOX_MARKER, HEARTBEAT, READY_STAMPS};
 
 /// The kernel parameter that makes Bascule's first stage start systemd.
 pub const SYSTEMD_INIT_PARAM: &str = "init=/lib/systemd/systemd";
@@ -184,18 +184,7 @@ pub fn crash_unit() -> String {
 fn ready_script() -> String {
     format!(
         r#"#!/bin/sh
-read t5 _ < /proc/uptime
-read -r stat < /proc/1/stat
-set -- ${{stat##*) }}
-cpu=$(( ${{12}} + ${{13}} ))
-while read -r us name; do
-  case "$name" in
-    "initramfs start") t0=$us ;;
-    "modules loaded"*) t1=$us; n=${{name#*(}}; n=${{n%)}} ;;
-    "root mounted"*) t2=$us ;;
-  esac
-done < /run/bascule/boot-timeline
-sec() {{ printf '%d.%06d' $(($1 / 1000000)) $(($1 % 1000000)); }}
+{READY_STAMPS}sec() {{ printf '%d.%06d' $(($1 / 1000000)) $(($1 % 1000000)); }}
 t3=$(sec "$(systemctl show -P UserspaceTimestampMonotonic)")
 t4=$(sec "$(systemctl show -P ActiveEnterTimestampMonotonic local-fs.target)")
 echo "{BUSYBOX_MARKER} $t0 $t1 $t2 $t3 $t4 $t5 $n $cpu" > /dev/console
