@@ -33,6 +33,32 @@ type Row<'a> = (
 /// The references Bascule is compared with, in column order.
 const REFERENCES: [Which; 3] = [Which::Busybox, Which::Systemd, Which::SystemdTrimmed];
 
+/// One row of a four-system table: each system's median and spread,
+/// Bascule's ratio to each reference, the target and `verdict` of those
+/// ratios.
+fn table_row(
+    fig: &Figures,
+    name: &str,
+    f: &dyn Fn(&Boot) -> f64,
+    target: &str,
+    digits: usize,
+    verdict: impl Fn([f64; 3]) -> String,
+) -> String {
+    let q = REFERENCES.map(|r| fig.median_of(Which::Bascule, f) / fig.median_of(r, f));
+    let figures: Vec<String> = Which::ALL
+        .iter()
+        .map(|w| spread(fig, *w, f, digits))
+        .collect();
+    format!(
+        "| {name} | {} | {:.2}× | {:.2}× | {:.2}× | {target} | {} |\n",
+        figures.join(" | "),
+        q[0],
+        q[1],
+        q[2],
+        verdict(q),
+    )
+}
+
 /// "met" or "MISSED" for each reference and for all together; a ratio
 /// that is not a number (a system without boots) is a miss.
 fn verdicts(q: [f64; 3], busybox: f64, systemd: f64) -> String {
@@ -73,7 +99,6 @@ fn systemd_verdict(systemd: f64, trimmed: f64, goal: Goal) -> String {
 
 /// The figures measured after boot: the crash loop and the shutdown.
 fn after_boot(fig: &Figures) -> String {
-    let b = Which::Bascule;
     type AfterRow<'a> = (
         &'a str,
         &'a dyn Fn(&Boot) -> f64,
@@ -117,19 +142,9 @@ fn after_boot(fig: &Figures) -> String {
 |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (name, f, target, digits, goal) in rows {
-        let q = REFERENCES.map(|r| fig.median_of(b, f) / fig.median_of(r, f));
-        let figures: Vec<String> = Which::ALL
-            .iter()
-            .map(|w| spread(fig, *w, f, digits))
-            .collect();
-        s.push_str(&format!(
-            "| {name} | {} | {:.2}× | {:.2}× | {:.2}× | {target} | {} |\n",
-            figures.join(" | "),
-            q[0],
-            q[1],
-            q[2],
-            goal.map_or(String::new(), |g| systemd_verdict(q[1], q[2], g)),
-        ));
+        s.push_str(&table_row(fig, name, f, target, digits, |q| {
+            goal.map_or(String::new(), |g| systemd_verdict(q[1], q[2], g))
+        }));
     }
     s.push_str(&format!(
         "\n- **Clean shutdown**: every image runs one more service, `{stubborn}` \
@@ -168,11 +183,9 @@ cannot be seen cleanly from inside the guest without tracing, so it is not given
 
 /// The boot section of docs/benchmarks.md.
 pub fn report(fig: &Figures) -> String {
-    let b = Which::Bascule;
     let boots = fig.bascule.len();
     let slot_ready = |x: &Boot| x.stamps[5] - x.stamps[3];
     let mib = |kb: u64| kb as f64 / 1024.0;
-    let ratio = |f: &dyn Fn(&Boot) -> f64, r: Which| fig.median_of(b, f) / fig.median_of(r, f);
     let rows: [Row; 7] = [
         (
             "init's share: the slot's PID 1 starts → every service running, ms",
@@ -242,19 +255,9 @@ systemd trimmed alike.\n\n\
         },
     );
     for (name, f, target, digits, limit) in rows {
-        let q = REFERENCES.map(|r| ratio(f, r));
-        let figures: Vec<String> = Which::ALL
-            .iter()
-            .map(|w| spread(fig, *w, f, digits))
-            .collect();
-        s.push_str(&format!(
-            "| {name} | {} | {:.2}× | {:.2}× | {:.2}× | {target} | {} |\n",
-            figures.join(" | "),
-            q[0],
-            q[1],
-            q[2],
-            limit.map_or(String::new(), |(bb, sd)| verdicts(q, bb, sd)),
-        ));
+        s.push_str(&table_row(fig, name, f, target, digits, |q| {
+            limit.map_or(String::new(), |(bb, sd)| verdicts(q, bb, sd))
+        }));
     }
     s.push_str(&after_boot(fig));
     s.push_str("\n![Boot phases, medians](benchmarks/boot-phases.svg)\n\n");
