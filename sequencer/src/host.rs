@@ -15,7 +15,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::machine::{HoldKind, Holder, NodeRole, Pass, RebootMode, Running, Signal};
+pub use crate::machine::{
+    ClusterLock, HoldKind, Holder, LeaseHolder, NodeRole, Pass, RebootMode, Running, Signal,
+};
+use crate::options::{DataPolicy, QuorumPolicy};
 
 /// A failed host operation: what was being done, on which device, mount
 /// or pid (`context`), and the underlying error.
@@ -117,6 +120,31 @@ pub trait Host {
     /// fds and maps). Read-only.
     fn holders(&mut self, mount: &Path) -> Result<Vec<Holder>, HostError>;
 
+    // ----- cluster (mutating) -----
+
+    /// Before the first disruptive phase of an applied upgrade: on a
+    /// control-plane node, take the cluster's upgrade lease (waiting while
+    /// another node holds it, calling `waiting` with who does), then check
+    /// that etcd keeps its quorum without this node (`data` says whether it
+    /// leaves or keeps its membership; [`QuorumPolicy::Force`] skips the
+    /// check). The lease is kept alive from then on and across the reboot;
+    /// the new slot releases it once confirmed and healthy in etcd. An
+    /// error is a refusal: nothing changed, and the lease is not held.
+    fn cluster_lock(
+        &mut self,
+        _target_version: &str,
+        _data: DataPolicy,
+        _quorum: QuorumPolicy,
+        _waiting: &mut dyn FnMut(&LeaseHolder),
+    ) -> Result<ClusterLock, HostError> {
+        Ok(ClusterLock::NotClustered)
+    }
+
+    /// The run stopped without a reboot after [`Host::cluster_lock`] took
+    /// the lease (the services resume on the current slot): release it,
+    /// recording `failure` for the operator.
+    fn cluster_release(&mut self, _failure: &str) {}
+
     // ----- teardown (mutating) -----
 
     /// Phase 2: from now on no workload-class service may start. Returns
@@ -129,8 +157,10 @@ pub trait Host {
     fn drain_workloads(&mut self) -> Result<(), StopError>;
 
     /// Phase 4, control-plane nodes only, and only when not preserving
-    /// data: leave the cluster. A placeholder until cluster support lands:
-    /// the sequencer skips the phase on workers and when preserving.
+    /// data: remove this node from etcd's membership (through another
+    /// member) before its etcd stops; it joins again as a new member once
+    /// upgraded. The sequencer skips the phase on workers and when
+    /// preserving.
     fn leave_cluster(&mut self) -> Result<(), HostError>;
 
     /// Phase 5: stops every remaining service in reverse dependency order,

@@ -192,14 +192,26 @@ pub enum Note {
         #[serde(with = "slot_name")]
         slot: Slot,
     },
-    /// The target slot was prepared from this very bundle: nothing is
-    /// written again.
     /// The prepared slot's kernel was loaded for kexec before the drain,
     /// so the load is not part of the downtime.
     KexecPreloaded {
         #[serde(with = "slot_name")]
         slot: Slot,
     },
+    /// Another node holds the cluster's upgrade lease: this run waits.
+    WaitingForLease {
+        holder: String,
+        target: String,
+    },
+    /// This node took the cluster's upgrade lease and etcd keeps its
+    /// quorum without it.
+    LeaseTaken {
+        lease: String,
+    },
+    /// The run stopped before the reboot: the lease was released.
+    LeaseReleased,
+    /// The target slot was prepared from this very bundle: nothing is
+    /// written again.
     AlreadyPrepared {
         #[serde(with = "slot_name")]
         slot: Slot,

@@ -17,6 +17,7 @@ mod arm;
 pub mod clock;
 pub mod host;
 mod install;
+mod lease;
 pub mod journal;
 pub mod machine;
 mod note_text;

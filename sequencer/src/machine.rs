@@ -36,6 +36,24 @@ pub enum NodeRole {
     ControlPlane,
 }
 
+/// What taking the cluster's upgrade lease gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterLock {
+    /// A worker, or a machine without a cluster: nothing to serialize.
+    NotClustered,
+    /// This node holds the lease (its id, as etcd shows it) until its new
+    /// slot is confirmed and healthy in etcd, or the run stops.
+    Held { lease: String },
+}
+
+/// Another node holds the upgrade lease: this run waits for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHolder {
+    pub node: String,
+    /// The version it is upgrading to.
+    pub target: String,
+}
+
 /// How a process keeps a filesystem busy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -86,6 +86,15 @@ impl fmt::Display for Note {
                 f,
                 "staged: the next boot tries slot {slot} before its services start"
             ),
+            Note::WaitingForLease { holder, target } => write!(
+                f,
+                "waiting for the upgrade lease: {holder} holds it (upgrading to {target})"
+            ),
+            Note::LeaseTaken { lease } => write!(
+                f,
+                "upgrade lease {lease} taken: etcd keeps its quorum without this node"
+            ),
+            Note::LeaseReleased => f.write_str("upgrade lease released"),
             Note::KexecPreloaded { slot } => write!(
                 f,
                 "slot {slot}'s kernel loaded for kexec before any service stops"

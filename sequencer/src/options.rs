@@ -38,6 +38,16 @@ pub enum VersionPolicy {
     AllowAny,
 }
 
+/// Whether etcd's quorum check may refuse the upgrade of a control-plane
+/// node (the `force` option skips it; the lease still serializes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuorumPolicy {
+    #[default]
+    Check,
+    Force,
+}
+
 /// Whether anything is done at all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -78,6 +88,7 @@ pub struct UpgradeOptions {
     pub data: DataPolicy,
     pub after: AfterInstall,
     pub versions: VersionPolicy,
+    pub quorum: QuorumPolicy,
     pub reboot: RebootMode,
     pub run: RunMode,
     pub timeouts: Timeouts,

@@ -34,6 +34,9 @@ pub enum Refusal {
         booted_state: SlotState,
     },
 
+    #[error("the cluster refuses this upgrade: {0}")]
+    Cluster(#[source] HostError),
+
     #[error("the bundle was refused: {0}")]
     Bundle(#[source] BundleError),
 

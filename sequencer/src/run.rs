@@ -29,6 +29,15 @@ impl From<Refusal> for Stop {
     }
 }
 
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Refused(r) => r.fmt(f),
+            Stop::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
 /// The phase being run.
 struct Current {
     index: usize,
@@ -46,6 +55,8 @@ pub(crate) struct Run<'a, H: Host + ?Sized, C: Clock + ?Sized> {
     /// The target's kernel is already loaded for kexec (a prepared slot,
     /// loaded before the drain).
     pub(crate) kexec_preloaded: bool,
+    /// The cluster's upgrade lease this run holds, if any.
+    pub(crate) lease: Option<String>,
 }
 
 impl<'a, H: Host + ?Sized, C: Clock + ?Sized> Run<'a, H, C> {
@@ -64,6 +75,7 @@ impl<'a, H: Host + ?Sized, C: Clock + ?Sized> Run<'a, H, C> {
             mode,
             current: None,
             kexec_preloaded: false,
+            lease: None,
         }
     }
 
@@ -143,6 +155,24 @@ impl<'a, H: Host + ?Sized, C: Clock + ?Sized> Run<'a, H, C> {
             rec.notes.push(note.clone());
             let phase = rec.phase;
             self.progress.event(Event::Note { phase, note });
+        }
+    }
+
+    /// Adds notes already sent as events to `phase`'s record.
+    pub(crate) fn record_notes(&mut self, phase: Phase, notes: Vec<Note>) {
+        if let Some(rec) = self.journal.phases.iter_mut().rev().find(|r| r.phase == phase) {
+            rec.notes.extend(notes);
+        }
+    }
+
+    /// Adds a note to the last phase's record (after it ended), sends it
+    /// and saves the journal.
+    pub(crate) fn note_last(&mut self, note: Note) {
+        if let Some(rec) = self.journal.phases.last_mut() {
+            rec.notes.push(note.clone());
+            let phase = rec.phase;
+            self.progress.event(Event::Note { phase, note });
+            self.save();
         }
     }
 

@@ -19,8 +19,8 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
         Ok(self.host.drain_workloads().map_err(PhaseError::Drain)?)
     }
 
-    /// Placeholder until cluster support: only a control-plane node that
-    /// does not preserve its data leaves.
+    /// Only a control-plane node that does not preserve its data leaves
+    /// (it rejoins as a new member after the upgrade).
     pub(crate) fn leave_cluster(&mut self, data: DataPolicy) -> Result<(), Stop> {
         match (self.host.node_role(), data) {
             (NodeRole::Worker, _) => self.skip(SkipReason::WorkerNode),

@@ -60,6 +60,10 @@ pub fn upgrade<H: Host + ?Sized, C: Clock + ?Sized>(
                 Ok(v) => v,
                 Err(stop) => {
                     let recovery = recovery_after($phase, &stop, options);
+                    // After a reboot the booted slot releases the lease.
+                    if matches!(recovery, Recovery::Resume | Recovery::KeepRunning) {
+                        run.release_lease(&format!("{}: {}", $phase.name(), stop));
+                    }
                     return run.stopped($phase, stop, recovery);
                 }
             }
@@ -81,6 +85,13 @@ pub fn upgrade<H: Host + ?Sized, C: Clock + ?Sized>(
             && options.run != RunMode::DryRun
         {
             r.preload_kexec(&v);
+        }
+        // Last, so that a node waiting for the lease has checked its bundle
+        // already and a refusal before it costs the cluster nothing.
+        if matches!(options.run, RunMode::Apply | RunMode::ApplyPrepared)
+            && options.after == AfterInstall::Reboot
+        {
+            r.cluster_lock(&v.version, options)?;
         }
         Ok((v, mounts))
     });

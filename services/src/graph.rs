@@ -23,15 +23,26 @@ pub struct Catalog {
 
 /// Reads every `*.toml` in `dir`, in name order.
 pub fn load_dir(dir: &Path) -> Result<Catalog, SpecError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| SpecError::Read {
-        path: dir.to_owned(),
-        message: e.to_string(),
-    })?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    paths.sort();
+    load_dirs(dir, None)
+}
+
+/// Reads every `*.toml` in `dir`, then in `generated` (files PID 1 wrote at
+/// boot from the machine configuration, e.g. the etcd of a control-plane
+/// node), each in name order. `dir` must be readable; a missing `generated`
+/// adds nothing. A generated file replaces the image's file of the same name.
+pub fn load_dirs(dir: &Path, generated: Option<&Path>) -> Result<Catalog, SpecError> {
+    let mut paths = toml_files(dir)?;
+    if let Some(gen) = generated {
+        match toml_files(gen) {
+            Ok(more) => {
+                let stems: BTreeSet<_> = more.iter().filter_map(|p| p.file_stem()).collect();
+                paths.retain(|p| !p.file_stem().is_some_and(|s| stems.contains(s)));
+                paths.extend(more.iter().cloned());
+            }
+            Err(_) if !gen.exists() => {}
+            Err(e) => return Err(e),
+        }
+    }
     let mut parsed = Vec::new();
     let mut rejected = Vec::new();
     for path in paths {
@@ -51,6 +62,19 @@ pub fn load_dir(dir: &Path) -> Result<Catalog, SpecError> {
     rejected.append(&mut catalog.rejected);
     catalog.rejected = rejected;
     Ok(catalog)
+}
+
+fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, SpecError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| SpecError::Read {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    Ok(paths)
 }
 
 /// Checks dependencies: unknown names and cycles reject the services
@@ -229,6 +253,21 @@ mod tests {
                 .join(",")
         );
         spec::parse_str(name, Path::new(&format!("/s/{name}.toml")), &text).unwrap()
+    }
+
+    #[test]
+    fn a_generated_file_adds_to_the_image_and_replaces_its_namesake() {
+        let image = tempfile::tempdir().unwrap();
+        let gen = tempfile::tempdir().unwrap();
+        std::fs::write(image.path().join("web.toml"), "exec = [\"/bin/a\"]\n").unwrap();
+        std::fs::write(image.path().join("etcd.toml"), "exec = [\"/bin/old\"]\n").unwrap();
+        std::fs::write(gen.path().join("etcd.toml"), "exec = [\"/bin/new\"]\n").unwrap();
+        let c = load_dirs(image.path(), Some(gen.path())).unwrap();
+        assert_eq!(c.specs.keys().collect::<Vec<_>>(), vec!["etcd", "web"]);
+        assert_eq!(c.specs["etcd"].exec, vec!["/bin/new"]);
+        // No generated directory: the image's files alone.
+        let c = load_dirs(image.path(), Some(&gen.path().join("missing"))).unwrap();
+        assert_eq!(c.specs["etcd"].exec, vec!["/bin/old"]);
     }
 
     #[test]

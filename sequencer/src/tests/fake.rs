@@ -2,9 +2,10 @@
 
 use crate::clock::Clock;
 use crate::host::{
-    HoldKind, Holder, Host, HostError, KexecError, NodeRole, Pass, RebootMode, Running, Signal,
-    StopError,
+    ClusterLock, HoldKind, Holder, Host, HostError, KexecError, LeaseHolder, NodeRole, Pass,
+    RebootMode, Running, Signal, StopError,
 };
+use crate::options::{DataPolicy, QuorumPolicy};
 use crate::journal::Journal;
 use crate::progress::Event;
 use bascule_boot::meta_record::{MetaRecord, SlotInfo, SlotState};
@@ -89,6 +90,8 @@ pub enum Call {
     OpenBundle(Pass),
     WritableMounts,
     Holders(PathBuf),
+    ClusterLock(QuorumPolicy),
+    ClusterRelease(String),
     Cordon,
     Drain,
     LeaveCluster,
@@ -122,6 +125,8 @@ impl Call {
                 | Call::OpenBundle(_)
                 | Call::WritableMounts
                 | Call::Holders(_)
+                // The lease is etcd's: the machine is unchanged.
+                | Call::ClusterLock(_)
                 | Call::SlotDigest(..)
                 | Call::EspDigest(..)
         )
@@ -138,6 +143,8 @@ impl Call {
             Call::OpenBundle(Pass::Install) => "open_bundle(install)",
             Call::WritableMounts => "writable_mounts",
             Call::Holders(_) => "holders",
+            Call::ClusterLock(_) => "cluster_lock",
+            Call::ClusterRelease(_) => "cluster_release",
             Call::Cordon => "cordon",
             Call::Drain => "drain",
             Call::LeaveCluster => "leave_cluster",
@@ -186,6 +193,8 @@ pub enum Fail {
     SaveJournal,
     /// The second write_meta (the try) fails.
     RecordTry,
+    /// The cluster refuses (etcd would lose its quorum).
+    ClusterLock,
 }
 
 pub struct FakeHost {
@@ -209,6 +218,8 @@ pub struct FakeHost {
     pub slots: BTreeMap<Slot, Vec<u8>>,
     pub esp: BTreeMap<(Slot, PayloadKind), Vec<u8>>,
     pub journals: Vec<Journal>,
+    /// Nodes that hold the lease before this one gets it (control plane).
+    pub lease_holders: Vec<LeaseHolder>,
     disk_checks: u32,
     meta_writes: u32,
 }
@@ -256,6 +267,7 @@ pub fn host_with(bundle: &Bundle) -> FakeHost {
         slots: BTreeMap::new(),
         esp: BTreeMap::new(),
         journals: Vec::new(),
+        lease_holders: Vec::new(),
         disk_checks: 0,
         meta_writes: 0,
     }
@@ -404,6 +416,37 @@ impl Host for FakeHost {
             });
         }
         Ok(())
+    }
+
+    fn cluster_lock(
+        &mut self,
+        _target_version: &str,
+        _data: DataPolicy,
+        quorum: QuorumPolicy,
+        waiting: &mut dyn FnMut(&LeaseHolder),
+    ) -> Result<ClusterLock, HostError> {
+        if self.role == NodeRole::Worker {
+            return Ok(ClusterLock::NotClustered);
+        }
+        self.calls.push(Call::ClusterLock(quorum));
+        for h in &self.lease_holders {
+            // Asked more than once while the same node holds it.
+            waiting(h);
+            waiting(h);
+        }
+        if self.fail.contains(&Fail::ClusterLock) && quorum == QuorumPolicy::Check {
+            return Err(HostError::new(
+                "etcd quorum",
+                "etcd would lose quorum: cp2 unhealthy",
+            ));
+        }
+        Ok(ClusterLock::Held {
+            lease: "694d77aa9e38260f".into(),
+        })
+    }
+
+    fn cluster_release(&mut self, failure: &str) {
+        self.calls.push(Call::ClusterRelease(failure.to_owned()));
     }
 
     fn leave_cluster(&mut self) -> Result<(), HostError> {

@@ -1,6 +1,7 @@
 //! The sequencer driven through a recording fake host.
 
 mod aborts;
+mod cluster;
 mod fake;
 mod journal;
 mod order;
