@@ -1,0 +1,7 @@
+//! The etcd side of Bascule's control-plane safety upgrades.
+
+pub mod config;
+pub mod gateway;
+
+pub use config::{ConfigError, InitialClusterState, MachineConfig, Role};
+pub use gateway::{Etcd, LeaseId, MemberId};
