@@ -10,7 +10,7 @@
 pub(crate) mod wire;
 
 use std::fmt;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -419,7 +419,7 @@ impl Etcd {
         match request.send_string(body) {
             Ok(response) => Ok(response),
             Err(ureq::Error::Status(status, response)) => {
-                let text = response.into_string().unwrap_or_default();
+                let text = read_body(response).unwrap_or_else(|(partial, _)| partial);
                 match serde_json::from_str::<wire::ErrorBody>(&text) {
                     Ok(error) => {
                         let code = GrpcCode::from_u32(error.code);
@@ -461,8 +461,8 @@ impl Etcd {
                 Err(ureq::Error::Status(_, response)) => response,
                 Err(ureq::Error::Transport(t)) => return Err(Failure::TryNext(t.to_string())),
             };
-            let text = response
-                .into_string()
+            let text = read_body(response)
+                .or_else(|(partial, error)| complete_json(partial, &error))
                 .map_err(|e| Failure::TryNext(format!("reading the answer: {e}")))?;
             let body: wire::HealthBody = serde_json::from_str(&text).map_err(|e| {
                 Failure::Final(Error::Decode {
@@ -829,6 +829,28 @@ fn leased_error(error: Error, lease: Option<LeaseId>) -> Error {
     match lease {
         Some(lease) => lease_gone(error, lease),
         None => error,
+    }
+}
+
+/// The whole body, or what was read before an error. etcd ends chunked
+/// error bodies with an HTTP trailer (`Grpc-Trailer-Content-Type`) that
+/// ureq's chunked decoder rejects after the JSON has arrived whole.
+fn read_body(response: ureq::Response) -> Result<String, (String, std::io::Error)> {
+    let mut bytes = Vec::new();
+    let result = response.into_reader().read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    match result {
+        Ok(_) => Ok(text),
+        Err(error) => Err((text, error)),
+    }
+}
+
+/// Accepts a body cut short by an error if it is already a whole JSON value.
+fn complete_json(partial: String, error: &std::io::Error) -> Result<String, String> {
+    if serde_json::from_str::<serde_json::Value>(&partial).is_ok() {
+        Ok(partial)
+    } else {
+        Err(error.to_string())
     }
 }
 

@@ -1,0 +1,173 @@
+//! bascule-cluster against real etcd 3.4 processes (see `support`).
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bascule_cluster::gateway::{CreateOutcome, EndpointHealth, Error, EventKind};
+use support::{wait_until, EtcdCluster};
+
+#[test]
+fn health_status_members_and_keys() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = cluster.client();
+
+    assert_eq!(etcd.health().unwrap(), EndpointHealth::Healthy);
+    let status = etcd.status().unwrap();
+    assert_eq!(status.version, "3.4.23");
+    assert_eq!(status.leader, Some(status.header.member_id));
+    assert!(status.raft_index > 0);
+    let members = etcd.member_list().unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].name, "cp1");
+    assert_eq!(members[0].id, status.header.member_id);
+    assert_eq!(members[0].client_urls, [cluster.members[0].client_url()]);
+
+    assert_eq!(etcd.range("/t/a").unwrap(), None);
+    etcd.put("/t/a", b"1", None).unwrap();
+    etcd.put("/t/b", b"2", None).unwrap();
+    etcd.put("/u", b"3", None).unwrap();
+    let a = etcd.range("/t/a").unwrap().unwrap();
+    assert_eq!(
+        (a.key.as_str(), a.value.as_slice(), a.lease),
+        ("/t/a", &b"1"[..], None)
+    );
+    assert_eq!(
+        etcd.range_serializable("/t/b").unwrap().unwrap().value,
+        b"2"
+    );
+    let keys: Vec<String> = etcd
+        .range_prefix("/t/")
+        .unwrap()
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(keys, ["/t/a", "/t/b"]);
+    assert_eq!(etcd.delete("/t/a").unwrap(), 1);
+    assert_eq!(etcd.delete("/t/a").unwrap(), 0);
+    assert_eq!(etcd.range("/t/a").unwrap(), None);
+
+    assert_eq!(
+        etcd.txn_create("/t/c", b"first", None).unwrap(),
+        CreateOutcome::Created
+    );
+    match etcd.txn_create("/t/c", b"second", None).unwrap() {
+        CreateOutcome::Exists {
+            value,
+            lease,
+            mod_revision,
+        } => {
+            assert_eq!(value, b"first");
+            assert_eq!(lease, None);
+            assert_eq!(
+                mod_revision,
+                etcd.range("/t/c").unwrap().unwrap().mod_revision
+            );
+        }
+        CreateOutcome::Created => panic!("created an existing key"),
+    }
+}
+
+#[test]
+fn an_unreachable_endpoint_is_skipped() {
+    let cluster = EtcdCluster::start(1);
+    let mut endpoints = vec!["http://127.0.0.1:1".to_string()];
+    endpoints.extend(cluster.endpoints());
+    let etcd = bascule_cluster::Etcd::new(endpoints, Duration::from_secs(2));
+    etcd.put("/k", b"v", None).unwrap();
+    assert_eq!(etcd.range("/k").unwrap().unwrap().value, b"v");
+}
+
+#[test]
+fn leases_keep_alive_revoke_and_expire() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = cluster.client();
+
+    let (lease, ttl) = etcd.lease_grant(Duration::from_secs(30)).unwrap();
+    assert_eq!(ttl, Duration::from_secs(30));
+    etcd.put("/leased", b"x", Some(lease)).unwrap();
+    assert_eq!(etcd.range("/leased").unwrap().unwrap().lease, Some(lease));
+    assert_eq!(
+        etcd.lease_keepalive(lease).unwrap(),
+        Duration::from_secs(30)
+    );
+    let left = etcd.lease_time_to_live(lease).unwrap();
+    assert_eq!(left.granted, Duration::from_secs(30));
+    assert!(left.remaining <= left.granted && left.remaining >= Duration::from_secs(28));
+    assert_eq!(left.keys, ["/leased"]);
+    etcd.lease_revoke(lease).unwrap();
+    assert_eq!(etcd.range("/leased").unwrap(), None);
+    assert!(matches!(
+        etcd.lease_keepalive(lease),
+        Err(Error::LeaseGone { .. })
+    ));
+    assert!(matches!(
+        etcd.lease_time_to_live(lease),
+        Err(Error::LeaseGone { .. })
+    ));
+    let revoked = etcd.lease_revoke(lease);
+    assert!(
+        matches!(revoked, Err(Error::LeaseGone { .. })),
+        "{revoked:?}"
+    );
+    assert!(matches!(
+        etcd.put("/leased", b"x", Some(lease)),
+        Err(Error::LeaseGone { .. })
+    ));
+
+    // Not kept alive: the lease and its key go by themselves after the TTL.
+    let granted_at = Instant::now();
+    let (short, _) = etcd.lease_grant(Duration::from_secs(2)).unwrap();
+    etcd.put("/short", b"x", Some(short)).unwrap();
+    wait_until(
+        Duration::from_secs(8),
+        "the unrenewed lease's key goes",
+        || etcd.range("/short").unwrap().is_none(),
+    );
+    assert!(granted_at.elapsed() >= Duration::from_millis(1500));
+    assert!(matches!(
+        etcd.lease_keepalive(short),
+        Err(Error::LeaseGone { .. })
+    ));
+}
+
+#[test]
+fn watch_returns_when_the_key_changes() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = cluster.client();
+    etcd.put("/w", b"0", None).unwrap();
+    let from = etcd.range("/w").unwrap().unwrap().mod_revision + 1;
+
+    // Nothing changes: the watch ends empty at its deadline.
+    let started = Instant::now();
+    let events = etcd
+        .watch("/w", from, Instant::now() + Duration::from_millis(400))
+        .unwrap();
+    assert!(events.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Watching from `from` sees a change made after it, whenever it comes.
+    let writer = {
+        let etcd = etcd.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            etcd.delete("/w").unwrap();
+        })
+    };
+    let events = etcd
+        .watch("/w", from, Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    writer.join().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::Delete);
+    assert_eq!(events[0].kv.key, "/w");
+
+    etcd.put("/w", b"1", None).unwrap();
+    let events = etcd
+        .watch("/w", from, Instant::now() + Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(events[0].kind, EventKind::Delete, "history from `from` on");
+}
