@@ -12,15 +12,20 @@
 //! - boot (see [`boot`]): init's own share of boot-to-ready and PID 1's
 //!   resident memory, against busybox init on the same kernel with the
 //!   same services, under QEMU.
+//! - scaling (see [`scaling`]): boot, PID 1's memory, shutdown and API
+//!   calls at 1, 20, 100 and 500 services, Bascule and busybox init,
+//!   written to docs/benchmarks/scaling.{md,json,svg}.
 //!
 //! ```text
-//! cargo xtask bench [--boots N] [--boot-only] [--smoke]
+//! cargo xtask bench [--boots N] [--scaling-boots N] [--boot-only | --scaling-only] [--smoke]
 //! ```
 //! `--boots N`: boots per image after one warm-up boot (default 10);
 //! `--boot-only`: only the boot figures, printed, docs/benchmarks.md left
-//! as it is; `--smoke`: one boot of each image and short host runs, the
-//! results written under target/bench-smoke/: proves every figure can
-//! still be produced (`cargo xtask test` runs it).
+//! as it is; `--scaling-only`: only the scaling series, printed and
+//! written to its own files; `--smoke`: one boot of each image, the
+//! smallest scaling series and short host runs, the results written
+//! under target/bench-smoke/: proves every figure can still be produced
+//! (`cargo xtask test` runs it).
 
 mod boot;
 mod boot_guest;
@@ -29,6 +34,8 @@ mod boot_report;
 mod charts;
 mod host_load;
 mod results;
+mod scaling;
+mod scaling_report;
 mod upgrade;
 mod upgrade_report;
 
@@ -369,8 +376,17 @@ pub struct BenchArgs {
     /// Only the upgrade figures, printed; docs/benchmarks.md left as it is.
     #[arg(long, conflicts_with = "boot_only")]
     upgrade_only: bool,
-    /// One boot of each image and short host runs, written under
-    /// target/bench-smoke/: fails if any figure cannot be produced.
+    /// Boots per point of the scaling series (1, 20, 100, 500 services).
+    #[arg(long, value_name = "N", default_value_t = scaling::DEFAULT_BOOTS,
+          value_parser = positive)]
+    scaling_boots: usize,
+    /// Only the scaling series, printed and written to
+    /// docs/benchmarks/scaling.{md,json,svg}.
+    #[arg(long, conflicts_with_all = ["boot_only", "upgrade_only", "host_only"])]
+    scaling_only: bool,
+    /// One boot of each image, the smallest scaling series (1 and 20
+    /// services) and short host runs, written under target/bench-smoke/:
+    /// fails if any figure cannot be produced.
     #[arg(long)]
     smoke: bool,
 }
@@ -384,6 +400,8 @@ impl BenchArgs {
             upgrade_rounds: 1,
             upgrade_only: false,
             host_only: false,
+            scaling_boots: 1,
+            scaling_only: false,
             smoke: true,
         }
     }
@@ -403,6 +421,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         (args.boots, 1, FULL)
     };
     let rounds = if args.smoke { 1 } else { args.upgrade_rounds };
+    let (series, scaling_boots): (&[usize], usize) = if args.smoke {
+        (&scaling::SMOKE_SERIES, 1)
+    } else {
+        (&scaling::SERIES, args.scaling_boots)
+    };
+    let out = if args.smoke {
+        workspace_root().join("target/bench-smoke")
+    } else {
+        workspace_root().join("docs")
+    };
+    if args.scaling_only {
+        let s = scaling::run(series, scaling_boots, args.smoke)?;
+        let prov = results::provenance();
+        println!("{}", scaling_report::report(&s, &prov));
+        return scaling_report::write(&s, &out.join("benchmarks"));
+    }
     if args.upgrade_only {
         let fig = upgrade::run(rounds, args.smoke)?;
         println!("{}", upgrade_report::report(&fig));
@@ -435,6 +469,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let fig = boot::run(boots, warmup)?;
     let up = upgrade::run(rounds, args.smoke)?;
+    let scale = scaling::run(series, scaling_boots, args.smoke)?;
+    if let Some(what) = scaling_report::missing(&scale) {
+        bail!("a scaling figure could not be produced: {what}");
+    }
     let host = [
         restart,
         restarts.p99,
@@ -492,10 +530,10 @@ would show up as a slow producer; the bench checks that the file ends with the p
 last line.\n\
 {boot}\n\
 {upgrade}\n\
+{scaling}\
 ## Not measured yet\n\n\
 These figures are asked for and not produced by this bench yet; nothing here claims them: \
-the scaling series (1, 20, 100, 500 services), and the install memory of a 1 GiB \
-image (the slots hold 128 MiB).\n",
+the install memory of a 1 GiB image (the slots hold 128 MiB).\n",
         args = std::env::args().skip(2).map(|a| format!(" {a}")).collect::<String>(),
         commit = provenance["commit"].as_str().unwrap_or("?"),
         dirty = if provenance["tree_clean"].as_bool() == Some(true) { "" } else { " (with uncommitted changes)" },
@@ -524,6 +562,7 @@ image (the slots hold 128 MiB).\n",
         mb = sizes.log_bytes >> 20,
         boot = boot_report::report(&fig),
         upgrade = upgrade_report::report(&up),
+        scaling = SCALING_SECTION,
     );
     let json = serde_json::json!({
         "provenance": provenance,
@@ -544,11 +583,6 @@ image (the slots hold 128 MiB).\n",
         "boot": results::boots(&fig),
         "upgrade": upgrade_report::json(&up),
     });
-    let out = if args.smoke {
-        workspace_root().join("target/bench-smoke")
-    } else {
-        workspace_root().join("docs")
-    };
     std::fs::create_dir_all(out.join("benchmarks"))?;
     std::fs::write(out.join("benchmarks.md"), report)?;
     std::fs::write(
@@ -560,5 +594,15 @@ image (the slots hold 128 MiB).\n",
         charts::boot_phases(&fig),
     )?;
     println!("wrote {}", out.join("benchmarks.md").display());
-    Ok(())
+    scaling_report::write(&scale, &out.join("benchmarks"))
 }
+
+/// The section of docs/benchmarks.md that points to the scaling series,
+/// which has its own files (`--scaling-only` rewrites them alone).
+const SCALING_SECTION: &str = "## Scaling\n\n\
+How boot, PID 1's memory, the clean shutdown and API calls grow from 1 to 20, 100 and 500 \
+services, for Bascule and busybox init, each figure also per added service: \
+[benchmarks/scaling.md](benchmarks/scaling.md) (samples in \
+[benchmarks/scaling.json](benchmarks/scaling.json)), with its own provenance line, since \
+`cargo xtask bench --scaling-only` updates it alone.\n\n\
+![Scaling series](benchmarks/scaling.svg)\n\n";

@@ -121,7 +121,7 @@ impl Which {
         }
     }
     /// /proc/1/comm once all is running.
-    fn comm(self) -> &'static str {
+    pub fn comm(self) -> &'static str {
         match self {
             Which::Bascule => "bascule-init",
             Which::Busybox => "init",
@@ -353,9 +353,67 @@ fn boot_once(
 ) -> Result<(Boot, String)> {
     let (mut g, args) = Guest::start(img, scratch)?;
     let t = Instant::now();
+    let Ready {
+        stamps,
+        modules,
+        wall_s,
+        cpu_ms,
+    } = boot_to_ready(&mut g, which, t, services, SLEEP_SERVICES, BOOT_TIMEOUT)?;
+    // Let the first round of health checks and restarts pass.
+    std::thread::sleep(SETTLE);
+    let m = g.pid1_memory()?;
+    let want = which.comm();
+    if m.comm != want {
+        bail!("PID 1 is {:?}, not {want:?}", m.comm);
+    }
+    let crash = boot_after::crash_loop(&mut g, which).context("the crash loop")?;
+    let shutdown_s = boot_after::shutdown(&mut g, which).context("the clean shutdown")?;
+    drop(g);
+    Ok((
+        Boot {
+            stamps,
+            modules,
+            wall_s,
+            cpu_ms,
+            comm: m.comm,
+            rss_kb: m.rss_kb,
+            pss_kb: m.pss_kb,
+            anon_kb: m.anon_kb,
+            used_kb: m.used_kb,
+            crash,
+            shutdown_s,
+        },
+        args,
+    ))
+}
+
+/// What a boot gives up to all-ready.
+pub struct Ready {
+    /// ms since kernel start, one per [`PHASES`].
+    pub stamps: [f64; 6],
+    /// Kernel modules loaded by the first stage.
+    pub modules: u32,
+    /// `started` to all-ready seen on the host, s.
+    pub wall_s: f64,
+    /// PID 1's utime + stime when all was ready, ms (10 ms steps).
+    pub cpu_ms: f64,
+}
+
+/// Waits (at most `limit`) for the guest started at `started` to have
+/// every one of its `services` running (`sleeps` of them `busybox sleep`
+/// services, for the references' count), and reads its stamps.
+pub fn boot_to_ready(
+    g: &mut Guest,
+    which: Which,
+    started: Instant,
+    services: usize,
+    sleeps: usize,
+    limit: Duration,
+) -> Result<Ready> {
+    let t = started;
     let (stamps, modules, wall_s, cpu_ms) = match which {
         Which::Bascule => {
-            g.wait(BOOT_TIMEOUT, "\"all services ready\" on the console", |g| {
+            g.wait(limit, "\"all services ready\" on the console", |g| {
                 g.line_with("bascule-init: all services ready", 0)
             })?;
             let wall_s = t.elapsed().as_secs_f64();
@@ -403,7 +461,7 @@ fn boot_once(
             (stamps, modules, wall_s, cpu_ms)
         }
         Which::Busybox | Which::Systemd | Which::SystemdTrimmed => {
-            let line = g.wait(BOOT_TIMEOUT, "the reference's ready marker", |g| {
+            let line = g.wait(limit, "the reference's ready marker", |g| {
                 g.line_with(&format!("{BUSYBOX_MARKER} "), 0)
             })?;
             let wall_s = t.elapsed().as_secs_f64();
@@ -435,12 +493,12 @@ fn boot_once(
                 *s = if i < 3 { nums[i] / 1e3 } else { nums[i] * 1e3 };
             }
             let counts = g.count_processes(&[
-                "^/bin/busybox sleep 1000[0-9][0-9]",
+                SLEEP_PATTERN,
                 "^/bin/busybox http[d] ",
                 "/etc/bench/heartbea[t]",
                 "/etc/bench/stubbor[n]",
             ])?;
-            if counts != [SLEEP_SERVICES, 1, 1, 1] {
+            if counts != [sleeps, 1, 1, 1] {
                 bail!(
                     "not every service is running: sleeps, httpd, heartbeat, stubborn = {counts:?}"
                 );
@@ -448,33 +506,18 @@ fn boot_once(
             (stamps, nums[6] as u32, wall_s, nums[7] * TICK_MS)
         }
     };
-    // Let the first round of health checks and restarts pass.
-    std::thread::sleep(SETTLE);
-    let m = g.pid1_memory()?;
-    let want = which.comm();
-    if m.comm != want {
-        bail!("PID 1 is {:?}, not {want:?}", m.comm);
-    }
-    let crash = boot_after::crash_loop(&mut g, which).context("the crash loop")?;
-    let shutdown_s = boot_after::shutdown(&mut g, which).context("the clean shutdown")?;
-    drop(g);
-    Ok((
-        Boot {
-            stamps,
-            modules,
-            wall_s,
-            cpu_ms,
-            comm: m.comm,
-            rss_kb: m.rss_kb,
-            pss_kb: m.pss_kb,
-            anon_kb: m.anon_kb,
-            used_kb: m.used_kb,
-            crash,
-            shutdown_s,
-        },
-        args,
-    ))
+    Ok(Ready {
+        stamps,
+        modules,
+        wall_s,
+        cpu_ms,
+    })
 }
+
+/// The command lines of the sleep services (`busybox grep` regex): their
+/// arguments have six digits (`sleep_arg`), the stubborn service's
+/// `sleep 1` has one.
+const SLEEP_PATTERN: &str = "^/bin/busybox sleep 1[0-9][0-9][0-9][0-9][0-9]";
 
 #[cfg(test)]
 mod tests {

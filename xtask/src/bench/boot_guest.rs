@@ -277,6 +277,34 @@ impl Guest {
         }
     }
 
+    /// Round trips of `calls` calls to Bascule's API on one connection,
+    /// ms, after `warm` calls that are not kept; `check` says what is
+    /// wrong with a reply (the figure is of calls that did their work).
+    pub fn api_round_trips(
+        &mut self,
+        call: impl Fn() -> Call,
+        check: impl Fn(&Reply) -> Option<String>,
+        warm: usize,
+        calls: usize,
+    ) -> Result<Vec<f64>> {
+        let s = UnixStream::connect(&self.api)
+            .with_context(|| format!("API socket {}", self.api.display()))?;
+        let mut c = Client::from_stream(s, Duration::from_secs(10))?;
+        let mut out = Vec::with_capacity(calls);
+        for i in 0..warm + calls {
+            let t = Instant::now();
+            let reply = c.call(call())?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            if let Some(wrong) = check(&reply) {
+                bail!("API call {}: {wrong}", i + 1);
+            }
+            if i >= warm {
+                out.push(ms);
+            }
+        }
+        Ok(out)
+    }
+
     /// Asks Bascule to power off over its API and returns the seconds
     /// from the request to QEMU's exit, bounded by `limit`.
     pub fn poweroff_over_api(&mut self, limit: Duration) -> Result<f64> {

@@ -15,6 +15,11 @@ use super::boot::{PROBE_MS, SLEEP_SERVICES};
 
 /// The example services (httpd probed every [`PROBE_MS`]) plus the sleeps.
 pub fn bench_services() -> Result<Vec<(String, String)>> {
+    bench_services_with(SLEEP_SERVICES)
+}
+
+/// As [`bench_services`] with `sleeps` sleep services (the scaling series).
+pub fn bench_services_with(sleeps: usize) -> Result<Vec<(String, String)>> {
     let mut v = Vec::new();
     for (name, text) in EXAMPLE_SERVICES {
         let mut text = text.to_string();
@@ -27,7 +32,7 @@ pub fn bench_services() -> Result<Vec<(String, String)>> {
         }
         v.push((name.to_string(), text));
     }
-    for i in 1..=SLEEP_SERVICES {
+    for i in 1..=sleeps {
         v.push((
             format!("sleep-{i:02}.toml"),
             format!(
@@ -141,7 +146,7 @@ while read -r us name; do
 done < /run/bascule/boot-timeline
 "#;
 
-fn inittab() -> String {
+fn inittab(sleeps: usize) -> String {
     let mut s = String::from(
         "# cargo xtask bench reference: the Bascule image's services under busybox init.\n\
          ::sysinit:/etc/bench/sysinit\n\
@@ -152,7 +157,7 @@ fn inittab() -> String {
          ::respawn:/etc/bench/stubborn\n\
          ::shutdown:/bin/umount -a -r\n",
     );
-    for i in 1..=SLEEP_SERVICES {
+    for i in 1..=sleeps {
         s.push_str(&format!("::respawn:/bin/busybox sleep {}\n", sleep_arg(i)));
     }
     // Last: once it listens, every other service has been started.
@@ -162,13 +167,19 @@ fn inittab() -> String {
 
 /// /sbin/init = busybox (so /proc/1/comm is "init"), its inittab and scripts.
 pub fn busybox_root_files(busybox: &Path) -> Result<Vec<RootFile>> {
+    busybox_root_files_with(busybox, SLEEP_SERVICES)
+}
+
+/// As [`busybox_root_files`] with `sleeps` sleep services (the scaling
+/// series).
+pub fn busybox_root_files_with(busybox: &Path, sleeps: usize) -> Result<Vec<RootFile>> {
     let mut v = vec![
         file(
             "/sbin/init",
             std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?,
             0o755,
         ),
-        file("/etc/inittab", inittab().into_bytes(), 0o644),
+        file("/etc/inittab", inittab(sleeps).into_bytes(), 0o644),
         file("/etc/bench/sysinit", sysinit().into_bytes(), 0o755),
         file("/etc/bench/ready", ready_script().into_bytes(), 0o755),
         file("/etc/bench/heartbeat", HEARTBEAT.into(), 0o755),
@@ -207,7 +218,7 @@ mod tests {
             httpd.contains(&format!("interval_ms = {PROBE_MS}")),
             "{httpd}"
         );
-        let tab = inittab();
+        let tab = inittab(SLEEP_SERVICES);
         for i in 1..=SLEEP_SERVICES {
             let arg = sleep_arg(i).to_string();
             assert!(tab.contains(&format!("sleep {arg}\n")));
