@@ -10,6 +10,9 @@
 //! name = "cp1"
 //! address = "169.254.10.1/16"
 //! interface = "eth0"           # optional
+//! [[network]]                  # optional: more interfaces and addresses
+//! interface = "eth1"
+//! address = "169.254.101.15/24"
 //! [etcd]
 //! initial_cluster = "cp1=http://169.254.10.1:2380,cp2=http://169.254.10.2:2380"
 //! endpoints = ["http://169.254.10.1:2379", "http://169.254.10.2:2379"]  # optional
@@ -101,7 +104,18 @@ pub struct MachineConfig {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
     pub interface: String,
+    /// More interfaces and their addresses (`[[network]]`), beside the
+    /// cluster's: e.g. a management network.
+    pub extra_networks: Vec<ExtraNetwork>,
     pub etcd: EtcdConfig,
+}
+
+/// One `[[network]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraNetwork {
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
 }
 
 /// A file and, when known, the line the problem is on.
@@ -159,7 +173,16 @@ struct RawConfig {
     name: Spanned<String>,
     address: Spanned<String>,
     interface: Option<Spanned<String>>,
+    #[serde(default)]
+    network: Vec<RawNetwork>,
     etcd: Option<Spanned<RawEtcd>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    interface: Spanned<String>,
+    address: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -269,14 +292,42 @@ impl MachineConfig {
             });
         };
         let etcd = check_etcd(&source, etcd, role, &name, address)?;
+        let mut extra_networks = Vec::new();
+        for n in &raw.network {
+            if n.interface.get_ref().trim().is_empty() {
+                return Err(source.invalid(
+                    n.interface.span(),
+                    "interface",
+                    "is empty: name the network interface of this [[network]] entry".to_string(),
+                ));
+            }
+            let (address, prefix_len) = check_address(&source, &n.address)?;
+            extra_networks.push(ExtraNetwork {
+                interface: n.interface.get_ref().clone(),
+                address,
+                prefix_len,
+            });
+        }
         Ok(MachineConfig {
             role,
             name,
             address,
             prefix_len,
             interface,
+            extra_networks,
             etcd,
         })
+    }
+
+    /// Every interface to configure and its address: the cluster's first.
+    pub fn addresses(&self) -> Vec<(String, Ipv4Addr, u8)> {
+        std::iter::once((self.interface.clone(), self.address, self.prefix_len))
+            .chain(
+                self.extra_networks
+                    .iter()
+                    .map(|n| (n.interface.clone(), n.address, n.prefix_len)),
+            )
+            .collect()
     }
 
     /// `http://ADDRESS:PEER_PORT`: this member's peer URL.
@@ -330,7 +381,18 @@ impl MachineConfig {
         let listen_client = if self.address.is_loopback() {
             client.clone()
         } else {
-            format!("{client},http://127.0.0.1:{}", self.etcd.client_port)
+            std::iter::once(client.clone())
+                .chain(std::iter::once(format!(
+                    "http://127.0.0.1:{}",
+                    self.etcd.client_port
+                )))
+                .chain(
+                    self.extra_networks
+                        .iter()
+                        .map(|n| format!("http://{}:{}", n.address, self.etcd.client_port)),
+                )
+                .collect::<Vec<_>>()
+                .join(",")
         };
         let initial_cluster = peers
             .iter()
@@ -530,222 +592,4 @@ fn check_etcd(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CP1: &str = r#"
-role = "controlplane"
-name = "cp1"
-address = "169.254.10.1/16"
-[etcd]
-initial_cluster = "cp1=http://169.254.10.1:2380,cp2=http://169.254.10.2:2380,cp3=http://169.254.10.3:2380"
-"#;
-
-    fn parse(text: &str) -> Result<MachineConfig, ConfigError> {
-        MachineConfig::parse(text, Path::new("/state/machine.toml"))
-    }
-
-    fn error(text: &str) -> String {
-        match parse(text) {
-            Ok(config) => panic!("expected an error, parsed {config:?}"),
-            Err(error) => error.to_string(),
-        }
-    }
-
-    #[test]
-    fn control_plane_with_defaults() {
-        let config = parse(CP1).unwrap();
-        assert_eq!(config.role, Role::ControlPlane);
-        assert_eq!(config.name, "cp1");
-        assert_eq!(config.address, Ipv4Addr::new(169, 254, 10, 1));
-        assert_eq!(config.prefix_len, 16);
-        assert_eq!(config.interface, "eth0");
-        assert_eq!(config.etcd.initial_cluster.len(), 3);
-        assert_eq!(
-            config.etcd.endpoints,
-            [
-                "http://169.254.10.1:2379",
-                "http://169.254.10.2:2379",
-                "http://169.254.10.3:2379"
-            ]
-        );
-        assert_eq!(config.peer_url(), "http://169.254.10.1:2380");
-        assert_eq!(config.client_url(), "http://169.254.10.1:2379");
-    }
-
-    #[test]
-    fn worker_with_endpoints_only() {
-        let config = parse(
-            r#"
-role = "worker"
-name = "w1"
-address = "10.0.0.7/24"
-interface = "ens3"
-[etcd]
-endpoints = ["http://10.0.0.1:2379"]
-"#,
-        )
-        .unwrap();
-        assert_eq!(config.role, Role::Worker);
-        assert_eq!(config.interface, "ens3");
-        assert!(config.etcd.initial_cluster.is_empty());
-        assert_eq!(config.etcd.endpoints, ["http://10.0.0.1:2379"]);
-    }
-
-    #[test]
-    fn etcd_command_line() {
-        let config = parse(CP1).unwrap();
-        let args = config.etcd_args(Path::new("/var/lib/etcd"), InitialClusterState::New);
-        let pairs: Vec<(&str, &str)> = args
-            .chunks(2)
-            .map(|pair| (pair[0].as_str(), pair[1].as_str()))
-            .collect();
-        assert_eq!(
-            pairs,
-            [
-                ("--name", "cp1"),
-                ("--data-dir", "/var/lib/etcd"),
-                (
-                    "--listen-client-urls",
-                    "http://169.254.10.1:2379,http://127.0.0.1:2379"
-                ),
-                ("--advertise-client-urls", "http://169.254.10.1:2379"),
-                ("--listen-peer-urls", "http://169.254.10.1:2380"),
-                ("--initial-advertise-peer-urls", "http://169.254.10.1:2380"),
-                (
-                    "--initial-cluster",
-                    "cp1=http://169.254.10.1:2380,cp2=http://169.254.10.2:2380,cp3=http://169.254.10.3:2380"
-                ),
-                ("--initial-cluster-state", "new"),
-                ("--initial-cluster-token", "bascule"),
-            ]
-        );
-        let existing = config.etcd_args(Path::new("/d"), InitialClusterState::Existing);
-        assert!(existing
-            .windows(2)
-            .any(|w| w == ["--initial-cluster-state", "existing"]));
-    }
-
-    #[test]
-    fn joining_uses_the_current_members() {
-        let config = parse(CP1).unwrap();
-        let members = [
-            Member {
-                id: crate::gateway::MemberId(1),
-                name: "cp2".into(),
-                peer_urls: vec!["http://169.254.10.2:2380".into()],
-                client_urls: vec!["http://169.254.10.2:2379".into()],
-            },
-            Member {
-                id: crate::gateway::MemberId(2),
-                name: String::new(),
-                peer_urls: vec!["http://169.254.10.1:2380".into()],
-                client_urls: Vec::new(),
-            },
-        ];
-        let args = config.etcd_args_joining(Path::new("/d"), &members);
-        assert!(args.windows(2).any(|w| w
-            == [
-                "--initial-cluster",
-                "cp2=http://169.254.10.2:2380,cp1=http://169.254.10.1:2380"
-            ]));
-        assert!(args
-            .windows(2)
-            .any(|w| w == ["--initial-cluster-state", "existing"]));
-    }
-
-    #[test]
-    fn loopback_address_listens_once() {
-        let config = parse(
-            r#"
-role = "controlplane"
-name = "a"
-address = "127.0.0.1/8"
-[etcd]
-initial_cluster = "a=http://127.0.0.1:30002"
-client_port = 30001
-peer_port = 30002
-"#,
-        )
-        .unwrap();
-        let args = config.etcd_args(Path::new("/d"), InitialClusterState::New);
-        assert!(args
-            .windows(2)
-            .any(|w| w == ["--listen-client-urls", "http://127.0.0.1:30001"]));
-        assert_eq!(config.etcd.endpoints, ["http://127.0.0.1:30001"]);
-    }
-
-    #[test]
-    fn missing_file_is_its_own_variant() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("machine.toml");
-        assert!(matches!(
-            MachineConfig::load(&path),
-            Err(ConfigError::Missing { .. })
-        ));
-        std::fs::write(&path, CP1).unwrap();
-        assert_eq!(MachineConfig::load(&path).unwrap().name, "cp1");
-    }
-
-    #[test]
-    fn errors_name_path_line_and_key() {
-        let cases: &[(&str, &str)] = &[
-            (
-                "role = \"master\"\nname = \"a\"\naddress = \"10.0.0.1/8\"\n",
-                "/state/machine.toml:1: unknown variant `master`",
-            ),
-            (
-                "role = \"worker\"\nname = 7\naddress = \"10.0.0.1/8\"\n",
-                "(key `name`)",
-            ),
-            (
-                "role = \"worker\"\nname = \"a\"\naddress = \"10.0.0.1\"\n[etcd]\nendpoints = [\"http://x:1\"]\n",
-                "/state/machine.toml:3: `address` \"10.0.0.1\" is not an IPv4 address",
-            ),
-            (
-                "role = \"worker\"\nname = \"a b\"\naddress = \"10.0.0.1/8\"\n",
-                "/state/machine.toml:2: `name`",
-            ),
-            (
-                "role = \"worker\"\nname = \"a\"\naddress = \"10.0.0.1/8\"\ncolour = 1\n",
-                "/state/machine.toml:4: unknown field `colour`",
-            ),
-            ("role = \"worker\"\naddress = \"10.0.0.1/8\"\n", "missing field `name`"),
-            (
-                "role = \"worker\"\nname = \"a\"\naddress = \"10.0.0.1/8\"\n",
-                "`etcd` is missing",
-            ),
-            (
-                "role = \"controlplane\"\nname = \"cp9\"\naddress = \"169.254.10.9/16\"\n[etcd]\ninitial_cluster = \"cp1=http://169.254.10.1:2380\"\n",
-                "/state/machine.toml:5: `etcd.initial_cluster` does not list this node \"cp9\": add \"cp9=http://169.254.10.9:2380\"",
-            ),
-            (
-                "role = \"controlplane\"\nname = \"cp1\"\naddress = \"169.254.10.1/16\"\n[etcd]\ninitial_cluster = \"cp1=http://169.254.10.2:2380\"\n",
-                "make them agree",
-            ),
-            (
-                "role = \"controlplane\"\nname = \"cp1\"\naddress = \"169.254.10.1/16\"\n[etcd]\nendpoints = [\"http://a:1\"]\n",
-                "`etcd.initial_cluster` is missing",
-            ),
-            (
-                "role = \"worker\"\nname = \"a\"\naddress = \"10.0.0.1/8\"\n[etcd]\ninitial_cluster = \"a=http://x:1,a=http://y:1\"\n",
-                "names member \"a\" twice",
-            ),
-            (
-                "role = \"worker\"\nname = \"a\"\naddress = \"10.0.0.1/8\"\n[etcd]\nendpoints = [\"https://x:1\"]\n",
-                "/state/machine.toml:5: `etcd.endpoints` \"https://x:1\" is not an http://HOST:PORT",
-            ),
-            (
-                "role = \"worker\"\nname = \"a\"\naddress = \"10.0.0.1/8\"\n[etcd]\nendpoints = []\n",
-                "`etcd.endpoints` is empty",
-            ),
-        ];
-        for (text, expected) in cases {
-            let message = error(text);
-            assert!(
-                message.contains(expected),
-                "{text:?}: expected {expected:?} in {message:?}"
-            );
-        }
-    }
-}
+mod tests;

@@ -7,278 +7,26 @@
 //! the first answer; an endpoint that cannot be reached, or that answers
 //! "unavailable" (no leader, request timed out), makes it try the next.
 
+mod body;
+mod error;
+mod types;
 pub(crate) mod wire;
 
 use std::fmt;
-use std::io::{BufRead, BufReader, Read};
-use std::str::FromStr;
+use std::io::BufReader;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::Serialize;
 
-/// An etcd member's id. etcdctl prints it in hex, and so does `Display`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MemberId(pub u64);
-
-impl fmt::Display for MemberId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:x}", self.0)
-    }
-}
-
-impl FromStr for MemberId {
-    type Err = std::num::ParseIntError;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        u64::from_str_radix(text, 16).map(MemberId)
-    }
-}
-
-/// A lease id. etcdctl prints it as 16 hex digits, and so does `Display`;
-/// our own JSON records store it that way too, so the operator can paste it
-/// into `etcdctl lease revoke`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LeaseId(pub i64);
-
-impl fmt::Display for LeaseId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl FromStr for LeaseId {
-    type Err = std::num::ParseIntError;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        // Lease ids are positive int64s; parse as u64 so 16 digits fit.
-        u64::from_str_radix(text, 16).map(|id| LeaseId(id as i64))
-    }
-}
-
-impl Serialize for LeaseId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for LeaseId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse()
-            .map_err(|e| serde::de::Error::custom(format!("lease id {text:?}: {e}")))
-    }
-}
-
-/// gRPC status codes, as etcd puts them in error bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrpcCode {
-    Cancelled,
-    Unknown,
-    InvalidArgument,
-    DeadlineExceeded,
-    NotFound,
-    AlreadyExists,
-    PermissionDenied,
-    ResourceExhausted,
-    FailedPrecondition,
-    Aborted,
-    OutOfRange,
-    Unimplemented,
-    Internal,
-    Unavailable,
-    DataLoss,
-    Unauthenticated,
-    Other(u32),
-}
-
-impl GrpcCode {
-    pub fn from_u32(code: u32) -> GrpcCode {
-        use GrpcCode::*;
-        match code {
-            1 => Cancelled,
-            2 => Unknown,
-            3 => InvalidArgument,
-            4 => DeadlineExceeded,
-            5 => NotFound,
-            6 => AlreadyExists,
-            7 => PermissionDenied,
-            8 => ResourceExhausted,
-            9 => FailedPrecondition,
-            10 => Aborted,
-            11 => OutOfRange,
-            12 => Unimplemented,
-            13 => Internal,
-            14 => Unavailable,
-            15 => DataLoss,
-            16 => Unauthenticated,
-            other => Other(other),
-        }
-    }
-
-    /// Worth asking another member: this one has no leader or timed out.
-    fn member_specific(self) -> bool {
-        matches!(self, GrpcCode::Unavailable | GrpcCode::DeadlineExceeded)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("no etcd endpoints to ask for {path}: configure [etcd] endpoints")]
-    NoEndpoints { path: &'static str },
-    #[error("no etcd endpoint answered {path}: {}; check that etcd runs and the addresses are right", attempts.join("; "))]
-    Unreachable {
-        path: &'static str,
-        /// `endpoint: why`, one per endpoint tried.
-        attempts: Vec<String>,
-    },
-    #[error("etcd at {endpoint} refused {path}: {message} ({code:?})")]
-    Etcd {
-        endpoint: String,
-        path: &'static str,
-        code: GrpcCode,
-        message: String,
-    },
-    #[error("etcd at {endpoint} answered {path} with something unexpected: {problem}")]
-    Decode {
-        endpoint: String,
-        path: &'static str,
-        problem: String,
-    },
-    #[error("lease {lease} is gone (expired or revoked) according to etcd at {endpoint}; grant a new one")]
-    LeaseGone { lease: LeaseId, endpoint: String },
-    #[error("etcd at {endpoint} canceled the watch of {key:?}: {reason}")]
-    WatchCanceled {
-        endpoint: String,
-        key: String,
-        reason: String,
-    },
-}
-
-/// `GET /health`'s verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndpointHealth {
-    Healthy,
-    Unhealthy { reason: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
-    pub cluster_id: u64,
-    pub member_id: MemberId,
-    pub revision: i64,
-    pub raft_term: u64,
-}
-
-impl From<wire::ResponseHeader> for Header {
-    fn from(h: wire::ResponseHeader) -> Self {
-        Header {
-            cluster_id: h.cluster_id,
-            member_id: MemberId(h.member_id),
-            revision: h.revision,
-            raft_term: h.raft_term,
-        }
-    }
-}
-
-/// `/v3/maintenance/status` of the member that answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Status {
-    pub header: Header,
-    pub version: String,
-    /// None while the member knows of no leader.
-    pub leader: Option<MemberId>,
-    pub raft_index: u64,
-    pub raft_term: u64,
-    pub raft_applied_index: u64,
-    pub db_size: i64,
-    /// What the member says is wrong with it, e.g. "etcdserver: no leader".
-    pub errors: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub id: MemberId,
-    /// Empty until the member has started (added but never joined).
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    /// Empty until the member has started.
-    pub client_urls: Vec<String>,
-}
-
-impl From<wire::Member> for Member {
-    fn from(m: wire::Member) -> Self {
-        Member {
-            id: MemberId(m.id),
-            name: m.name,
-            peer_urls: m.peer_urls,
-            client_urls: m.client_urls,
-        }
-    }
-}
-
-fn members(list: Vec<wire::Member>) -> Vec<Member> {
-    list.into_iter().map(Member::from).collect()
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyValue {
-    /// Bascule's keys are text; other bytes are replaced, not refused.
-    pub key: String,
-    pub value: Vec<u8>,
-    pub create_revision: i64,
-    pub mod_revision: i64,
-    pub version: i64,
-    pub lease: Option<LeaseId>,
-}
-
-impl From<wire::KeyValue> for KeyValue {
-    fn from(kv: wire::KeyValue) -> Self {
-        KeyValue {
-            key: String::from_utf8_lossy(&kv.key).into_owned(),
-            value: kv.value,
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-            lease: lease_field(kv.lease),
-        }
-    }
-}
-
-fn lease_field(id: i64) -> Option<LeaseId> {
-    (id != 0).then_some(LeaseId(id))
-}
-
-/// What `txn_create` found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CreateOutcome {
-    Created,
-    /// Someone else's key: its value, lease, and the revision it was last
-    /// written at (a watch from the next revision sees it go).
-    Exists {
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-        mod_revision: i64,
-    },
-}
-
-/// `/v3/lease/timetolive` of a live lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseTtl {
-    pub remaining: Duration,
-    pub granted: Duration,
-    pub keys: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Put,
-    Delete,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchEvent {
-    pub kind: EventKind,
-    pub kv: KeyValue,
-}
+use body::{complete_json, read_body, read_line, stream_result};
+use error::{describe_transport, lease_gone, leased_error};
+pub use error::{Attempt, Error};
+use types::{lease_field, members};
+pub use types::{
+    CreateOutcome, EndpointHealth, EventKind, GrpcCode, Header, KeyValue, LeaseId, LeaseTtl,
+    Member, MemberId, Status, WatchEvent,
+};
 
 /// The end of a prefix range: the prefix with its last byte incremented.
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
@@ -303,7 +51,7 @@ fn seconds(secs: i64) -> Duration {
 }
 
 /// How one endpoint failed a call: whether another endpoint may do better.
-enum Failure {
+pub(crate) enum Failure {
     TryNext(String),
     Final(Error),
 }
@@ -349,6 +97,14 @@ impl Etcd {
         }
     }
 
+    /// The same client with another per-call timeout.
+    pub fn with_timeout(&self, timeout: Duration) -> Etcd {
+        Etcd {
+            timeout,
+            ..self.clone()
+        }
+    }
+
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }
@@ -371,7 +127,10 @@ impl Etcd {
             match attempt(endpoint) {
                 Ok(answer) => return Ok(answer),
                 Err(Failure::Final(error)) => return Err(error),
-                Err(Failure::TryNext(why)) => attempts.push(format!("{endpoint}: {why}")),
+                Err(Failure::TryNext(problem)) => attempts.push(Attempt {
+                    endpoint: endpoint.clone(),
+                    problem,
+                }),
             }
         }
         Err(Error::Unreachable { path, attempts })
@@ -442,7 +201,9 @@ impl Etcd {
                     Err(_) => Err(Failure::TryNext(format!("HTTP {status}: {}", text.trim()))),
                 }
             }
-            Err(ureq::Error::Transport(transport)) => Err(Failure::TryNext(transport.to_string())),
+            Err(ureq::Error::Transport(transport)) => {
+                Err(Failure::TryNext(describe_transport(&transport)))
+            }
         }
     }
 
@@ -459,7 +220,9 @@ impl Etcd {
                 Ok(response) => response,
                 // 503 carries {"health":"false"}: an answer, not a failure.
                 Err(ureq::Error::Status(_, response)) => response,
-                Err(ureq::Error::Transport(t)) => return Err(Failure::TryNext(t.to_string())),
+                Err(ureq::Error::Transport(t)) => {
+                    return Err(Failure::TryNext(describe_transport(&t)))
+                }
             };
             let text = read_body(response)
                 .or_else(|(partial, error)| complete_json(partial, &error))
@@ -812,129 +575,9 @@ impl Etcd {
     }
 }
 
-/// etcd's "requested lease not found" as the typed `LeaseGone`.
-fn lease_gone(error: Error, lease: LeaseId) -> Error {
-    match error {
-        Error::Etcd {
-            endpoint,
-            code: GrpcCode::NotFound,
-            message,
-            ..
-        } if message.contains("lease not found") => Error::LeaseGone { lease, endpoint },
-        other => other,
-    }
-}
-
-fn leased_error(error: Error, lease: Option<LeaseId>) -> Error {
-    match lease {
-        Some(lease) => lease_gone(error, lease),
-        None => error,
-    }
-}
-
-/// The whole body, or what was read before an error. etcd ends chunked
-/// error bodies with an HTTP trailer (`Grpc-Trailer-Content-Type`) that
-/// ureq's chunked decoder rejects after the JSON has arrived whole.
-fn read_body(response: ureq::Response) -> Result<String, (String, std::io::Error)> {
-    let mut bytes = Vec::new();
-    let result = response.into_reader().read_to_end(&mut bytes);
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    match result {
-        Ok(_) => Ok(text),
-        Err(error) => Err((text, error)),
-    }
-}
-
-/// Accepts a body cut short by an error if it is already a whole JSON value.
-fn complete_json(partial: String, error: &std::io::Error) -> Result<String, String> {
-    if serde_json::from_str::<serde_json::Value>(&partial).is_ok() {
-        Ok(partial)
-    } else {
-        Err(error.to_string())
-    }
-}
-
-/// Reads one JSON line of a stream; None at its end.
-fn read_line<T: DeserializeOwned>(
-    reader: &mut impl BufRead,
-    endpoint: &str,
-    path: &'static str,
-) -> Result<Option<T>, Failure> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let read = reader
-            .read_line(&mut line)
-            .map_err(|e| Failure::TryNext(format!("reading the stream: {e}")))?;
-        if read == 0 {
-            return Ok(None);
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        return serde_json::from_str(line.trim()).map(Some).map_err(|e| {
-            Failure::Final(Error::Decode {
-                endpoint: endpoint.to_string(),
-                path,
-                problem: format!("{e} in {line:?}"),
-            })
-        });
-    }
-}
-
-fn stream_result<T>(
-    line: wire::StreamLine<T>,
-    endpoint: &str,
-    path: &'static str,
-) -> Result<T, Failure> {
-    if let Some(error) = line.error {
-        let code = GrpcCode::from_u32(error.grpc_code);
-        return Err(if code.member_specific() {
-            Failure::TryNext(error.message)
-        } else {
-            Failure::Final(Error::Etcd {
-                endpoint: endpoint.to_string(),
-                path,
-                code,
-                message: error.message,
-            })
-        });
-    }
-    line.result.ok_or_else(|| {
-        Failure::Final(Error::Decode {
-            endpoint: endpoint.to_string(),
-            path,
-            problem: "a stream line with neither result nor error".to_string(),
-        })
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_print_like_etcdctl() {
-        assert_eq!(MemberId(0x8e9e05c52164694d).to_string(), "8e9e05c52164694d");
-        assert_eq!(LeaseId(0x694d77aa9e38260f).to_string(), "694d77aa9e38260f");
-        assert_eq!(LeaseId(0x1f).to_string(), "000000000000001f");
-        assert_eq!(
-            "694d77aa9e38260f".parse::<LeaseId>().unwrap(),
-            LeaseId(0x694d77aa9e38260f)
-        );
-        assert_eq!(
-            "8e9e05c52164694d".parse::<MemberId>().unwrap(),
-            MemberId(0x8e9e05c52164694d)
-        );
-        assert_eq!(
-            serde_json::to_string(&LeaseId(0x1f)).unwrap(),
-            "\"000000000000001f\""
-        );
-        assert_eq!(
-            serde_json::from_str::<LeaseId>("\"000000000000001f\"").unwrap(),
-            LeaseId(0x1f)
-        );
-    }
 
     #[test]
     fn prefix_ends() {
@@ -971,41 +614,10 @@ mod tests {
             Err(Error::Unreachable { path, attempts }) => {
                 assert_eq!(path, "/v3/kv/range");
                 assert_eq!(attempts.len(), 2);
-                assert!(
-                    attempts[0].starts_with("http://127.0.0.1:1: "),
-                    "{attempts:?}"
-                );
+                assert_eq!(attempts[0].endpoint, "http://127.0.0.1:1");
+                assert_eq!(attempts[1].problem, "connection refused");
             }
             other => panic!("expected Unreachable, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn lease_not_found_becomes_lease_gone() {
-        let error = Error::Etcd {
-            endpoint: "http://e".into(),
-            path: "/v3/lease/revoke",
-            code: GrpcCode::NotFound,
-            message: "etcdserver: requested lease not found".into(),
-        };
-        assert!(matches!(
-            lease_gone(error, LeaseId(1)),
-            Error::LeaseGone {
-                lease: LeaseId(1),
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn stream_errors_are_typed() {
-        let line: wire::StreamLine<wire::LeaseResponse> = serde_json::from_str(
-            r#"{"error":{"grpc_code":5,"message":"etcdserver: requested lease not found"}}"#,
-        )
-        .unwrap();
-        match stream_result(line, "http://e", "/v3/lease/keepalive") {
-            Err(Failure::Final(Error::Etcd { code, .. })) => assert_eq!(code, GrpcCode::NotFound),
-            _ => panic!("expected a final etcd error"),
         }
     }
 }
