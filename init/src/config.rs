@@ -19,6 +19,9 @@ pub enum Mode {
 pub struct Config {
     pub mode: Mode,
     pub config_dir: PathBuf,
+    /// Service files PID 1 writes at boot from the machine configuration
+    /// (e.g. etcd on a control-plane node), read after `config_dir`.
+    pub generated_dir: Option<PathBuf>,
     pub socket: PathBuf,
     pub run_dir: PathBuf,
     pub log_dir: Option<PathBuf>,
@@ -54,6 +57,9 @@ pub enum UsageError {
 
 pub const USAGE: &str = "usage: bascule-init --supervise --config DIR --socket PATH [--log-dir DIR] [--run-dir DIR] [--api-group GID]";
 
+/// Where PID 1 writes the service files it generates at boot.
+pub const GENERATED_DIR: &str = "/run/bascule/services";
+
 /// What PID 1 learns of the machine before reading its arguments.
 #[derive(Debug, Clone, Default)]
 pub struct Machine {
@@ -74,6 +80,7 @@ pub fn defaults(mode: Mode, machine: Machine) -> Config {
         Mode::Pid1 => Config {
             mode,
             config_dir: PathBuf::from("/etc/bascule/services"),
+            generated_dir: Some(PathBuf::from(GENERATED_DIR)),
             socket: PathBuf::from(bascule_api::DEFAULT_SOCKET),
             run_dir: PathBuf::from("/run/bascule"),
             log_dir: Some(PathBuf::from("/var/log/bascule")),
@@ -85,6 +92,7 @@ pub fn defaults(mode: Mode, machine: Machine) -> Config {
         Mode::Supervise => Config {
             mode,
             config_dir: PathBuf::new(),
+            generated_dir: None,
             socket: PathBuf::new(),
             run_dir: PathBuf::new(),
             log_dir: None,

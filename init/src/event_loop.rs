@@ -240,7 +240,8 @@ impl Init {
     /// read changes nothing; a bad file is rejected by name, as at boot.
     fn reload_services(&mut self) {
         let dir = self.cfg.config_dir.clone();
-        let catalog = match bascule_services::graph::load_dir(&dir) {
+        let generated = self.cfg.generated_dir.clone();
+        let catalog = match bascule_services::graph::load_dirs(&dir, generated.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 log!(

@@ -7,6 +7,7 @@
 
 #![deny(unsafe_code)]
 
+mod cluster_boot;
 mod config;
 mod conn;
 mod console;

@@ -7,7 +7,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use bascule_services::{load_dir, Supervisor};
+use bascule_services::graph::load_dirs;
+use bascule_services::Supervisor;
 use bascule_sys::cgroup::CgroupRoot;
 use bascule_sys::clock::SystemClock;
 use bascule_sys::watchdog::Watchdog;
@@ -114,6 +115,7 @@ pub fn run(mode: Mode, args: &[String]) -> Result<Finished, SetupError> {
             None => crate::machine::Var::Mount,
         });
         timeline.mark("partitions mounted");
+        crate::cluster_boot::apply();
     }
     let machine = match mode {
         Mode::Pid1 => config::Machine {
@@ -171,7 +173,7 @@ const SUPERVISE_CGROUP_PREFIX: &str = "bascule-";
 
 fn build(cfg: Config, mut timeline: Timeline) -> Result<Init, SetupError> {
     let mode = cfg.mode;
-    let catalog = load_dir(&cfg.config_dir).map_err(|err| SetupError::Config {
+    let catalog = load_dirs(&cfg.config_dir, cfg.generated_dir.as_deref()).map_err(|err| SetupError::Config {
         path: cfg.config_dir.clone(),
         err,
     })?;

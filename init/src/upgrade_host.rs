@@ -199,7 +199,10 @@ impl Host for MachineHost {
     }
 
     fn node_role(&self) -> NodeRole {
-        NodeRole::Worker
+        match crate::cluster_boot::machine().map(|m| m.role) {
+            Some(bascule_cluster::Role::ControlPlane) => NodeRole::ControlPlane,
+            _ => NodeRole::Worker,
+        }
     }
 
     fn read_meta(&mut self) -> Result<MetaRecord, HostError> {

@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod answers;
+pub mod cluster;
 pub mod reuse;
 pub mod upgrade;
 
@@ -65,11 +66,22 @@ pub fn workspace_root() -> PathBuf {
 /// Images are built once per test process and combination, then copied
 /// for each VM (sparse), so tests never share a disk.
 pub fn image(combo: Combo) -> BuiltImage {
-    static BUILT: OnceLock<Mutex<Vec<(Combo, BuiltImage)>>> = OnceLock::new();
+    image_variant(combo, "", |_| {})
+}
+
+/// [`image`] with `customize` applied to its spec (e.g. etcd in the slots);
+/// `variant` names the change: it keys the build and its directory.
+pub fn image_variant(
+    combo: Combo,
+    variant: &str,
+    customize: impl FnOnce(&mut ImageSpec),
+) -> BuiltImage {
+    static BUILT: OnceLock<Mutex<Vec<(String, BuiltImage)>>> = OnceLock::new();
     static BINS: OnceLock<bascule_rootfs::cargo::StaticBinaries> = OnceLock::new();
     let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, img)) = built.iter().find(|(c, _)| *c == combo) {
+    let name = format!("{}{variant}", combo.name());
+    if let Some((_, img)) = built.iter().find(|(c, _)| *c == name) {
         return img.clone();
     }
     let root = workspace_root();
@@ -83,7 +95,7 @@ pub fn image(combo: Combo) -> BuiltImage {
         cli: bins.cli.clone(),
         initramfs_init: InitramfsInit::SameAsRoot,
     };
-    let out = root.join("target/qemu-tests").join(combo.name());
+    let out = root.join("target/qemu-tests").join(&name);
     let mut spec = ImageSpec::new(
         bootloader,
         firmware,
@@ -98,10 +110,11 @@ pub fn image(combo: Combo) -> BuiltImage {
         .and_then(|pair| pair.load_public())
         .unwrap_or_else(|e| panic!("the development bundle key: {e}"));
     spec.trusted_keys = vec![dev_key];
-    let digest = reuse::inputs_digest(&[&bins.init, &bins.cli], combo.name());
+    customize(&mut spec);
+    let digest = reuse::inputs_digest(&[&bins.init, &bins.cli], &name);
     let stamp = root
         .join("target/qemu-tests")
-        .join(format!("{}.inputs", combo.name()));
+        .join(format!("{name}.inputs"));
     if let Some(lines) = reuse::recorded(&stamp, &digest) {
         if let [disk, vars, kernel_version] = lines.as_slice() {
             let img = BuiltImage {
@@ -111,7 +124,7 @@ pub fn image(combo: Combo) -> BuiltImage {
                 firmware,
                 kernel_version: kernel_version.clone(),
             };
-            built.push((combo, img.clone()));
+            built.push((name, img.clone()));
             return img;
         }
     }
@@ -128,7 +141,7 @@ pub fn image(combo: Combo) -> BuiltImage {
             img.kernel_version.clone(),
         ],
     );
-    built.push((combo, img.clone()));
+    built.push((name, img.clone()));
     img
 }
 
@@ -153,7 +166,11 @@ impl Machine {
     /// A machine with its own copy of the disk, not started yet (so a test
     /// can damage the disk first).
     pub fn new(combo: Combo) -> Machine {
-        let img = image(combo);
+        Machine::from_image(combo, &image(combo))
+    }
+
+    /// A machine, not started yet, with its own copy of `img`'s disk.
+    pub fn from_image(combo: Combo, img: &BuiltImage) -> Machine {
         let dir = tempfile::Builder::new()
             .prefix("bascule-vm-")
             .tempdir()
@@ -223,6 +240,12 @@ impl Machine {
 
     /// Overwrites the start of a partition of the (stopped) machine's disk.
     pub fn overwrite_partition(&self, label: &str, bytes: &[u8]) {
+        self.write_partition_at(label, 0, bytes);
+    }
+
+    /// Writes `bytes` at `offset` into a partition of the (stopped)
+    /// machine's disk.
+    pub fn write_partition_at(&self, label: &str, offset: u64, bytes: &[u8]) {
         use std::os::unix::fs::FileExt;
         let idx = bascule_rootfs::layout::index_of(label)
             .unwrap_or_else(|| panic!("no partition {label}"));
@@ -230,7 +253,7 @@ impl Machine {
             .write(true)
             .open(&self.config.disk)
             .expect("open disk");
-        f.write_all_at(bytes, bascule_rootfs::layout::partition_offset(idx))
+        f.write_all_at(bytes, bascule_rootfs::layout::partition_offset(idx) + offset)
             .expect("write disk");
     }
 

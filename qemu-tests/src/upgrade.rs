@@ -173,6 +173,24 @@ pub fn hanging_bundle(version: &str) -> PathBuf {
     })
 }
 
+/// A bundle of this tree's slot with image version `version` and the files
+/// `fill` puts in an overlay directory on top; built once per `key`.
+pub fn overlay_bundle(key: &str, version: &str, fill: impl FnOnce(&Path)) -> PathBuf {
+    cached(key, || {
+        let dir = bundles_dir();
+        let overlay = dir.join(format!("{key}.overlay"));
+        if overlay.exists() {
+            std::fs::remove_dir_all(&overlay).expect("emptying the overlay");
+        }
+        std::fs::create_dir_all(&overlay).expect("overlay directory");
+        fill(&overlay);
+        let payloads = slot_payloads(version, Some(overlay), &format!("{key}.work"));
+        let out = dir.join(format!("{key}.bundle"));
+        write(version, &payloads, &dev_private(), &out);
+        out
+    })
+}
+
 /// The good slot the broken bundles borrow their parts from.
 const GOOD_BASE: &str = "2.1.0";
 

@@ -78,6 +78,9 @@ pub struct ImageSpec {
     /// Appended to every entry's kernel command line (e.g. a benchmark's
     /// `init=`).
     pub extra_kernel_params: Option<String>,
+    /// More host programs for every slot, beside e2fsprogs (e.g.
+    /// [`squashfs::ETCD`] for control-plane machines).
+    pub extra_host_tools: Vec<squashfs::HostTool>,
 }
 
 impl ImageSpec {
@@ -106,6 +109,7 @@ impl ImageSpec {
             root_overlay: None,
             trusted_keys: Vec::new(),
             extra_kernel_params: None,
+            extra_host_tools: Vec::new(),
         }
     }
 }
@@ -313,11 +317,16 @@ pub(crate) fn build_slot(
         .map(|(n, t)| (n.as_str(), t.as_str()))
         .collect();
     let root = dir.join("root.squashfs");
+    let host_tools: Vec<squashfs::HostTool> = squashfs::E2FSPROGS
+        .iter()
+        .chain(&spec.extra_host_tools)
+        .copied()
+        .collect();
     let rootfs = RootfsSpec {
         init: &build.init,
         cli: &build.cli,
         busybox: &spec.busybox,
-        host_tools: squashfs::E2FSPROGS,
+        host_tools: &host_tools,
         host_files: squashfs::HOST_CONFIG_FILES,
         version: &build.version,
         services: &services,

@@ -75,6 +75,15 @@ pub const E2FSPROGS: &[HostTool] = &[
     },
 ];
 
+/// Debian's etcd (package etcd-server), for control-plane machines: PID 1
+/// runs it as a service when the machine configuration says so. A Go
+/// program linked against libc only.
+pub const ETCD: HostTool = HostTool {
+    host: "/usr/bin/etcd",
+    slot: "/usr/bin/etcd",
+    links: &[],
+};
+
 /// Host configuration files copied as they are, `(host, slot)`. mke2fs
 /// works without its profile (a built-in copy), but with the host's the
 /// filesystems the init creates are made exactly like those the build made

@@ -44,6 +44,9 @@ pub const ALL: &[Package] = &[
     // The benchmark's systemd reference: a Debian root from the host's apt
     // sources (xtask/src/bench/systemd_root.rs).
     pkg("mmdebstrap", "/usr/bin/mmdebstrap"),
+    // etcd for control-plane images and the cluster tests (bascule-cluster's
+    // tests run it on the host too).
+    pkg("etcd-server", "/usr/bin/etcd"),
 ];
 
 pub fn ensure(packages: &[Package]) -> Result<()> {

@@ -1,0 +1,252 @@
+//! A cluster of Bascule machines under QEMU: control-plane nodes running
+//! etcd and workers, on one Ethernet segment that only they share (QEMU's
+//! socket netdev, multicast on 127.0.0.1), each given its machine
+//! configuration on STATE before its first boot. Every control-plane node
+//! also has a user-network NIC whose etcd client port is forwarded to the
+//! host's 127.0.0.1, so the test talks to etcd as a client would.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bascule_rootfs::squashfs::ETCD;
+use bascule_rootfs::BuiltImage;
+
+use crate::{image_variant, Combo, Machine};
+
+/// The boot chain of cluster machines.
+pub const COMBO: Combo = Combo::GrubBios;
+
+/// The image of every cluster machine: the usual slots with Debian's etcd.
+pub fn image() -> BuiltImage {
+    image_variant(COMBO, "-etcd", |spec| spec.extra_host_tools.push(ETCD))
+}
+
+/// A bundle of this tree's slot with etcd, as [`crate::upgrade::bundle`].
+pub fn bundle(version: &str) -> PathBuf {
+    crate::upgrade::overlay_bundle(&format!("{version}-etcd"), version, |overlay| {
+        let bin = overlay.join("usr/bin");
+        std::fs::create_dir_all(&bin).expect("overlay /usr/bin");
+        std::fs::copy(ETCD.host, bin.join("etcd")).expect("copy etcd into the overlay");
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+/// One machine of the cluster.
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    /// Its address on the cluster segment (eth0).
+    pub addr: Ipv4Addr,
+    /// The host's 127.0.0.1 port forwarded to its etcd client port.
+    pub etcd_port: Option<u16>,
+    pub machine: Machine,
+}
+
+impl Node {
+    /// etcd's client URL of this node, from the host.
+    pub fn etcd_url(&self) -> Option<String> {
+        self.etcd_port.map(|p| format!("http://127.0.0.1:{p}"))
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+}
+
+/// The cluster segment's address of node `i` (from 0).
+pub fn node_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(169, 254, 10, 1 + i as u8)
+}
+
+/// The user network of node `i` (its forwarded etcd port lives there).
+fn user_net(i: usize) -> u8 {
+    101 + i as u8
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// The machine configuration of node `i` in a cluster of `roles`.
+pub fn machine_toml(i: usize, roles: &[Role]) -> String {
+    let names = node_names(roles);
+    let initial: Vec<String> = roles
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| **r == Role::ControlPlane)
+        .map(|(j, _)| format!("{}=http://{}:2380", names[j], node_addr(j)))
+        .collect();
+    let role = match roles[i] {
+        Role::ControlPlane => "controlplane",
+        Role::Worker => "worker",
+    };
+    let mut text = format!(
+        "role = \"{role}\"\nname = \"{}\"\naddress = \"{}/16\"\ninterface = \"eth0\"\n",
+        names[i],
+        node_addr(i)
+    );
+    if roles[i] == Role::ControlPlane {
+        text.push_str(&format!(
+            "\n[[network]]\ninterface = \"eth1\"\naddress = \"{}/24\"\n",
+            crate::upgrade::guest_addr(user_net(i))
+        ));
+    }
+    text.push_str(&format!(
+        "\n[etcd]\ninitial_cluster = \"{}\"\n",
+        initial.join(",")
+    ));
+    text
+}
+
+fn node_names(roles: &[Role]) -> Vec<String> {
+    let (mut cp, mut w) = (0, 0);
+    roles
+        .iter()
+        .map(|r| match r {
+            Role::ControlPlane => {
+                cp += 1;
+                format!("cp{cp}")
+            }
+            Role::Worker => {
+                w += 1;
+                format!("worker{w}")
+            }
+        })
+        .collect()
+}
+
+impl Cluster {
+    /// Creates (does not start) one machine per role, on a fresh segment.
+    pub fn new(roles: &[Role]) -> Cluster {
+        let img = image();
+        let segment = free_port();
+        let names = node_names(roles);
+        let nodes = roles
+            .iter()
+            .enumerate()
+            .map(|(i, role)| {
+                let mut machine = Machine::from_image(COMBO, &img);
+                machine.cluster_nic(segment, i);
+                let etcd_port = (*role == Role::ControlPlane).then(|| {
+                    let port = free_port();
+                    machine.user_net_forward(user_net(i), port, 2379);
+                    port
+                });
+                write_state(
+                    &machine,
+                    &[("machine.toml", machine_toml(i, roles).as_bytes())],
+                );
+                Node {
+                    name: names[i].clone(),
+                    role: *role,
+                    addr: node_addr(i),
+                    etcd_port,
+                    machine,
+                }
+            })
+            .collect();
+        Cluster { nodes }
+    }
+
+    pub fn start(&mut self) {
+        for n in &mut self.nodes {
+            n.machine.start();
+        }
+    }
+
+    /// etcd's client URLs of the control-plane nodes, from the host.
+    pub fn etcd_urls(&self) -> Vec<String> {
+        self.nodes.iter().filter_map(Node::etcd_url).collect()
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+    }
+}
+
+impl Machine {
+    /// Gives the (stopped) machine its NIC on the cluster segment: QEMU's
+    /// socket netdev, multicast on 127.0.0.1 (every machine of the segment
+    /// sees every frame), with a MAC of its own. It is the guest's eth0:
+    /// added before any other NIC.
+    pub fn cluster_nic(&mut self, segment_port: u16, index: usize) {
+        self.config.extra_args.extend([
+            "-netdev".to_owned(),
+            format!("socket,id=cluster,mcast=230.0.0.1:{segment_port},localaddr=127.0.0.1"),
+            "-device".to_owned(),
+            format!(
+                "virtio-net-pci,netdev=cluster,mac=52:54:00:0a:00:{:02x},romfile=",
+                index + 1
+            ),
+        ]);
+    }
+
+    /// A user-network NIC on 169.254.`net`.0/24 whose guest address
+    /// (`upgrade::guest_addr(net)`) port `guest` is forwarded to the host's
+    /// 127.0.0.1:`host`.
+    pub fn user_net_forward(&mut self, net: u8, host: u16, guest: u16) {
+        let addr = crate::upgrade::guest_addr(net);
+        self.config.extra_args.extend([
+            "-netdev".to_owned(),
+            format!(
+                "user,id=usernet,net=169.254.{net}.0/24,host={},hostfwd=tcp:127.0.0.1:{host}-{addr}:{guest}",
+                crate::upgrade::guest_host(net)
+            ),
+            "-device".to_owned(),
+            "virtio-net-pci,netdev=usernet,romfile=".to_owned(),
+        ]);
+    }
+}
+
+/// Puts `files` on the STATE filesystem of a machine that never booted:
+/// an ext4 made by the host's mkfs.ext4 from a directory, written over the
+/// (blank) partition, so the first boot finds its configuration there.
+pub fn write_state(m: &Machine, files: &[(&str, &[u8])]) {
+    let label = bascule_boot::layout::LABEL_STATE;
+    let idx = bascule_rootfs::layout::index_of(label).expect("a STATE partition");
+    let size = bascule_rootfs::layout::partition_size(idx);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("root");
+    std::fs::create_dir(&dir).expect("staging directory");
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).expect("staging a STATE file");
+    }
+    let fs = tmp.path().join("state.ext4");
+    std::fs::File::create(&fs)
+        .and_then(|f| f.set_len(size))
+        .expect("sizing the STATE filesystem");
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", label, "-d"])
+        .arg(&dir)
+        .arg(&fs)
+        .output()
+        .expect("run mkfs.ext4");
+    assert!(
+        out.status.success(),
+        "mkfs.ext4 -d: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    copy_nonzero(&fs, m, label);
+}
+
+/// Writes the non-zero MiB blocks of `fs` into partition `label` of `m`.
+fn copy_nonzero(fs: &Path, m: &Machine, label: &str) {
+    let bytes = std::fs::read(fs).expect("reading the STATE filesystem");
+    for (i, chunk) in bytes.chunks(1 << 20).enumerate() {
+        if chunk.iter().any(|b| *b != 0) {
+            m.write_partition_at(label, (i as u64) << 20, chunk);
+        }
+    }
+}
