@@ -107,6 +107,24 @@ pub fn provenance_line(prov: &Value) -> String {
     )
 }
 
+/// The median of `f` over the boots of `p`, with the lowest and highest
+/// in brackets when there are several.
+fn spread(p: &Point, f: Figure, digits: usize) -> String {
+    let (lo, hi) = p
+        .samples
+        .iter()
+        .map(f)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    let m = p.median_of(f);
+    if p.samples.len() > 1 {
+        format!("{m:.digits$} ({lo:.digits$}–{hi:.digits$})")
+    } else {
+        format!("{m:.digits$}")
+    }
+}
+
 fn or_dash(v: Option<f64>, digits: usize) -> String {
     v.map_or("—".into(), |v| format!("{v:.digits$}"))
 }
@@ -127,7 +145,8 @@ every {PROBE_MS} ms, the heartbeat loop, and the service that ignores SIGTERM, w
 shutdown waits out with a {GRACE_MS} ms grace), so a point runs N + {other} services. \
 {boots} boot(s) per point, no warm-up, in rounds over every point and system, one VM at a \
 time, each on a fresh copy of its disk; medians. **Per service** is the cost of one more \
-service: (figure at N − figure at 1) / (N − 1).\n\n",
+service: (median at N − median at 1) / (N − 1). Boot and shutdown show the lowest and \
+highest boot in brackets.\n\n",
         kver = series.kernel_version,
         mem = super::boot::MEMORY_MIB,
         sleeps = SLEEP_SERVICES,
@@ -148,16 +167,16 @@ service: (figure at N − figure at 1) / (N − 1).\n\n",
             }
         };
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {} | {:.0} | {} | {:.0} | {} | {:.2} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {:.0} | {} | {:.0} | {} | {} | {} | {} | {} |\n",
             p.which.name(),
             p.sleeps,
-            p.median_of(boot_ms),
+            spread(p, boot_ms, 0),
             or_dash(per_service(series, p, boot_ms), 2),
             p.median_of(rss_kb),
             or_dash(per_service(series, p, rss_kb), 2),
             p.median_of(anon_kb),
             or_dash(per_service(series, p, anon_kb), 2),
-            p.median_of(shutdown_s),
+            spread(p, shutdown_s, 2),
             or_dash(per_service(series, p, shutdown_s).map(|v| v * 1e3), 2),
             api(status_p99),
             api(list_p99),
@@ -181,8 +200,10 @@ the console shell), within {timeout} s.\n\
 the console shell.\n\
 - **Shutdown**: poweroff request → QEMU exits (Bascule's API `Power` call; busybox's \
 `poweroff` typed into the console), with one service ignoring SIGTERM under a {GRACE_MS} ms \
-grace; busybox init's own sequence is fixed (`kill(-1, SIGTERM)`, 1 s, `kill(-1, SIGKILL)`, \
-1 s, `reboot()`), so its figure barely moves with N.\n\
+grace; busybox init's own sequence has two fixed pauses (`kill(-1, SIGTERM)`, 1 s, \
+`kill(-1, SIGKILL)`, 1 s, `reboot()`), so its figure starts at 2 s whatever N, while \
+Bascule's is its own stop sequence (every service stopped in reverse dependency order, \
+each with its grace, then sync and unmount).\n\
 - **API** (Bascule only; busybox init has none): from the host, over the virtio-serial port \
 QEMU exposes as a Unix socket, one connection per kind, {sc} `ServiceControl` status calls of \
 `{STATUS_OF}` and {lc} `ServiceList` calls listing every service, each after a tenth as many \
@@ -190,10 +211,13 @@ unmeasured ones; every reply is checked (the service running; N + {OTHER_SERVICE
 listed). The round trip includes QEMU's virtio-serial transport and the emulated CPU, so it \
 is not the host figure of benchmarks.md (a release build answering on a Unix socket on the \
 host), and only its growth with N is the point here.\n\
-- **systemd** is left out: one boot of it with {with} services already takes 30–35 s of \
-wall clock under TCG (17 s of it init's share), and the series' boots at 500 services \
-would take longer than the rest of the bench together.\n",
+- **systemd** is left out of the series: under TCG one boot of it with {with} services \
+already takes 30–35 s of wall clock, about twice a Bascule or busybox init boot, its init's \
+share alone 14–18 s (benchmarks.md), so {boots} boots at each point up to 500 units would \
+take longer than the whole series of the two others; a slot with 500 generated units was \
+not tried.\n",
         with = SLEEP_SERVICES + OTHER_SERVICES,
+        boots = series.boots,
         timeout = BOOT_TIMEOUT.as_secs(),
         settle = SETTLE.as_secs(),
         sc = series.status_calls,
@@ -372,6 +396,19 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// A step of 1, 2, 2.5 or 5 × 10^k and how many of them reach `highest`
+/// (3 to 6 gridlines above 0).
+fn axis(highest: f64) -> (f64, usize) {
+    let highest = if highest > 0.0 { highest } else { 1.0 };
+    let magnitude = 10f64.powf((highest / 4.0).log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| highest / s <= 5.0)
+        .unwrap_or(10.0 * magnitude);
+    (step, (highest / step).ceil().max(1.0) as usize)
+}
+
 /// One panel: a line per system over the series' points, x on a log
 /// scale of the sleep services, y from 0.
 fn panel(series: &Series, x0: f64, title: &str, f: Figure, digits: usize) -> String {
@@ -383,25 +420,26 @@ fn panel(series: &Series, x0: f64, title: &str, f: Figure, digits: usize) -> Str
     );
     let span = if hi > lo { hi - lo } else { 1.0 };
     let x = |n: usize| x0 + left + ((n as f64).log10() - lo) / span * w;
-    let ymax = series
+    let highest = series
         .points
         .iter()
         .map(|p| p.median_of(f))
         .filter(|v| v.is_finite())
-        .fold(0.0, f64::max)
-        * 1.1;
-    let ymax = if ymax > 0.0 { ymax } else { 1.0 };
+        .fold(0.0, f64::max);
+    let (step, ticks) = axis(highest);
+    let ymax = step * ticks as f64;
+    let tick_digits = (-step.log10()).ceil().max(0.0) as usize;
     let y = |v: f64| top + h - v / ymax * h;
     let mut s = format!(
         "<text x=\"{:.1}\" y=\"20\" font-weight=\"bold\">{}</text>\n",
         x0 + left,
         escape(title)
     );
-    for i in 0..=4 {
-        let v = ymax * i as f64 / 4.0;
+    for i in 0..=ticks {
+        let v = step * i as f64;
         s.push_str(&format!(
             "<line x1=\"{:.1}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#dddddd\"/>\
-<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.digits$}</text>\n",
+<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v:.tick_digits$}</text>\n",
             x0 + left,
             x0 + left + w,
             x0 + left - 4.0,
@@ -555,6 +593,14 @@ mod tests {
         let svg = chart(&s);
         assert_eq!(svg.matches("<polyline").count(), 6);
         assert!(svg.contains(">busybox init</text>"));
+    }
+
+    #[test]
+    fn axis_steps_are_round() {
+        assert_eq!(axis(12100.0), (2500.0, 5));
+        assert_eq!(axis(4.3), (1.0, 5));
+        assert_eq!(axis(1.5), (0.5, 3));
+        assert_eq!(axis(0.0), (0.2, 5));
     }
 
     #[test]
