@@ -96,6 +96,35 @@ pub enum Command {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// The machine's part in a cluster (run on the machine as services).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Prepare this control-plane node's etcd member (joining the cluster
+    /// again after its data was wiped) and exec etcd. Run as a service by
+    /// PID 1 on control-plane nodes.
+    Etcd {
+        /// The machine configuration.
+        #[arg(long, value_name = "PATH", default_value = "/system/state/machine.toml")]
+        machine_config: PathBuf,
+        /// etcd's data directory.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/etcd")]
+        data_dir: PathBuf,
+    },
+    /// Keep this node's upgrade lease alive after its reboot and release it
+    /// once the new slot is confirmed and healthy in etcd (or record the
+    /// failure after a rollback). Run as a service by PID 1 on every node
+    /// of a cluster.
+    Agent {
+        /// The machine configuration.
+        #[arg(long, value_name = "PATH", default_value = "/system/state/machine.toml")]
+        machine_config: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -120,7 +149,9 @@ pub struct UpgradeArgs {
     #[arg(long, conflicts_with_all = ["dry_run", "wait"])]
     pub stage: bool,
 
-    /// Allow a downgrade or a re-install of the running version.
+    /// Allow a downgrade or a re-install of the running version; on a
+    /// control-plane node, upgrade even when etcd would lose its quorum
+    /// (the cluster's upgrade lease still serializes).
     #[arg(long)]
     pub force: bool,
 

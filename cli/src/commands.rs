@@ -36,6 +36,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             None => crate::upgrade::run(&ctx, args),
         },
         Command::Rollback { force, wait } => crate::rollback::run(&ctx, *force, wait),
+        Command::Cluster { command } => crate::cluster::run(&ctx, command),
     }
 }
 

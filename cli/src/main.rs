@@ -4,6 +4,7 @@
 
 mod args;
 mod boot;
+mod cluster;
 mod commands;
 mod exit;
 mod follow;

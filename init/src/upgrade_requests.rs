@@ -13,7 +13,7 @@ use bascule_api::pb::response::Result as Reply;
 use bascule_sequencer::journal::RunKind;
 use bascule_sequencer::{
     AfterInstall, DataPolicy, Finished, Outcome, Pass, RebootMode, Recovery, RunMode, Running,
-    SystemClock, UpgradeOptions, VersionPolicy,
+    QuorumPolicy, SystemClock, UpgradeOptions, VersionPolicy,
 };
 use bascule_services::Class;
 use bascule_sys::epoll::Interest;
@@ -51,6 +51,11 @@ fn options(r: &pb::UpgradeRequest) -> UpgradeOptions {
             VersionPolicy::AllowAny
         } else {
             VersionPolicy::NewerOnly
+        },
+        quorum: if r.force {
+            QuorumPolicy::Force
+        } else {
+            QuorumPolicy::Check
         },
         reboot: match pb::RebootMode::try_from(r.reboot_mode) {
             Ok(pb::RebootMode::Firmware) => RebootMode::Firmware,

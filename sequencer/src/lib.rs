@@ -41,7 +41,9 @@ pub use host::{
     StopError,
 };
 pub use journal::{Journal, Note, Phase, PhaseRecord, PhaseStatus, SkipReason};
-pub use options::{AfterInstall, DataPolicy, RunMode, Timeouts, UpgradeOptions, VersionPolicy};
+pub use options::{
+    AfterInstall, DataPolicy, QuorumPolicy, RunMode, Timeouts, UpgradeOptions, VersionPolicy,
+};
 pub use outcome::{DryRunReport, Finished, Outcome, PhaseError, PlannedStep, Recovery, Refusal};
 pub use progress::{Event, Progress};
 pub use rollback::rollback;

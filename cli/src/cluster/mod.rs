@@ -1,0 +1,19 @@
+//! `bascule cluster ...`: the commands a machine of a cluster runs as
+//! services (etcd's start, the lease agent).
+
+mod agent;
+mod etcd;
+
+use crate::args::ClusterCommand;
+use crate::commands::Ctx;
+use crate::exit::Failure;
+
+pub fn run(ctx: &Ctx, command: &ClusterCommand) -> Result<(), Failure> {
+    match command {
+        ClusterCommand::Etcd {
+            machine_config,
+            data_dir,
+        } => etcd::run(machine_config, data_dir),
+        ClusterCommand::Agent { machine_config } => agent::run(ctx, machine_config),
+    }
+}
