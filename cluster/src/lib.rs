@@ -2,7 +2,7 @@
 
 pub mod config;
 pub mod gateway;
-pub mod record;
+pub mod quorum;
 
 pub use config::{ConfigError, InitialClusterState, MachineConfig, Role};
 pub use gateway::{Etcd, LeaseId, MemberId};

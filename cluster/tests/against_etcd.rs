@@ -7,6 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use bascule_cluster::gateway::{CreateOutcome, EndpointHealth, Error, EventKind};
+use bascule_cluster::quorum::{self, Departure, Health, RefusalReason, UnhealthyReason};
 use support::{wait_until, EtcdCluster};
 
 #[test]
@@ -170,4 +171,107 @@ fn watch_returns_when_the_key_changes() {
         .watch("/w", from, Instant::now() + Duration::from_secs(10))
         .unwrap();
     assert_eq!(events[0].kind, EventKind::Delete, "history from `from` on");
+}
+
+#[test]
+fn quorum_gather_check_and_membership_changes() {
+    let mut cluster = EtcdCluster::start(3);
+    let etcd = cluster.client();
+    let deadline = Duration::from_secs(2);
+
+    let members = quorum::gather(&etcd, deadline).unwrap();
+    let mut names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["cp1", "cp2", "cp3"]);
+    assert!(members.iter().all(|m| m.is_healthy()), "{members:?}");
+    quorum::check(&members, "cp1", Departure::Leave, false).unwrap();
+    quorum::check(&members, "cp1", Departure::Preserve, false).unwrap();
+
+    // cp2 dies: cp1 may not go away, for it would leave cp3 alone.
+    cluster.member("cp2").kill();
+    // If cp2 led, the others report unhealthy until they elect a leader.
+    let mut members = Vec::new();
+    wait_until(Duration::from_secs(10), "cp1 and cp3 healthy", || {
+        members = quorum::gather(&etcd, deadline).unwrap();
+        members.iter().filter(|m| m.is_healthy()).count() == 2
+    });
+    let cp2 = members.iter().find(|m| m.name == "cp2").unwrap();
+    assert_eq!(
+        cp2.health,
+        Health::Unhealthy(UnhealthyReason::Unreachable(
+            "connection refused".to_string()
+        ))
+    );
+    let refusal = quorum::check(&members, "cp1", Departure::Leave, false).unwrap_err();
+    let message = refusal.to_string();
+    assert!(
+        message.starts_with("etcd would lose quorum (1 of 3 members available while cp1 is away"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("cp2 ({}) unhealthy: connection refused", cp2.id)),
+        "{message}"
+    );
+    assert!(message.contains("cp1 healthy") && message.contains("cp3 healthy"));
+    assert!(quorum::check(&members, "cp1", Departure::Preserve, false).is_err());
+    quorum::check(&members, "cp1", Departure::Leave, true).unwrap();
+
+    // Replace cp2 by cp4: remove, add (a new id), start it to join.
+    let remaining = etcd.member_remove(cp2.id).unwrap();
+    assert_eq!(remaining.len(), 2);
+    assert!(remaining.iter().all(|m| m.id != cp2.id));
+    let cp4 = cluster.prepare_member("cp4");
+    let peer_url = cluster.members[cp4].peer_url();
+    // etcd refuses to add a member ("unhealthy cluster") until its leader
+    // has been connected to a quorum for 5 s, i.e. for a young cluster.
+    let mut added = None;
+    wait_until(Duration::from_secs(15), "etcd accepts member add", || {
+        match etcd.member_add(vec![peer_url.clone()]) {
+            Ok(answer) => added = Some(answer),
+            Err(error) => assert!(error.to_string().contains("unhealthy cluster"), "{error}"),
+        }
+        added.is_some()
+    });
+    let (id, members) = added.unwrap();
+    assert_ne!(id, cp2.id);
+    let added = members.iter().find(|m| m.id == id).unwrap();
+    assert_eq!(
+        (added.name.as_str(), &added.peer_urls),
+        ("", &vec![peer_url])
+    );
+    let pending = quorum::gather(&etcd, deadline).unwrap();
+    assert_eq!(
+        pending.iter().find(|m| m.id == id).unwrap().health,
+        Health::NotStarted
+    );
+
+    cluster.join(cp4, &members);
+    let etcd = cluster.client();
+    wait_until(Duration::from_secs(10), "cp4 publishes its name", || {
+        etcd.member_list()
+            .unwrap()
+            .iter()
+            .any(|m| m.id == id && m.name == "cp4")
+    });
+    let members = quorum::gather(&etcd, deadline).unwrap();
+    assert!(members.iter().all(|m| m.is_healthy()), "{members:?}");
+    quorum::check(&members, "cp4", Departure::Leave, false).unwrap();
+}
+
+#[test]
+fn two_members_are_refused_unless_forced() {
+    let cluster = EtcdCluster::start(2);
+    let members = quorum::gather(&cluster.client(), Duration::from_secs(2)).unwrap();
+    assert!(members.iter().all(|m| m.is_healthy()), "{members:?}");
+    for policy in [Departure::Leave, Departure::Preserve] {
+        let refusal = quorum::check(&members, "cp1", policy, false).unwrap_err();
+        assert_eq!(
+            refusal.reason,
+            RefusalReason::WouldLoseQuorum {
+                available: 1,
+                needed: 2
+            }
+        );
+        quorum::check(&members, "cp1", policy, true).unwrap();
+    }
 }
