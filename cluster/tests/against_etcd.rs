@@ -4,10 +4,17 @@
 
 mod support;
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use bascule_cluster::config::Role;
+use bascule_cluster::desired::{self, Desired, LastFailure, NodeState, NodeStatus, Slot};
 use bascule_cluster::gateway::{CreateOutcome, EndpointHealth, Error, EventKind};
+use bascule_cluster::lock::{
+    self, resume, Holder, LeaseLost, LockError, Release, UpgradeLock, LOCK_KEY,
+};
 use bascule_cluster::quorum::{self, Departure, Health, RefusalReason, UnhealthyReason};
+use bascule_cluster::Etcd;
 use support::{wait_until, EtcdCluster};
 
 #[test]
@@ -274,4 +281,244 @@ fn two_members_are_refused_unless_forced() {
         );
         quorum::check(&members, "cp1", policy, true).unwrap();
     }
+}
+
+fn acquire(etcd: &Etcd, node: &str, ttl_s: u64, wait_s: u64) -> Result<UpgradeLock, LockError> {
+    UpgradeLock::acquire(
+        etcd,
+        node,
+        "2.0.0",
+        Duration::from_secs(ttl_s),
+        Instant::now() + Duration::from_secs(wait_s),
+        |holder| panic!("{node} should not wait, but {holder} holds the lock"),
+    )
+}
+
+/// What a node acquiring in a thread reports: whom it waits for, then the
+/// lock and when it got it.
+type Acquiring = (
+    mpsc::Receiver<Holder>,
+    mpsc::Receiver<(Result<UpgradeLock, LockError>, Instant)>,
+);
+
+/// Starts `node` acquiring the lock in a thread.
+fn acquire_in_thread(etcd: &Etcd, node: &'static str, wait_s: u64) -> Acquiring {
+    let (waits_tx, waits) = mpsc::channel();
+    let (done_tx, done) = mpsc::channel();
+    let etcd = etcd.clone();
+    std::thread::spawn(move || {
+        let lock = UpgradeLock::acquire(
+            &etcd,
+            node,
+            "2.0.0",
+            Duration::from_secs(5),
+            Instant::now() + Duration::from_secs(wait_s),
+            |holder| {
+                let _ = waits_tx.send(holder.clone());
+            },
+        );
+        let _ = done_tx.send((lock, Instant::now()));
+    });
+    (waits, done)
+}
+
+fn lock_holder(etcd: &Etcd) -> Option<Holder> {
+    etcd.range(LOCK_KEY)
+        .unwrap()
+        .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+}
+
+#[test]
+fn the_lock_is_held_by_one_node_at_a_time() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = cluster.client();
+    let first = acquire(&etcd, "cp1", 5, 1).unwrap();
+    assert_eq!(lock_holder(&etcd).unwrap(), *first.holder());
+
+    let (waits, done) = acquire_in_thread(&etcd, "cp2", 20);
+    let waited_for = waits.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(waited_for.holder, "cp1");
+    assert_eq!(waited_for.lease, first.lease());
+    assert!(done.try_recv().is_err(), "cp2 got a held lock");
+
+    let released = Instant::now();
+    first
+        .release(
+            "cp1",
+            &Release::Upgraded {
+                version: "2.0.0".into(),
+            },
+        )
+        .unwrap();
+    let (second, got_it) = done.recv_timeout(Duration::from_secs(10)).unwrap();
+    let second = second.unwrap();
+    assert!(got_it >= released);
+    assert_eq!(second.holder().holder, "cp2");
+    assert_eq!(lock_holder(&etcd).unwrap().holder, "cp2");
+    assert!(matches!(
+        etcd.lease_time_to_live(waited_for.lease),
+        Err(Error::LeaseGone { .. })
+    ));
+
+    // A third node gives up at its deadline, naming the holder.
+    let refused = UpgradeLock::acquire(
+        &etcd,
+        "cp3",
+        "2.0.0",
+        Duration::from_secs(5),
+        Instant::now() + Duration::from_millis(300),
+        |_| {},
+    )
+    .unwrap_err();
+    match refused {
+        LockError::Timeout { holder, .. } => assert_eq!(holder.holder, "cp2"),
+        other => panic!("expected a timeout, got {other}"),
+    }
+}
+
+#[test]
+fn a_holder_that_stops_renewing_loses_the_lock_after_the_ttl() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = cluster.client();
+    let first = acquire(&etcd, "cp1", 2, 1).unwrap();
+    let lease = first.lease();
+    // Renewed once more at the detach at the latest, so it lasts ~2 s more.
+    let stopped = Instant::now();
+    first.detach().unwrap();
+
+    let (waits, done) = acquire_in_thread(&etcd, "cp2", 20);
+    assert_eq!(
+        waits.recv_timeout(Duration::from_secs(10)).unwrap().holder,
+        "cp1"
+    );
+    let (second, got_it) = done.recv_timeout(Duration::from_secs(15)).unwrap();
+    assert_eq!(second.unwrap().holder().holder, "cp2");
+    assert!(got_it - stopped >= Duration::from_millis(1000));
+    assert!(matches!(
+        resume(&etcd, lease),
+        Err(LockError::LeaseGone { .. })
+    ));
+
+    // A kept lease revoked behind the keeper's back is reported lost.
+    let (other, _) = etcd.lease_grant(Duration::from_secs(3)).unwrap();
+    let keeper = resume(&etcd, other).unwrap();
+    assert_eq!(keeper.lost(), None);
+    etcd.lease_revoke(other).unwrap();
+    assert_eq!(
+        keeper.wait_lost(Duration::from_secs(5)),
+        Some(LeaseLost::Gone { lease: other })
+    );
+}
+
+#[test]
+fn a_rebooted_holder_adopts_resumes_and_records_its_failure() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = cluster.client();
+    let before = acquire(&etcd, "cp1", 3, 1).unwrap().detach().unwrap();
+
+    // The next boot keeps the recorded lease alive past its TTL.
+    let keeper = resume(&etcd, before.lease).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(keeper.lost(), None);
+    assert_eq!(lock_holder(&etcd).unwrap(), before);
+    keeper.stop().unwrap();
+
+    // Acquiring again under the same name adopts the lease at once.
+    let again = UpgradeLock::acquire(
+        &etcd,
+        "cp1",
+        "3.0.0",
+        Duration::from_secs(3),
+        Instant::now() + Duration::from_secs(1),
+        |holder| panic!("waited for {holder}"),
+    )
+    .unwrap();
+    assert_eq!(again.lease(), before.lease);
+    assert_eq!(lock_holder(&etcd).unwrap().target, "3.0.0");
+
+    again
+        .release(
+            "cp1",
+            &Release::Failed {
+                version: "3.0.0".into(),
+                reason: "the new slot did not confirm".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(lock_holder(&etcd), None);
+    let failure = desired::get_last_failure(&etcd, "cp1").unwrap().unwrap();
+    assert_eq!(failure.version, "3.0.0");
+    assert_eq!(failure.reason, "the new slot did not confirm");
+    assert!(failure.unix > 1_600_000_000);
+    let kv = etcd
+        .range(&desired::last_failure_key("cp1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(kv.lease, None, "the failure outlives the lock");
+    // Releasing a lease already gone is fine.
+    lock::release(
+        &etcd,
+        "cp1",
+        before.lease,
+        &Release::Upgraded {
+            version: "3.0.0".into(),
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn rollout_keys() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = cluster.client();
+    assert_eq!(desired::get_desired(&etcd).unwrap(), None);
+    let wanted = Desired {
+        version: "2.0.0".into(),
+        url: "http://10.0.0.1/b.bundle".into(),
+        sha256: "ab".repeat(32),
+    };
+    desired::set_desired(&etcd, &wanted).unwrap();
+    assert_eq!(desired::get_desired(&etcd).unwrap(), Some(wanted));
+
+    let status = |state| NodeStatus {
+        role: Role::ControlPlane,
+        version: "1.0.0".into(),
+        slot: Slot::A,
+        state,
+        progress: String::new(),
+        last_failure: None,
+        updated_unix: desired::unix_now(),
+    };
+    desired::put_node_status(&etcd, "cp2", &status(NodeState::Waiting)).unwrap();
+    desired::put_node_status(&etcd, "cp1", &status(NodeState::Upgrading)).unwrap();
+    let failure = LastFailure {
+        version: "2.0.0".into(),
+        reason: "x".into(),
+        unix: 1,
+    };
+    desired::put_last_failure(&etcd, "cp1", &failure).unwrap();
+    let listed = desired::list_node_status(&etcd).unwrap();
+    assert_eq!(
+        listed,
+        [
+            ("cp1".to_string(), status(NodeState::Upgrading)),
+            ("cp2".to_string(), status(NodeState::Waiting)),
+        ]
+    );
+
+    assert_eq!(desired::rollout_paused(&etcd).unwrap(), None);
+    desired::pause_rollout(&etcd, "cp1").unwrap();
+    assert_eq!(
+        desired::rollout_paused(&etcd).unwrap().as_deref(),
+        Some("cp1")
+    );
+    desired::resume(&etcd).unwrap();
+    assert_eq!(desired::rollout_paused(&etcd).unwrap(), None);
+
+    etcd.put(desired::DESIRED_KEY, b"not json", None).unwrap();
+    let garbled = desired::get_desired(&etcd).unwrap_err().to_string();
+    assert!(
+        garbled.contains("etcdctl del /bascule/desired"),
+        "{garbled}"
+    );
 }
