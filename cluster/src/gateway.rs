@@ -1,11 +1,12 @@
 //! A typed blocking client of etcd's v3 HTTP/JSON gateway.
 //!
 //! etcd 3.4 serves its gRPC API as JSON over HTTP/1.1 at `/v3/...` (POST a
-//! JSON body, get JSON back; the shapes are in [`wire`]). Speaking it with
-//! a small HTTP client keeps gRPC, protobuf code generation and an async
-//! runtime out of PID 1. Each call tries the endpoints in order and returns
-//! the first answer; an endpoint that cannot be reached, or that answers
-//! "unavailable" (no leader, request timed out), makes it try the next.
+//! JSON body, get JSON back; the shapes are in the `wire` module).
+//! Speaking it with a small HTTP client keeps gRPC, protobuf code
+//! generation and an async runtime out of PID 1. Each call tries the
+//! endpoints in order and returns the first answer; an endpoint that cannot
+//! be reached, or that answers "unavailable" (no leader, request timed
+//! out), makes it try the next.
 
 mod body;
 mod error;
@@ -270,6 +271,9 @@ impl Etcd {
     }
 
     /// Adds a member (not yet started) and returns its id and the new list.
+    /// etcd refuses ("unhealthy cluster", as `Error::Unreachable`) while its
+    /// leader has been connected to a quorum for less than 5 s, e.g. just
+    /// after a member went or the cluster started: try again.
     pub fn member_add(&self, peer_urls: Vec<String>) -> Result<(MemberId, Vec<Member>), Error> {
         let added: wire::MemberAddResponse = self.call(
             "/v3/cluster/member/add",
