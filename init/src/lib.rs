@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 mod cluster_boot;
+mod cluster_host;
 mod config;
 mod conn;
 mod console;

@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 use bascule_boot::meta_record::MetaRecord;
 use bascule_boot::{layout, Slot};
 use bascule_bundle::{PayloadKind, VerifyingKey};
+use bascule_sequencer::host::{ClusterLock, LeaseHolder};
+use bascule_sequencer::{DataPolicy, QuorumPolicy};
 use bascule_sequencer::{
     HoldKind, Holder, Host, HostError, Journal, KexecError, NodeRole, Pass, RebootMode, Running,
     Signal, StopError,
 };
 use bascule_sys::power::PowerAction;
 
+use crate::cluster_host::ClusterSide;
 use crate::slot_io;
 use crate::source_readers::{ClientStream, HttpBody};
 use crate::upgrade_bridge::{LoopCall, LoopHandle};
@@ -54,6 +57,10 @@ pub struct MachineHost {
     pub source: Source,
     pub running: Running,
     pub journal_file: PathBuf,
+    /// The cluster's upgrade lease, while this run holds it.
+    pub cluster: ClusterSide,
+    /// The version the lease was taken for.
+    pub cluster_target: String,
 }
 
 fn host_err(context: impl Into<String>, e: impl std::fmt::Display) -> HostError {
@@ -319,8 +326,32 @@ impl Host for MachineHost {
         }
     }
 
+    fn cluster_lock(
+        &mut self,
+        target_version: &str,
+        data: DataPolicy,
+        quorum: QuorumPolicy,
+        waiting: &mut dyn FnMut(&LeaseHolder),
+    ) -> Result<ClusterLock, HostError> {
+        self.cluster_target = target_version.to_owned();
+        self.cluster.lock(
+            crate::cluster_boot::machine(),
+            &self.running.version,
+            target_version,
+            data,
+            quorum,
+            waiting,
+        )
+    }
+
+    fn cluster_release(&mut self, failure: &str) {
+        let target = self.cluster_target.clone();
+        self.cluster
+            .release(crate::cluster_boot::machine(), &target, failure);
+    }
+
     fn leave_cluster(&mut self) -> Result<(), HostError> {
-        Ok(())
+        ClusterSide::leave(crate::cluster_boot::machine())
     }
 
     fn stop_services(&mut self) -> Result<(), StopError> {

@@ -175,6 +175,8 @@ impl Init {
             source: src.unwrap_or(Source::Stream),
             running: self.running(),
             journal_file: PathBuf::from(JOURNAL_FILE),
+            cluster: Default::default(),
+            cluster_target: String::new(),
         };
         let opts = req.as_ref().map(options).unwrap_or_default();
         let thread = std::thread::Builder::new()

@@ -8,13 +8,12 @@
 //! (after a wipe it joins again instead of bootstrapping).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bascule_api::pb::{self, request::Call, response::Result as Reply};
 use bascule_cluster::config::{MachineConfig, Role};
 use bascule_cluster::gateway::EndpointHealth;
+use bascule_cluster::lock::{self, Release};
 use bascule_cluster::record::{self, LeaseRecord};
 use bascule_cluster::Etcd;
 
@@ -93,27 +92,16 @@ fn follow(ctx: &Ctx, cfg: &MachineConfig, etcd: &Etcd, dir: &Path, rec: &LeaseRe
         "agent: holding upgrade lease {} ({} → {}) until this boot is confirmed",
         rec.lease, rec.from, rec.target
     );
-    let lost = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let keeper = {
-        let (etcd, lost, stop, lease) = (etcd.clone(), lost.clone(), stop.clone(), rec.lease);
-        let every = Duration::from_secs((rec.ttl_s / 3).max(1));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match etcd.lease_keepalive(lease) {
-                    Ok(_) => {}
-                    Err(bascule_cluster::gateway::Error::LeaseGone { .. }) => {
-                        lost.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                    Err(e) => eprintln!("agent: keeping lease {lease} alive: {e}"),
-                }
-                std::thread::sleep(every);
-            }
-        })
+    let keeper = match lock::resume(etcd, rec.lease) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            eprintln!("agent: {e}");
+            None
+        }
     };
     let outcome = loop {
-        if lost.load(Ordering::Relaxed) {
+        if let Some(lost) = keeper.as_ref().and_then(|k| k.lost()) {
+            eprintln!("agent: {lost}");
             break None;
         }
         match look(ctx) {
@@ -127,47 +115,33 @@ fn follow(ctx: &Ctx, cfg: &MachineConfig, etcd: &Etcd, dir: &Path, rec: &LeaseRe
         }
         std::thread::sleep(POLL);
     };
-    stop.store(true, Ordering::Relaxed);
-    let _ = keeper.join();
-    match outcome {
-        None => eprintln!(
-            "agent: upgrade lease {} expired before this boot was confirmed: the next node may \
-             have started its upgrade",
-            rec.lease
-        ),
-        Some(Verdict::Failed(why)) => {
-            let key = format!("/bascule/nodes/{}/last-failure", cfg.name);
-            let value = serde_json::json!({
-                "version": rec.target,
-                "reason": why,
-                "unix": std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            });
-            if let Err(e) = etcd.put(&key, value.to_string().as_bytes(), None) {
-                eprintln!("agent: recording the failure under {key}: {e}");
-            }
-            release(etcd, rec, &format!("failed: {why}"));
+    if let Some(k) = keeper {
+        let _ = k.stop();
+    }
+    let release = match outcome {
+        None => None,
+        Some(Verdict::Failed(reason)) => Some(Release::Failed {
+            version: rec.target.clone(),
+            reason,
+        }),
+        Some(_) => Some(Release::Upgraded {
+            version: rec.target.clone(),
+        }),
+    };
+    if let Some(release) = release {
+        match lock::release(etcd, &cfg.name, rec.lease, &release) {
+            Ok(()) => eprintln!("agent: upgrade lease {} released ({release})", rec.lease),
+            Err(e) => eprintln!(
+                "agent: releasing upgrade lease {}: {e}; it expires after its TTL",
+                rec.lease
+            ),
         }
-        Some(_) => release(etcd, rec, &format!("upgraded to {}", rec.target)),
     }
     if cfg.role == Role::ControlPlane && member_healthy(cfg, etcd) {
         let _ = record::mark_member(dir, &cfg.name);
     }
     if let Err(e) = LeaseRecord::remove(dir) {
         eprintln!("agent: {e}");
-    }
-}
-
-fn release(etcd: &Etcd, rec: &LeaseRecord, what: &str) {
-    match etcd.lease_revoke(rec.lease) {
-        Ok(()) | Err(bascule_cluster::gateway::Error::LeaseGone { .. }) => {
-            eprintln!("agent: upgrade lease {} released ({what})", rec.lease)
-        }
-        Err(e) => eprintln!(
-            "agent: releasing upgrade lease {}: {e}; it expires after its TTL",
-            rec.lease
-        ),
     }
 }
 

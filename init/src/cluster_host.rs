@@ -1,0 +1,156 @@
+//! The cluster steps of an upgrade on this machine (run on the sequencer's
+//! thread, never PID 1's loop): the upgrade lease and etcd's quorum check
+//! before the first disruptive phase, leaving etcd's membership before the
+//! data is wiped, and giving the lease back when the run stops without a
+//! reboot. After a reboot `bascule cluster agent` releases the lease,
+//! reading what is recorded here on STATE.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bascule_cluster::config::{MachineConfig, Role};
+use bascule_cluster::lock::{self, Release, UpgradeLock};
+use bascule_cluster::quorum::{self, Departure};
+use bascule_cluster::record::{self, LeaseRecord};
+use bascule_cluster::Etcd;
+use bascule_sequencer::host::{ClusterLock, HostError, LeaseHolder};
+use bascule_sequencer::{DataPolicy, QuorumPolicy};
+
+use crate::log;
+
+/// How long a node waits for another node's upgrade to end.
+const LOCK_PATIENCE: Duration = Duration::from_secs(3600);
+/// Each member must answer a linearizable read within this.
+const READ_DEADLINE: Duration = Duration::from_secs(2);
+/// One etcd request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The lease this machine holds during an upgrade.
+#[derive(Default)]
+pub struct ClusterSide {
+    held: Option<UpgradeLock>,
+}
+
+fn err(context: &str, e: impl std::fmt::Display) -> HostError {
+    HostError::new(context, e.to_string())
+}
+
+fn etcd(cfg: &MachineConfig) -> Etcd {
+    Etcd::new(cfg.etcd.endpoints.clone(), REQUEST_TIMEOUT)
+}
+
+impl ClusterSide {
+    /// Takes the lease and checks the quorum (see `Host::cluster_lock`).
+    pub fn lock(
+        &mut self,
+        cfg: Option<&MachineConfig>,
+        from: &str,
+        target: &str,
+        data: DataPolicy,
+        policy: QuorumPolicy,
+        waiting: &mut dyn FnMut(&LeaseHolder),
+    ) -> Result<ClusterLock, HostError> {
+        let Some(cfg) = cfg.filter(|c| c.role == Role::ControlPlane) else {
+            return Ok(ClusterLock::NotClustered);
+        };
+        let etcd = etcd(cfg);
+        let deadline = Instant::now() + LOCK_PATIENCE;
+        let held = UpgradeLock::acquire(
+            &etcd,
+            &cfg.name,
+            target,
+            lock::DEFAULT_TTL,
+            deadline,
+            |h| {
+                log!("upgrade: waiting for the upgrade lease: {h}");
+                waiting(&LeaseHolder {
+                    node: h.holder.clone(),
+                    target: h.target.clone(),
+                })
+            },
+        )
+        .map_err(|e| err(&format!("taking {}", lock::LOCK_KEY), e))?;
+        let departure = match data {
+            DataPolicy::Preserve => Departure::Preserve,
+            DataPolicy::Wipe => Departure::Leave,
+        };
+        let checked = quorum::gather(&etcd, READ_DEADLINE)
+            .map_err(|e| err("asking etcd for its members", e))
+            .and_then(|members| {
+                quorum::check(&members, &cfg.name, departure, policy == QuorumPolicy::Force)
+                    .map_err(|refusal| err("etcd's quorum", refusal))
+            });
+        let record = LeaseRecord {
+            lease: held.lease(),
+            holder: cfg.name.clone(),
+            target: target.to_owned(),
+            from: from.to_owned(),
+            ttl_s: lock::DEFAULT_TTL.as_secs(),
+        };
+        let recorded = checked.and_then(|()| {
+            record
+                .save(Path::new(record::DIR))
+                .map_err(|e| err("recording the upgrade lease on STATE", e))
+        });
+        if let Err(e) = recorded {
+            // A refusal: nobody else must wait for this node.
+            if let Err(r) = held.release(
+                &cfg.name,
+                &Release::Failed {
+                    version: target.to_owned(),
+                    reason: e.to_string(),
+                },
+            ) {
+                log!("upgrade: releasing the upgrade lease: {r}");
+            }
+            return Err(e);
+        }
+        let lease = held.lease().to_string();
+        self.held = Some(held);
+        Ok(ClusterLock::Held { lease })
+    }
+
+    /// Gives the lease back after a run that stopped before its reboot.
+    pub fn release(&mut self, cfg: Option<&MachineConfig>, target: &str, failure: &str) {
+        let (Some(held), Some(cfg)) = (self.held.take(), cfg) else {
+            return;
+        };
+        let outcome = Release::Failed {
+            version: target.to_owned(),
+            reason: failure.to_owned(),
+        };
+        if let Err(e) = held.release(&cfg.name, &outcome) {
+            log!("upgrade: releasing the upgrade lease: {e}; it expires after its TTL");
+        }
+        if let Err(e) = LeaseRecord::remove(Path::new(record::DIR)) {
+            log!("upgrade: {e}");
+        }
+    }
+
+    /// Removes this node from etcd's membership through the other members.
+    pub fn leave(cfg: Option<&MachineConfig>) -> Result<(), HostError> {
+        let Some(cfg) = cfg else {
+            return Ok(());
+        };
+        let own = cfg.client_url();
+        let others: Vec<String> = cfg
+            .etcd
+            .endpoints
+            .iter()
+            .filter(|e| **e != own)
+            .cloned()
+            .collect();
+        let etcd = Etcd::new(others, REQUEST_TIMEOUT);
+        let members = etcd
+            .member_list()
+            .map_err(|e| err("asking etcd for its members", e))?;
+        let Some(me) = members.iter().find(|m| m.name == cfg.name) else {
+            log!("upgrade: {} is not an etcd member: nothing to leave", cfg.name);
+            return Ok(());
+        };
+        etcd.member_remove(me.id)
+            .map_err(|e| err(&format!("removing etcd member {} ({})", cfg.name, me.id), e))?;
+        log!("upgrade: left etcd: member {} ({}) removed", cfg.name, me.id);
+        Ok(())
+    }
+}
