@@ -116,6 +116,28 @@ pub enum ClusterCommand {
         #[arg(long, value_name = "DIR", default_value = "/var/lib/etcd")]
         data_dir: PathBuf,
     },
+    /// Upgrade machines one at a time, control-plane nodes first, each
+    /// followed until it is confirmed; stops at the first failure and
+    /// prints where every machine stands.
+    Upgrade {
+        /// The machines' API sockets, comma-separated.
+        #[arg(long, value_name = "SOCK1,SOCK2,...", value_delimiter = ',', required = true)]
+        nodes: Vec<PathBuf>,
+        /// The bundle, as for `bascule upgrade --image`.
+        #[arg(long, value_name = "REF")]
+        image: String,
+        /// Keep /var and, on control-plane nodes, the etcd membership.
+        #[arg(long)]
+        preserve: bool,
+        /// As for `bascule upgrade --force`.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, value_enum, value_name = "MODE", default_value_t = RebootModeArg::Kexec)]
+        reboot_mode: RebootModeArg,
+        /// How long to follow each machine through its reboot.
+        #[arg(long, value_name = "SECONDS", default_value = "600", value_parser = parse_timeout)]
+        wait_timeout: Duration,
+    },
     /// Keep this node's upgrade lease alive after its reboot and release it
     /// once the new slot is confirmed and healthy in etcd (or record the
     /// failure after a rollback). Run as a service by PID 1 on every node

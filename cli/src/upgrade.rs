@@ -117,13 +117,13 @@ pub fn run(ctx: &Ctx, args: &UpgradeArgs) -> Result<(), Failure> {
 }
 
 /// How an upgrade that ran to a verdict ended.
-struct Done {
-    json: ResultJson,
-    code: u8,
-    summary: String,
+pub(crate) struct Done {
+    pub json: ResultJson,
+    pub code: u8,
+    pub summary: String,
 }
 
-fn upgrade(ctx: &Ctx, args: &UpgradeArgs, mode: Mode) -> Result<Done, Failure> {
+pub(crate) fn upgrade(ctx: &Ctx, args: &UpgradeArgs, mode: Mode) -> Result<Done, Failure> {
     let source = match args.image.as_deref() {
         _ if args.apply => UpgradeSource::Prepared,
         image => open_source(

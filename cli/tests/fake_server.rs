@@ -57,6 +57,7 @@ fn standard_server() -> FakeServer {
                 booted_slot: pb::Slot::B as i32,
                 image_version: "2.0.0".into(),
                 boot_id: "0b8c5a4e-boot".into(),
+                ..Default::default()
             }),
             Some(Call::Power(_)) => Reply::Error(pb::Error::new(
                 pb::ErrorCode::PermissionDenied,

@@ -36,6 +36,10 @@ impl Init {
                 image_version: self.cfg.image_version.clone().unwrap_or_default(),
                 boot_id: crate::config::read_trimmed("/proc/sys/kernel/random/boot_id")
                     .unwrap_or_default(),
+                cluster_role: wire::cluster_role(crate::cluster_boot::machine()) as i32,
+                node_name: crate::cluster_boot::machine()
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default(),
             })),
             Some(Call::ServiceList(l)) => self.list(&l.names),
             Some(Call::ServiceControl(c)) => return self.control(tok, id, c),

@@ -86,6 +86,14 @@ pub fn run_mode(m: crate::config::Mode) -> pb::RunMode {
     }
 }
 
+pub fn cluster_role(m: Option<&bascule_cluster::MachineConfig>) -> pb::ClusterRole {
+    match m.map(|m| m.role) {
+        None => pb::ClusterRole::Unspecified,
+        Some(bascule_cluster::Role::Worker) => pb::ClusterRole::Worker,
+        Some(bascule_cluster::Role::ControlPlane) => pb::ClusterRole::ControlPlane,
+    }
+}
+
 pub fn slot(s: Option<Slot>) -> pb::Slot {
     match s {
         None => pb::Slot::Unspecified,

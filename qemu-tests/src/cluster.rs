@@ -250,3 +250,78 @@ fn copy_nonzero(fs: &Path, m: &Machine, label: &str) {
         }
     }
 }
+
+/// A client that keeps writing keys to etcd through the forwarded ports
+/// while the cluster upgrades, and watches who holds the upgrade lock.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<WriterLog>>,
+}
+
+/// What the writer saw.
+#[derive(Debug, Default)]
+pub struct WriterLog {
+    /// Keys whose put was acknowledged.
+    pub acked: Vec<String>,
+    /// The longest time between two acknowledged puts.
+    pub longest_gap: std::time::Duration,
+    pub failures: usize,
+    /// The holders of `/bascule/upgrade-lock` in the order seen (a name
+    /// repeated only when it held the lock again later).
+    pub holders: Vec<String>,
+}
+
+impl Writer {
+    pub fn start(endpoints: Vec<String>) -> Writer {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let etcd = bascule_cluster::Etcd::new(endpoints, std::time::Duration::from_secs(2));
+            let mut log = WriterLog::default();
+            let mut last_ack = std::time::Instant::now();
+            let mut i = 0u64;
+            while !flag.load(Ordering::Relaxed) {
+                let key = format!("/test/writer/{i:06}");
+                match etcd.put(&key, format!("value {i}").as_bytes(), None) {
+                    Ok(()) => {
+                        log.longest_gap = log.longest_gap.max(last_ack.elapsed());
+                        last_ack = std::time::Instant::now();
+                        log.acked.push(key);
+                    }
+                    Err(_) => log.failures += 1,
+                }
+                if let Ok(Some(kv)) = etcd.range(bascule_cluster::lock::LOCK_KEY) {
+                    if let Ok(h) = serde_json::from_slice::<bascule_cluster::lock::Holder>(&kv.value)
+                    {
+                        if log.holders.last() != Some(&h.holder) {
+                            log.holders.push(h.holder);
+                        }
+                    }
+                }
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            log.longest_gap = log.longest_gap.max(last_ack.elapsed());
+            log
+        });
+        Writer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn finish(mut self) -> WriterLog {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

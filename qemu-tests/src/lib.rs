@@ -544,6 +544,21 @@ impl Machine {
             .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
     }
 
+    /// Starts the real `bascule` CLI against the VM's API socket with its
+    /// output captured (`wait_with_output` collects it).
+    pub fn cli_spawn_piped(&self, args: &[&str]) -> std::process::Child {
+        let bin = workspace_root().join("target/debug/bascule");
+        Command::new(&bin)
+            .arg("--socket")
+            .arg(&self.api)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
+    }
+
     /// Pulls the plug: QEMU is killed (SIGKILL), no shutdown of any kind.
     /// [`Machine::start`] powers it on again on the same disk.
     pub fn cut_power(&mut self) {

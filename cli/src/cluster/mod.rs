@@ -3,6 +3,7 @@
 
 mod agent;
 mod etcd;
+mod rolling;
 
 use crate::args::ClusterCommand;
 use crate::commands::Ctx;
@@ -15,5 +16,23 @@ pub fn run(ctx: &Ctx, command: &ClusterCommand) -> Result<(), Failure> {
             data_dir,
         } => etcd::run(machine_config, data_dir),
         ClusterCommand::Agent { machine_config } => agent::run(ctx, machine_config),
+        ClusterCommand::Upgrade {
+            nodes,
+            image,
+            preserve,
+            force,
+            reboot_mode,
+            wait_timeout,
+        } => rolling::run(
+            ctx,
+            &rolling::Rolling {
+                nodes,
+                image,
+                preserve: *preserve,
+                force: *force,
+                reboot_mode: *reboot_mode,
+                wait_timeout: *wait_timeout,
+            },
+        ),
     }
 }

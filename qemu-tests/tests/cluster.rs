@@ -1,0 +1,140 @@
+//! A cluster of three control-plane machines running etcd and a worker, on
+//! one QEMU socket network: upgrades asked of every machine at once go
+//! one control-plane node at a time (the lease), etcd keeps serving and
+//! loses no acknowledged write, a node that does not preserve its data
+//! leaves etcd and joins again as a new member, and a cluster with a
+//! member down refuses the upgrade.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use bascule_cluster::Etcd;
+use bascule_qemu_tests::answers::last_json;
+use bascule_qemu_tests::cluster::{self, Cluster, Role, Writer};
+
+const WAIT: &str = "900";
+
+fn members(etcd: &Etcd) -> Vec<(String, String)> {
+    let mut m: Vec<(String, String)> = etcd
+        .member_list()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.id.to_string()))
+        .collect();
+    m.sort();
+    m
+}
+
+#[test]
+fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data() {
+    let bundle = cluster::bundle("2.0.0");
+    let mut c = Cluster::new(&[
+        Role::ControlPlane,
+        Role::ControlPlane,
+        Role::ControlPlane,
+        Role::Worker,
+    ]);
+    c.start();
+    for n in &c.nodes {
+        n.machine.wait_ready();
+    }
+    let etcd = Etcd::new(c.etcd_urls(), Duration::from_secs(5));
+    let before = members(&etcd);
+    assert_eq!(
+        before.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
+        ["cp1", "cp2", "cp3"],
+        "{before:?}"
+    );
+
+    // Every machine is asked at once; cp1 does not preserve its data, so
+    // it leaves etcd and joins again as a new member.
+    let writer = Writer::start(c.etcd_urls());
+    let upgrades: Vec<_> = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut args = vec![
+                "--json",
+                "upgrade",
+                "--image",
+                bundle.to_str().unwrap(),
+                "--wait",
+                "--wait-timeout",
+                WAIT,
+            ];
+            if n.name != "cp1" {
+                args.push("--preserve");
+            }
+            (n, n.machine.cli_spawn_piped(&args))
+        })
+        .collect();
+    for (n, child) in upgrades {
+        let out = child.wait_with_output().unwrap();
+        let json = last_json(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: bascule upgrade: {}{}",
+            n.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json.unwrap()["result"], "confirmed", "{}", n.name);
+    }
+    // The last node releases the lease once it is healthy again.
+    let released = c.nodes[0].machine.wait_for(Duration::from_secs(120), || {
+        etcd.range(bascule_cluster::lock::LOCK_KEY)
+            .ok()
+            .and_then(|kv| kv.is_none().then_some(()))
+    });
+    let log = writer.finish();
+    assert!(released.is_some(), "the upgrade lock is still held");
+    for n in &c.nodes {
+        assert_eq!(n.machine.running().0, "2.0.0", "{}", n.name);
+    }
+
+    // One holder at a time, every control-plane node once.
+    let mut holders = log.holders.clone();
+    holders.sort();
+    assert_eq!(holders, ["cp1", "cp2", "cp3"], "lock holders in order: {:?}", log.holders);
+    let waited = c
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::ControlPlane)
+        .filter(|n| {
+            let run = n.machine.last_run();
+            run.to_string().contains("waiting for the upgrade lease")
+        })
+        .count();
+    assert_eq!(waited, 2, "two nodes waited for the lease");
+
+    // etcd served through it all and lost nothing it acknowledged.
+    assert!(
+        log.longest_gap < Duration::from_secs(15),
+        "writes failed for {:?} in a row ({} failures)",
+        log.longest_gap,
+        log.failures
+    );
+    assert!(log.acked.len() > 100, "{} writes", log.acked.len());
+    for key in &log.acked {
+        assert!(etcd.range(key).unwrap().is_some(), "{key} was acknowledged, then lost");
+    }
+
+    // cp1 left and joined again as a new member; the others kept theirs.
+    let after = members(&etcd);
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_ne!(after[0], before[0], "cp1 has a new member id");
+    assert_eq!(after[1..], before[1..], "cp2 and cp3 kept their membership");
+
+    // With a member down, the next upgrade is refused and names it.
+    let mut c = c;
+    c.nodes[2].machine.cut_power();
+    let cp1 = &c.nodes[0].machine;
+    let (code, _json, out) = cp1.upgrade_json(&[
+        "--image",
+        cluster::bundle("3.0.0").to_str().unwrap(),
+        "--preserve",
+    ]);
+    assert_eq!(code, 6, "refused: {out}");
+    assert!(out.contains("quorum") && out.contains("cp3"), "{out}");
+    assert_eq!(cp1.running().0, "2.0.0");
+}
