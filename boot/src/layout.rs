@@ -278,7 +278,7 @@ pub const PARTITIONS: [PartitionSpec; 7] = [
     part(
         LABEL_EPHEMERAL,
         TYPE_LINUX_DATA,
-        128,
+        512,
         Content::Ext4,
         Some("EPHEMERAL"),
     ),
