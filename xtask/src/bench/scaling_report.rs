@@ -125,6 +125,15 @@ fn spread(p: &Point, f: Figure, digits: usize) -> String {
     }
 }
 
+/// "1 boot", "3 boots".
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn or_dash(v: Option<f64>, digits: usize) -> String {
     v.map_or("—".into(), |v| format!("{v:.digits$}"))
 }
@@ -143,7 +152,7 @@ is the boot figures' image with N `busybox sleep` services in place of their {sl
 other {other} services stay at every point (console shell on ttyS0, `busybox httpd` probed \
 every {PROBE_MS} ms, the heartbeat loop, and the service that ignores SIGTERM, which the \
 shutdown waits out with a {GRACE_MS} ms grace), so a point runs N + {other} services. \
-{boots} boot(s) per point, no warm-up, in rounds over every point and system, one VM at a \
+{boots} per point, no warm-up, in rounds over every point and system, one VM at a \
 time, each on a fresh copy of its disk; medians. **Per service** is the cost of one more \
 service: (median at N − median at 1) / (N − 1). Boot and shutdown show the lowest and \
 highest boot in brackets.\n\n",
@@ -151,7 +160,7 @@ highest boot in brackets.\n\n",
         mem = super::boot::MEMORY_MIB,
         sleeps = SLEEP_SERVICES,
         other = OTHER_SERVICES,
-        boots = series.boots,
+        boots = plural(series.boots, "boot"),
     ));
     s.push_str(
         "| system | sleep services | boot, ms | per service, ms | PID 1 Rss, kB | per service, kB \
@@ -186,9 +195,9 @@ highest boot in brackets.\n\n",
     s.push_str(&ratios(series));
     s.push_str(&api_table(series));
     s.push_str(&format!(
-        "\nMethod. As for the boot figures of [../benchmarks.md](../benchmarks.md), whose \
-table at {SLEEP_SERVICES} sleeps this series' point at {SLEEP_SERVICES} repeats (in other \
-boots, without their warm-up):\n\n\
+        "\nMethod. As for the boot figures of [../benchmarks.md](../benchmarks.md); the \
+point at {SLEEP_SERVICES} sleeps is their configuration, booted again (other boots, no \
+warm-up):\n\n\
 - **Boot** is init's share: the slot's PID 1 starts (after switch_root) → every service \
 running, from Bascule's boot timeline (`init start` → `all services ready`, µs, over the \
 API) and from the busybox reference's /proc/uptime stamps (10 ms steps; its inittab runs \
@@ -213,11 +222,11 @@ is not the host figure of benchmarks.md (a release build answering on a Unix soc
 host), and only its growth with N is the point here.\n\
 - **systemd** is left out of the series: under TCG one boot of it with {with} services \
 already takes 30–35 s of wall clock, about twice a Bascule or busybox init boot, its init's \
-share alone 14–18 s (benchmarks.md), so {boots} boots at each point up to 500 units would \
+share alone 14–18 s (benchmarks.md), so {boots} at each point up to 500 units would \
 take longer than the whole series of the two others; a slot with 500 generated units was \
 not tried.\n",
         with = SLEEP_SERVICES + OTHER_SERVICES,
-        boots = series.boots,
+        boots = plural(series.boots, "boot"),
         timeout = BOOT_TIMEOUT.as_secs(),
         settle = SETTLE.as_secs(),
         sc = series.status_calls,
@@ -234,7 +243,7 @@ not tried.\n",
 fn ratios(series: &Series) -> String {
     let mut s = String::from(
         "Bascule ÷ busybox init at each point (medians; per service, the ratio of the \
-costs of one more service):\n\n\
+costs of one more service, where both are above zero):\n\n\
 | sleep services | boot | boot per service | PID 1 Rss | Rss per service | shutdown |\n\
 |---|---|---|---|---|---|\n",
     );
@@ -244,7 +253,9 @@ costs of one more service):\n\n\
         };
         let q = |f: Figure| format!("{:.2}×", b.median_of(f) / r.median_of(f));
         let qs = |f: Figure| match (per_service(series, b, f), per_service(series, r, f)) {
-            (Some(x), Some(y)) => format!("{:.2}×", x / y),
+            // A reference cost of nothing (Rss grows by whole pages) has
+            // no ratio.
+            (Some(x), Some(y)) if y > 0.0 && x > 0.0 => format!("{:.2}×", x / y),
             _ => "—".into(),
         };
         s.push_str(&format!(
