@@ -22,6 +22,8 @@ use crate::log;
 const LOCK_PATIENCE: Duration = Duration::from_secs(3600);
 /// Each member must answer a linearizable read within this.
 const READ_DEADLINE: Duration = Duration::from_secs(2);
+/// How long etcd may refuse to remove this node's member.
+const REMOVE_PATIENCE: Duration = Duration::from_secs(60);
 /// One etcd request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -148,8 +150,25 @@ impl ClusterSide {
             log!("upgrade: {} is not an etcd member: nothing to leave", cfg.name);
             return Ok(());
         };
-        etcd.member_remove(me.id)
-            .map_err(|e| err(&format!("removing etcd member {} ({})", cfg.name, me.id), e))?;
+        // etcd refuses a removal ("unhealthy cluster") until its leader has
+        // been connected to a quorum for 5 s, e.g. right after the previous
+        // node came back: retry within a bound.
+        let start = Instant::now();
+        loop {
+            match etcd.member_remove(me.id) {
+                Ok(_) => break,
+                Err(e) if start.elapsed() < REMOVE_PATIENCE => {
+                    log!("upgrade: removing etcd member {}: {}; trying again", cfg.name, e.cause());
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    return Err(err(
+                        &format!("removing etcd member {} ({})", cfg.name, me.id),
+                        e,
+                    ))
+                }
+            }
+        }
         log!("upgrade: left etcd: member {} ({}) removed", cfg.name, me.id);
         Ok(())
     }

@@ -2,8 +2,8 @@
 //! one QEMU socket network: upgrades asked of every machine at once go
 //! one control-plane node at a time (the lease), etcd keeps serving and
 //! loses no acknowledged write, a node that does not preserve its data
-//! leaves etcd and joins again as a new member, and a cluster with a
-//! member down refuses the upgrade.
+//! leaves etcd and joins again as a new member; before that, with a member
+//! down, an upgrade is refused.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
@@ -34,10 +34,26 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
         Role::ControlPlane,
         Role::Worker,
     ]);
-    c.start();
-    for n in &c.nodes {
+    // cp3 stays off at first: etcd runs on two of its three members.
+    for n in c.nodes.iter_mut().filter(|n| n.name != "cp3") {
+        n.machine.start();
+    }
+    for n in c.nodes.iter().filter(|n| n.name != "cp3") {
         n.machine.wait_ready();
     }
+    // With a member down, an upgrade is refused, naming it, and nothing
+    // changes.
+    let cp1 = &c.nodes[0].machine;
+    let (code, _json, out) = cp1.upgrade_json(&["--image", bundle.to_str().unwrap(), "--preserve"]);
+    assert_eq!(code, 6, "refused: {out}");
+    assert!(
+        out.contains("quorum") && (out.contains("cp3") || out.contains("169.254.10.3")),
+        "the refusal names the member that is down: {out}"
+    );
+    assert_eq!(cp1.running().0, "1.0.0");
+    c.nodes[2].machine.start();
+    c.nodes[2].machine.wait_ready();
+
     let etcd = Etcd::new(c.etcd_urls(), Duration::from_secs(5));
     let before = members(&etcd);
     assert_eq!(
@@ -124,17 +140,4 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
     assert_eq!(after.len(), 3, "{after:?}");
     assert_ne!(after[0], before[0], "cp1 has a new member id");
     assert_eq!(after[1..], before[1..], "cp2 and cp3 kept their membership");
-
-    // With a member down, the next upgrade is refused and names it.
-    let mut c = c;
-    c.nodes[2].machine.cut_power();
-    let cp1 = &c.nodes[0].machine;
-    let (code, _json, out) = cp1.upgrade_json(&[
-        "--image",
-        cluster::bundle("3.0.0").to_str().unwrap(),
-        "--preserve",
-    ]);
-    assert_eq!(code, 6, "refused: {out}");
-    assert!(out.contains("quorum") && out.contains("cp3"), "{out}");
-    assert_eq!(cp1.running().0, "2.0.0");
 }
