@@ -103,6 +103,13 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
             .and_then(|kv| kv.is_none().then_some(()))
     });
     let log = writer.finish();
+    eprintln!(
+        "cluster: lock holders in turn {:?}; {} writes acknowledged, {} failed, longest gap {:?}",
+        log.holders,
+        log.acked.len(),
+        log.failures,
+        log.longest_gap
+    );
     assert!(released.is_some(), "the upgrade lock is still held");
     for n in &c.nodes {
         assert_eq!(n.machine.running().0, "2.0.0", "{}", n.name);
@@ -140,4 +147,85 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
     assert_eq!(after.len(), 3, "{after:?}");
     assert_ne!(after[0], before[0], "cp1 has a new member id");
     assert_eq!(after[1..], before[1..], "cp2 and cp3 kept their membership");
+
+    // `bascule cluster upgrade` rolls the four machines to 3.0.0, one at a
+    // time, control-plane first.
+    let b3 = cluster::bundle("3.0.0");
+    let nodes: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| n.machine.api.display().to_string())
+        .collect();
+    let out = c.nodes[3].machine.cli(&[
+        "--json",
+        "cluster",
+        "upgrade",
+        "--nodes",
+        &nodes.join(","),
+        "--image",
+        b3.to_str().unwrap(),
+        "--preserve",
+        "--wait-timeout",
+        WAIT,
+    ]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "bascule cluster upgrade: {text}");
+    let started: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "machine")
+        .map(|v| v["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(started.last().map(String::as_str), Some("worker1"), "{started:?}");
+    assert_eq!(started.len(), 4, "{started:?}");
+    let result = last_json(&out.stdout).unwrap();
+    for m in result["machines"].as_array().unwrap() {
+        assert_eq!(m["version"], "3.0.0", "{m}");
+        assert_eq!(m["outcome"], "upgraded", "{m}");
+    }
+
+    // A machine that dies holding the lease: the next one waits for it,
+    // then goes on once its TTL has run out.
+    let others = Etcd::new(c.etcd_urls()[1..].to_vec(), Duration::from_secs(5));
+    let mut reinstall = c.nodes[0].machine.cli_spawn_piped(&[
+        "upgrade",
+        "--image",
+        b3.to_str().unwrap(),
+        "--force",
+        "--preserve",
+    ]);
+    let held = c.nodes[1].machine.wait_for(Duration::from_secs(300), || {
+        others
+            .range(bascule_cluster::lock::LOCK_KEY)
+            .ok()
+            .flatten()
+            .filter(|kv| String::from_utf8_lossy(&kv.value).contains("\"cp1\""))
+    });
+    assert!(held.is_some(), "cp1 never took the lease");
+    c.nodes[0].machine.cut_power();
+    let _ = reinstall.kill();
+    let _ = reinstall.wait();
+    // With cp1 gone etcd would refuse cp2's departure: --force.
+    let cp2 = &c.nodes[1].machine;
+    let (code, json, out) = cp2.upgrade_json(&[
+        "--image",
+        b3.to_str().unwrap(),
+        "--force",
+        "--preserve",
+        "--wait",
+        "--wait-timeout",
+        WAIT,
+    ]);
+    assert_eq!(code, 0, "cp2 after cp1's lease expired: {out}");
+    assert_eq!(json["result"], "confirmed", "{out}");
+    assert!(
+        cp2.last_run()
+            .to_string()
+            .contains("waiting for the upgrade lease: cp1 holds it"),
+        "cp2 waited for the dead cp1's lease"
+    );
 }
