@@ -536,7 +536,7 @@ These figures are asked for and not produced by this bench yet; nothing here cla
 the install memory of a 1 GiB image (the slots hold 128 MiB).\n",
         args = std::env::args().skip(2).map(|a| format!(" {a}")).collect::<String>(),
         commit = provenance["commit"].as_str().unwrap_or("?"),
-        dirty = if provenance["tree_clean"].as_bool() == Some(true) { "" } else { " (with uncommitted changes)" },
+        dirty = results::dirty_note(&provenance),
         date = provenance["date_utc"].as_str().unwrap_or("?"),
         cpus = provenance["cpus"],
         cpu = provenance["cpu_model"].as_str().unwrap_or("?"),

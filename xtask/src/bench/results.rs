@@ -38,9 +38,13 @@ pub fn provenance() -> Value {
         .find_map(|l| l.strip_prefix("model name"))
         .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
         .unwrap_or_default();
+    let status = git(&["status", "--porcelain"]);
+    // Paths only ("XY path"), so a reader sees what differed from the commit.
+    let uncommitted: Vec<&str> = status.lines().filter_map(|l| l.get(3..)).collect();
     json!({
         "commit": git(&["rev-parse", "HEAD"]),
-        "tree_clean": git(&["status", "--porcelain"]).is_empty(),
+        "tree_clean": status.is_empty(),
+        "uncommitted": uncommitted,
         "arguments": std::env::args().skip(1).collect::<Vec<_>>(),
         "date_utc": first_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "qemu": first_line(bascule_rootfs::qemu::QEMU, &["--version"]),
@@ -49,6 +53,27 @@ pub fn provenance() -> Value {
         "cpu_model": cpu,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     })
+}
+
+/// "" for a clean tree, else " (with uncommitted changes to …)", naming
+/// up to five paths.
+pub fn dirty_note(prov: &Value) -> String {
+    if prov["tree_clean"].as_bool() == Some(true) {
+        return String::new();
+    }
+    let paths: Vec<&str> = prov["uncommitted"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match paths.len() {
+        0 => " (with uncommitted changes)".into(),
+        n if n <= 5 => format!(" (with uncommitted changes to {})", paths.join(", ")),
+        n => format!(
+            " (with uncommitted changes to {} and {} other paths)",
+            paths[..5].join(", "),
+            n - 5
+        ),
+    }
 }
 
 fn boot_json(b: &Boot) -> Value {
@@ -94,4 +119,27 @@ pub fn boots(fig: &Figures) -> Value {
         "systemd": of(Which::Systemd),
         "systemd_trimmed": of(Which::SystemdTrimmed),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dirty_tree_names_what_differs() {
+        assert_eq!(dirty_note(&json!({"tree_clean": true})), "");
+        assert_eq!(
+            dirty_note(&json!({"tree_clean": false, "uncommitted": ["Cargo.lock"]})),
+            " (with uncommitted changes to Cargo.lock)"
+        );
+        let many: Vec<String> = (0..7).map(|i| format!("f{i}")).collect();
+        assert!(
+            dirty_note(&json!({"tree_clean": false, "uncommitted": many}))
+                .ends_with("f4 and 2 other paths)")
+        );
+        assert_eq!(
+            dirty_note(&json!({"tree_clean": false})),
+            " (with uncommitted changes)"
+        );
+    }
 }

@@ -94,11 +94,7 @@ pub fn provenance_line(prov: &Value) -> String {
     format!(
         "Produced by `cargo xtask{args}` at commit `{commit}`{dirty} on {date}, {cpus} CPUs ({cpu}), {qemu}, {rustc}.",
         commit = prov["commit"].as_str().unwrap_or("?"),
-        dirty = if prov["tree_clean"].as_bool() == Some(true) {
-            ""
-        } else {
-            " (with uncommitted changes)"
-        },
+        dirty = super::results::dirty_note(prov),
         date = prov["date_utc"].as_str().unwrap_or("?"),
         cpus = prov["cpus"],
         cpu = prov["cpu_model"].as_str().unwrap_or("?"),
