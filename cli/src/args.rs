@@ -110,7 +110,11 @@ pub enum ClusterCommand {
     /// PID 1 on control-plane nodes.
     Etcd {
         /// The machine configuration.
-        #[arg(long, value_name = "PATH", default_value = "/system/state/machine.toml")]
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/system/state/machine.toml"
+        )]
         machine_config: PathBuf,
         /// etcd's data directory.
         #[arg(long, value_name = "DIR", default_value = "/var/lib/etcd")]
@@ -121,7 +125,12 @@ pub enum ClusterCommand {
     /// prints where every machine stands.
     Upgrade {
         /// The machines' API sockets, comma-separated.
-        #[arg(long, value_name = "SOCK1,SOCK2,...", value_delimiter = ',', required = true)]
+        #[arg(
+            long,
+            value_name = "SOCK1,SOCK2,...",
+            value_delimiter = ',',
+            required = true
+        )]
         nodes: Vec<PathBuf>,
         /// The bundle, as for `bascule upgrade --image`.
         #[arg(long, value_name = "REF")]
@@ -138,13 +147,30 @@ pub enum ClusterCommand {
         #[arg(long, value_name = "SECONDS", default_value = "600", value_parser = parse_timeout)]
         wait_timeout: Duration,
     },
+    /// Set the version the whole cluster rolls out to, through this
+    /// machine: it fetches the bundle, checks its signature, and writes its
+    /// version, URL and SHA-256 to etcd; every machine then upgrades in
+    /// turn, control-plane first.
+    SetVersion {
+        /// The bundle's http:// URL, as every machine reaches it.
+        #[arg(long, value_name = "URL")]
+        image: String,
+    },
+    /// The desired version, the lease, and every machine's roll-out state.
+    Status,
+    /// Let a roll-out stopped by a machine's failure go on.
+    Resume,
     /// Keep this node's upgrade lease alive after its reboot and release it
     /// once the new slot is confirmed and healthy in etcd (or record the
     /// failure after a rollback). Run as a service by PID 1 on every node
     /// of a cluster.
     Agent {
         /// The machine configuration.
-        #[arg(long, value_name = "PATH", default_value = "/system/state/machine.toml")]
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/system/state/machine.toml"
+        )]
         machine_config: PathBuf,
     },
 }

@@ -9,10 +9,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bascule_cluster::config::{MachineConfig, Role};
-use bascule_cluster::lock::{self, Release, UpgradeLock};
+use bascule_cluster::lock::{self, LeaseKeeper, Release, UpgradeLock};
 use bascule_cluster::quorum::{self, Departure};
 use bascule_cluster::record::{self, LeaseRecord};
-use bascule_cluster::Etcd;
+use bascule_cluster::{Etcd, LeaseId};
 use bascule_sequencer::host::{ClusterLock, HostError, LeaseHolder};
 use bascule_sequencer::{DataPolicy, QuorumPolicy};
 
@@ -30,7 +30,15 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The lease this machine holds during an upgrade.
 #[derive(Default)]
 pub struct ClusterSide {
-    held: Option<UpgradeLock>,
+    held: Option<Held>,
+}
+
+enum Held {
+    /// Taken by this run (a control-plane node).
+    Lock(UpgradeLock),
+    /// Taken by the roll-out agent for this worker and left on STATE:
+    /// renewed here until the reboot.
+    Kept(LeaseKeeper, LeaseId),
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> HostError {
@@ -52,26 +60,23 @@ impl ClusterSide {
         policy: QuorumPolicy,
         waiting: &mut dyn FnMut(&LeaseHolder),
     ) -> Result<ClusterLock, HostError> {
-        let Some(cfg) = cfg.filter(|c| c.role == Role::ControlPlane) else {
+        let Some(cfg) = cfg else {
             return Ok(ClusterLock::NotClustered);
         };
         let etcd = etcd(cfg);
+        if cfg.role == Role::Worker {
+            return Ok(self.keep_agents_lease(cfg, &etcd, target));
+        }
         let deadline = Instant::now() + LOCK_PATIENCE;
-        let held = UpgradeLock::acquire(
-            &etcd,
-            &cfg.name,
-            target,
-            lock::DEFAULT_TTL,
-            deadline,
-            |h| {
+        let held =
+            UpgradeLock::acquire(&etcd, &cfg.name, target, lock::DEFAULT_TTL, deadline, |h| {
                 log!("upgrade: waiting for the upgrade lease: {h}");
                 waiting(&LeaseHolder {
                     node: h.holder.clone(),
                     target: h.target.clone(),
                 })
-            },
-        )
-        .map_err(|e| err(&format!("taking {}", lock::LOCK_KEY), e))?;
+            })
+            .map_err(|e| err(&format!("taking {}", lock::LOCK_KEY), e))?;
         let departure = match data {
             DataPolicy::Preserve => Departure::Preserve,
             DataPolicy::Wipe => Departure::Leave,
@@ -79,8 +84,13 @@ impl ClusterSide {
         let checked = quorum::gather(&etcd, READ_DEADLINE)
             .map_err(|e| err("asking etcd for its members", e))
             .and_then(|members| {
-                quorum::check(&members, &cfg.name, departure, policy == QuorumPolicy::Force)
-                    .map_err(|refusal| err("etcd's quorum", refusal))
+                quorum::check(
+                    &members,
+                    &cfg.name,
+                    departure,
+                    policy == QuorumPolicy::Force,
+                )
+                .map_err(|refusal| err("etcd's quorum", refusal))
             });
         let record = LeaseRecord {
             lease: held.lease(),
@@ -108,8 +118,29 @@ impl ClusterSide {
             return Err(e);
         }
         let lease = held.lease().to_string();
-        self.held = Some(held);
+        self.held = Some(Held::Lock(held));
         Ok(ClusterLock::Held { lease })
+    }
+
+    /// A worker takes no lease of its own; one its agent took for a
+    /// roll-out to `target` is renewed until the reboot.
+    fn keep_agents_lease(&mut self, cfg: &MachineConfig, etcd: &Etcd, target: &str) -> ClusterLock {
+        let rec = match LeaseRecord::load(Path::new(record::DIR)) {
+            Ok(Some(r)) if r.holder == cfg.name && r.target == target => r,
+            _ => return ClusterLock::NotClustered,
+        };
+        match lock::resume(etcd, rec.lease) {
+            Ok(keeper) => {
+                self.held = Some(Held::Kept(keeper, rec.lease));
+                ClusterLock::Held {
+                    lease: rec.lease.to_string(),
+                }
+            }
+            Err(e) => {
+                log!("upgrade: the roll-out's lease {}: {e}", rec.lease);
+                ClusterLock::NotClustered
+            }
+        }
     }
 
     /// Gives the lease back after a run that stopped before its reboot.
@@ -121,7 +152,14 @@ impl ClusterSide {
             version: target.to_owned(),
             reason: failure.to_owned(),
         };
-        if let Err(e) = held.release(&cfg.name, &outcome) {
+        let released = match held {
+            Held::Lock(l) => l.release(&cfg.name, &outcome),
+            Held::Kept(keeper, lease) => {
+                let _ = keeper.stop();
+                lock::release(&etcd(cfg), &cfg.name, lease, &outcome)
+            }
+        };
+        if let Err(e) = released {
             log!("upgrade: releasing the upgrade lease: {e}; it expires after its TTL");
         }
         if let Err(e) = LeaseRecord::remove(Path::new(record::DIR)) {
@@ -147,7 +185,10 @@ impl ClusterSide {
             .member_list()
             .map_err(|e| err("asking etcd for its members", e))?;
         let Some(me) = members.iter().find(|m| m.name == cfg.name) else {
-            log!("upgrade: {} is not an etcd member: nothing to leave", cfg.name);
+            log!(
+                "upgrade: {} is not an etcd member: nothing to leave",
+                cfg.name
+            );
             return Ok(());
         };
         // etcd refuses a removal ("unhealthy cluster") until its leader has
@@ -158,7 +199,11 @@ impl ClusterSide {
             match etcd.member_remove(me.id) {
                 Ok(_) => break,
                 Err(e) if start.elapsed() < REMOVE_PATIENCE => {
-                    log!("upgrade: removing etcd member {}: {}; trying again", cfg.name, e.cause());
+                    log!(
+                        "upgrade: removing etcd member {}: {}; trying again",
+                        cfg.name,
+                        e.cause()
+                    );
                     std::thread::sleep(Duration::from_secs(2));
                 }
                 Err(e) => {
@@ -169,7 +214,11 @@ impl ClusterSide {
                 }
             }
         }
-        log!("upgrade: left etcd: member {} ({}) removed", cfg.name, me.id);
+        log!(
+            "upgrade: left etcd: member {} ({}) removed",
+            cfg.name,
+            me.id
+        );
         Ok(())
     }
 }

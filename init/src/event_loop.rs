@@ -20,6 +20,7 @@ use bascule_sys::timer::Timer;
 use crate::config::Config;
 use crate::console::Backlog;
 use crate::control::ControlServer;
+use crate::deferred::Deferred;
 use crate::effects::Effects;
 use crate::launcher::ServiceLauncher;
 use crate::logcapture::LogCapture;
@@ -50,6 +51,8 @@ pub enum LoopEvent {
     UpgradeFeed,
     /// The console can take more of PID 1's output.
     Console,
+    /// Answers computed off the loop are ready.
+    DeferredBell,
 }
 
 /// Whether the console is in the epoll set (only while output waits).
@@ -86,6 +89,8 @@ pub struct Init {
     /// PID 1's console while its output is buffered (see `console`).
     console: Option<OwnedFd>,
     console_watch: ConsoleWatch,
+    /// API answers computed on threads (the cluster calls).
+    pub(crate) deferred: Deferred,
 }
 
 /// The parts `Init` is built from.
@@ -120,6 +125,8 @@ impl Init {
             p.clock.now(),
         )?;
         let logs = LogCapture::new(p.sup.names(), p.cfg.log_dir.as_deref());
+        let deferred = Deferred::new()?;
+        epoll.add(&deferred.wake, Source::DeferredBell.token(), Interest::IN)?;
         let mut init = Init {
             cfg: p.cfg,
             clock: p.clock,
@@ -143,6 +150,7 @@ impl Init {
             watchdog_due: None,
             console: p.console,
             console_watch: ConsoleWatch::Idle,
+            deferred,
         };
         init.feed_watchdog(init.now());
         Ok(init)
@@ -227,6 +235,7 @@ impl Init {
                 Some(Source::UpgradeBell) => self.dispatch(LoopEvent::UpgradeBell),
                 Some(Source::UpgradeFeed) => self.dispatch(LoopEvent::UpgradeFeed),
                 Some(Source::Console) => self.dispatch(LoopEvent::Console),
+                Some(Source::DeferredBell) => self.dispatch(LoopEvent::DeferredBell),
                 None => {}
             }
         }
@@ -308,6 +317,11 @@ impl Init {
             LoopEvent::UpgradeFeed => self.flush_feed(),
             // Written at the end of the turn, with what the turn logged.
             LoopEvent::Console => {}
+            LoopEvent::DeferredBell => {
+                for (tok, id, answer) in self.deferred.ready() {
+                    self.reply(tok, id, answer);
+                }
+            }
             LoopEvent::Probe(id) => {
                 if let Some(ok) = self.probes.on_ready(&self.epoll, id) {
                     let now = self.now();

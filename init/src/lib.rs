@@ -8,11 +8,14 @@
 #![deny(unsafe_code)]
 
 mod cluster_boot;
+mod cluster_calls;
 mod cluster_host;
+mod cluster_requests;
 mod config;
 mod conn;
 mod console;
 mod control;
+mod deferred;
 mod effects;
 mod event_loop;
 #[cfg(any(test, feature = "fuzzing"))]

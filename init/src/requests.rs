@@ -41,6 +41,11 @@ impl Init {
                     .map(|m| m.name.clone())
                     .unwrap_or_default(),
             })),
+            Some(
+                call @ (Call::ClusterStatus(_)
+                | Call::ClusterSetDesired(_)
+                | Call::ClusterResume(_)),
+            ) => return self.cluster_call(tok, id, call),
             Some(Call::ServiceList(l)) => self.list(&l.names),
             Some(Call::ServiceControl(c)) => return self.control(tok, id, c),
             Some(Call::Logs(l)) => return self.logs(tok, id, l),
@@ -149,7 +154,12 @@ impl Init {
         self.reply(tok, id, reply);
     }
 
-    fn reply(&mut self, tok: u64, id: u64, reply: Result<Reply, (pb::ErrorCode, String)>) {
+    pub(crate) fn reply(
+        &mut self,
+        tok: u64,
+        id: u64,
+        reply: Result<Reply, (pb::ErrorCode, String)>,
+    ) {
         let resp = match reply {
             Ok(r) => pb::Response {
                 id,

@@ -173,9 +173,11 @@ const SUPERVISE_CGROUP_PREFIX: &str = "bascule-";
 
 fn build(cfg: Config, mut timeline: Timeline) -> Result<Init, SetupError> {
     let mode = cfg.mode;
-    let catalog = load_dirs(&cfg.config_dir, cfg.generated_dir.as_deref()).map_err(|err| SetupError::Config {
-        path: cfg.config_dir.clone(),
-        err,
+    let catalog = load_dirs(&cfg.config_dir, cfg.generated_dir.as_deref()).map_err(|err| {
+        SetupError::Config {
+            path: cfg.config_dir.clone(),
+            err,
+        }
     })?;
     timeline.mark(format!("service files read ({})", catalog.specs.len()));
     // The socket first: a second supervisor refused here leaves nothing

@@ -21,6 +21,8 @@ pub enum Source {
     UpgradeFeed,
     /// PID 1's console, watched while output waits for it.
     Console,
+    /// Answers computed off the loop are ready.
+    DeferredBell,
 }
 
 const SHIFT: u32 = 48;
@@ -39,6 +41,7 @@ impl Source {
             Source::UpgradeBell => 4,
             Source::UpgradeFeed => 5,
             Source::Console => 6,
+            Source::DeferredBell => 7,
             Source::Conn(id) => (KIND_CONN << SHIFT) | id,
             Source::Pipe(id) => (KIND_PIPE << SHIFT) | id,
             Source::Notify(id) => (KIND_NOTIFY << SHIFT) | id,
@@ -56,6 +59,7 @@ impl Source {
             (0, 4) => Source::UpgradeBell,
             (0, 5) => Source::UpgradeFeed,
             (0, 6) => Source::Console,
+            (0, 7) => Source::DeferredBell,
             (KIND_CONN, _) => Source::Conn(id),
             (KIND_PIPE, _) => Source::Pipe(id),
             (KIND_NOTIFY, _) => Source::Notify(id),
@@ -101,6 +105,7 @@ mod tests {
             Source::UpgradeBell,
             Source::UpgradeFeed,
             Source::Console,
+            Source::DeferredBell,
         ] {
             assert_eq!(Source::from_token(s.token()), Some(s));
         }

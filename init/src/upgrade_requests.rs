@@ -12,8 +12,8 @@ use bascule_api::pb;
 use bascule_api::pb::response::Result as Reply;
 use bascule_sequencer::journal::RunKind;
 use bascule_sequencer::{
-    AfterInstall, DataPolicy, Finished, Outcome, Pass, RebootMode, Recovery, RunMode, Running,
-    QuorumPolicy, SystemClock, UpgradeOptions, VersionPolicy,
+    AfterInstall, DataPolicy, Finished, Outcome, Pass, QuorumPolicy, RebootMode, Recovery, RunMode,
+    Running, SystemClock, UpgradeOptions, VersionPolicy,
 };
 use bascule_services::Class;
 use bascule_sys::epoll::Interest;

@@ -292,7 +292,8 @@ impl Writer {
                     Err(_) => log.failures += 1,
                 }
                 if let Ok(Some(kv)) = etcd.range(bascule_cluster::lock::LOCK_KEY) {
-                    if let Ok(h) = serde_json::from_slice::<bascule_cluster::lock::Holder>(&kv.value)
+                    if let Ok(h) =
+                        serde_json::from_slice::<bascule_cluster::lock::Holder>(&kv.value)
                     {
                         if log.holders.last() != Some(&h.holder) {
                             log.holders.push(h.holder);

@@ -253,8 +253,11 @@ impl Machine {
             .write(true)
             .open(&self.config.disk)
             .expect("open disk");
-        f.write_all_at(bytes, bascule_rootfs::layout::partition_offset(idx) + offset)
-            .expect("write disk");
+        f.write_all_at(
+            bytes,
+            bascule_rootfs::layout::partition_offset(idx) + offset,
+        )
+        .expect("write disk");
     }
 
     /// Attaches a sparse copy of `image` as a second disk that the guest
@@ -284,7 +287,7 @@ impl Machine {
         String::from_utf8_lossy(&std::fs::read(&self.serial_log).unwrap_or_default()).into_owned()
     }
 
-    fn context(&self) -> String {
+    pub fn context(&self) -> String {
         let tail: String = {
             let s = self.serial();
             let start = s.len().saturating_sub(6000);

@@ -89,10 +89,11 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
         let json = last_json(&out.stdout);
         assert!(
             out.status.success(),
-            "{}: bascule upgrade: {}{}",
+            "{}: bascule upgrade: {}{}\n{}",
             n.name,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            n.machine.context()
         );
         assert_eq!(json.unwrap()["result"], "confirmed", "{}", n.name);
     }
@@ -118,7 +119,12 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
     // One holder at a time, every control-plane node once.
     let mut holders = log.holders.clone();
     holders.sort();
-    assert_eq!(holders, ["cp1", "cp2", "cp3"], "lock holders in order: {:?}", log.holders);
+    assert_eq!(
+        holders,
+        ["cp1", "cp2", "cp3"],
+        "lock holders in order: {:?}",
+        log.holders
+    );
     let waited = c
         .nodes
         .iter()
@@ -139,7 +145,10 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
     );
     assert!(log.acked.len() > 100, "{} writes", log.acked.len());
     for key in &log.acked {
-        assert!(etcd.range(key).unwrap().is_some(), "{key} was acknowledged, then lost");
+        assert!(
+            etcd.range(key).unwrap().is_some(),
+            "{key} was acknowledged, then lost"
+        );
     }
 
     // cp1 left and joined again as a new member; the others kept theirs.
@@ -180,7 +189,11 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
         .filter(|v| v["event"] == "machine")
         .map(|v| v["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(started.last().map(String::as_str), Some("worker1"), "{started:?}");
+    assert_eq!(
+        started.last().map(String::as_str),
+        Some("worker1"),
+        "{started:?}"
+    );
     assert_eq!(started.len(), 4, "{started:?}");
     let result = last_json(&out.stdout).unwrap();
     for m in result["machines"].as_array().unwrap() {

@@ -14,7 +14,11 @@ use crate::run::{Run, Stop};
 impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
     /// Takes the lease (waiting for it, each holder noted once) and has
     /// the host check etcd's quorum. A failure is a refusal.
-    pub(crate) fn cluster_lock(&mut self, target: &str, options: &UpgradeOptions) -> Result<(), Stop> {
+    pub(crate) fn cluster_lock(
+        &mut self,
+        target: &str,
+        options: &UpgradeOptions,
+    ) -> Result<(), Stop> {
         let mut waits: Vec<Note> = Vec::new();
         let progress = &mut *self.progress;
         let mut waiting = |h: &LeaseHolder| {

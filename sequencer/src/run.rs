@@ -160,7 +160,13 @@ impl<'a, H: Host + ?Sized, C: Clock + ?Sized> Run<'a, H, C> {
 
     /// Adds notes already sent as events to `phase`'s record.
     pub(crate) fn record_notes(&mut self, phase: Phase, notes: Vec<Note>) {
-        if let Some(rec) = self.journal.phases.iter_mut().rev().find(|r| r.phase == phase) {
+        if let Some(rec) = self
+            .journal
+            .phases
+            .iter_mut()
+            .rev()
+            .find(|r| r.phase == phase)
+        {
             rec.notes.extend(notes);
         }
     }

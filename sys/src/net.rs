@@ -88,7 +88,9 @@ fn sockaddr(addr: Ipv4Addr) -> libc::sockaddr {
 
 /// The netmask of a prefix length (0-32).
 pub fn netmask(prefix: u8) -> Ipv4Addr {
-    let bits = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+    let bits = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
     Ipv4Addr::from(bits)
 }
 
@@ -101,7 +103,13 @@ pub fn set_ipv4(name: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), Error> {
     ifreq_ioctl(&sock, libc::SIOCSIFADDR, "SIOCSIFADDR", name, &mut ifr)?;
     let mut ifr = named_ifreq(name).ok_or_else(|| bad_name(name))?;
     ifr.ifr_ifru.ifru_netmask = sockaddr(netmask(prefix));
-    ifreq_ioctl(&sock, libc::SIOCSIFNETMASK, "SIOCSIFNETMASK", name, &mut ifr)?;
+    ifreq_ioctl(
+        &sock,
+        libc::SIOCSIFNETMASK,
+        "SIOCSIFNETMASK",
+        name,
+        &mut ifr,
+    )?;
     link_up(&sock, name)
 }
 

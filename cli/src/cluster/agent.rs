@@ -8,10 +8,11 @@
 //! (after a wipe it joins again instead of bootstrapping).
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bascule_api::pb::{self, request::Call, response::Result as Reply};
 use bascule_cluster::config::{MachineConfig, Role};
+use bascule_cluster::desired;
 use bascule_cluster::gateway::EndpointHealth;
 use bascule_cluster::lock::{self, Release};
 use bascule_cluster::record::{self, LeaseRecord};
@@ -81,7 +82,17 @@ pub fn run(ctx: &Ctx, config: &Path) -> Result<(), Failure> {
                 Err(e) => eprintln!("agent: {e}"),
             }
         }
-        std::thread::sleep(POLL * 5);
+        if let Some((running, slot)) = super::rollout::running(ctx) {
+            super::rollout::step(ctx, &cfg, &etcd, &running, slot);
+        }
+        // A change of the desired version wakes it at once; anything else
+        // (a pause, another node's progress) within a few seconds.
+        if etcd
+            .watch(desired::DESIRED_KEY, 0, Instant::now() + POLL * 5)
+            .is_err()
+        {
+            std::thread::sleep(POLL * 5);
+        }
     }
 }
 
@@ -128,6 +139,17 @@ fn follow(ctx: &Ctx, cfg: &MachineConfig, etcd: &Etcd, dir: &Path, rec: &LeaseRe
             version: rec.target.clone(),
         }),
     };
+    // A failure stops a roll-out of this version where it is.
+    if matches!(release, Some(Release::Failed { .. }))
+        && desired::get_desired(etcd)
+            .ok()
+            .flatten()
+            .is_some_and(|d| d.version == rec.target)
+    {
+        if let Err(e) = desired::pause_rollout(etcd, &cfg.name) {
+            eprintln!("agent: pausing the roll-out: {e}");
+        }
+    }
     if let Some(release) = release {
         match lock::release(etcd, &cfg.name, rec.lease, &release) {
             Ok(()) => eprintln!("agent: upgrade lease {} released ({release})", rec.lease),
@@ -167,7 +189,11 @@ fn member_healthy(cfg: &MachineConfig, etcd: &Etcd) -> bool {
                 .any(|m| m.name == cfg.name && !m.client_urls.is_empty())
         })
         .unwrap_or(false);
-    listed && matches!(etcd.at(&cfg.client_url()).health(), Ok(EndpointHealth::Healthy))
+    listed
+        && matches!(
+            etcd.at(&cfg.client_url()).health(),
+            Ok(EndpointHealth::Healthy)
+        )
 }
 
 #[cfg(test)]

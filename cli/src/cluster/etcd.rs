@@ -98,7 +98,10 @@ fn rejoin(cfg: &MachineConfig) -> Result<Vec<Member>, Failure> {
 
 fn try_rejoin(etcd: &Etcd, peer: &str) -> Result<Vec<Member>, bascule_cluster::gateway::Error> {
     let members = etcd.member_list()?;
-    if let Some(old) = members.iter().find(|m| m.peer_urls.iter().any(|u| u == peer)) {
+    if let Some(old) = members
+        .iter()
+        .find(|m| m.peer_urls.iter().any(|u| u == peer))
+    {
         if old.name.is_empty() {
             return Ok(members);
         }

@@ -4,6 +4,8 @@
 mod agent;
 mod etcd;
 mod rolling;
+mod rollout;
+mod status;
 
 use crate::args::ClusterCommand;
 use crate::commands::Ctx;
@@ -16,6 +18,9 @@ pub fn run(ctx: &Ctx, command: &ClusterCommand) -> Result<(), Failure> {
             data_dir,
         } => etcd::run(machine_config, data_dir),
         ClusterCommand::Agent { machine_config } => agent::run(ctx, machine_config),
+        ClusterCommand::SetVersion { image } => status::set_version(ctx, image),
+        ClusterCommand::Status => status::status(ctx),
+        ClusterCommand::Resume => status::resume(ctx),
         ClusterCommand::Upgrade {
             nodes,
             image,

@@ -199,11 +199,23 @@ fn report(machines: &[Standing], mode: Mode) -> Result<(), Failure> {
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             m.name,
             m.role,
-            if m.version.is_empty() { "-" } else { &m.version },
+            if m.version.is_empty() {
+                "-"
+            } else {
+                &m.version
+            },
             m.slot,
             m.state,
-            if m.outcome.is_empty() { "-" } else { &m.outcome },
-            if m.last_failure.is_empty() { "-" } else { &m.last_failure },
+            if m.outcome.is_empty() {
+                "-"
+            } else {
+                &m.outcome
+            },
+            if m.last_failure.is_empty() {
+                "-"
+            } else {
+                &m.last_failure
+            },
         ));
     }
     print(&out)

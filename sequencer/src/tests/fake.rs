@@ -5,8 +5,8 @@ use crate::host::{
     ClusterLock, HoldKind, Holder, Host, HostError, KexecError, LeaseHolder, NodeRole, Pass,
     RebootMode, Running, Signal, StopError,
 };
-use crate::options::{DataPolicy, QuorumPolicy};
 use crate::journal::Journal;
+use crate::options::{DataPolicy, QuorumPolicy};
 use crate::progress::Event;
 use bascule_boot::meta_record::{MetaRecord, SlotInfo, SlotState};
 use bascule_boot::Slot;
