@@ -24,10 +24,34 @@ pub fn image() -> BuiltImage {
 
 /// A bundle of this tree's slot with etcd, as [`crate::upgrade::bundle`].
 pub fn bundle(version: &str) -> PathBuf {
-    crate::upgrade::overlay_bundle(&format!("{version}-etcd"), version, |overlay| {
-        let bin = overlay.join("usr/bin");
-        std::fs::create_dir_all(&bin).expect("overlay /usr/bin");
-        std::fs::copy(ETCD.host, bin.join("etcd")).expect("copy etcd into the overlay");
+    crate::upgrade::overlay_bundle(&format!("{version}-etcd"), version, add_etcd)
+}
+
+fn add_etcd(overlay: &Path) {
+    let bin = overlay.join("usr/bin");
+    std::fs::create_dir_all(&bin).expect("overlay /usr/bin");
+    std::fs::copy(ETCD.host, bin.join("etcd")).expect("copy etcd into the overlay");
+}
+
+/// A bundle with etcd whose slot boots but fails its self-check: a
+/// service that never becomes ready, and a self-check deadline of
+/// `deadline_s` seconds.
+pub fn failing_bundle(version: &str, deadline_s: u64) -> PathBuf {
+    crate::upgrade::overlay_bundle(&format!("{version}-etcd-gate"), version, |overlay| {
+        add_etcd(overlay);
+        let services = overlay.join("etc/bascule/services");
+        std::fs::create_dir_all(&services).expect("overlay services");
+        std::fs::write(
+            services.join("gate.toml"),
+            "# Never ready: nothing listens on its port.\n\
+             exec = [\"/bin/sleep\", \"100000\"]\nclass = \"system\"\n\n[readiness]\ntcp = 9999\n",
+        )
+        .expect("gate.toml");
+        std::fs::write(
+            overlay.join("etc/bascule/init.toml"),
+            format!("[self_check]\ndeadline_s = {deadline_s}\n"),
+        )
+        .expect("init.toml");
     })
 }
 
@@ -64,10 +88,10 @@ pub fn node_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(169, 254, 10, 1 + i as u8)
 }
 
-/// The user network of node `i` (its forwarded etcd port lives there).
-fn user_net(i: usize) -> u8 {
-    101 + i as u8
-}
+/// Every node's user network (each VM has its own; the same numbers make
+/// one URL of the host's HTTP server good for all): the host is
+/// 169.254.100.2 there, the node 169.254.100.15 (its eth1).
+pub const USER_NET: u8 = 100;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -94,12 +118,10 @@ pub fn machine_toml(i: usize, roles: &[Role]) -> String {
         names[i],
         node_addr(i)
     );
-    if roles[i] == Role::ControlPlane {
-        text.push_str(&format!(
-            "\n[[network]]\ninterface = \"eth1\"\naddress = \"{}/24\"\n",
-            crate::upgrade::guest_addr(user_net(i))
-        ));
-    }
+    text.push_str(&format!(
+        "\n[[network]]\ninterface = \"eth1\"\naddress = \"{}/24\"\n",
+        crate::upgrade::guest_addr(USER_NET)
+    ));
     text.push_str(&format!(
         "\n[etcd]\ninitial_cluster = \"{}\"\n",
         initial.join(",")
@@ -136,11 +158,8 @@ impl Cluster {
             .map(|(i, role)| {
                 let mut machine = Machine::from_image(COMBO, &img);
                 machine.cluster_nic(segment, i);
-                let etcd_port = (*role == Role::ControlPlane).then(|| {
-                    let port = free_port();
-                    machine.user_net_forward(user_net(i), port, 2379);
-                    port
-                });
+                let etcd_port = (*role == Role::ControlPlane).then(free_port);
+                machine.user_net_forward(USER_NET, etcd_port.map(|p| (p, 2379)));
                 write_state(
                     &machine,
                     &[("machine.toml", machine_toml(i, roles).as_bytes())],
@@ -193,15 +212,18 @@ impl Machine {
         ]);
     }
 
-    /// A user-network NIC on 169.254.`net`.0/24 whose guest address
-    /// (`upgrade::guest_addr(net)`) port `guest` is forwarded to the host's
-    /// 127.0.0.1:`host`.
-    pub fn user_net_forward(&mut self, net: u8, host: u16, guest: u16) {
+    /// A user-network NIC on 169.254.`net`.0/24, with the guest address's
+    /// (`upgrade::guest_addr(net)`) port `guest` forwarded to the host's
+    /// 127.0.0.1:`host` when `forward` is `(host, guest)`.
+    pub fn user_net_forward(&mut self, net: u8, forward: Option<(u16, u16)>) {
         let addr = crate::upgrade::guest_addr(net);
+        let fwd = forward
+            .map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-{addr}:{guest}"))
+            .unwrap_or_default();
         self.config.extra_args.extend([
             "-netdev".to_owned(),
             format!(
-                "user,id=usernet,net=169.254.{net}.0/24,host={},hostfwd=tcp:127.0.0.1:{host}-{addr}:{guest}",
+                "user,id=usernet,net=169.254.{net}.0/24,host={}{fwd}",
                 crate::upgrade::guest_host(net)
             ),
             "-device".to_owned(),

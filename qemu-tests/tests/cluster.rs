@@ -3,7 +3,10 @@
 //! one control-plane node at a time (the lease), etcd keeps serving and
 //! loses no acknowledged write, a node that does not preserve its data
 //! leaves etcd and joins again as a new member; before that, with a member
-//! down, an upgrade is refused.
+//! down, an upgrade is refused. Then `bascule cluster upgrade` rolls all
+//! four, a machine that dies holding the lease delays the next only until
+//! the lease's TTL, a desired version set in etcd rolls through every
+//! machine in turn, and one that fails its self-check stops the roll-out.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::time::Duration;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use bascule_cluster::Etcd;
 use bascule_qemu_tests::answers::last_json;
 use bascule_qemu_tests::cluster::{self, Cluster, Role, Writer};
+use bascule_qemu_tests::upgrade::HttpServer;
 
 const WAIT: &str = "900";
 
@@ -241,4 +245,85 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
             .contains("waiting for the upgrade lease: cp1 holds it"),
         "cp2 waited for the dead cp1's lease"
     );
+
+    // The rest of the cluster rolls from etcd: cp1 comes back first.
+    c.nodes[0].machine.start();
+    c.nodes[0].machine.wait_ready();
+    let http = HttpServer::start();
+    let b4 = cluster::bundle("4.0.0");
+    http.add("b4.bundle", &b4);
+    let worker = &c.nodes[3].machine;
+    let writer = Writer::start(c.etcd_urls());
+    let set = worker.cli_json(&[
+        "--json",
+        "cluster",
+        "set-version",
+        "--image",
+        &http.url(cluster::USER_NET, "b4.bundle"),
+    ]);
+    assert_eq!(set["desired_version"], "4.0.0", "{set}");
+    let rolled = rollout_settles(worker, |st| {
+        st["lock_holder"] == ""
+            && st["nodes"].as_array().is_some_and(|ns| {
+                ns.len() == 4
+                    && ns
+                        .iter()
+                        .all(|n| n["version"] == "4.0.0" && n["state"] == "confirmed")
+            })
+    });
+    let log = writer.finish();
+    assert!(rolled.is_some(), "the roll-out to 4.0.0 did not settle");
+    let mut holders = log.holders.clone();
+    assert_eq!(holders.last().map(String::as_str), Some("worker1"), "{holders:?}");
+    holders.sort();
+    assert_eq!(holders, ["cp1", "cp2", "cp3", "worker1"], "one turn each: {:?}", log.holders);
+
+    // A bundle that fails its self-check stops the roll-out at the first
+    // machine, rolled back; the others are left alone.
+    let b5 = cluster::failing_bundle("5.0.0", 45);
+    http.add("b5.bundle", &b5);
+    worker.cli_json(&[
+        "--json",
+        "cluster",
+        "set-version",
+        "--image",
+        &http.url(cluster::USER_NET, "b5.bundle"),
+    ]);
+    let stopped = rollout_settles(worker, |st| {
+        st["paused_at"] != "" && st["lock_holder"] == ""
+    })
+    .expect("the failing roll-out did not stop");
+    let nodes = stopped["nodes"].as_array().unwrap();
+    let failed: Vec<&serde_json::Value> =
+        nodes.iter().filter(|n| n["state"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{stopped}");
+    assert_eq!(failed[0]["role"], "controlplane", "{stopped}");
+    assert!(
+        failed[0]["last_failure"].as_str().unwrap().starts_with("5.0.0"),
+        "{stopped}"
+    );
+    assert_eq!(stopped["paused_at"], failed[0]["name"], "{stopped}");
+    for n in nodes {
+        assert_eq!(n["version"], "4.0.0", "{stopped}");
+    }
+}
+
+/// Polls `bascule cluster status` through `m` until `done` holds (the
+/// roll-out's own pace: each machine upgrades in turn).
+fn rollout_settles(
+    m: &bascule_qemu_tests::Machine,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(1200) {
+        let out = m.cli(&["--json", "cluster", "status"]);
+        if let Ok(st) = serde_json::from_slice::<serde_json::Value>(&out.stdout) {
+            if done(&st) {
+                return Some(st);
+            }
+        }
+        // Each look costs the machine a few etcd requests.
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    None
 }
