@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::args::{BootCommand, SlotArg};
 use crate::exit::Failure;
 
-fn slot_name(v: i32) -> &'static str {
+pub(crate) fn slot_name(v: i32) -> &'static str {
     match pb::Slot::try_from(v) {
         Ok(pb::Slot::A) => "A",
         Ok(pb::Slot::B) => "B",
@@ -14,7 +14,7 @@ fn slot_name(v: i32) -> &'static str {
     }
 }
 
-fn state_name(v: i32) -> &'static str {
+pub(crate) fn state_name(v: i32) -> &'static str {
     match pb::SlotState::try_from(v) {
         Ok(pb::SlotState::Empty) => "empty",
         Ok(pb::SlotState::Good) => "good",

@@ -330,6 +330,18 @@ impl MachineConfig {
             .collect()
     }
 
+    /// The etcd endpoints other than this node's own: where to go while
+    /// its member is down or about to leave.
+    pub fn other_endpoints(&self) -> Vec<String> {
+        let own = self.client_url();
+        self.etcd
+            .endpoints
+            .iter()
+            .filter(|e| **e != own)
+            .cloned()
+            .collect()
+    }
+
     /// `http://ADDRESS:PEER_PORT`: this member's peer URL.
     pub fn peer_url(&self) -> String {
         format!("http://{}:{}", self.address, self.etcd.peer_port)

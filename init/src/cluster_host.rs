@@ -172,15 +172,7 @@ impl ClusterSide {
         let Some(cfg) = cfg else {
             return Ok(());
         };
-        let own = cfg.client_url();
-        let others: Vec<String> = cfg
-            .etcd
-            .endpoints
-            .iter()
-            .filter(|e| **e != own)
-            .cloned()
-            .collect();
-        let etcd = Etcd::new(others, REQUEST_TIMEOUT);
+        let etcd = Etcd::new(cfg.other_endpoints(), REQUEST_TIMEOUT);
         let members = etcd
             .member_list()
             .map_err(|e| err("asking etcd for its members", e))?;

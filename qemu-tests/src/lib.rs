@@ -535,29 +535,28 @@ impl Machine {
     /// Starts the real `bascule` CLI against the VM's API socket without
     /// waiting for it (its output is discarded; the caller reaps it).
     pub fn cli_spawn(&self, args: &[&str]) -> std::process::Child {
-        let bin = workspace_root().join("target/debug/bascule");
-        Command::new(&bin)
-            .arg("--socket")
-            .arg(&self.api)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
+        self.cli_spawn_with(args, std::process::Stdio::null)
     }
 
     /// Starts the real `bascule` CLI against the VM's API socket with its
     /// output captured (`wait_with_output` collects it).
     pub fn cli_spawn_piped(&self, args: &[&str]) -> std::process::Child {
+        self.cli_spawn_with(args, std::process::Stdio::piped)
+    }
+
+    fn cli_spawn_with(
+        &self,
+        args: &[&str],
+        output: fn() -> std::process::Stdio,
+    ) -> std::process::Child {
         let bin = workspace_root().join("target/debug/bascule");
         Command::new(&bin)
             .arg("--socket")
             .arg(&self.api)
             .args(args)
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdout(output())
+            .stderr(output())
             .spawn()
             .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
     }

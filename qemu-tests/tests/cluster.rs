@@ -274,9 +274,18 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
     let log = writer.finish();
     assert!(rolled.is_some(), "the roll-out to 4.0.0 did not settle");
     let mut holders = log.holders.clone();
-    assert_eq!(holders.last().map(String::as_str), Some("worker1"), "{holders:?}");
+    assert_eq!(
+        holders.last().map(String::as_str),
+        Some("worker1"),
+        "{holders:?}"
+    );
     holders.sort();
-    assert_eq!(holders, ["cp1", "cp2", "cp3", "worker1"], "one turn each: {:?}", log.holders);
+    assert_eq!(
+        holders,
+        ["cp1", "cp2", "cp3", "worker1"],
+        "one turn each: {:?}",
+        log.holders
+    );
 
     // A bundle that fails its self-check stops the roll-out at the first
     // machine, rolled back; the others are left alone.
@@ -294,12 +303,14 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
     })
     .expect("the failing roll-out did not stop");
     let nodes = stopped["nodes"].as_array().unwrap();
-    let failed: Vec<&serde_json::Value> =
-        nodes.iter().filter(|n| n["state"] == "failed").collect();
+    let failed: Vec<&serde_json::Value> = nodes.iter().filter(|n| n["state"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{stopped}");
     assert_eq!(failed[0]["role"], "controlplane", "{stopped}");
     assert!(
-        failed[0]["last_failure"].as_str().unwrap().starts_with("5.0.0"),
+        failed[0]["last_failure"]
+            .as_str()
+            .unwrap()
+            .starts_with("5.0.0"),
         "{stopped}"
     );
     assert_eq!(stopped["paused_at"], failed[0]["name"], "{stopped}");

@@ -67,15 +67,7 @@ pub fn run(config: &Path, data_dir: &Path) -> Result<(), Failure> {
 /// earlier try (same peer URL) is reused if it never started, or removed
 /// first if it did (its data is gone).
 fn rejoin(cfg: &MachineConfig) -> Result<Vec<Member>, Failure> {
-    let own_client = cfg.client_url();
-    let others: Vec<String> = cfg
-        .etcd
-        .endpoints
-        .iter()
-        .filter(|e| **e != own_client)
-        .cloned()
-        .collect();
-    let etcd = Etcd::new(others, Duration::from_secs(5));
+    let etcd = Etcd::new(cfg.other_endpoints(), Duration::from_secs(5));
     let peer = cfg.peer_url();
     let start = Instant::now();
     loop {

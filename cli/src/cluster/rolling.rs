@@ -40,7 +40,7 @@ pub(crate) struct Rolling<'a> {
     pub wait_timeout: Duration,
 }
 
-fn role_name(v: i32) -> &'static str {
+pub(crate) fn role_name(v: i32) -> &'static str {
     match pb::ClusterRole::try_from(v) {
         Ok(pb::ClusterRole::ControlPlane) => "controlplane",
         Ok(pb::ClusterRole::Worker) => "worker",
@@ -48,24 +48,7 @@ fn role_name(v: i32) -> &'static str {
     }
 }
 
-fn slot_name(v: i32) -> &'static str {
-    match pb::Slot::try_from(v) {
-        Ok(pb::Slot::A) => "A",
-        Ok(pb::Slot::B) => "B",
-        _ => "-",
-    }
-}
-
-fn state_name(v: i32) -> &'static str {
-    match pb::SlotState::try_from(v) {
-        Ok(pb::SlotState::Good) => "good",
-        Ok(pb::SlotState::Bad) => "bad",
-        Ok(pb::SlotState::Trying) => "trying",
-        Ok(pb::SlotState::Prepared) => "prepared",
-        Ok(pb::SlotState::Empty) => "empty",
-        _ => "unknown",
-    }
-}
+use crate::boot::{slot_name, state_name};
 
 /// Asks the machine behind `socket` where it stands.
 pub(crate) fn standing(parent: &Ctx, socket: &Path) -> Standing {

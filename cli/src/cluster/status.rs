@@ -56,21 +56,8 @@ pub fn resume(ctx: &Ctx) -> Result<(), Failure> {
     show(ctx, ctx.call("cluster resume", call)?)
 }
 
-fn role(v: i32) -> &'static str {
-    match pb::ClusterRole::try_from(v) {
-        Ok(pb::ClusterRole::ControlPlane) => "controlplane",
-        Ok(pb::ClusterRole::Worker) => "worker",
-        _ => "-",
-    }
-}
-
-fn slot(v: i32) -> &'static str {
-    match pb::Slot::try_from(v) {
-        Ok(pb::Slot::A) => "A",
-        Ok(pb::Slot::B) => "B",
-        _ => "-",
-    }
-}
+use super::rolling::role_name as role;
+use crate::boot::slot_name as slot;
 
 fn or_dash(s: &str) -> &str {
     if s.is_empty() {
