@@ -29,7 +29,8 @@ pub fn provenance() -> Value {
             .arg(&root)
             .args(args)
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            // Not trimmed at the start: a status line begins with a space.
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
             .unwrap_or_default()
     };
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -39,8 +40,7 @@ pub fn provenance() -> Value {
         .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
         .unwrap_or_default();
     let status = git(&["status", "--porcelain"]);
-    // Paths only ("XY path"), so a reader sees what differed from the commit.
-    let uncommitted: Vec<&str> = status.lines().filter_map(|l| l.get(3..)).collect();
+    let uncommitted = porcelain_paths(&status);
     json!({
         "commit": git(&["rev-parse", "HEAD"]),
         "tree_clean": status.is_empty(),
@@ -53,6 +53,12 @@ pub fn provenance() -> Value {
         "cpu_model": cpu,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     })
+}
+
+/// The paths of `git status --porcelain` lines ("XY path"), so a reader
+/// sees what differed from the commit.
+fn porcelain_paths(status: &str) -> Vec<&str> {
+    status.lines().filter_map(|l| l.get(3..)).collect()
 }
 
 /// "" for a clean tree, else " (with uncommitted changes to …)", naming
@@ -127,6 +133,10 @@ mod tests {
 
     #[test]
     fn a_dirty_tree_names_what_differs() {
+        assert_eq!(
+            porcelain_paths(" M Cargo.lock\nM  a b\n?? docs/x.md"),
+            ["Cargo.lock", "a b", "docs/x.md"]
+        );
         assert_eq!(dirty_note(&json!({"tree_clean": true})), "");
         assert_eq!(
             dirty_note(&json!({"tree_clean": false, "uncommitted": ["Cargo.lock"]})),
