@@ -299,7 +299,11 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
         &http.url(cluster::USER_NET, "b5.bundle"),
     ]);
     let stopped = rollout_settles(worker, |st| {
-        st["paused_at"] != "" && st["lock_holder"] == ""
+        st["paused_at"] != ""
+            && st["lock_holder"] == ""
+            && st["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.iter().any(|n| n["state"] == "failed"))
     })
     .expect("the failing roll-out did not stop");
     let nodes = stopped["nodes"].as_array().unwrap();

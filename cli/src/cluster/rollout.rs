@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bascule_api::pb::{self, request::Call, response::Result as Reply};
 use bascule_cluster::config::{MachineConfig, Role};
-use bascule_cluster::desired::{self, Desired, NodeState, NodeStatus};
+use bascule_cluster::desired::{self, Desired, LastFailure, NodeState, NodeStatus};
 use bascule_cluster::lock::{self, Release, UpgradeLock};
 use bascule_cluster::record::{self, LeaseRecord};
 use bascule_cluster::Etcd;
@@ -47,11 +47,12 @@ pub(crate) enum Turn {
 }
 
 /// Decides this node's turn from what etcd says.
+/// `own_failure` is this node's last failure (its `last-failure` key).
 pub(crate) fn decide(
-    me: &str,
     role: Role,
     running: &str,
     desired: Option<&Desired>,
+    own_failure: Option<&LastFailure>,
     paused_at: Option<&str>,
     nodes: &[(String, NodeStatus)],
 ) -> Turn {
@@ -61,11 +62,7 @@ pub(crate) fn decide(
     if d.version == running {
         return Turn::Idle(Idle::Current, format!("runs the desired version {running}"));
     }
-    let mine = nodes.iter().find(|(n, _)| n == me).map(|(_, s)| s);
-    if mine
-        .and_then(|s| s.last_failure.as_ref())
-        .is_some_and(|f| f.version == d.version)
-    {
+    if own_failure.is_some_and(|f| f.version == d.version) {
         return Turn::Idle(
             Idle::FailedHere,
             format!(
@@ -104,9 +101,10 @@ pub(crate) fn step(ctx: &Ctx, cfg: &MachineConfig, etcd: &Etcd, running: &str, s
             desired::get_desired(etcd)?,
             desired::rollout_paused(etcd)?,
             desired::list_node_status(etcd)?,
+            desired::get_last_failure(etcd, &cfg.name)?,
         ))
     };
-    let (d, paused, nodes) = match get() {
+    let (d, paused, nodes, failure) = match get() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("agent: reading the roll-out state: {e}");
@@ -115,10 +113,10 @@ pub(crate) fn step(ctx: &Ctx, cfg: &MachineConfig, etcd: &Etcd, running: &str, s
     };
     let mine = nodes.iter().find(|(n, _)| *n == cfg.name).map(|(_, s)| s);
     let turn = decide(
-        &cfg.name,
         cfg.role,
         running,
         d.as_ref(),
+        failure.as_ref(),
         paused.as_deref(),
         &nodes,
     );
@@ -285,7 +283,6 @@ pub(crate) fn running(ctx: &Ctx) -> Option<(String, i32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bascule_cluster::desired::LastFailure;
 
     fn st(role: Role, version: &str) -> NodeStatus {
         NodeStatus {
@@ -315,11 +312,11 @@ mod tests {
             ("w1".to_string(), st(Role::Worker, "1.0.0")),
         ];
         assert_eq!(
-            decide("cp1", Role::ControlPlane, "1.0.0", Some(&d), None, &nodes),
+            decide(Role::ControlPlane, "1.0.0", Some(&d), None, None, &nodes),
             Turn::Go
         );
         assert!(matches!(
-            decide("w1", Role::Worker, "1.0.0", Some(&d), None, &nodes),
+            decide(Role::Worker, "1.0.0", Some(&d), None, None, &nodes),
             Turn::Wait(w) if w.contains("cp1")
         ));
         let done = vec![
@@ -327,19 +324,19 @@ mod tests {
             ("w1".to_string(), st(Role::Worker, "1.0.0")),
         ];
         assert_eq!(
-            decide("w1", Role::Worker, "1.0.0", Some(&d), None, &done),
+            decide(Role::Worker, "1.0.0", Some(&d), None, None, &done),
             Turn::Go
         );
         assert!(matches!(
-            decide("w1", Role::Worker, "1.0.0", Some(&d), Some("cp1"), &done),
+            decide(Role::Worker, "1.0.0", Some(&d), None, Some("cp1"), &done),
             Turn::Wait(w) if w.contains("cp1's failure")
         ));
         assert!(matches!(
-            decide("cp1", Role::ControlPlane, "2.0.0", Some(&d), None, &done),
+            decide(Role::ControlPlane, "2.0.0", Some(&d), None, None, &done),
             Turn::Idle(Idle::Current, _)
         ));
         assert!(matches!(
-            decide("cp1", Role::ControlPlane, "1.0.0", None, None, &done),
+            decide(Role::ControlPlane, "1.0.0", None, None, None, &done),
             Turn::Idle(Idle::NoDesiredVersion, _)
         ));
     }
@@ -347,23 +344,30 @@ mod tests {
     #[test]
     fn a_node_does_not_retry_the_version_that_failed_on_it() {
         let d = want("2.0.0");
-        let mut failed = st(Role::ControlPlane, "1.0.0");
-        failed.last_failure = Some(LastFailure {
+        let failure = LastFailure {
             version: "2.0.0".into(),
             reason: "self-check".into(),
             unix: 1,
-        });
-        let nodes = vec![("cp1".to_string(), failed)];
+        };
+        let nodes = vec![("cp1".to_string(), st(Role::ControlPlane, "1.0.0"))];
+        // Even while the roll-out is paused at its own failure.
         assert!(matches!(
-            decide("cp1", Role::ControlPlane, "1.0.0", Some(&d), None, &nodes),
+            decide(
+                Role::ControlPlane,
+                "1.0.0",
+                Some(&d),
+                Some(&failure),
+                Some("cp1"),
+                &nodes
+            ),
             Turn::Idle(Idle::FailedHere, _)
         ));
         assert_eq!(
             decide(
-                "cp1",
                 Role::ControlPlane,
                 "1.0.0",
                 Some(&want("2.0.1")),
+                Some(&failure),
                 None,
                 &nodes
             ),
