@@ -321,6 +321,26 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
     for n in nodes {
         assert_eq!(n["version"], "4.0.0", "{stopped}");
     }
+
+    // A two-member cluster: cp3 leaves etcd; an upgrade of cp1 is then
+    // refused without --force, whatever it preserves.
+    let cp3 = etcd
+        .member_list()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == "cp3")
+        .unwrap();
+    let two = Etcd::new(c.etcd_urls()[..2].to_vec(), Duration::from_secs(5));
+    let removed = c.nodes[0]
+        .machine
+        .wait_for(Duration::from_secs(60), || two.member_remove(cp3.id).ok());
+    assert_eq!(removed.map(|ms| ms.len()), Some(2), "cp3 removed from etcd");
+    let (code, _json, out) =
+        c.nodes[0]
+            .machine
+            .upgrade_json(&["--image", b5.to_str().unwrap(), "--preserve"]);
+    assert_eq!(code, 6, "a two-member cluster refuses: {out}");
+    assert!(out.contains("quorum"), "{out}");
 }
 
 /// Polls `bascule cluster status` through `m` until `done` holds (the
