@@ -7,7 +7,6 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bascule_rootfs::squashfs::ETCD;
 use bascule_rootfs::BuiltImage;
@@ -232,45 +231,10 @@ impl Machine {
     }
 }
 
-/// Puts `files` on the STATE filesystem of a machine that never booted:
-/// an ext4 made by the host's mkfs.ext4 from a directory, written over the
-/// (blank) partition, so the first boot finds its configuration there.
+/// Puts `files` on the STATE filesystem of a machine that never booted.
 pub fn write_state(m: &Machine, files: &[(&str, &[u8])]) {
-    let label = bascule_boot::layout::LABEL_STATE;
-    let idx = bascule_rootfs::layout::index_of(label).expect("a STATE partition");
-    let size = bascule_rootfs::layout::partition_size(idx);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("root");
-    std::fs::create_dir(&dir).expect("staging directory");
-    for (name, bytes) in files {
-        std::fs::write(dir.join(name), bytes).expect("staging a STATE file");
-    }
-    let fs = tmp.path().join("state.ext4");
-    std::fs::File::create(&fs)
-        .and_then(|f| f.set_len(size))
-        .expect("sizing the STATE filesystem");
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", label, "-d"])
-        .arg(&dir)
-        .arg(&fs)
-        .output()
-        .expect("run mkfs.ext4");
-    assert!(
-        out.status.success(),
-        "mkfs.ext4 -d: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    copy_nonzero(&fs, m, label);
-}
-
-/// Writes the non-zero MiB blocks of `fs` into partition `label` of `m`.
-fn copy_nonzero(fs: &Path, m: &Machine, label: &str) {
-    let bytes = std::fs::read(fs).expect("reading the STATE filesystem");
-    for (i, chunk) in bytes.chunks(1 << 20).enumerate() {
-        if chunk.iter().any(|b| *b != 0) {
-            m.write_partition_at(label, (i as u64) << 20, chunk);
-        }
-    }
+    bascule_rootfs::state::write_state_files(m.disk(), files)
+        .unwrap_or_else(|e| panic!("writing STATE: {e}"));
 }
 
 /// A client that keeps writing keys to etcd through the forwarded ports

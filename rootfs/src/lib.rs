@@ -34,6 +34,7 @@ pub mod modules;
 pub mod platform;
 pub mod qemu;
 pub mod squashfs;
+pub mod state;
 
 pub use error::{Error, Result};
 pub use image::{

@@ -4,6 +4,7 @@
 //! cargo xtask image [--bootloader grub|sd-boot] [--firmware bios|uefi]
 //!                   [--version V] [--slot-b-version V2] [--default-slot A|B]
 //!                   [--trusted-key PUB ...] [--key KEY] [--out DIR]
+//!                   [--etcd] [--machine-config machine.toml]
 //! ```
 //! Defaults: grub, bios, version "dev", slot B empty, out build/image.
 //! Writes DIR/disk.img, and for UEFI DIR/OVMF_VARS_4M.fd (a fresh copy of
@@ -47,6 +48,13 @@ pub struct ImageOptions {
     /// A private key whose public half the image trusts.
     #[arg(long, value_name = "KEY")]
     pub key: Option<PathBuf>,
+    /// Put Debian's etcd in the slots (control-plane machines).
+    #[arg(long)]
+    pub etcd: bool,
+    /// A machine configuration to put on STATE (machine.toml: role, name,
+    /// address, [etcd]); checked before anything is built.
+    #[arg(long, value_name = "FILE")]
+    pub machine_config: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -144,6 +152,18 @@ pub fn build(root: &Path, a: &ImageOptions, out: &Path) -> Result<BuiltImage> {
     spec.slot_b = a.slot_b_version.as_deref().map(slot);
     spec.default_slot = a.default_slot;
     spec.trusted_keys = trusted_keys;
+    if a.etcd {
+        spec.extra_host_tools.push(bascule_rootfs::squashfs::ETCD);
+    }
+    let machine = match &a.machine_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            bascule_cluster::MachineConfig::parse(&text, path)?;
+            Some(text)
+        }
+        None => None,
+    };
     let t1 = Instant::now();
     let image = build_image(&spec).with_context(|| {
         format!(
@@ -153,6 +173,12 @@ pub fn build(root: &Path, a: &ImageOptions, out: &Path) -> Result<BuiltImage> {
             out.display()
         )
     })?;
+    if let Some(text) = &machine {
+        bascule_rootfs::state::write_state_files(
+            &image.disk,
+            &[("machine.toml", text.as_bytes())],
+        )?;
+    }
     eprintln!(
         "xtask: {}+{} image (kernel {}) built in {:.1}s (binaries {:.1}s)",
         a.bootloader,
