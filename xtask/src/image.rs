@@ -134,6 +134,15 @@ pub fn run(a: &ImageCmdArgs) -> Result<()> {
 pub fn build(root: &Path, a: &ImageOptions, out: &Path) -> Result<BuiltImage> {
     let firmware = a.firmware()?;
     let trusted_keys = a.trusted_keys(root)?;
+    let machine = match &a.machine_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            bascule_cluster::MachineConfig::parse(&text, path)?;
+            Some(text)
+        }
+        None => None,
+    };
     let t0 = Instant::now();
     let bins = bascule_rootfs::cargo::build_static_binaries(root)?;
     let slot = |version: &str| SlotBuild {
@@ -155,15 +164,6 @@ pub fn build(root: &Path, a: &ImageOptions, out: &Path) -> Result<BuiltImage> {
     if a.etcd {
         spec.extra_host_tools.push(bascule_rootfs::squashfs::ETCD);
     }
-    let machine = match &a.machine_config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            bascule_cluster::MachineConfig::parse(&text, path)?;
-            Some(text)
-        }
-        None => None,
-    };
     let t1 = Instant::now();
     let image = build_image(&spec).with_context(|| {
         format!(
