@@ -41,3 +41,12 @@ pub fn run(ctx: &Ctx, command: &ClusterCommand) -> Result<(), Failure> {
         ),
     }
 }
+
+/// An empty table cell shown as "-".
+pub(crate) fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}

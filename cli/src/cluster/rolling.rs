@@ -48,6 +48,7 @@ pub(crate) fn role_name(v: i32) -> &'static str {
     }
 }
 
+use super::or_dash;
 use crate::boot::{slot_name, state_name};
 
 /// Asks the machine behind `socket` where it stands.
@@ -182,23 +183,11 @@ fn report(machines: &[Standing], mode: Mode) -> Result<(), Failure> {
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             m.name,
             m.role,
-            if m.version.is_empty() {
-                "-"
-            } else {
-                &m.version
-            },
+            or_dash(&m.version),
             m.slot,
             m.state,
-            if m.outcome.is_empty() {
-                "-"
-            } else {
-                &m.outcome
-            },
-            if m.last_failure.is_empty() {
-                "-"
-            } else {
-                &m.last_failure
-            },
+            or_dash(&m.outcome),
+            or_dash(&m.last_failure),
         ));
     }
     print(&out)

@@ -134,21 +134,41 @@ pub(crate) fn step(ctx: &Ctx, cfg: &MachineConfig, etcd: &Etcd, running: &str, s
         Turn::Wait(why) => (NodeState::Waiting, why.clone()),
         Turn::Go => (NodeState::Waiting, "taking the upgrade lease".into()),
     };
-    publish(etcd, cfg, running, slot, state, &progress, mine);
+    let here = Here {
+        cfg,
+        etcd,
+        running,
+        slot,
+    };
+    publish(&here, state, &progress, failure.as_ref(), mine);
     if let (Turn::Go, Some(d)) = (turn, d) {
-        roll(ctx, cfg, etcd, running, slot, &d);
+        roll(ctx, &here, &d, failure.as_ref());
     }
 }
 
-fn publish(
-    etcd: &Etcd,
-    cfg: &MachineConfig,
-    running: &str,
+/// This node, as the roll-out sees it.
+#[derive(Clone, Copy)]
+struct Here<'a> {
+    cfg: &'a MachineConfig,
+    etcd: &'a Etcd,
+    /// The running version and the booted slot.
+    running: &'a str,
     slot: i32,
+}
+
+fn publish(
+    here: &Here,
     state: NodeState,
     progress: &str,
+    last_failure: Option<&LastFailure>,
     before: Option<&NodeStatus>,
 ) {
+    let Here {
+        cfg,
+        etcd,
+        running,
+        slot,
+    } = *here;
     let status = NodeStatus {
         role: cfg.role,
         version: running.to_owned(),
@@ -159,10 +179,7 @@ fn publish(
         },
         state,
         progress: progress.to_owned(),
-        last_failure: desired::get_last_failure(etcd, &cfg.name)
-            .ok()
-            .flatten()
-            .or_else(|| before.and_then(|b| b.last_failure.clone())),
+        last_failure: last_failure.cloned(),
         updated_unix: desired::unix_now(),
     };
     let unchanged = before.is_some_and(|b| {
@@ -180,7 +197,10 @@ fn publish(
 
 /// Takes the lease, hands it to PID 1 through the record on STATE, and
 /// asks for the upgrade.
-fn roll(ctx: &Ctx, cfg: &MachineConfig, etcd: &Etcd, running: &str, slot: i32, d: &Desired) {
+/// `failure` is this node's last failure (of another version: see
+/// [`decide`]), kept in its status.
+fn roll(ctx: &Ctx, here: &Here, d: &Desired, failure: Option<&LastFailure>) {
+    let (cfg, etcd, running) = (here.cfg, here.etcd, here.running);
     let held = UpgradeLock::acquire(
         etcd,
         &cfg.name,
@@ -189,7 +209,7 @@ fn roll(ctx: &Ctx, cfg: &MachineConfig, etcd: &Etcd, running: &str, slot: i32, d
         Instant::now() + LOCK_PATIENCE,
         |h| {
             let why = format!("waiting for the upgrade lease: {h}");
-            publish(etcd, cfg, running, slot, NodeState::Waiting, &why, None);
+            publish(here, NodeState::Waiting, &why, failure, None);
         },
     );
     let held = match held {
@@ -227,12 +247,10 @@ fn roll(ctx: &Ctx, cfg: &MachineConfig, etcd: &Etcd, running: &str, slot: i32, d
     let lease = held.lease();
     let _ = held.detach();
     publish(
-        etcd,
-        cfg,
-        running,
-        slot,
+        here,
         NodeState::Upgrading,
         &format!("upgrading to {}", d.version),
+        failure,
         None,
     );
     eprintln!("agent: upgrading to {} from {}", d.version, d.url);
@@ -260,16 +278,22 @@ fn roll(ctx: &Ctx, cfg: &MachineConfig, etcd: &Etcd, running: &str, slot: i32, d
         return;
     }
     eprintln!("agent: the upgrade to {} did not start: {why}", d.version);
-    let failure = Release::Failed {
+    let release = Release::Failed {
         version: d.version.clone(),
         reason: why.clone(),
     };
-    if let Err(e) = lock::release(etcd, &cfg.name, lease, &failure) {
+    if let Err(e) = lock::release(etcd, &cfg.name, lease, &release) {
         eprintln!("agent: releasing the upgrade lease: {e}");
     }
     let _ = LeaseRecord::remove(Path::new(record::DIR));
     let _ = desired::pause_rollout(etcd, &cfg.name);
-    publish(etcd, cfg, running, slot, NodeState::Failed, &why, None);
+    // What the release just recorded under the node's last-failure key.
+    let recorded = LastFailure {
+        version: d.version.clone(),
+        reason: why.clone(),
+        unix: desired::unix_now(),
+    };
+    publish(here, NodeState::Failed, &why, Some(&recorded), None);
 }
 
 /// The running image version and booted slot, from PID 1.

@@ -56,16 +56,9 @@ pub fn resume(ctx: &Ctx) -> Result<(), Failure> {
     show(ctx, ctx.call("cluster resume", call)?)
 }
 
+use super::or_dash;
 use super::rolling::role_name as role;
 use crate::boot::slot_name as slot;
-
-fn or_dash(s: &str) -> &str {
-    if s.is_empty() {
-        "-"
-    } else {
-        s
-    }
-}
 
 fn show(ctx: &Ctx, reply: Reply) -> Result<(), Failure> {
     let Reply::ClusterStatus(s) = reply else {
