@@ -29,6 +29,10 @@ pub use types::{
     Member, MemberId, Status, WatchEvent,
 };
 
+/// Read (never written) to make a member catch up before it answers
+/// something it serves from its own state.
+const CATCH_UP_KEY: &str = "/bascule/catch-up";
+
 /// The end of a prefix range: the prefix with its last byte incremented.
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -268,6 +272,32 @@ impl Etcd {
         let list: wire::MemberListResponse =
             self.call("/v3/cluster/member/list", &wire::Empty {})?;
         Ok(members(list.members))
+    }
+
+    /// The member list as of now. etcd 3.4 answers the list from the
+    /// answering member's applied state, which can lag behind a membership
+    /// change the cluster has already committed; a linearizable read
+    /// through the same member first makes it catch up with the leader.
+    pub fn member_list_current(&self) -> Result<Vec<Member>, Error> {
+        const PATH: &str = "/v3/cluster/member/list";
+        if self.endpoints.is_empty() {
+            return Err(Error::NoEndpoints { path: PATH });
+        }
+        let mut attempts = Vec::new();
+        for endpoint in &self.endpoints {
+            let one = self.at(endpoint);
+            match one.range(CATCH_UP_KEY).and_then(|_| one.member_list()) {
+                Ok(members) => return Ok(members),
+                Err(e) => attempts.push(Attempt {
+                    endpoint: endpoint.clone(),
+                    problem: e.cause(),
+                }),
+            }
+        }
+        Err(Error::Unreachable {
+            path: PATH,
+            attempts,
+        })
     }
 
     /// Adds a member (not yet started) and returns its id and the new list.

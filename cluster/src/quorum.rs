@@ -222,7 +222,9 @@ pub fn gather(
     etcd: &Etcd,
     read_deadline: Duration,
 ) -> Result<Vec<MemberHealth>, crate::gateway::Error> {
-    let members = etcd.member_list()?;
+    // Without a quorum the current list cannot be had; the (possibly
+    // stale) local one still names every member for the refusal.
+    let members = etcd.member_list_current().or_else(|_| etcd.member_list())?;
     let client = etcd.with_timeout(read_deadline);
     Ok(std::thread::scope(|scope| {
         let probes: Vec<_> = members

@@ -28,6 +28,22 @@ pub struct LeaseRecord {
     pub from: String,
     /// The lease's TTL in seconds (the keep-alive interval follows it).
     pub ttl_s: u64,
+    /// The kernel's boot id when the record was written. A record of this
+    /// very boot belongs to an upgrade still under way (PID 1 renews that
+    /// lease); only one from an earlier boot is the agent's to follow.
+    /// Empty in records written before it existed: taken as earlier.
+    #[serde(default)]
+    pub boot_id: String,
+}
+
+/// Where the kernel tells this boot's id.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// This boot's id; empty if the kernel does not say.
+pub fn this_boot() -> String {
+    std::fs::read_to_string(BOOT_ID)
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +68,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecordError + '_ {
 }
 
 impl LeaseRecord {
+    /// Whether the record was written by a boot before `boot_id`.
+    pub fn from_earlier_boot(&self, boot_id: &str) -> bool {
+        self.boot_id.is_empty() || boot_id.is_empty() || self.boot_id != boot_id
+    }
+
     /// The record in `dir`, if there is one.
     pub fn load(dir: &Path) -> Result<Option<LeaseRecord>, RecordError> {
         let path = dir.join(LEASE_FILE);
@@ -125,7 +146,10 @@ mod tests {
             target: "2.0.0".into(),
             from: "1.0.0".into(),
             ttl_s: 60,
+            boot_id: "b1".into(),
         };
+        assert!(!r.from_earlier_boot("b1"));
+        assert!(r.from_earlier_boot("b2"));
         r.save(dir.path()).unwrap();
         assert_eq!(LeaseRecord::load(dir.path()).unwrap(), Some(r));
         LeaseRecord::remove(dir.path()).unwrap();

@@ -98,6 +98,7 @@ impl ClusterSide {
             target: target.to_owned(),
             from: from.to_owned(),
             ttl_s: lock::DEFAULT_TTL.as_secs(),
+            boot_id: record::this_boot(),
         };
         let recorded = checked.and_then(|()| {
             record
@@ -143,6 +144,22 @@ impl ClusterSide {
         }
     }
 
+    /// Renews the lease once more just before the reboot: the next boot's
+    /// agent then has the lease's whole TTL to take it over, not what was
+    /// left since the keeper's last round.
+    pub fn renew_before_reboot(&self, cfg: Option<&MachineConfig>) {
+        let (Some(held), Some(cfg)) = (&self.held, cfg) else {
+            return;
+        };
+        let lease = match held {
+            Held::Lock(l) => l.lease(),
+            Held::Kept(_, lease) => *lease,
+        };
+        if let Err(e) = etcd(cfg).lease_keepalive(lease) {
+            log!("upgrade: renewing upgrade lease {lease} before the reboot: {e}");
+        }
+    }
+
     /// Gives the lease back after a run that stopped before its reboot.
     pub fn release(&mut self, cfg: Option<&MachineConfig>, target: &str, failure: &str) {
         let (Some(held), Some(cfg)) = (self.held.take(), cfg) else {
@@ -174,7 +191,7 @@ impl ClusterSide {
         };
         let etcd = Etcd::new(cfg.other_endpoints(), REQUEST_TIMEOUT);
         let members = etcd
-            .member_list()
+            .member_list_current()
             .map_err(|e| err("asking etcd for its members", e))?;
         let Some(me) = members.iter().find(|m| m.name == cfg.name) else {
             log!(
@@ -183,6 +200,11 @@ impl ClusterSide {
             );
             return Ok(());
         };
+        // After the wipe and the reboot `bascule cluster etcd` joins again
+        // only if this mark says the node was a member; the agent may not
+        // have written it yet.
+        record::mark_member(Path::new(record::DIR), &cfg.name)
+            .map_err(|e| err("recording the etcd membership on STATE", e))?;
         // etcd refuses a removal ("unhealthy cluster") until its leader has
         // been connected to a quorum for 5 s, e.g. right after the previous
         // node came back: retry within a bound.

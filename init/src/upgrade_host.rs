@@ -566,6 +566,8 @@ impl Host for MachineHost {
             RebootMode::Kexec => PowerAction::Kexec,
             RebootMode::Firmware => PowerAction::Reboot,
         };
+        self.cluster
+            .renew_before_reboot(crate::cluster_boot::machine());
         self.bridge.send(LoopCall::Reboot(action));
         Ok(())
     }

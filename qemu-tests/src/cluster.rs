@@ -312,3 +312,28 @@ impl Drop for Writer {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+/// When a case fails, one node's log is rarely enough: every machine's
+/// console and its cluster services' logs go to stderr.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for n in &self.nodes {
+            let serial = n.machine.serial();
+            let start = serial.len().saturating_sub(12_000);
+            let start = (start..serial.len())
+                .find(|i| serial.is_char_boundary(*i))
+                .unwrap_or(0);
+            eprintln!("=== {} console (tail) ===\n{}", n.name, &serial[start..]);
+            for service in ["cluster-agent", "etcd"] {
+                eprintln!(
+                    "=== {} `bascule logs {service}` ===\n{}",
+                    n.name,
+                    n.machine.cli_text(&["logs", "--tail", "80", service])
+                );
+            }
+        }
+    }
+}

@@ -522,6 +522,25 @@ impl Machine {
     }
 
     /// Runs the real `bascule` CLI against the VM's API socket.
+    /// Like [`Machine::cli`], for reports: a CLI that cannot run gives
+    /// its error as text instead of a panic.
+    pub fn cli_text(&self, args: &[&str]) -> String {
+        let bin = workspace_root().join("target/debug/bascule");
+        match Command::new(&bin)
+            .arg("--socket")
+            .arg(&self.api)
+            .args(args)
+            .output()
+        {
+            Ok(out) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => format!("cannot run {}: {e}", bin.display()),
+        }
+    }
+
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let bin = workspace_root().join("target/debug/bascule");
         Command::new(&bin)

@@ -206,49 +206,81 @@ fn control_plane_nodes_upgrade_one_at_a_time_and_etcd_keeps_its_quorum_and_data(
     }
 
     // A machine that dies holding the lease: the next one waits for it,
-    // then goes on once its TTL has run out.
-    let others = Etcd::new(c.etcd_urls()[1..].to_vec(), Duration::from_secs(5));
-    let mut reinstall = c.nodes[0].machine.cli_spawn_piped(&[
-        "upgrade",
-        "--image",
-        b3.to_str().unwrap(),
-        "--force",
-        "--preserve",
-    ]);
-    let held = c.nodes[1].machine.wait_for(Duration::from_secs(300), || {
-        others
-            .range(bascule_cluster::lock::LOCK_KEY)
-            .ok()
-            .flatten()
-            .filter(|kv| String::from_utf8_lossy(&kv.value).contains("\"cp1\""))
+    // then goes on once its TTL has run out. cp1 and cp2 are asked at
+    // once, so the one that loses the race is already waiting (whatever
+    // the bundle's transfer and check cost) when the holder's power is cut.
+    let racers: Vec<_> = [0, 1]
+        .into_iter()
+        .map(|i| {
+            // With one member dead etcd would refuse the survivor's
+            // departure: --force.
+            let child = c.nodes[i].machine.cli_spawn_piped(&[
+                "--json",
+                "upgrade",
+                "--image",
+                b3.to_str().unwrap(),
+                "--force",
+                "--preserve",
+                "--wait",
+                "--wait-timeout",
+                WAIT,
+            ]);
+            (i, child)
+        })
+        .collect();
+    let others = Etcd::new(c.etcd_urls()[2..].to_vec(), Duration::from_secs(5));
+    let holder = c.nodes[2].machine.wait_for(Duration::from_secs(300), || {
+        let kv = others.range(bascule_cluster::lock::LOCK_KEY).ok()??;
+        let value = String::from_utf8_lossy(&kv.value).into_owned();
+        ["cp1", "cp2"]
+            .into_iter()
+            .position(|name| value.contains(&format!("\"{name}\"")))
     });
-    assert!(held.is_some(), "cp1 never took the lease");
-    c.nodes[0].machine.cut_power();
-    let _ = reinstall.kill();
-    let _ = reinstall.wait();
-    // With cp1 gone etcd would refuse cp2's departure: --force.
-    let cp2 = &c.nodes[1].machine;
-    let (code, json, out) = cp2.upgrade_json(&[
-        "--image",
-        b3.to_str().unwrap(),
-        "--force",
-        "--preserve",
-        "--wait",
-        "--wait-timeout",
-        WAIT,
-    ]);
-    assert_eq!(code, 0, "cp2 after cp1's lease expired: {out}");
-    assert_eq!(json["result"], "confirmed", "{out}");
+    let dead = holder.expect("neither cp1 nor cp2 took the lease");
+    let dead_name = c.nodes[dead].name.clone();
+    c.nodes[dead].machine.cut_power();
+    let mut survivor = None;
+    for (i, mut child) in racers {
+        if i == dead {
+            let _ = child.kill();
+            let _ = child.wait();
+        } else {
+            survivor = Some((i, child));
+        }
+    }
+    let (alive, child) = survivor.unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
-        cp2.last_run()
+        out.status.success(),
+        "{} after {dead_name}'s lease expired: {text}",
+        c.nodes[alive].name
+    );
+    assert_eq!(
+        last_json(&out.stdout).unwrap()["result"],
+        "confirmed",
+        "{text}"
+    );
+    assert!(
+        c.nodes[alive]
+            .machine
+            .last_run()
             .to_string()
-            .contains("waiting for the upgrade lease: cp1 holds it"),
-        "cp2 waited for the dead cp1's lease"
+            .contains(&format!(
+                "waiting for the upgrade lease: {dead_name} holds it"
+            )),
+        "{} waited for the dead {dead_name}'s lease: {text}",
+        c.nodes[alive].name
     );
 
-    // The rest of the cluster rolls from etcd: cp1 comes back first.
-    c.nodes[0].machine.start();
-    c.nodes[0].machine.wait_ready();
+    // The rest of the cluster rolls from etcd: the dead machine comes back
+    // first.
+    c.nodes[dead].machine.start();
+    c.nodes[dead].machine.wait_ready();
     let http = HttpServer::start();
     let b4 = cluster::bundle("4.0.0");
     http.add("b4.bundle", &b4);

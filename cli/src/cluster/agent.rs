@@ -69,10 +69,15 @@ pub fn run(ctx: &Ctx, config: &Path) -> Result<(), Failure> {
     let cfg = MachineConfig::load(config).map_err(|e| Failure::failed(e.to_string()))?;
     let etcd = Etcd::new(cfg.etcd.endpoints.clone(), Duration::from_secs(5));
     let dir = Path::new(record::DIR);
+    let this_boot = record::this_boot();
     loop {
         match LeaseRecord::load(dir) {
-            Ok(Some(rec)) => follow(ctx, &cfg, &etcd, dir, &rec),
-            Ok(None) => {}
+            // A record of this boot is an upgrade under way: its lease is
+            // PID 1's (or was handed to it) until the reboot.
+            Ok(Some(rec)) if rec.from_earlier_boot(&this_boot) => {
+                follow(ctx, &cfg, &etcd, dir, &rec)
+            }
+            Ok(_) => {}
             Err(e) => eprintln!("agent: {e}"),
         }
         if cfg.role == Role::ControlPlane && !record::was_member(dir) && member_healthy(&cfg, &etcd)
@@ -183,7 +188,7 @@ fn look(ctx: &Ctx) -> Result<(String, pb::BootStatus), Failure> {
 /// answers healthy.
 fn member_healthy(cfg: &MachineConfig, etcd: &Etcd) -> bool {
     let listed = etcd
-        .member_list()
+        .member_list_current()
         .map(|ms| {
             ms.iter()
                 .any(|m| m.name == cfg.name && !m.client_urls.is_empty())
@@ -208,6 +213,7 @@ mod tests {
             target: "2.0.0".into(),
             from: "1.0.0".into(),
             ttl_s: 60,
+            boot_id: String::new(),
         }
     }
 

@@ -89,7 +89,7 @@ fn rejoin(cfg: &MachineConfig) -> Result<Vec<Member>, Failure> {
 }
 
 fn try_rejoin(etcd: &Etcd, peer: &str) -> Result<Vec<Member>, bascule_cluster::gateway::Error> {
-    let members = etcd.member_list()?;
+    let members = etcd.member_list_current()?;
     if let Some(old) = members
         .iter()
         .find(|m| m.peer_urls.iter().any(|u| u == peer))

@@ -228,6 +228,7 @@ fn roll(ctx: &Ctx, here: &Here, d: &Desired, failure: Option<&LastFailure>) {
         target: d.version.clone(),
         from: running.to_owned(),
         ttl_s: lock::DEFAULT_TTL.as_secs(),
+        boot_id: record::this_boot(),
     };
     let saved = rec.save(Path::new(record::DIR));
     if !still || saved.is_err() {
