@@ -279,24 +279,11 @@ impl Etcd {
     /// change the cluster has already committed; a linearizable read
     /// through the same member first makes it catch up with the leader.
     pub fn member_list_current(&self) -> Result<Vec<Member>, Error> {
-        const PATH: &str = "/v3/cluster/member/list";
-        if self.endpoints.is_empty() {
-            return Err(Error::NoEndpoints { path: PATH });
-        }
-        let mut attempts = Vec::new();
-        for endpoint in &self.endpoints {
+        self.each_endpoint("/v3/cluster/member/list", |endpoint| {
             let one = self.at(endpoint);
-            match one.range(CATCH_UP_KEY).and_then(|_| one.member_list()) {
-                Ok(members) => return Ok(members),
-                Err(e) => attempts.push(Attempt {
-                    endpoint: endpoint.clone(),
-                    problem: e.cause(),
-                }),
-            }
-        }
-        Err(Error::Unreachable {
-            path: PATH,
-            attempts,
+            one.range(CATCH_UP_KEY)
+                .and_then(|_| one.member_list())
+                .map_err(|e| Failure::TryNext(e.cause()))
         })
     }
 
