@@ -215,7 +215,12 @@ impl Init {
                 return None;
             }
         };
-        for (tok, flags) in ready {
+        // Log pipes last: a flooding service's read and file write must not
+        // come before an API call or a probe that woke in the same turn.
+        let (pipes, others): (Vec<_>, Vec<_>) = ready
+            .into_iter()
+            .partition(|(tok, _)| matches!(Source::from_token(*tok), Some(Source::Pipe(_))));
+        for (tok, flags) in others.into_iter().chain(pipes) {
             match Source::from_token(tok) {
                 Some(Source::Signals) => {
                     for sig in self.signals.read() {

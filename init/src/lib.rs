@@ -18,6 +18,7 @@ mod control;
 mod deferred;
 mod effects;
 mod event_loop;
+mod ext4_state;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod launcher;

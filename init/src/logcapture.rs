@@ -14,8 +14,10 @@ use crate::tokens::{Ids, Source};
 
 /// Bytes kept in memory per service.
 const LOG_RING_BYTES: usize = 1 << 20;
-/// Reads per pipe per wake-up, so one chatty service cannot starve the rest.
-const PIPE_READS_PER_TURN: usize = 16;
+/// Reads per pipe per wake-up: one 64 KiB read (a whole default pipe), so
+/// a service flooding its log holds the loop for one read and one file
+/// write before API calls, probes and other pipes are served again.
+const PIPE_READS_PER_TURN: usize = 1;
 
 struct Pipe {
     service: String,

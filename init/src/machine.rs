@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use bascule_boot::layout;
 use rustix::mount::{mount, MountFlags};
 
+use crate::ext4_state;
 use crate::log;
 use bascule_sys::blockdev;
 
@@ -153,7 +154,7 @@ fn mount_one(t: &Target) -> Result<(), MountError> {
                 err,
             })?;
         match (classify(&head), t.when_blank) {
-            (Content::Ext4, _) => check(&dev),
+            (Content::Ext4, _) => check(&dev, t.label, &head),
             (Content::Blank, WhenBlank::Format) => format(&dev, t.label)?,
             (Content::Blank, WhenBlank::Refuse) => return Err(MountError::Blank(dev)),
             (Content::Unknown, _) => return Err(MountError::Foreign(dev)),
@@ -211,12 +212,29 @@ fn format(dev: &Path, label: &str) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Replays the journal and fixes what is safe before mounting; a damaged
-/// filesystem is reported, and mounting is still attempted.
-fn check(dev: &Path) {
-    let Some(fsck) = tool(&["/sbin/e2fsck", "/usr/sbin/e2fsck"]) else {
+/// Replays the journal and fixes what is safe before mounting, when the
+/// superblock says it is needed (see `ext4_state`); a damaged filesystem is
+/// reported, and mounting is still attempted.
+fn check(dev: &Path, label: &str, head: &[u8]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let Some(reason) = ext4_state::check_reason(head, now) else {
         return;
     };
+    let Some(fsck) = tool(&["/sbin/e2fsck", "/usr/sbin/e2fsck"]) else {
+        log!(
+            "partition {label}: {}, and no e2fsck in the image: mounting it unchecked",
+            reason.describe()
+        );
+        return;
+    };
+    log!(
+        "partition {label}: {}: running {} -p {}",
+        reason.describe(),
+        fsck.display(),
+        dev.display()
+    );
     match Command::new(&fsck)
         .arg("-p")
         .arg(dev)

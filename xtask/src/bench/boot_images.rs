@@ -91,7 +91,7 @@ mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
 hostname bascule
 ip link set lo up
 @FIND_PART@
-# As bascule-init: e2fsck -p before mounting ext4, when the image has e2fsck.
+# e2fsck -p before mounting ext4 at every boot, when the image has e2fsck.
 check_mount() {
   find_part "$1" || return 1
   if [ "$3" = ext4 ] && [ -x /sbin/e2fsck ]; then /sbin/e2fsck -p "$found" </dev/null; fi

@@ -322,8 +322,11 @@ API, so the API adds nothing to the boot; it then checks over the API that every
 is running, and reads PID 1's CPU time from /proc/1/stat through the console shell.\n\
 - **busybox init**: its `sysinit` does what bascule-init does before starting services \
 (devpts, /dev/shm, /tmp, cgroup2, hostname, `ip link set lo up`, STATE/EPHEMERAL ext4 and \
-the ESP mounted, with `e2fsck -p` before each ext4 mount when the image has e2fsck, as \
-bascule-init does); its inittab feeds the watchdog the first stage armed (`busybox \
+the ESP mounted, with `e2fsck -p` before each ext4 mount when the image has e2fsck, at \
+every boot as a sysinit script or systemd-fsck does; bascule-init reads the superblock it \
+already holds and runs `e2fsck -p` only when that says the filesystem has errors, was not \
+cleanly unmounted or is due for a check, which is what `e2fsck -p` decides from the same \
+fields, so on these clean boots it forks no e2fsck); its inittab feeds the watchdog the first stage armed (`busybox \
 watchdog`, as Bascule's PID 1 does), runs the same services (console with \
 `ttyS0::respawn:-/bin/sh`, httpd last), and a `once` entry polls port 8080 with `nc` every \
 {p} ms and then prints the first stage's timeline (µs), its /proc/uptime stamps (10 ms \

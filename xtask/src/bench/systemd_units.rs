@@ -65,7 +65,7 @@ pub enum Variant {
 const MACHINE_ID: &str = "5ba5c0b1e0000000000000000000bec0\n";
 
 /// STATE, EPHEMERAL and the ESP by GPT label (udev's by-partlabel links),
-/// fsck'd (e2fsck -p) before mounting, as bascule-init does; /tmp a
+/// fsck'd (e2fsck -p) before mounting at every boot; /tmp a
 /// tmpfs like the other systems'.
 fn fstab() -> String {
     format!(
