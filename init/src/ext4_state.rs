@@ -153,7 +153,10 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        std::fs::File::create(&img).unwrap().set_len(16 << 20).unwrap();
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
         run("mkfs.ext4", &["-q", "-F"]);
         assert_eq!(check_reason(&head(), now), None);
         run("debugfs", &["-w", "-R", "feature needs_recovery"]);
