@@ -62,8 +62,9 @@ fn upgrade_wait(m: &Machine, bundle: &Path, extra: &[&str], version: &str, slot:
     assert_eq!(m.running(), (version.into(), slot));
 }
 
-/// Cuts before the new slot runs: during the slot write and between the
-/// slot write and the ESP files (the old slot boots; the half-written slot
+/// A cut while the machine runs: the next boot runs e2fsck on both
+/// journals (a clean boot runs none). Cuts before the new slot runs: during
+/// the slot write and between the slot write and the ESP files (the old slot boots; the half-written slot
 /// is on record as empty, never bootable),
 /// and right after the loader's once-entry in firmware mode (the loader
 /// takes the try; the new slot boots and is confirmed).
@@ -72,6 +73,26 @@ fn power_cuts_before_the_new_slot_runs_leave_a_bootable_machine() {
     let b2 = up::bundle("2.1.0");
     let mut m = Machine::boot(Combo::GrubBios);
     m.wait_ready();
+
+    // STATE comes clean from the image and EPHEMERAL is created at the
+    // first boot: no e2fsck. A cut leaves both journals to recover, and
+    // the next boot checks both before mounting them.
+    assert!(
+        !m.serial().contains("e2fsck -p /dev/"),
+        "e2fsck ran on clean filesystems:\n{}",
+        m.serial()
+    );
+    let from = m.serial().len();
+    m.cut_power();
+    m.start();
+    m.wait_ready();
+    let after = m.serial()[from..].to_owned();
+    for label in ["STATE", "EPHEMERAL"] {
+        let line = format!(
+            "partition {label}: its journal needs recovery (not unmounted last time): running /sbin/e2fsck -p"
+        );
+        assert!(after.contains(&line), "no {line:?} after the cut:\n{after}");
+    }
 
     cut_at(&mut m, &b2, "kexec", "slot B marked as being written");
     assert_eq!(m.running(), ("1.0.0".into(), "A"));
