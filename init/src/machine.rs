@@ -12,7 +12,7 @@ use rustix::mount::{mount, MountFlags};
 
 use crate::ext4_state;
 use crate::log;
-use bascule_sys::blockdev;
+use bascule_sys::{blockdev, clock};
 
 /// What a partition's first bytes say about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,10 +216,7 @@ fn format(dev: &Path, label: &str) -> Result<(), MountError> {
 /// superblock says it is needed (see `ext4_state`); a damaged filesystem is
 /// reported, and mounting is still attempted.
 fn check(dev: &Path, label: &str, head: &[u8]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let Some(reason) = ext4_state::check_reason(head, now) else {
+    let Some(reason) = ext4_state::check_reason(head, clock::wall_us() / 1_000_000) else {
         return;
     };
     let Some(fsck) = tool(&["/sbin/e2fsck", "/usr/sbin/e2fsck"]) else {
