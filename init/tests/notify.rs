@@ -167,7 +167,11 @@ fn forking_daemon_is_followed_by_mainpid(cgroups: Cgroups, then: LauncherThen) {
     });
     let last_exit = sup.status("fork").last_exit;
     match then {
-        LauncherThen::Exits => assert!(last_exit.contains("SIGKILL"), "{last_exit}"),
+        LauncherThen::Exits => assert!(
+            last_exit.contains("SIGKILL"),
+            "{last_exit}\n--- init log ---\n{}",
+            sup.init_log()
+        ),
         LauncherThen::Waits => assert!(last_exit.contains("reaped by its parent"), "{last_exit}"),
     }
     // A stop signals the new daemon and ends there.

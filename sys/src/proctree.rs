@@ -1,8 +1,11 @@
 //! Process ancestry read from /proc, for hosts without cgroup2: a service's
 //! processes are its main process and everything descended from it, and a
 //! descendant that calls setsid or is orphaned stays known by the record
-//! taken while its parent lived. Each process is named by pid and start
-//! time, so a reused pid is never mistaken for the process it replaced.
+//! taken while its parent lived. A known process that leads a session
+//! (services start with setsid) also brings every process of that session:
+//! a daemon whose launcher has already exited is still found, before any
+//! record of it was taken. Each process is named by pid and start time, so
+//! a reused pid is never mistaken for the process it replaced.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,32 +21,49 @@ pub struct ProcId {
     pub start: u64,
 }
 
-/// A snapshot of every process's parent and start time.
+/// A snapshot of every process's parent, start time and session.
 #[derive(Debug, Default, Clone)]
 pub struct Table {
     /// pid → (parent pid, start time).
     procs: BTreeMap<u32, (u32, u64)>,
+    /// session id → the processes in it.
+    sessions: BTreeMap<u32, Vec<u32>>,
 }
 
 impl Table {
     /// Reads /proc. Processes that exit mid-scan are left out.
     pub fn read() -> Table {
-        let mut procs = BTreeMap::new();
+        let mut rows = Vec::new();
         if let Ok(all) = procfs::process::all_processes() {
             for p in all.flatten() {
                 if let Ok(st) = p.stat() {
-                    procs.insert(st.pid as u32, (st.ppid as u32, st.starttime));
+                    rows.push((
+                        st.pid as u32,
+                        st.ppid as u32,
+                        st.starttime,
+                        st.session as u32,
+                    ));
                 }
             }
         }
-        Table { procs }
+        Table::from_session_rows(&rows)
     }
 
-    /// A table from (pid, parent, start) rows, for tests.
+    /// A table from (pid, parent, start) rows, each process in no session
+    /// of its own, for tests.
     pub fn from_rows(rows: &[(u32, u32, u64)]) -> Table {
-        Table {
-            procs: rows.iter().map(|&(p, pp, s)| (p, (pp, s))).collect(),
+        let rows: Vec<_> = rows.iter().map(|&(p, pp, s)| (p, pp, s, 0)).collect();
+        Table::from_session_rows(&rows)
+    }
+
+    /// A table from (pid, parent, start, session) rows.
+    pub fn from_session_rows(rows: &[(u32, u32, u64, u32)]) -> Table {
+        let mut t = Table::default();
+        for &(pid, ppid, start, sid) in rows {
+            t.procs.insert(pid, (ppid, start));
+            t.sessions.entry(sid).or_default().push(pid);
         }
+        t
     }
 
     /// `pid` as it runs now, if it does.
@@ -54,7 +74,9 @@ impl Table {
     }
 
     /// Every process of `known` still running (same pid and start time),
-    /// and everything now descended from one of them, in pid order.
+    /// everything now descended from one of them and, for each that leads
+    /// a session, that session's processes, in pid order. A zombie counts:
+    /// its pid, and so its session id, cannot be reused until it is reaped.
     pub fn family(&self, known: &[ProcId]) -> Vec<ProcId> {
         let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         for (&pid, &(ppid, _)) in &self.procs {
@@ -69,6 +91,10 @@ impl Table {
         while let Some(pid) = todo.pop() {
             if found.insert(pid) {
                 todo.extend(children.get(&pid).into_iter().flatten());
+                // pid 0 is "no session" in test rows, never a process.
+                if pid != 0 {
+                    todo.extend(self.sessions.get(&pid).into_iter().flatten());
+                }
             }
         }
         found.into_iter().filter_map(|p| self.id_of(p)).collect()
@@ -164,6 +190,25 @@ mod tests {
             fam,
             vec![id(10, 5), id(11, 6), id(12, 7), id(20, 8), id(21, 9)]
         );
+    }
+
+    #[test]
+    fn a_session_leader_brings_its_session_after_the_parentage_is_lost() {
+        // The launcher 10 leads session 10 and has exited (a zombie, not yet
+        // reaped): its daemon 11 was re-parented to the supervisor (1) but
+        // is still in session 10. 12 left by setsid and is found only by an
+        // earlier record; 30 is in the supervisor's own session.
+        let t = Table::from_session_rows(&[
+            (1, 0, 1, 1),
+            (10, 1, 5, 10),
+            (11, 1, 6, 10),
+            (12, 1, 7, 12),
+            (30, 1, 3, 1),
+        ]);
+        assert_eq!(t.family(&[id(10, 5)]), vec![id(10, 5), id(11, 6)]);
+        // A known process that does not lead its session brings only its
+        // descendants, never the session it shares with others.
+        assert_eq!(t.family(&[id(30, 3)]), vec![id(30, 3)]);
     }
 
     #[test]
