@@ -51,10 +51,16 @@ impl SystemEffects {
 
 impl Effects for SystemEffects {
     fn signal_all(&mut self, signal: KillSignal) {
-        bascule_sys::power::signal_all(match signal {
-            KillSignal::Term => libc::SIGTERM,
-            KillSignal::Kill => libc::SIGKILL,
-        });
+        match signal {
+            KillSignal::Term => {
+                bascule_sys::power::signal_all(libc::SIGTERM);
+                // A stopped process that handles SIGTERM acts on it only
+                // once continued; without this it would sit out the whole
+                // grace (systemd sends SIGCONT after SIGTERM for this).
+                bascule_sys::power::signal_all(libc::SIGCONT);
+            }
+            KillSignal::Kill => bascule_sys::power::signal_all(libc::SIGKILL),
+        }
     }
 
     fn reap(&mut self) -> Vec<(u32, WaitStatus)> {

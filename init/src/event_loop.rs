@@ -569,6 +569,10 @@ impl Init {
                         }
                     }
                 }
+                Step::GraceExpired => log!(
+                    "processes are still running {} s after SIGTERM: killing them",
+                    crate::shutdown::KILL_GRACE.as_secs()
+                ),
                 Step::SignalAll(sig) => {
                     log!("sending {sig:?} to all remaining processes");
                     self.effects.signal_all(sig);

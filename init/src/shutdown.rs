@@ -34,6 +34,9 @@ pub enum Step {
     /// SIGKILL every service's cgroup or process group.
     KillServices,
     SignalAll(KillSignal),
+    /// PID 1 only: processes outlived the SIGTERM grace (logged: something
+    /// ignored SIGTERM and cost the shutdown the whole grace).
+    GraceExpired,
     Reap,
     DisarmWatchdog,
     FlushClients,
@@ -132,7 +135,11 @@ impl Shutdown {
                 if p.children_left && now < self.deadline {
                     return Vec::new();
                 }
-                let mut steps = vec![Step::SignalAll(KillSignal::Kill)];
+                let mut steps = Vec::new();
+                if p.children_left {
+                    steps.push(Step::GraceExpired);
+                }
+                steps.push(Step::SignalAll(KillSignal::Kill));
                 if self.action == PowerAction::Poweroff {
                     steps.push(Step::DisarmWatchdog);
                 }
@@ -187,6 +194,7 @@ mod tests {
         assert_eq!(
             steps,
             vec![
+                Step::GraceExpired,
                 Step::SignalAll(KillSignal::Kill),
                 Step::Reap,
                 Step::FlushClients,
@@ -238,7 +246,7 @@ mod tests {
         assert_eq!(s.action(), PowerAction::Poweroff);
         s.advance(t0, DOWN);
         let steps = s.advance(t0 + KILL_GRACE, DOWN);
-        assert_eq!(steps[1], Step::DisarmWatchdog);
+        assert_eq!(steps[2], Step::DisarmWatchdog);
         assert_eq!(steps.last(), Some(&Step::Power(PowerAction::Poweroff)));
     }
 

@@ -135,11 +135,29 @@ fn lifecycle(combo: Combo) {
     m.reboot_and_wait();
     m.console_run("echo var-has-$(cat /var/marker)", "var-has-persisted");
 
+    // A stopped process that handles SIGTERM and ignores SIGHUP, orphaned
+    // and outside every service's cgroup: only the shutdown's SIGTERM to
+    // all reaches it, and only a SIGCONT after it lets it act on it before
+    // the 3 s grace runs out.
+    m.console_run(
+        "( sh -c 'trap \"exit 0\" TERM; trap \"\" HUP; echo $$ > /sys/fs/cgroup/cgroup.procs; echo $$ > /run/straggler; kill -STOP $$; while :; do sleep 1; done' & ); until [ -s /run/straggler ] && [ $(cut -d' ' -f3 /proc/$(cat /run/straggler)/stat) = T ]; do :; done; echo straggler-stopped-in-$(cut -d: -f3 /proc/$(cat /run/straggler)/cgroup)",
+        "straggler-stopped-in-/",
+    );
+
     // Shutdown powers the VM off by itself, with clean filesystems.
     ok(&m.cli(&["shutdown"]));
     assert!(
         m.wait_exit(Duration::from_secs(60)),
         "QEMU did not exit after bascule shutdown"
+    );
+    let serial = m.serial();
+    assert!(
+        serial.contains("sending Term to all remaining processes"),
+        "{serial}"
+    );
+    assert!(
+        !serial.contains("after SIGTERM: killing them"),
+        "the stopped process outlived SIGTERM: {serial}"
     );
     for label in ["STATE", "EPHEMERAL"] {
         ext4_clean(m.disk(), label).unwrap_or_else(|e| panic!("{e}"));
