@@ -37,6 +37,7 @@ mod results;
 mod scaling;
 mod scaling_report;
 mod upgrade;
+mod upgrade_large;
 mod upgrade_report;
 
 use std::io::{Read, Write};
@@ -531,10 +532,7 @@ last line.\n\
 {boot}\n\
 {upgrade}\n\
 {scaling}\
-{gap}\
-## Not measured yet\n\n\
-These figures are asked for and not produced by this bench yet; nothing here claims them: \
-the install memory of a 1 GiB image (the slots hold 128 MiB).\n",
+{gap}",
         args = std::env::args().skip(2).map(|a| format!(" {a}")).collect::<String>(),
         commit = provenance["commit"].as_str().unwrap_or("?"),
         dirty = results::dirty_note(&provenance),

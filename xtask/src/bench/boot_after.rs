@@ -17,7 +17,7 @@ use crate::bench::boot_guest::Guest;
 pub const GRACE_MS: u64 = 1000;
 /// Window over which the crash loop's restarts are counted, from its
 /// first start.
-pub const CRASH_WINDOW: Duration = Duration::from_secs(5);
+pub const CRASH_WINDOW: Duration = Duration::from_secs(3);
 /// Bound on a poweroff request to QEMU's exit.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -56,6 +56,17 @@ impl Guest {
         reset: Reset,
         extra_args: &[String],
     ) -> Result<(Guest, String)> {
+        Self::start_sized(img, scratch, reset, extra_args, MEMORY_MIB)
+    }
+
+    /// As [`Guest::start_with`] with `memory_mib` of guest memory.
+    pub fn start_sized(
+        img: &BuiltImage,
+        scratch: &Path,
+        reset: Reset,
+        extra_args: &[String],
+        memory_mib: u32,
+    ) -> Result<(Guest, String)> {
         let dir = tempfile::Builder::new().prefix("vm-").tempdir_in(scratch)?;
         let disk = dir.path().join("disk.img");
         let st = Command::new("cp")
@@ -67,7 +78,7 @@ impl Guest {
             bail!("copying {}", img.disk.display());
         }
         let mut config = QemuConfig::new(&disk, img.firmware);
-        config.memory_mib = MEMORY_MIB;
+        config.memory_mib = memory_mib;
         config.cpus = CPUS;
         let api = dir.path().join("api.sock");
         let console = dir.path().join("console.sock");
@@ -254,6 +265,21 @@ impl Guest {
     /// serial line containing `marker`. The socket is drained meanwhile:
     /// QEMU writes the serial output one byte at a time, so a client that
     /// does not read stalls the guest's console after a few hundred bytes.
+    /// Types `command` once and waits up to `limit` for `marker` (a long
+    /// command must not be typed twice; use [`Guest::console`] first).
+    pub fn console_once(&mut self, command: &str, marker: &str, limit: Duration) -> Result<String> {
+        let before = self.serial().len();
+        let mut s = UnixStream::connect(&self.console)
+            .with_context(|| format!("console socket {}", self.console.display()))?;
+        s.write_all(format!("{command}\n").as_bytes())?;
+        s.set_nonblocking(true)?;
+        let mut sink = [0u8; 4096];
+        self.wait(limit, &format!("{marker:?} on the console"), |g| {
+            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+            g.line_with(marker, before)
+        })
+    }
+
     pub fn console(&mut self, command: &str, marker: &str) -> Result<String> {
         let before = self.serial().len();
         let mut s = UnixStream::connect(&self.console)

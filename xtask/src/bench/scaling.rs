@@ -37,7 +37,7 @@ pub const SERIES: [usize; 4] = [1, 20, 100, 500];
 pub const SMOKE_SERIES: [usize; 2] = [1, 20];
 /// Boots per point and system (the boot figures' `--boots` would take
 /// hours at 500 services).
-pub const DEFAULT_BOOTS: usize = 3;
+pub const DEFAULT_BOOTS: usize = 2;
 /// The systems of the series, in the order they boot and are shown.
 pub const SYSTEMS: [Which; 2] = [Which::Bascule, Which::Busybox];
 /// The services beside the sleeps: console shell, httpd, heartbeat,

@@ -39,6 +39,7 @@ use bascule_rootfs::{
 };
 
 use super::boot_guest::{Guest, Reset};
+use super::upgrade_large::{self, Large};
 
 /// Rounds (one VM each) of the full bench; the smoke run does one.
 pub const DEFAULT_ROUNDS: usize = 3;
@@ -92,6 +93,8 @@ pub struct Round {
 
 pub struct Figures {
     pub rounds: Vec<Round>,
+    /// The full-size install, in a VM of its own.
+    pub large: Large,
     /// The rootfs payload of the install figure, bytes.
     pub rootfs_bytes: u64,
     pub kernel_version: String,
@@ -112,8 +115,10 @@ impl Figures {
         self.median_of(|r| r.dd_bytes as f64 / 1e6 / (r.dd_ms / 1e3))
     }
     /// Every figure the report shows, to check none is missing.
-    pub fn all(&self) -> [f64; 7] {
+    pub fn all(&self) -> [f64; 9] {
         [
+            self.large.install_mb_s(),
+            self.large.hwm_after_kb as f64,
             self.median_of(|r| r.kexec.total_s),
             self.median_of(|r| r.firmware.total_s),
             self.median_of(|r| r.prepared.total_s),
@@ -134,6 +139,11 @@ struct Inputs {
     padded: PathBuf,
     padded_len: u64,
     rootfs_len: u64,
+    /// Version 4.0.0 with the rootfs padded to the full-size install's
+    /// length, as a disk, its bundle's length and the rootfs's.
+    large: PathBuf,
+    large_len: u64,
+    large_rootfs: u64,
     cli: PathBuf,
 }
 
@@ -152,6 +162,7 @@ pub fn run(rounds: usize, smoke: bool) -> Result<Figures> {
     let inputs = build_inputs(&root, &bins, scratch.path(), smoke)?;
     let mut fig = Figures {
         rounds: Vec::new(),
+        large: Large::default(),
         rootfs_bytes: inputs.rootfs_len,
         kernel_version: inputs.image.kernel_version.clone(),
     };
@@ -174,6 +185,29 @@ pub fn run(rounds: usize, smoke: bool) -> Result<Figures> {
         );
         fig.rounds.push(r);
     }
+    let slot = inputs.large_len + (upgrade_large::SLOT_SLACK_MIB << 20);
+    let grown = upgrade_large::grow_slot_b(&inputs.image, scratch.path(), slot)?;
+    fig.large = upgrade_large::measure(
+        &grown,
+        scratch.path(),
+        &inputs.large,
+        inputs.large_len,
+        inputs.large_rootfs,
+        &inputs.cli,
+    )
+    .context("the full-size install")?;
+    std::fs::remove_file(&grown.disk)?;
+    let l = &fig.large;
+    println!(
+        "full-size install: {} B in {} ms ({:.1} MB/s) to a {} MiB slot; PID 1 VmHWM {} → {} kB, Rss after {} kB",
+        l.install_bytes,
+        l.install_ms,
+        l.install_mb_s(),
+        l.slot_bytes >> 20,
+        l.hwm_before_kb,
+        l.hwm_after_kb,
+        l.rss_after_kb
+    );
     Ok(fig)
 }
 
@@ -240,24 +274,44 @@ fn build_inputs(root: &Path, bins: &StaticBinaries, scratch: &Path, smoke: bool)
         p4.rootfs = padded;
         FULL_ROOTFS_MIB << 20
     };
-    let padded = write("4.0.0", &p4)?;
-    // QEMU sizes a raw disk in whole sectors: pad the copy it reads, and
-    // let the guest read exactly the bundle's length.
-    let padded_len = std::fs::metadata(&padded)?.len();
-    let disk = scratch.join("4.0.0-bundle.disk");
-    std::fs::copy(&padded, &disk)?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&disk)?
-        .set_len(padded_len.div_ceil(512) * 512)?;
+    let base_rootfs = p4.rootfs.clone();
+    let (disk, padded_len) = as_disk(&write("4.0.0", &p4)?, "4.0.0-bundle.disk")?;
+    let large_rootfs = if smoke {
+        upgrade_large::SMOKE_MIB
+    } else {
+        upgrade_large::FULL_MIB
+    } << 20;
+    let padded = scratch.join("4.0.0-large.squashfs");
+    pad_random(&base_rootfs, &padded, large_rootfs)?;
+    p4.rootfs = padded;
+    let large_bundle = write("4.0.0", &p4)?;
+    std::fs::remove_file(&p4.rootfs)?;
+    let (large, large_len) = as_disk(&large_bundle, "4.0.0-large-bundle.disk")?;
     Ok(Inputs {
         image,
         streamed,
         padded: disk,
         padded_len,
         rootfs_len,
+        large,
+        large_len,
+        large_rootfs,
         cli: bins.cli.clone(),
     })
+}
+
+/// `bundle` as a raw disk for QEMU (moved to `name` beside it), and the
+/// bundle's length. QEMU sizes a raw disk in whole sectors: the disk is
+/// padded, and the guest reads exactly the bundle's length.
+fn as_disk(bundle: &Path, name: &str) -> Result<(PathBuf, u64)> {
+    let len = std::fs::metadata(bundle)?.len();
+    let disk = bundle.with_file_name(name);
+    std::fs::rename(bundle, &disk)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)?
+        .set_len(len.div_ceil(512) * 512)?;
+    Ok((disk, len))
 }
 
 /// Copies `src` to `dest` and fills it up to `len` bytes with random ones
@@ -510,7 +564,7 @@ fn upgrade_downtime(g: &mut Guest, inputs: &Inputs, what: &[&str]) -> Result<Dow
 }
 
 /// Waits for `child` at most `limit`, killing it past that.
-fn wait_child(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
+pub(super) fn wait_child(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(st) = child.try_wait()? {
@@ -526,7 +580,7 @@ fn wait_child(child: &mut Child, limit: Duration) -> Result<std::process::ExitSt
 }
 
 /// A field of /proc/1/status, kB.
-fn pid1_status(g: &mut Guest, field: &str) -> Result<u64> {
+pub(super) fn pid1_status(g: &mut Guest, field: &str) -> Result<u64> {
     let line = g.console(
         &format!("awk '/^{field}:/{{print \"BENCH\" \"-ST \" $2}}' /proc/1/status"),
         "BENCH-ST ",
@@ -539,7 +593,17 @@ fn pid1_status(g: &mut Guest, field: &str) -> Result<u64> {
 
 /// The upgrade journal over the API.
 fn journal(inputs: &Inputs, g: &Guest) -> Result<serde_json::Value> {
-    let out = cli(inputs, g, &["--json", "upgrade", "status"]).output()?;
+    journal_at(g.api_socket(), &inputs.cli)
+}
+
+/// The upgrade journal over the API at `socket`, read by the CLI `cli`.
+fn journal_at(socket: &Path, cli: &Path) -> Result<serde_json::Value> {
+    let out = Command::new(cli)
+        .arg("--socket")
+        .arg(socket)
+        .args(["--json", "upgrade", "status"])
+        .stdin(Stdio::null())
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(&text).with_context(|| format!("upgrade status printed no JSON: {text}"))
 }
@@ -571,7 +635,12 @@ fn phase_lines(inputs: &Inputs, g: &Guest) -> Result<Vec<String>> {
 
 /// The install phase of the newest upgrade run: bytes and ms.
 fn install_phase(inputs: &Inputs, g: &Guest) -> Result<(u64, u64)> {
-    let v = journal(inputs, g)?;
+    install_phase_at(g.api_socket(), &inputs.cli)
+}
+
+/// [`install_phase`] of the machine whose API is at `socket`.
+pub(super) fn install_phase_at(socket: &Path, cli: &Path) -> Result<(u64, u64)> {
+    let v = journal_at(socket, cli)?;
     let run = v["runs"]
         .as_array()
         .and_then(|r| r.last())
