@@ -56,6 +56,9 @@ use crate::config::Mode;
 /// The whole program; `src/main.rs` only calls it.
 pub fn main() {
     logging::install_panic_hook();
+    if !bascule_sys::heap::keep_large_blocks_unmapped_when_freed() {
+        log!("the allocator refused a fixed mmap threshold: memory freed after an install may stay resident");
+    }
     let is_pid1 = rustix::process::getpid().is_init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = if is_pid1 { Mode::Pid1 } else { Mode::Supervise };

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod creds;
 pub mod epoll;
 pub mod error;
+pub mod heap;
 pub mod holders;
 pub mod kexec;
 pub mod modules;
