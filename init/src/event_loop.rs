@@ -538,14 +538,24 @@ impl Init {
     }
 
     fn advance_shutdown(&mut self) -> Option<PowerAction> {
-        self.shutdown.as_ref()?;
-        let now = self.now();
-        let progress = Progress {
-            services_down: self.sup.all_down(),
-            children_left: self.effects.has_children(),
-        };
-        let steps = self.shutdown.as_mut()?.advance(now, progress);
-        self.run_steps(steps)
+        // Until the shutdown waits: when the SIGTERM to all found nothing
+        // left, no child exit will wake the loop, and the next steps are
+        // due now, not when the 3 s grace runs out.
+        loop {
+            self.shutdown.as_ref()?;
+            let now = self.now();
+            let progress = Progress {
+                services_down: self.sup.all_down(),
+                children_left: self.effects.has_children(),
+            };
+            let steps = self.shutdown.as_mut()?.advance(now, progress);
+            if steps.is_empty() {
+                return None;
+            }
+            if let Some(action) = self.run_steps(steps) {
+                return Some(action);
+            }
+        }
     }
 
     /// Carries out a shutdown's steps; returns the action when the process

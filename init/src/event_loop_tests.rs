@@ -180,9 +180,8 @@ fn a_poweroff_signal_stops_services_then_terms_kills_syncs_unmounts_and_powers_o
         .exits
         .push_back(vec![(101, WaitStatus::Killed(libc::SIGTERM))]);
     r.init.dispatch(LoopEvent::Signal(SignalEvent::ChildExited));
-    assert_eq!(r.init.after_events(), None);
-    assert_eq!(r.init.shutdown_phase(), Some(Phase::KillingRest));
-    r.clock.advance(crate::shutdown::KILL_GRACE);
+    // The SIGTERM to all finds no process left: the rest follows in the
+    // same turn, without waiting out the kill grace.
     assert_eq!(r.init.after_events(), None, "PID 1 never returns");
     assert_eq!(
         r.init.shutdown_phase(),
@@ -212,6 +211,45 @@ fn a_poweroff_signal_stops_services_then_terms_kills_syncs_unmounts_and_powers_o
             &Effect::Power(PowerAction::Poweroff),
         ]
     );
+}
+
+#[test]
+fn the_kill_grace_ends_with_the_last_child_not_at_its_deadline() {
+    let mut r = rig(
+        Mode::Pid1,
+        &[("web", SLEEPER)],
+        SlotKeeper::unmanaged(),
+        &[],
+    );
+    r.init.start();
+    r.init.dispatch(LoopEvent::Signal(SignalEvent::Poweroff));
+    r.init.after_events();
+    // An orphan outside every service is still there after the SIGTERM.
+    r.effects.0.borrow_mut().children = true;
+    r.effects
+        .0
+        .borrow_mut()
+        .exits
+        .push_back(vec![(101, WaitStatus::Killed(libc::SIGTERM))]);
+    r.init.dispatch(LoopEvent::Signal(SignalEvent::ChildExited));
+    assert_eq!(r.init.after_events(), None);
+    assert_eq!(r.init.shutdown_phase(), Some(Phase::KillingRest));
+    assert_eq!(r.init.after_events(), None, "it waits while one is left");
+    assert_eq!(r.init.shutdown_phase(), Some(Phase::KillingRest));
+    // It exits on the SIGTERM; the clock has not moved.
+    r.effects.0.borrow_mut().children = false;
+    r.effects
+        .0
+        .borrow_mut()
+        .exits
+        .push_back(vec![(500, WaitStatus::Killed(libc::SIGTERM))]);
+    r.init.dispatch(LoopEvent::Signal(SignalEvent::ChildExited));
+    assert_eq!(r.init.after_events(), None);
+    assert_eq!(r.init.shutdown_phase(), Some(Phase::Halted));
+    assert!(r
+        .effects
+        .log()
+        .contains(&Effect::Power(PowerAction::Poweroff)));
 }
 
 #[test]
