@@ -42,6 +42,19 @@ pub struct Guest {
     _dir: tempfile::TempDir,
 }
 
+/// Copies a disk image, keeping its holes (most of an image is unwritten).
+pub fn copy_sparse(from: &Path, to: &Path) -> Result<()> {
+    let st = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(from)
+        .arg(to)
+        .status()?;
+    if !st.success() {
+        bail!("copying {} to {}", from.display(), to.display());
+    }
+    Ok(())
+}
+
 impl Guest {
     pub fn start(img: &BuiltImage, scratch: &Path) -> Result<(Guest, String)> {
         Self::start_with(img, scratch, Reset::EndsTheVm, &[])
@@ -69,14 +82,7 @@ impl Guest {
     ) -> Result<(Guest, String)> {
         let dir = tempfile::Builder::new().prefix("vm-").tempdir_in(scratch)?;
         let disk = dir.path().join("disk.img");
-        let st = Command::new("cp")
-            .arg("--sparse=always")
-            .arg(&img.disk)
-            .arg(&disk)
-            .status()?;
-        if !st.success() {
-            bail!("copying {}", img.disk.display());
-        }
+        copy_sparse(&img.disk, &disk)?;
         let mut config = QemuConfig::new(&disk, img.firmware);
         config.memory_mib = memory_mib;
         config.cpus = CPUS;

@@ -56,14 +56,7 @@ impl Large {
 /// end of the grown disk.
 pub fn grow_slot_b(image: &BuiltImage, dir: &Path, slot_bytes: u64) -> Result<BuiltImage> {
     let disk = dir.join("disk-large-slot.img");
-    let st = std::process::Command::new("cp")
-        .arg("--sparse=always")
-        .arg(&image.disk)
-        .arg(&disk)
-        .status()?;
-    if !st.success() {
-        bail!("copying {}", image.disk.display());
-    }
+    super::boot_guest::copy_sparse(&image.disk, &disk)?;
     let report = Gpt::read_path(&disk)
         .with_context(|| format!("reading the GPT of {}", image.disk.display()))?;
     if !report.fully_valid() {
