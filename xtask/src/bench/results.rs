@@ -39,7 +39,16 @@ pub fn provenance() -> Value {
         .find_map(|l| l.strip_prefix("model name"))
         .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
         .unwrap_or_default();
-    let status = git(&["status", "--porcelain"]);
+    // The bench's own outputs are written before the last provenance is
+    // taken (scaling.md after benchmarks.md): they are not "uncommitted".
+    let status = git(&[
+        "status",
+        "--porcelain",
+        "--",
+        ".",
+        ":(exclude)docs/benchmarks.md",
+        ":(exclude)docs/benchmarks",
+    ]);
     let uncommitted = porcelain_paths(&status);
     json!({
         "commit": git(&["rev-parse", "HEAD"]),
