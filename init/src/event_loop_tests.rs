@@ -161,8 +161,8 @@ fn service_effects(log: &[Effect]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_poweroff_signal_stops_services_then_terms_kills_syncs_unmounts_and_powers_off() {
+/// PID 1 running "web" (pid 101), asked to power off: its services stop.
+fn powering_off_web() -> Rig {
     let mut r = rig(
         Mode::Pid1,
         &[("web", SLEEPER)],
@@ -173,13 +173,24 @@ fn a_poweroff_signal_stops_services_then_terms_kills_syncs_unmounts_and_powers_o
     r.init.dispatch(LoopEvent::Signal(SignalEvent::Poweroff));
     assert_eq!(r.init.after_events(), None);
     assert_eq!(r.init.shutdown_phase(), Some(Phase::StoppingServices));
-    // The service exits on its SIGTERM; nothing else is left.
+    r
+}
+
+/// `pid` exits on its SIGTERM and PID 1 hears of it.
+fn exits_on_sigterm(r: &mut Rig, pid: u32) {
     r.effects
         .0
         .borrow_mut()
         .exits
-        .push_back(vec![(101, WaitStatus::Killed(libc::SIGTERM))]);
+        .push_back(vec![(pid, WaitStatus::Killed(libc::SIGTERM))]);
     r.init.dispatch(LoopEvent::Signal(SignalEvent::ChildExited));
+}
+
+#[test]
+fn a_poweroff_signal_stops_services_then_terms_kills_syncs_unmounts_and_powers_off() {
+    let mut r = powering_off_web();
+    // The service exits on its SIGTERM; nothing else is left.
+    exits_on_sigterm(&mut r, 101);
     // The SIGTERM to all finds no process left: the rest follows in the
     // same turn, without waiting out the kill grace.
     assert_eq!(r.init.after_events(), None, "PID 1 never returns");
@@ -215,35 +226,17 @@ fn a_poweroff_signal_stops_services_then_terms_kills_syncs_unmounts_and_powers_o
 
 #[test]
 fn the_kill_grace_ends_with_the_last_child_not_at_its_deadline() {
-    let mut r = rig(
-        Mode::Pid1,
-        &[("web", SLEEPER)],
-        SlotKeeper::unmanaged(),
-        &[],
-    );
-    r.init.start();
-    r.init.dispatch(LoopEvent::Signal(SignalEvent::Poweroff));
-    r.init.after_events();
+    let mut r = powering_off_web();
     // An orphan outside every service is still there after the SIGTERM.
     r.effects.0.borrow_mut().children = true;
-    r.effects
-        .0
-        .borrow_mut()
-        .exits
-        .push_back(vec![(101, WaitStatus::Killed(libc::SIGTERM))]);
-    r.init.dispatch(LoopEvent::Signal(SignalEvent::ChildExited));
+    exits_on_sigterm(&mut r, 101);
     assert_eq!(r.init.after_events(), None);
     assert_eq!(r.init.shutdown_phase(), Some(Phase::KillingRest));
     assert_eq!(r.init.after_events(), None, "it waits while one is left");
     assert_eq!(r.init.shutdown_phase(), Some(Phase::KillingRest));
     // It exits on the SIGTERM; the clock has not moved.
     r.effects.0.borrow_mut().children = false;
-    r.effects
-        .0
-        .borrow_mut()
-        .exits
-        .push_back(vec![(500, WaitStatus::Killed(libc::SIGTERM))]);
-    r.init.dispatch(LoopEvent::Signal(SignalEvent::ChildExited));
+    exits_on_sigterm(&mut r, 500);
     assert_eq!(r.init.after_events(), None);
     assert_eq!(r.init.shutdown_phase(), Some(Phase::Halted));
     assert!(r
