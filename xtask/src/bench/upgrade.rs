@@ -332,16 +332,21 @@ fn pad_random(src: &Path, dest: &Path, len: u64) -> Result<()> {
     Ok(())
 }
 
-fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
-    let extra = [
+/// QEMU arguments that attach `disk` (a bundle) read-only as /dev/vdb.
+pub(super) fn bundle_disk_args(disk: &Path) -> [String; 4] {
+    [
         "-drive".to_owned(),
         format!(
             "file={},format=raw,if=none,id=bundle,readonly=on",
-            inputs.padded.display()
+            disk.display()
         ),
         "-device".to_owned(),
         "virtio-blk-pci,drive=bundle".to_owned(),
-    ];
+    ]
+}
+
+fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
+    let extra = bundle_disk_args(&inputs.padded);
     let (mut g, _) = Guest::start_with(&inputs.image, scratch, Reset::Reboots, &extra)?;
     g.wait(BOOT_TIMEOUT, "the first boot's all-ready", |g| {
         g.line_with(READY, 0)
@@ -423,12 +428,25 @@ fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
 }
 
 fn cli(inputs: &Inputs, g: &Guest, args: &[&str]) -> Command {
-    let mut c = Command::new(&inputs.cli);
+    cli_at(&inputs.cli, g.api_socket(), args)
+}
+
+/// The CLI `cli` with `args` against the API at `socket`, no stdin.
+pub(super) fn cli_at(cli: &Path, socket: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(cli);
     c.arg("--socket")
-        .arg(g.api_socket())
+        .arg(socket)
         .args(args)
         .stdin(Stdio::null());
     c
+}
+
+/// What a CLI wrote to `f` (a temporary file given as its output).
+pub(super) fn written(mut f: std::fs::File) -> String {
+    use std::io::{Read, Seek};
+    let mut s = String::new();
+    let _ = f.rewind().and_then(|()| f.read_to_string(&mut s));
+    s
 }
 
 /// Console lines, each with the host time it was first seen.
@@ -540,17 +558,11 @@ fn upgrade_downtime(g: &mut Guest, inputs: &Inputs, what: &[&str]) -> Result<Dow
     let (downtime, shown) = span(&lines?);
     let status = status?;
     if !status.success() {
-        let read = |mut f: std::fs::File| {
-            use std::io::{Read, Seek};
-            let mut s = String::new();
-            let _ = f.rewind().and_then(|()| f.read_to_string(&mut s));
-            s
-        };
         bail!(
             "bascule {} failed ({status}): {}{}",
             args.join(" "),
-            read(out_file),
-            read(err_file)
+            written(out_file),
+            written(err_file)
         );
     }
     println!(
@@ -598,12 +610,7 @@ fn journal(inputs: &Inputs, g: &Guest) -> Result<serde_json::Value> {
 
 /// The upgrade journal over the API at `socket`, read by the CLI `cli`.
 fn journal_at(socket: &Path, cli: &Path) -> Result<serde_json::Value> {
-    let out = Command::new(cli)
-        .arg("--socket")
-        .arg(socket)
-        .args(["--json", "upgrade", "status"])
-        .stdin(Stdio::null())
-        .output()?;
+    let out = cli_at(cli, socket, &["--json", "upgrade", "status"]).output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(&text).with_context(|| format!("upgrade status printed no JSON: {text}"))
 }

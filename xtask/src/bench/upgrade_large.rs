@@ -116,15 +116,7 @@ pub fn measure(
         .gpt
         .find(bascule_rootfs::layout::LABEL_SLOT_B)
         .map_or(0, |p| p.size());
-    let extra = [
-        "-drive".to_owned(),
-        format!(
-            "file={},format=raw,if=none,id=bundle,readonly=on",
-            bundle_disk.display()
-        ),
-        "-device".to_owned(),
-        "virtio-blk-pci,drive=bundle".to_owned(),
-    ];
+    let extra = super::upgrade::bundle_disk_args(bundle_disk);
     let (mut g, _) = Guest::start_sized(image, scratch, Reset::Reboots, &extra, GUEST_MEMORY_MIB)?;
     g.wait(
         Duration::from_secs(180),
@@ -145,35 +137,28 @@ pub fn measure(
     )?;
     let out = tempfile::tempfile()?;
     let err = tempfile::tempfile()?;
-    let mut child = std::process::Command::new(cli)
-        .arg("--socket")
-        .arg(g.api_socket())
-        .args([
+    let mut child = super::upgrade::cli_at(
+        cli,
+        g.api_socket(),
+        &[
             "upgrade",
             "--image",
             "file:///tmp/b.bundle",
             "--prepare",
             "--preserve",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(err.try_clone()?)
-        .spawn()
-        .context("starting the bascule CLI")?;
+        ],
+    )
+    .stdout(out.try_clone()?)
+    .stderr(err.try_clone()?)
+    .spawn()
+    .context("starting the bascule CLI")?;
     let status = super::upgrade::wait_child(&mut child, PREPARE_TIMEOUT)?;
     if !status.success() {
-        let read = |mut f: std::fs::File| {
-            let mut s = String::new();
-            let _ = f
-                .rewind()
-                .and_then(|()| f.read_to_string(&mut s).map(|_| ()));
-            s
-        };
         bail!(
             "upgrade --prepare of the {} MiB rootfs failed ({status}): {}{}",
             rootfs_bytes >> 20,
-            read(out),
-            read(err)
+            super::upgrade::written(out),
+            super::upgrade::written(err)
         );
     }
     l.hwm_after_kb = super::upgrade::pid1_status(&mut g, "VmHWM")?;
