@@ -64,7 +64,7 @@ pub use format::{
     FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_MANIFEST_LEN, PAYLOAD_ALIGN, SIGNATURE_BLOCK_LEN,
 };
 pub use manifest::{check_version, Manifest, PayloadInfo, PayloadKind, UpgradePath};
-pub use reader::{BundleReader, PayloadReader, Trust};
+pub use reader::{BundleReader, DigestCheck, PayloadReader, Trust};
 pub use writer::BundleWriter;
 
 /// The key types, re-exported so users need not depend on ed25519-dalek.

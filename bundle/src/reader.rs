@@ -1,7 +1,8 @@
 //! Reading a bundle front to back from any byte stream (a file, a socket,
 //! an HTTP body): header, manifest and signature are checked before a
-//! single payload byte is handed out, and each payload's length and digest
-//! before its last byte is.
+//! single payload byte is handed out, and each payload's length and
+//! (unless the consumer checks it: [`DigestCheck`]) digest before its
+//! last byte is.
 
 use crate::error::{BundleError, Part};
 use crate::format::{Header, Signed, HEADER_LEN, SIGNATURE_BLOCK_LEN};
@@ -23,6 +24,7 @@ pub struct BundleReader<R: Read> {
     next: usize,
     current: Option<Current>,
     health: Health,
+    digests: DigestCheck,
 }
 
 /// A check that failed stays failed: nothing after a bad byte is handed
@@ -33,11 +35,25 @@ enum Health {
     Failed,
 }
 
+/// Who checks each payload's SHA-256 against the manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigestCheck {
+    /// The reader: a payload's last bytes are withheld unless its digest
+    /// is right.
+    Reader,
+    /// The consumer, which hashes what it stored (a read-back of the
+    /// slot) and compares that with [`PayloadInfo::sha256`]: hashing the
+    /// stream as well would only double the cost. Lengths, padding and
+    /// the signature are still checked here.
+    Consumer,
+}
+
 /// The payload being read.
 struct Current {
     info: PayloadInfo,
     remaining: u64,
-    hasher: Sha256,
+    /// `None` with [`DigestCheck::Consumer`].
+    hasher: Option<Sha256>,
 }
 
 /// Whose signature a reader accepts.
@@ -84,7 +100,14 @@ impl<R: Read> BundleReader<R> {
             next: 0,
             current: None,
             health: Health::Good,
+            digests: DigestCheck::Reader,
         })
+    }
+
+    /// Who checks the digests of the payloads not yet started.
+    pub fn check_digests(mut self, by: DigestCheck) -> BundleReader<R> {
+        self.digests = by;
+        self
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -161,7 +184,10 @@ impl<R: Read> BundleReader<R> {
         self.current = Some(Current {
             remaining: info.size,
             info: info.clone(),
-            hasher: Sha256::new(),
+            hasher: match self.digests {
+                DigestCheck::Reader => Some(Sha256::new()),
+                DigestCheck::Consumer => None,
+            },
         });
         Ok(Some(info))
     }
@@ -198,11 +224,13 @@ impl<R: Read> BundleReader<R> {
                 expected: cur.info.size,
             });
         }
-        cur.hasher.update(&buf[..n]);
+        if let Some(hasher) = cur.hasher.as_mut() {
+            hasher.update(&buf[..n]);
+        }
         cur.remaining -= n as u64;
         self.pos += n as u64;
-        if cur.remaining == 0 {
-            let got: [u8; 32] = cur.hasher.clone().finalize().into();
+        if let (0, Some(hasher)) = (cur.remaining, cur.hasher.as_ref()) {
+            let got: [u8; 32] = hasher.clone().finalize().into();
             if got != cur.info.sha256 {
                 return Err(BundleError::PayloadDigest {
                     kind,

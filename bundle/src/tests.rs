@@ -3,7 +3,7 @@
 use crate::format::{Header, Signed, FORMAT_VERSION, HEADER_LEN};
 use crate::keys::Fingerprint;
 use crate::{
-    BundleError, BundleReader, BundleWriter, Manifest, Part, PayloadKind, UpgradePath,
+    BundleError, BundleReader, BundleWriter, DigestCheck, Manifest, Part, PayloadKind, UpgradePath,
     PAYLOAD_ALIGN,
 };
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -202,6 +202,30 @@ fn digest_error_comes_before_the_last_byte() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn a_consumer_that_checks_digests_gets_every_byte_but_not_a_short_payload() {
+    let b = build(&[], &key(1));
+    let p = &b.manifest.payloads[0];
+    let mut bad = b.bytes.clone();
+    bad[(p.offset + p.size - 1) as usize] ^= 1;
+    let r = BundleReader::open(stream(&bad), &trusted()).expect("open");
+    let mut r = r.check_digests(DigestCheck::Consumer);
+    let mut payload = r.next_payload().expect("next").expect("first");
+    let mut got = Vec::new();
+    payload.read_to_end(&mut got).expect("no digest check here");
+    assert_eq!(got, bad[p.offset as usize..(p.offset + p.size) as usize]);
+    drop(payload);
+    r.finish().expect("the rest is intact");
+
+    // Lengths are still the reader's: a cut stream is still an error.
+    let cut = &b.bytes[..(p.offset + p.size / 2) as usize];
+    let r = BundleReader::open(stream(cut), &trusted()).expect("open");
+    let mut r = r.check_digests(DigestCheck::Consumer);
+    let mut payload = r.next_payload().expect("next").expect("first");
+    let e = payload.read_to_end(&mut Vec::new()).expect_err("truncated");
+    assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
 }
 
 #[test]

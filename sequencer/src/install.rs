@@ -13,7 +13,7 @@ use crate::run::{Run, Stop};
 use crate::verify::{bundle_error, SlotContent, Verified};
 use bascule_boot::meta_record::{SlotId, SlotState, StagedApply};
 use bascule_boot::Slot;
-use bascule_bundle::{BundleReader, Manifest, PayloadInfo, PayloadKind};
+use bascule_bundle::{BundleReader, DigestCheck, Manifest, PayloadInfo, PayloadKind};
 use std::io::{self, Read};
 
 impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
@@ -97,7 +97,12 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
                     pass: Pass::Install,
                     source,
                 })?;
-        let mut bundle = BundleReader::open(source, &keys).map_err(PhaseError::Bundle)?;
+        // Each payload is hashed once, on the read-back against the signed
+        // manifest: that catches a source that changed since the verify
+        // pass as well as a device that stored other bytes.
+        let mut bundle = BundleReader::open(source, &keys)
+            .map_err(PhaseError::Bundle)?
+            .check_digests(DigestCheck::Consumer);
         if bundle.manifest() != manifest {
             return Err(PhaseError::BundleChanged {
                 now: bundle.manifest().image_version.clone(),
@@ -207,7 +212,7 @@ impl<H: Host + ?Sized, C: Clock + ?Sized> Run<'_, H, C> {
 }
 
 /// The payload as the host reads it: counts the bytes, reports progress,
-/// and remembers a failure of the bundle itself (digest, truncation) so it
+/// and remembers a failure of the bundle itself (truncation) so it
 /// is reported as the bundle's fault, not the device's.
 struct Metered<'p, R: Read> {
     inner: R,

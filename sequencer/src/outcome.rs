@@ -194,7 +194,7 @@ pub enum PhaseError {
         #[source]
         source: HostError,
     },
-    #[error("{target} reads back with SHA-256 {got}, the {kind} payload's is {expected}: the device or the ESP returns other bytes than written")]
+    #[error("{target} reads back with SHA-256 {got}, the signed {kind} payload's is {expected}: either the bundle's source sent other bytes than in the verify pass (upgrade again from a stable source) or the device or the ESP returns other bytes than written")]
     ReadBackMismatch {
         kind: PayloadKind,
         target: InstallTarget,
