@@ -123,6 +123,7 @@ pub fn image_variant(
                 bootloader,
                 firmware,
                 kernel_version: kernel_version.clone(),
+                direct_boot: None,
             };
             built.push((name, img.clone()));
             return img;

@@ -129,6 +129,10 @@ pub struct BuiltImage {
     pub bootloader: Bootloader,
     pub firmware: Firmware,
     pub kernel_version: String,
+    /// The default slot's kernel, initramfs and the loader entry's
+    /// command line, for a VM that starts the kernel itself; `None` for
+    /// an image recorded before this was kept.
+    pub direct_boot: Option<qemu::DirectBoot>,
 }
 
 impl BuiltImage {
@@ -161,6 +165,7 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
     let mut esp_files = Vec::new();
     let mut parts: Vec<(&'static str, PathBuf)> = Vec::new();
     let mut entries = Vec::new();
+    let mut default_initrd = None;
     let slots = [
         (Slot::A, Some(&spec.slot_a)),
         (Slot::B, spec.slot_b.as_ref()),
@@ -168,6 +173,11 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
     for (slot, build) in slots {
         let Some(build) = build else { continue };
         let (initrd, root) = build_slot(spec, slot, build, &kernel, &mods, &work)?;
+        if slot == spec.default_slot {
+            let kept = spec.out_dir.join("initrd-default.img");
+            fs::copy(&initrd, &kept).io("copying the default slot's initramfs to", &kept)?;
+            default_initrd = Some((kept, build.version.clone()));
+        }
         esp_files.push(EspFile::from_path(
             slot.layout().esp_kernel,
             &kernel.vmlinuz,
@@ -265,12 +275,31 @@ pub fn build_image(spec: &ImageSpec) -> Result<BuiltImage> {
         Firmware::Bios => None,
     };
     fs::remove_dir_all(&work).io("removing", &work)?;
+    let direct_boot = match default_initrd {
+        Some((initrd, version)) => {
+            let partuuid = loader::slot_partuuid(&table, spec.default_slot)?;
+            let cmdline = bascule_boot::slot::entry_cmdline(
+                spec.default_slot,
+                Some(&version),
+                Some(partuuid),
+                &params,
+            )
+            .map_err(|e| Error::Invalid(format!("slot {}: {e}", spec.default_slot)))?;
+            Some(qemu::DirectBoot {
+                kernel: kernel.vmlinuz.clone(),
+                initrd,
+                cmdline,
+            })
+        }
+        None => None,
+    };
     Ok(BuiltImage {
         disk: disk_path,
         ovmf_vars,
         bootloader: spec.bootloader,
         firmware: spec.firmware,
         kernel_version: kernel.version,
+        direct_boot,
     })
 }
 

@@ -40,4 +40,4 @@ pub use error::{Error, Result};
 pub use image::{
     build_image, Bootloader, BuiltImage, Firmware, ImageSpec, InitramfsInit, SlotBuild,
 };
-pub use qemu::QemuConfig;
+pub use qemu::{DirectBoot, QemuConfig};

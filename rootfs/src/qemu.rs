@@ -34,6 +34,16 @@ pub enum Serial {
     Socket { socket: PathBuf, log: PathBuf },
 }
 
+/// What QEMU needs to start a slot's kernel without firmware and loader
+/// (`-kernel`, `-initrd`, `-append`): the same files and command line the
+/// loader entry names, so the boot from the kernel on is the loader's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectBoot {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+}
+
 /// A QEMU invocation.
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
@@ -63,6 +73,9 @@ pub struct QemuConfig {
     /// disk after them), and have no bootindex, so the firmware never boots
     /// them.
     pub disks_before: Vec<PathBuf>,
+    /// Start this kernel directly (QEMU loads it; the firmware then skips
+    /// the disk's loader). A guest reboot starts it again, not the loader.
+    pub direct_boot: Option<DirectBoot>,
 }
 
 impl QemuConfig {
@@ -83,6 +96,7 @@ impl QemuConfig {
             net_forwards: None,
             extra_args: Vec::new(),
             disks_before: Vec::new(),
+            direct_boot: None,
         }
     }
 
@@ -112,6 +126,11 @@ impl QemuConfig {
             &self.cpus.to_string(),
         ]);
         push(&["-display", "none"]);
+        if let Some(d) = &self.direct_boot {
+            push(&["-kernel", &d.kernel.display().to_string()]);
+            push(&["-initrd", &d.initrd.display().to_string()]);
+            push(&["-append", &d.cmdline]);
+        }
         if let (Firmware::Uefi, Some(vars)) = (self.firmware, &self.ovmf_vars) {
             push(&[
                 "-drive",

@@ -50,7 +50,7 @@ use anyhow::{bail, Context, Result};
 use bascule_api::pb::{self, request::Call, response::Result as Reply};
 use bascule_api::Client;
 
-use crate::{cmd, workspace_root};
+use crate::workspace_root;
 
 /// The bench's own child mode: print start and exit times, then exit.
 pub fn child_main() -> ! {
@@ -448,9 +448,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("{}", boot_report::report(&fig));
         return Ok(());
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    cmd(&cargo, &["build", "--release", "-p", "bascule-init"])?;
-    let init = workspace_root().join("target/release/bascule-init");
+    // The very binary the images carry (static, release): one build
+    // serves the host figures and every VM.
+    let init = bascule_rootfs::cargo::build_static_binaries(&workspace_root())?.init;
     // The bench child is this very binary. `cargo xtask test` rebuilds
     // target/debug/xtask under it (the workspace's feature set differs from
     // `cargo run -p xtask`'s), so its path may name a deleted file by now:
@@ -513,7 +513,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 Produced by `cargo xtask bench{args}` at commit `{commit}`{dirty} on {date}, {cpus} CPUs ({cpu}), \
 {qemu}, {rustc}. Each figure is measured beside a reference in the same run; every sample \
 is in [benchmarks/results.json](benchmarks/results.json).\n\n\
-## Host (release build, `bascule-init --supervise`)\n\n\
+## Host (the images' static release build, `bascule-init --supervise`)\n\n\
 | measure | Bascule | reference (same run) | ratio | target | |\n\
 |---|---|---|---|---|---|\n\
 | restart latency, exit seen → new process running (median) | {restart:.3} ms | {restart_ref:.3} ms (spawn+wait loop) | {r1:.2}× | < 5 ms | {v1} |\n\

@@ -24,7 +24,7 @@
 //!   users mask on a small system ([`systemd_units`]).
 //!
 //! Each image boots [`DEFAULT_BOOTS`] times (alternating, one VM at a
-//! time, each on a fresh copy of its disk, GRUB on SeaBIOS, `-accel tcg
+//! time, each on a fresh copy of its disk, the kernel started by QEMU, `-accel tcg
 //! -smp 1 -m 1024`, bounded by [`BOOT_TIMEOUT`]). Bascule's stamps come
 //! from its boot timeline over the API (CLOCK_BOOTTIME, µs); busybox's
 //! from /proc/uptime (CLOCK_BOOTTIME, 10 ms steps). PID 1's Rss is read
@@ -66,7 +66,7 @@ pub const SLEEP_SERVICES: usize = 20;
 /// Bound on one boot to all-ready (about 10 s under TCG).
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Time between all-ready and reading PID 1's memory.
-pub const SETTLE: Duration = Duration::from_secs(3);
+pub const SETTLE: Duration = Duration::from_secs(2);
 /// The readiness polling interval of port 8080, in both images.
 pub const PROBE_MS: u64 = 20;
 /// One clock tick of /proc/PID/stat (USER_HZ = 100), in ms.

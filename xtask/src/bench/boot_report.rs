@@ -240,8 +240,11 @@ pub fn report(fig: &Figures) -> String {
     let mut s = format!(
         "\n## Boot\n\n\
 Four images from the same Debian kernel ({kver}) and the same first stage (Bascule's \
-initramfs), GRUB on SeaBIOS, booted in turn under QEMU TCG, one VM at a time, each on a \
-fresh copy of its disk: {warm}{boots} of each. Medians, \
+initramfs), booted in turn under QEMU TCG, one VM at a time, each on a fresh copy of its \
+disk, its default slot's kernel and initramfs started by QEMU (`-kernel`, `-initrd`, and the \
+command line of the image's GRUB entry: every figure counts from the kernel's start, so \
+SeaBIOS and GRUB reading the kernel through BIOS calls, about 4 s a boot under TCG, only \
+lengthened the run): {warm}{boots} of each. Medians, \
 with the lowest and highest boot in brackets; every sample is in \
 [benchmarks/results.json](benchmarks/results.json). The ratios are Bascule's figure over \
 each reference's; a target is met only if it holds against busybox init, systemd and \

@@ -21,7 +21,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use bascule_api::pb::{self, request::Call, response::Result as Reply};
 use bascule_rootfs::{build_image, Bootloader, BuiltImage, Firmware, ImageSpec, InitramfsInit};
 
@@ -150,8 +150,10 @@ pub fn run(series: &[usize], boots: usize, smoke: bool) -> Result<Series> {
         .context("creating a scratch directory")?;
     let bins = bascule_rootfs::cargo::build_static_binaries(&root)?;
     let cache = bascule_rootfs::image::default_cache_dir(&root);
-    let mut images: Vec<(Which, usize, BuiltImage)> = Vec::new();
-    for which in SYSTEMS {
+    // One thread per system: the builds are mostly single-threaded tools,
+    // and no VM runs yet, so the two cores can share them.
+    let build = |which: Which| -> Result<Vec<(Which, usize, BuiltImage)>> {
+        let mut built = Vec::new();
         for &n in series {
             let t = Instant::now();
             let mut spec = ImageSpec::new(
@@ -181,9 +183,21 @@ pub fn run(series: &[usize], boots: usize, smoke: bool) -> Result<Series> {
                 which.name(),
                 t.elapsed().as_secs_f64()
             );
-            images.push((which, n, img));
+            built.push((which, n, img));
         }
-    }
+        Ok(built)
+    };
+    let mut images: Vec<(Which, usize, BuiltImage)> = Vec::new();
+    std::thread::scope(|s| -> Result<()> {
+        let threads: Vec<_> = SYSTEMS.map(|which| s.spawn(move || build(which))).into();
+        for t in threads {
+            let built = t
+                .join()
+                .map_err(|_| anyhow!("a scaling image build panicked"))??;
+            images.extend(built);
+        }
+        Ok(())
+    })?;
     let (status_calls, list_calls) = if smoke {
         (SMOKE_STATUS_CALLS, SMOKE_LIST_CALLS)
     } else {

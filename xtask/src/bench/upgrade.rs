@@ -369,7 +369,7 @@ fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
     // install's own (no transfer from the host).
     g.console(
         &format!(
-            "head -c {} /dev/vdb > /tmp/b.bundle && echo BENCH\"\"-COPIED",
+            "dd if=/dev/vdb of=/tmp/b.bundle bs=4M count={} iflag=count_bytes 2>/dev/null && echo BENCH\"\"-COPIED",
             inputs.padded_len
         ),
         "BENCH-COPIED",
@@ -401,7 +401,7 @@ fn round(inputs: &Inputs, scratch: &Path) -> Result<Round> {
     // /dev/vda5), from tmpfs.
     let line = g.console(
         &format!(
-            "rm /tmp/b.bundle; head -c {n} /dev/vda5 > /tmp/rootfs && read a _ </proc/uptime && dd if=/tmp/rootfs of=/dev/vda5 bs=4M oflag=direct 2>/dev/null && read b _ </proc/uptime && rm /tmp/rootfs && echo BENCH\"\"-DD $a $b",
+            "rm /tmp/b.bundle; dd if=/dev/vda5 of=/tmp/rootfs bs=4M count={n} iflag=count_bytes 2>/dev/null && read a _ </proc/uptime && dd if=/tmp/rootfs of=/dev/vda5 bs=4M oflag=direct 2>/dev/null && read b _ </proc/uptime && rm /tmp/rootfs && echo BENCH\"\"-DD $a $b",
             n = inputs.rootfs_len
         ),
         "BENCH-DD ",

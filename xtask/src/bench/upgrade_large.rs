@@ -130,11 +130,13 @@ pub fn measure(
     };
     // A short command first: it absorbs the shell's first-line quirk.
     l.hwm_before_kb = super::upgrade::pid1_status(&mut g, "VmHWM")?;
+    let copy = std::time::Instant::now();
     g.console_once(
-        &format!("head -c {bundle_len} /dev/vdb > /tmp/b.bundle && echo BENCH\"\"-COPIED"),
+        &format!("dd if=/dev/vdb of=/tmp/b.bundle bs=4M count={bundle_len} iflag=count_bytes 2>/dev/null && echo BENCH\"\"-COPIED"),
         "BENCH-COPIED",
         COPY_TIMEOUT,
     )?;
+    let prepare = std::time::Instant::now();
     let out = tempfile::tempfile()?;
     let err = tempfile::tempfile()?;
     let mut child = super::upgrade::cli_at(
@@ -161,6 +163,11 @@ pub fn measure(
             super::upgrade::written(err)
         );
     }
+    println!(
+        "  full-size install: the bundle copied into tmpfs in {:.0} s, prepared in {:.0} s",
+        (prepare - copy).as_secs_f64(),
+        prepare.elapsed().as_secs_f64()
+    );
     l.hwm_after_kb = super::upgrade::pid1_status(&mut g, "VmHWM")?;
     l.rss_after_kb = super::upgrade::pid1_status(&mut g, "VmRSS")?;
     (l.install_bytes, l.install_ms) = super::upgrade::install_phase_at(g.api_socket(), cli)?;
