@@ -65,9 +65,10 @@ the kernel's boot move by several seconds from one boot to the next with the hos
 why each figure is a median of rounds in one VM each.\n\n\
 The install figure is the journal's install phase of a bundle already in the guest's tmpfs (copied \
 from a second, read-only virtual disk, so no transfer is timed), whose rootfs is the real slot padded \
-with random bytes. That phase reads each payload from the bundle while computing its SHA-256 against \
-the signed manifest, writes it, reads it back and computes SHA-256 again: two digests of every byte on \
-one emulated CPU without SHA extensions (`-cpu qemu64`), which bounds it far below `dd`, which writes \
+with random bytes. That phase reads each payload from the bundle (lengths checked, the digest left to \
+the read-back), writes it, reads it back and computes its SHA-256 against the signed manifest: a \
+digest of every byte on one emulated CPU without SHA extensions (`-cpu qemu64`; the verify pass before \
+it, not timed here, hashes the bundle once more), which bounds it far below `dd`, which writes \
 the same bytes from tmpfs to the same partition without checking anything (timed with /proc/uptime, \
 10 ms steps).\n\n\
 The full-size install runs in one more VM (3 GiB of memory, for the bundle in its tmpfs): the stock \
